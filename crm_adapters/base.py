@@ -1,0 +1,120 @@
+"""The one interface every CRM adapter implements.
+
+Everything CRM-specific (payload shapes, status ids, field formats, pagination,
+limits, error codes) stays behind `CrmAdapter`. Callers see normalized
+`workflows.events` types and the errors below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from workflows.effects import SetCardFields
+from workflows.events import Activity, CrmEvent, EntityRef, LeadSnapshot
+
+
+class WebhookRejected(Exception):
+    """A webhook leadwatch will not accept. `status` is the HTTP answer (4xx)."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedWebhook(WebhookRejected):
+    status = 400
+
+
+class WebhookUnauthorized(WebhookRejected):
+    status = 401
+
+
+class WebhookForbidden(WebhookRejected):
+    status = 403
+
+
+class CrmError(Exception):
+    """A CRM call failed. `retryable` says whether trying again later can help."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+class CrmRateLimited(CrmError):
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message, retryable=True, retry_after=retry_after, status=status)
+
+
+class CrmUnavailable(CrmError):
+    """5xx, timeouts, connection errors."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message, retryable=True, status=status)
+
+
+class CrmRejected(CrmError):
+    """The CRM refused the request itself (bad id, bad field, no rights)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message, retryable=False, status=status)
+
+
+@dataclass
+class WriteResult:
+    """Outcome of a batched write, per effect id. Every input effect lands in one of the two."""
+
+    succeeded: set[str] = field(default_factory=set)
+    failed: dict[str, CrmError] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """What the ingress hands an adapter: the raw body and the URL query."""
+
+    body: bytes
+    query: Mapping[str, str]
+    content_type: str = "application/x-www-form-urlencoded"
+
+
+class CrmAdapter(Protocol):
+    kind: str
+
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        """Authenticate and parse one delivery. Pure: no network.
+
+        Raises MalformedWebhook (400), WebhookUnauthorized (401) or
+        WebhookForbidden (403) with a message naming what is wrong.
+        """
+        ...
+
+    def get_leads(self, entities: list[EntityRef]) -> dict[EntityRef, LeadSnapshot | None]:
+        """Read cards in as few calls as the API allows. None: the card does not exist."""
+        ...
+
+    def get_activities(self, activity_ids: list[str]) -> dict[str, Activity | None]:
+        """Read activities by id (Bitrix24 ONCRMACTIVITYADD carries only the id)."""
+        ...
+
+    def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
+        """Cards created or changed at or after `since`, oldest change first, all pages."""
+        ...
+
+    def set_fields(self, writes: list[SetCardFields]) -> WriteResult:
+        """Write custom fields in as few calls as the API allows (Bitrix24 batch of 50,
+        amoCRM bulk PATCH). Never raises for a per-card failure: it lands in `failed`."""
+        ...
+
+    def card_url(self, entity: EntityRef) -> str:
+        """The link a person clicks to open the card."""
+        ...
+
+
+Sleep = Callable[[float], None]

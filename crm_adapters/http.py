@@ -1,0 +1,144 @@
+"""One HTTP client for every outbound API (Bitrix24, amoCRM, Telegram).
+
+It paces requests under the API's limit (a token bucket), retries what can be
+retried with exponential backoff (honouring the server's `retry_after`), and
+gives up within a time budget so a Lambda never sleeps past its timeout. What
+still fails is raised as a `CrmError` and left for the next run. Time and
+sleep are injected so tests and benchmarks do not wait for real.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from crm_adapters.base import CrmError, CrmUnavailable
+
+Classify = Callable[[requests.Response], CrmError | None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    budget: float = 60.0  # total seconds of waiting one call may spend
+
+    def delay(self, attempt: int, error: CrmError, rng: random.Random) -> float:
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.max_delay)
+        backoff = min(self.base_delay * (2**attempt), self.max_delay)
+        return backoff * (0.5 + rng.random() / 2)
+
+
+class RateLimiter:
+    """Token bucket: `rate` requests per second on average, `burst` at once."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until there is one. Returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        if wait:
+            self._sleep(wait)
+        return wait
+
+
+
+class HttpClient:
+    def __init__(
+        self,
+        classify: Classify,
+        *,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: tuple[float, float] = (5.0, 20.0),
+        secrets: tuple[str, ...] = (),
+        user_agent: str = "leadwatch/0.1",
+    ):
+        self._classify = classify
+        self.limiter = limiter
+        self.policy = policy or RetryPolicy()
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._timeout = timeout
+        self._secrets = tuple(s for s in secrets if s)
+        self._rng = random.Random()
+        self._headers = {"User-Agent": user_agent}
+        self.calls = 0  # HTTP requests actually sent, retries included
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        waited = 0.0
+        attempt = 0
+        while True:
+            try:
+                return self._once(method, url, params=params, json=json, data=data, headers=headers)
+            except CrmError as error:
+                attempt += 1
+                if not error.retryable or attempt >= self.policy.attempts:
+                    raise
+                delay = self.policy.delay(attempt - 1, error, self._rng)
+                if waited + delay > self.policy.budget:
+                    raise
+                waited += delay
+                self._sleep(delay)
+
+    def _once(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        if self.limiter is not None:
+            self.limiter.acquire()
+        headers = dict(self._headers)
+        if kwargs.get("headers"):
+            headers.update(kwargs["headers"])
+        kwargs["headers"] = headers
+        self.calls += 1
+        try:
+            response = self._session.request(method, url, timeout=self._timeout, **kwargs)
+        except requests.Timeout:
+            raise CrmUnavailable(f"{method} {self.redact(url)}: timed out") from None
+        except requests.RequestException as exc:
+            raise CrmUnavailable(f"{method} {self.redact(url)}: {type(exc).__name__}") from None
+        error = self._classify(response)
+        if error is not None:
+            error.args = (self.redact(str(error)),)
+            raise error
+        return response
