@@ -14,7 +14,8 @@ from typing import Any
 
 from workflows.events import EntityRef
 
-FieldValue = str | int | bool
+# A datetime is written in the CRM's own date format (Bitrix24 ISO 8601, amoCRM unix seconds).
+FieldValue = str | int | bool | datetime
 
 
 @dataclass(frozen=True)

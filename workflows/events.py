@@ -90,7 +90,7 @@ class CrmEvent:
 
     tenant: str
     kind: EventKind
-    entity: EntityRef
+    entity: EntityRef | None
     dedupe_key: str
     source: str = "webhook"
     raw_event: str = ""
@@ -115,7 +115,7 @@ class CrmEvent:
         return cls(
             tenant=data["tenant"],
             kind=EventKind(data["kind"]),
-            entity=_entity(data["entity"]),
+            entity=_entity(data["entity"]) if data.get("entity") else None,
             dedupe_key=data["dedupe_key"],
             source=data.get("source", "webhook"),
             raw_event=data.get("raw_event", ""),
