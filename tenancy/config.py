@@ -197,7 +197,6 @@ class CalendarConfig(_Strict):
             seen.add(item.date)
         return value
 
-
     def pre_holiday_minutes(self) -> int:
         if self.pre_holiday_shortening_minutes is not None:
             return self.pre_holiday_shortening_minutes

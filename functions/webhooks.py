@@ -1,0 +1,33 @@
+"""POST /hooks/{tenant}: the CRMs' webhooks. Thin glue over runtime.ingress."""
+
+from __future__ import annotations
+
+import json
+
+from chalice import Blueprint, Response
+
+bp = Blueprint(__name__)
+
+# amoCRM and Bitrix24 post forms; JSON and text are accepted so a wrong body gets our 400, not Chalice's 415.
+CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/json", "text/plain", "multipart/form-data"]
+
+
+def _json(status: int, body: dict) -> Response:
+    return Response(
+        body=json.dumps(body, ensure_ascii=False),
+        status_code=status,
+        headers={"Content-Type": "application/json"},
+    )
+
+
+@bp.route("/hooks/{tenant}", methods=["POST"], content_types=CONTENT_TYPES)
+def receive_webhook(tenant: str) -> Response:
+    from runtime.context import get_context
+    from runtime.ingress import receive
+
+    request = bp.current_request
+    body = request.raw_body or b""
+    query = dict(request.query_params or {})
+    content_type = request.headers.get("content-type", "")
+    answer = receive(get_context(), tenant, body, query, content_type)
+    return _json(answer.status, answer.body)

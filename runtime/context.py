@@ -1,0 +1,172 @@
+"""The runtime's wiring: tenants, store, queue, clock, adapters and notifiers.
+
+Production builds one `Context` lazily from the environment on the first
+invocation (so importing the app stays cheap); tests and the demo install their
+own with `set_context` (simulated clock, moto endpoints, fake servers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from crm_adapters.telegram import TelegramNotifier
+    from workflows.calendar import BusinessCalendar
+
+    from crm_adapters.base import CrmAdapter
+    from storage.store import Store
+    from tenancy.config import TenantConfig, TenantRegistry
+    from tenancy.secrets import SecretResolver
+    from workflows.timeliness import TimelinessRules
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Queue(Protocol):
+    def send(self, payloads: list[dict[str, Any]]) -> None: ...
+
+
+class SqsQueue:
+    """Sends events to the worker's SQS queue, up to 10 per call."""
+
+    def __init__(self, url: str, client: Any = None, endpoint: str | None = None):
+        self.url = url
+        self._client = client
+        self._endpoint = endpoint
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sqs", endpoint_url=self._endpoint)
+        return self._client
+
+    def send(self, payloads: list[dict[str, Any]]) -> None:
+        for start in range(0, len(payloads), 10):
+            chunk = payloads[start : start + 10]
+            entries = [
+                {"Id": str(i), "MessageBody": json.dumps(p, separators=(",", ":"))}
+                for i, p in enumerate(chunk)
+            ]
+            result = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            if result.get("Failed"):
+                raise RuntimeError(f"SQS refused {len(result['Failed'])} of {len(entries)} messages")
+
+
+AdapterFactory = Callable[["TenantConfig", "SecretResolver"], "CrmAdapter"]
+NotifierFactory = Callable[["TenantConfig", "SecretResolver"], "TelegramNotifier"]
+
+
+def default_adapter(config: TenantConfig, secrets: SecretResolver) -> CrmAdapter:
+    if config.crm.kind == "bitrix24":
+        from crm_adapters.bitrix24 import Bitrix24Adapter
+
+        return Bitrix24Adapter(config.tenant, config.crm, secrets)
+    from crm_adapters.amocrm import AmoCrmAdapter
+
+    return AmoCrmAdapter(config.tenant, config.crm, secrets)
+
+
+def default_notifier(config: TenantConfig, secrets: SecretResolver) -> TelegramNotifier:
+    from crm_adapters.telegram import TelegramNotifier
+
+    return TelegramNotifier(secrets(config.telegram.bot_token), api_base=config.telegram.api_base)
+
+
+@dataclass
+class Context:
+    registry: TenantRegistry
+    store: Store
+    queue: Queue
+    secrets: SecretResolver
+    clock: Clock = utc_now
+    adapter_factory: AdapterFactory = default_adapter
+    notifier_factory: NotifierFactory = default_notifier
+    sleep: Callable[[float], None] = time.sleep
+    _adapters: dict[str, Any] = field(default_factory=dict)
+    _notifiers: dict[str, Any] = field(default_factory=dict)
+    _calendars: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        return self.registry.get(tenant_id)
+
+    def adapter(self, config: TenantConfig) -> CrmAdapter:
+        with self._lock:
+            if config.tenant not in self._adapters:
+                self._adapters[config.tenant] = self.adapter_factory(config, self.secrets)
+            return self._adapters[config.tenant]
+
+    def notifier(self, config: TenantConfig) -> TelegramNotifier:
+        with self._lock:
+            if config.tenant not in self._notifiers:
+                self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets)
+            return self._notifiers[config.tenant]
+
+    def calendar(self, config: TenantConfig) -> BusinessCalendar:
+        with self._lock:
+            if config.tenant not in self._calendars:
+                from workflows.calendar import calendar_from_config
+
+                self._calendars[config.tenant] = calendar_from_config(config.calendar)
+            return self._calendars[config.tenant]
+
+    def rules(self, config: TenantConfig) -> TimelinessRules:
+        from workflows.timeliness import TimelinessRules
+
+        return TimelinessRules.from_config(config.timeliness)
+
+
+_context: Context | None = None
+_context_lock = threading.Lock()
+
+
+def tenants_dir() -> Path:
+    configured = os.environ.get("LEADWATCH_TENANTS_DIR")
+    if configured:
+        return Path(configured)
+    # Deployed: config/tenants sits at the bundle root next to app.py (vendored).
+    return Path(__file__).resolve().parent.parent / "config" / "tenants"
+
+
+def build_from_environment() -> Context:
+    from storage.models import bind_from_environment
+    from storage.store import Store
+    from tenancy.config import TenantRegistry
+    from tenancy.secrets import SecretResolver
+
+    bind_from_environment()
+    queue_url = os.environ.get("LEADWATCH_QUEUE_URL", "")
+    return Context(
+        registry=TenantRegistry.from_dir(tenants_dir()),
+        store=Store(),
+        queue=SqsQueue(queue_url, endpoint=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None),
+        secrets=SecretResolver(),
+    )
+
+
+def get_context() -> Context:
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = build_from_environment()
+        return _context
+
+
+def set_context(context: Context | None) -> None:
+    global _context
+    with _context_lock:
+        _context = context

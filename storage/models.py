@@ -1,0 +1,126 @@
+"""PynamoDB models of the tables in infra/resources.yaml (tests check they agree).
+
+Every table is partitioned by tenant, so no query can reach another tenant's rows.
+Times are stored as unix seconds (numbers) so the due index can range over them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+_BASE_NAMES = {
+    "InboxItem": ("LEADWATCH_INBOX_TABLE", "leadwatch-inbox"),
+    "LeadItem": ("LEADWATCH_LEADS_TABLE", "leadwatch-leads"),
+    "JournalItem": ("LEADWATCH_JOURNAL_TABLE", "leadwatch-journal"),
+    "StateItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
+}
+
+
+class _Meta:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "eu-central-1"
+    host = os.environ.get("LEADWATCH_DYNAMODB_ENDPOINT") or None
+    # Lambda retries the whole invocation; a few quick SDK retries are enough here.
+    max_retry_attempts = 3
+    connect_timeout_seconds = 2
+    read_timeout_seconds = 5
+
+
+class InboxItem(Model):
+    class Meta(_Meta):
+        table_name = "leadwatch-inbox"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute()  # "event" or "reject"
+    received_at = NumberAttribute()
+    payload = UnicodeAttribute(null=True)
+    status = NumberAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    body = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class DueIndex(GlobalSecondaryIndex["LeadItem"]):
+    class Meta:
+        index_name = "due-index"
+        projection = AllProjection()
+
+    due_bucket = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class LeadItem(Model):
+    class Meta(_Meta):
+        table_name = "leadwatch-leads"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    entity = UnicodeAttribute(range_key=True)
+    created_at = NumberAttribute()
+    due_at = NumberAttribute()
+    # Present only while the card waits for its verdict: that keeps the due index sparse.
+    due_bucket = UnicodeAttribute(null=True)
+    stage = UnicodeAttribute()
+    responsible = UnicodeAttribute(null=True)
+    title = UnicodeAttribute(null=True)
+    processed_at = NumberAttribute(null=True)
+    processed_how = UnicodeAttribute(null=True)
+    crm_modified_at = NumberAttribute(null=True)
+    verdict = UnicodeAttribute(null=True)
+    verdict_at = NumberAttribute(null=True)
+    claim_token = UnicodeAttribute(null=True)
+    claim_until = NumberAttribute(null=True)
+
+    due_index = DueIndex()
+
+
+class JournalItem(Model):
+    class Meta(_Meta):
+        table_name = "leadwatch-journal"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)  # "<occurred ISO>#<violation id>"
+    violation_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    entity = UnicodeAttribute()
+    manager = UnicodeAttribute(null=True)
+    occurred_at = NumberAttribute()
+    recorded_at = NumberAttribute()
+    details = UnicodeAttribute(null=True)  # JSON
+
+
+class StateItem(Model):
+    class Meta(_Meta):
+        table_name = "leadwatch-state"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    value = UnicodeAttribute(null=True)
+    on_time = NumberAttribute(null=True)
+    late = NumberAttribute(null=True)
+    at = NumberAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+MODELS: tuple[type[Model], ...] = (InboxItem, LeadItem, JournalItem, StateItem)
+
+
+def bind(*, host: str | None = None, region: str | None = None, prefix: str = "") -> None:
+    """Point every model at an endpoint (moto's server locally; None for AWS) and its table names.
+
+    Table names come from the environment (set by the deployment template), else the defaults.
+    """
+    for model in MODELS:
+        env_name, default = _BASE_NAMES[model.__name__]
+        model.Meta.table_name = prefix + (os.environ.get(env_name) or default)
+        model.Meta.host = host
+        if region:
+            model.Meta.region = region
+        model._connection = None
+
+
+def bind_from_environment() -> None:
+    bind(host=os.environ.get("LEADWATCH_DYNAMODB_ENDPOINT") or None, region=_Meta.region)

@@ -1,0 +1,349 @@
+"""The data access layer: every DynamoDB read and write leadwatch makes, in one place.
+
+Workflows never see this module; the runtime loads state through it and hands
+the workflows plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from storage.models import InboxItem, JournalItem, LeadItem, StateItem
+from workflows.effects import Violation
+from workflows.events import EntityRef
+from workflows.timeliness import LeadState
+
+INBOX_TTL = timedelta(days=14)
+LEDGER_TTL = timedelta(days=30)
+MAX_KEPT_BODY = 8 * 1024
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def due_bucket(tenant: str, due_at: datetime) -> str:
+    return f"{tenant}#{due_at.astimezone(UTC).date().isoformat()}"
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    if cause in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+        return True
+    return "ConditionalCheckFailed" in str(exc)
+
+
+@dataclass(frozen=True)
+class StatRow:
+    day: str
+    manager: str
+    on_time: int
+    late: int
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    violation_id: str
+    type: str
+    entity: str
+    manager: str | None
+    occurred_at: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    key: str
+    received_at: datetime
+    status: int
+    reason: str
+    body: str
+
+
+class Store:
+    """DynamoDB through PynamoDB. Every method is scoped to one tenant."""
+
+    # ----- inbox
+    def put_event(self, tenant: str, dedupe_key: str, payload: dict[str, Any], now: datetime) -> bool:
+        """Store an event once. False when it is already there (a redelivery)."""
+        item = InboxItem(
+            tenant,
+            f"event#{dedupe_key}",
+            kind="event",
+            received_at=now.timestamp(),
+            payload=json.dumps(payload, separators=(",", ":")),
+            expires_at=now + INBOX_TTL,
+        )
+        try:
+            item.save(condition=InboxItem.key.does_not_exist())
+        except PutError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def forget_event(self, tenant: str, dedupe_key: str) -> None:
+        """Undo put_event when the event could not be queued, so the CRM's retry is not taken for a duplicate."""
+        InboxItem(tenant, f"event#{dedupe_key}").delete()
+
+    def put_reject(
+        self, tenant: str, status: int, reason: str, body: bytes, now: datetime, ident: str
+    ) -> None:
+        text = body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
+        InboxItem(
+            tenant,
+            f"reject#{now.astimezone(UTC).isoformat()}#{ident}",
+            kind="reject",
+            received_at=now.timestamp(),
+            status=status,
+            reason=reason[:1000],
+            body=text,
+            expires_at=now + INBOX_TTL,
+        ).save()
+
+    def rejects(self, tenant: str) -> list[RejectRow]:
+        return [
+            RejectRow(item.key, _dt(item.received_at), int(item.status), item.reason or "", item.body or "")  # type: ignore[arg-type]
+            for item in InboxItem.query(tenant, InboxItem.key.startswith("reject#"))
+        ]
+
+    def events(self, tenant: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(item.payload)
+            for item in InboxItem.query(tenant, InboxItem.key.startswith("event#"))
+            if item.payload
+        ]
+
+    # ----- leads
+    @staticmethod
+    def _to_state(item: LeadItem) -> LeadState:
+        return LeadState(
+            tenant=item.tenant,
+            entity=EntityRef.parse(item.entity),
+            created_at=_dt(item.created_at),  # type: ignore[arg-type]
+            due_at=_dt(item.due_at),  # type: ignore[arg-type]
+            stage=item.stage,
+            responsible=item.responsible,
+            title=item.title or "",
+            processed_at=_dt(item.processed_at),
+            processed_how=item.processed_how,
+            crm_modified_at=_dt(item.crm_modified_at),
+            verdict=item.verdict,
+            verdict_at=_dt(item.verdict_at),
+        )
+
+    def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
+        keys = sorted({(tenant, e.key) for e in entities})
+        found: dict[EntityRef, LeadState] = {}
+        if not keys:
+            return found
+        for item in LeadItem.batch_get(keys):
+            state = self._to_state(item)
+            found[state.entity] = state
+        return found
+
+    def get_lead(self, tenant: str, entity: EntityRef) -> LeadState | None:
+        return self.get_leads(tenant, [entity]).get(entity)
+
+    def create_lead(self, state: LeadState) -> bool:
+        """Store a newly seen card. False when another worker stored it first."""
+        item = LeadItem(
+            state.tenant,
+            state.entity.key,
+            created_at=state.created_at.timestamp(),
+            due_at=state.due_at.timestamp(),
+            due_bucket=due_bucket(state.tenant, state.due_at),
+            stage=state.stage,
+            responsible=state.responsible,
+            title=state.title or None,
+            processed_at=_ts(state.processed_at),
+            processed_how=state.processed_how,
+            crm_modified_at=_ts(state.crm_modified_at),
+        )
+        try:
+            item.save(condition=LeadItem.entity.does_not_exist())
+        except PutError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def update_lead(self, state: LeadState) -> None:
+        """Record a later sighting. Processing, once recorded, is never moved or erased."""
+        item = LeadItem(state.tenant, state.entity.key)
+        actions = [
+            LeadItem.stage.set(state.stage),
+            LeadItem.responsible.set(state.responsible)
+            if state.responsible
+            else LeadItem.responsible.remove(),
+            LeadItem.title.set(state.title) if state.title else LeadItem.title.remove(),
+        ]
+        if state.crm_modified_at is not None:
+            actions.append(LeadItem.crm_modified_at.set(state.crm_modified_at.timestamp()))
+        if state.processed_at is not None:
+            actions.append(LeadItem.processed_at.set(LeadItem.processed_at | state.processed_at.timestamp()))
+            actions.append(
+                LeadItem.processed_how.set(LeadItem.processed_how | (state.processed_how or "stage"))
+            )
+        item.update(actions=actions, condition=LeadItem.entity.exists())
+
+    def due_leads(self, tenant: str, now: datetime, since: date, limit: int = 1000) -> Iterator[LeadState]:
+        """Open cards whose control time has come, read from the sparse due index only."""
+        day = since
+        today = now.astimezone(UTC).date()
+        remaining = limit
+        while day <= today and remaining > 0:
+            bucket = f"{tenant}#{day.isoformat()}"
+            for item in LeadItem.due_index.query(bucket, LeadItem.due_at <= now.timestamp(), limit=remaining):
+                remaining -= 1
+                yield self._to_state(item)
+            day += timedelta(days=1)
+
+    def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
+        """Take a due card for this sweep, so an overlapping sweep leaves it alone."""
+        item = LeadItem(state.tenant, state.entity.key)
+        try:
+            item.update(
+                actions=[
+                    LeadItem.claim_token.set(token),
+                    LeadItem.claim_until.set((now + hold).timestamp()),
+                ],
+                condition=LeadItem.due_bucket.exists()
+                & (LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release(self, state: LeadState, token: str) -> None:
+        item = LeadItem(state.tenant, state.entity.key)
+        try:
+            item.update(
+                actions=[LeadItem.claim_token.remove(), LeadItem.claim_until.remove()],
+                condition=LeadItem.claim_token == token,
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    def close_verdict(
+        self, state: LeadState, verdict: str, token: str, now: datetime, day: str, manager: str
+    ) -> bool:
+        """Mark the card done and count it, atomically, only if this sweep still holds it."""
+        counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
+        lead = LeadItem(state.tenant, state.entity.key)
+        field = StateItem.on_time if verdict == "on_time" else StateItem.late
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                tx.update(
+                    lead,
+                    actions=[
+                        LeadItem.verdict.set(verdict),
+                        LeadItem.verdict_at.set(now.timestamp()),
+                        LeadItem.due_bucket.remove(),
+                        LeadItem.claim_token.remove(),
+                        LeadItem.claim_until.remove(),
+                    ],
+                    condition=(LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist(),
+                )
+                tx.update(counter, actions=[field.add(1)])
+        except TransactWriteError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    # ----- effect ledger
+    def effects_done(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        keys = sorted({(tenant, f"effect#{i}") for i in effect_ids})
+        if not keys:
+            return set()
+        return {item.key.removeprefix("effect#") for item in StateItem.batch_get(keys)}
+
+    def mark_effects(self, tenant: str, effect_ids: Iterable[str], now: datetime) -> None:
+        with StateItem.batch_write() as batch:
+            for effect_id in effect_ids:
+                batch.save(
+                    StateItem(tenant, f"effect#{effect_id}", at=now.timestamp(), expires_at=now + LEDGER_TTL)
+                )
+
+    # ----- journal
+    def put_violation(self, tenant: str, violation: Violation, now: datetime) -> bool:
+        """Record a violation once; False when it was already in the journal."""
+        item = JournalItem(
+            tenant,
+            f"{violation.occurred_at.astimezone(UTC).isoformat()}#{violation.violation_id}",
+            violation_id=violation.violation_id,
+            type=violation.type,
+            entity=violation.entity.key,
+            manager=violation.manager,
+            occurred_at=violation.occurred_at.timestamp(),
+            recorded_at=now.timestamp(),
+            details=json.dumps(violation.details, ensure_ascii=False, default=str),
+        )
+        try:
+            item.save(condition=JournalItem.key.does_not_exist())
+        except PutError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def violations(
+        self, tenant: str, start: datetime, end: datetime, type: str | None = None
+    ) -> list[JournalRow]:
+        lower = start.astimezone(UTC).isoformat()
+        upper = end.astimezone(UTC).isoformat() + "\uffff"
+        rows = []
+        for item in JournalItem.query(tenant, JournalItem.key.between(lower, upper)):
+            if type and item.type != type:
+                continue
+            rows.append(
+                JournalRow(
+                    item.violation_id,
+                    item.type,
+                    item.entity,
+                    item.manager,
+                    _dt(item.occurred_at),  # type: ignore[arg-type]
+                    json.loads(item.details or "{}"),
+                )
+            )
+        return rows
+
+    # ----- checkpoints and statistics
+    def get_checkpoint(self, tenant: str, name: str) -> str | None:
+        try:
+            return StateItem.get(tenant, f"checkpoint#{name}").value
+        except StateItem.DoesNotExist:
+            return None
+
+    def set_checkpoint(self, tenant: str, name: str, value: str) -> None:
+        StateItem(tenant, f"checkpoint#{name}", value=value).save()
+
+    def timeliness_stats(self, tenant: str, first: date, last: date) -> list[StatRow]:
+        lower = f"stats#timeliness#{first.isoformat()}"
+        upper = f"stats#timeliness#{last.isoformat()}#\uffff"
+        rows = []
+        for item in StateItem.query(tenant, StateItem.key.between(lower, upper)):
+            _, _, day, manager = item.key.split("#", 3)
+            rows.append(StatRow(day, manager, int(item.on_time or 0), int(item.late or 0)))
+        return rows
+
+
+def _connection() -> Connection:
+    meta = LeadItem.Meta
+    return Connection(region=meta.region, host=meta.host)
