@@ -245,6 +245,14 @@ class VerdictValues(_Strict):
     yes: str | int | bool = "Y"
     no: str | int | bool = "N"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads the bare keys `yes:` and `no:` as booleans.
+        if isinstance(value, dict):
+            return {({True: "yes", False: "no"}.get(k, k) if isinstance(k, bool) else k): v for k, v in value.items()}
+        return value
+
 
 class TimelinessConfig(_Strict):
     enabled: bool = True

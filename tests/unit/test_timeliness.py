@@ -1,0 +1,174 @@
+"""The timeliness workflow, pure: no AWS, no HTTP, the clock passed in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from workflows import timeliness
+from workflows.effects import Notify, RecordViolation, SetCardFields
+from workflows.events import Activity, EntityRef, EntityType, LeadSnapshot
+
+MSK = ZoneInfo("Europe/Moscow")
+LEAD = EntityRef(EntityType.LEAD, "42")
+T0 = datetime(2025, 11, 11, 10, 0, tzinfo=MSK)  # a Tuesday
+
+
+class FixedCalendar:
+    """Reaction time added as plain minutes: the calendar has its own tests."""
+
+    def control_time(self, created: datetime, reaction: timedelta, control_start: time) -> datetime:
+        return created + reaction
+
+
+RULES = timeliness.TimelinessRules(
+    control_start=time(11, 0),
+    reaction=timedelta(minutes=15),
+    unprocessed_stages=frozenset({"NEW"}),
+    intake_field="UF_CRM_INTAKE",
+    verdict_field="UF_CRM_ONTIME",
+    verdict_yes="Y",
+    verdict_no="N",
+)
+VIEW = timeliness.CardView("https://crm/lead/42", "Anna <Smith> & Co")
+
+
+def snapshot(
+    stage: str = "NEW",
+    *,
+    modified: datetime | None = None,
+    moved: datetime | None = None,
+    responsible: str = "7",
+) -> LeadSnapshot:
+    return LeadSnapshot(
+        entity=LEAD,
+        stage=stage,
+        responsible=responsible,
+        created_at=T0,
+        modified_at=modified or T0,
+        stage_changed_at=moved,
+        title="Window <b>order</b>",
+    )
+
+
+def intake(**kwargs) -> timeliness.LeadState:
+    decision = timeliness.observe("t1", None, snapshot(**kwargs), FixedCalendar(), RULES, T0)
+    assert decision.created and decision.state is not None
+    return decision.state
+
+
+def test_intake_records_creation_time_due_time_and_stamps_the_card():
+    decision = timeliness.observe("t1", None, snapshot(), FixedCalendar(), RULES, T0 + timedelta(seconds=3))
+    assert decision.created
+    state = decision.state
+    assert state.created_at == T0 and state.due_at == T0 + timedelta(minutes=15)
+    assert state.processed_at is None and state.open
+    assert decision.effects == [SetCardFields("intake:t1:lead:42", LEAD, {"UF_CRM_INTAKE": T0})]
+
+
+def test_a_card_created_already_processed_is_processed_at_creation():
+    state = intake(stage="IN_PROCESS")
+    assert state.processed_at == T0 and state.processed_how == "stage"
+
+
+def test_stage_change_marks_processing_at_the_crm_time_not_the_arrival_time():
+    state = intake()
+    moved = T0 + timedelta(minutes=9)
+    later = T0 + timedelta(minutes=30)  # the webhook arrived late
+    decision = timeliness.observe(
+        "t1", state, snapshot("IN_PROCESS", modified=moved, moved=moved), FixedCalendar(), RULES, later
+    )
+    assert decision.state.processed_at == moved
+    assert not decision.created
+
+
+def test_an_older_sighting_does_not_roll_the_card_back():
+    state = intake()
+    newer = timeliness.observe(
+        "t1", state, snapshot("IN_PROCESS", modified=T0 + timedelta(minutes=5)), FixedCalendar(), RULES, T0
+    ).state
+    stale = timeliness.observe(
+        "t1", newer, snapshot("NEW", modified=T0 + timedelta(minutes=1)), FixedCalendar(), RULES, T0
+    )
+    assert stale.state is None
+    assert [e.effect_id for e in stale.effects] == ["intake:t1:lead:42"]  # the stamp is still asked for
+
+
+def test_processing_once_recorded_is_never_moved():
+    state = intake()
+    first = timeliness.observe(
+        "t1", state, snapshot("IN_PROCESS", modified=T0 + timedelta(minutes=5)), FixedCalendar(), RULES, T0
+    ).state
+    back = timeliness.observe(
+        "t1", first, snapshot("NEW", modified=T0 + timedelta(minutes=6)), FixedCalendar(), RULES, T0
+    ).state
+    assert back.processed_at == T0 + timedelta(minutes=5)
+    assert back.stage == "NEW"
+
+
+def test_activity_by_the_responsible_manager_counts_as_processing():
+    state = intake()
+    call = Activity("a1", LEAD, "call", "7", T0 + timedelta(minutes=4), "out")
+    decision = timeliness.observe_activity(state, call, RULES)
+    assert decision.state.processed_at == T0 + timedelta(minutes=4)
+    assert decision.state.processed_how == "activity:call"
+
+
+def test_activity_by_someone_else_does_not_count():
+    state = intake()
+    call = Activity("a1", LEAD, "call", "99", T0 + timedelta(minutes=4), "out")
+    assert timeliness.observe_activity(state, call, RULES).state is None
+
+
+def test_activity_counting_can_be_switched_off():
+    rules = timeliness.TimelinessRules(**{**RULES.__dict__, "activity_counts_as_processed": False})
+    call = Activity("a1", LEAD, "call", "7", T0 + timedelta(minutes=4), "out")
+    assert timeliness.observe_activity(intake(), call, rules).state is None
+
+
+def test_on_time_verdict_writes_yes_and_nothing_else():
+    state = intake(stage="IN_PROCESS")
+    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    assert verdict == timeliness.ON_TIME
+    assert effects == [SetCardFields("verdict:t1:lead:42", LEAD, {"UF_CRM_ONTIME": "Y"})]
+
+
+def test_processed_exactly_at_the_control_time_is_on_time():
+    state = intake()
+    due = state.due_at
+    state = timeliness.observe(
+        "t1", state, snapshot("IN_PROCESS", modified=due, moved=due), FixedCalendar(), RULES, due
+    ).state
+    verdict, _ = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    assert verdict == timeliness.ON_TIME
+
+
+def test_late_verdict_writes_no_records_a_violation_and_alerts_once():
+    state = intake()
+    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    assert verdict == timeliness.LATE
+    kinds = [type(e) for e in effects]
+    assert kinds == [SetCardFields, RecordViolation, Notify]
+    assert effects[0].fields == {"UF_CRM_ONTIME": "N"}
+    violation = effects[1].violation
+    assert violation.violation_id == "late_first_processing:lead:42"
+    assert violation.manager == "7" and violation.occurred_at == state.due_at
+    alert = effects[2]
+    assert alert.effect_id == "alert:late:t1:lead:42"
+    # Telegram HTML: the link and every user-supplied text escaped.
+    assert '<a href="https://crm/lead/42">Window &lt;b&gt;order&lt;/b&gt;</a>' in alert.text
+    assert "Anna &lt;Smith&gt; &amp; Co" in alert.text
+    assert "10:15" in alert.text
+
+
+def test_effect_ids_are_stable_so_reruns_repeat_nothing():
+    state = intake()
+    first = timeliness.decide_verdict(state, RULES, VIEW, MSK)[1]
+    second = timeliness.decide_verdict(state, RULES, VIEW, MSK)[1]
+    assert [e.effect_id for e in first] == [e.effect_id for e in second]
+
+
+def test_stats_day_is_the_local_arrival_date():
+    late_evening = datetime(2025, 11, 11, 23, 30, tzinfo=MSK)
+    state = timeliness.LeadState("t1", LEAD, late_evening.astimezone(UTC), late_evening, "NEW", "7")
+    assert timeliness.stats_day(state, MSK) == "2025-11-11"
