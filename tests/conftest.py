@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture
+def aws():
+    """In-process moto with leadwatch's tables and queues, created from infra/resources.yaml."""
+    import boto3
+    from moto import mock_aws
+
+    from storage.models import bind
+    from storage.schema import create_queues, create_tables
+
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="eu-central-1")
+        sqs = boto3.client("sqs", region_name="eu-central-1")
+        create_tables(dynamodb)
+        urls = create_queues(sqs)
+        bind(host=None, region="eu-central-1")
+        yield {"dynamodb": dynamodb, "sqs": sqs, "queues": urls}
