@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from runtime import executor
 from runtime.context import Context
@@ -20,7 +20,8 @@ from workflows import timeliness
 
 log = logging.getLogger("leadwatch.sweep")
 
-LOOKBACK = timedelta(days=7)  # a card that keeps failing is retried for a week, then needs a human
+FIRST_LOOKBACK = timedelta(days=7)  # where the very first sweep of a tenant starts reading
+CHECKPOINT = "sweep"  # the oldest day bucket that may still hold an open card
 CLAIM_HOLD = timedelta(minutes=5)
 MAX_PER_SWEEP = 1000
 
@@ -52,26 +53,34 @@ def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
 def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepReport:
     report = SweepReport()
     store = ctx.store
-    due = list(store.due_leads(config.tenant, now, since=(now - LOOKBACK).date(), limit=MAX_PER_SWEEP))
+    today = now.astimezone(UTC).date()
+    stored = store.get_checkpoint(config.tenant, CHECKPOINT)
+    since = date.fromisoformat(stored) if stored else (now - FIRST_LOOKBACK).date()
+    due = list(store.due_leads(config.tenant, now, since=since, limit=MAX_PER_SWEEP))
     report.due = len(due)
-    if not due:
-        return report
     token = uuid.uuid4().hex
-    claimed = [state for state in due if store.claim(state, token, now, CLAIM_HOLD)]
+    claimed = []
+    still_open: set[date] = set()  # buckets that keep an open card after this sweep
+    for day, state in due:
+        if store.claim(state, token, now, CLAIM_HOLD):
+            claimed.append((day, state))
+        else:
+            still_open.add(day)
     report.skipped = len(due) - len(claimed)
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
     rules = ctx.rules(config)
     plans = []
     effects = []
-    for state in claimed:
+    for _, state in claimed:
         view = timeliness.CardView(adapter.card_url(state.entity), config.manager_name(state.responsible))
         verdict, lead_effects = timeliness.decide_verdict(state, rules, view, calendar.tz)
         plans.append((state, verdict, [e.effect_id for e in lead_effects]))
         effects.extend(lead_effects)
-    outcome = executor.perform(ctx, config, effects)
-    for state, verdict, ids in plans:
+    outcome = executor.perform(ctx, config, effects) if effects else executor.Outcome()
+    for (day, _), (state, verdict, ids) in zip(claimed, plans, strict=True):
         if not outcome.all_done(ids):
+            still_open.add(day)
             store.release(state, token)
             report.retried_later += 1
             for effect_id in ids:
@@ -82,4 +91,11 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
         if store.close_verdict(state, verdict, token, now, day, state.responsible or "unassigned"):
             report.closed += 1
             report.late += verdict == timeliness.LATE
+    # Past buckets hold only cards already due, so one that yielded nothing still open is empty for
+    # good. Yesterday is always read again: a worker whose clock lags at midnight may still write there.
+    # A full page may have left cards unread: then keep reading from the same place.
+    floor = today - timedelta(days=1)
+    checkpoint = since if len(due) >= MAX_PER_SWEEP else min(still_open | {floor})
+    if checkpoint.isoformat() != stored:
+        store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
     return report

@@ -123,7 +123,7 @@ def _handle_tenant(ctx: Context, config: TenantConfig, items: list[tuple[Message
     for entity in sorted(created | changed):
         state = current[entity]
         assert state is not None
-        if entity in created and ctx.store.create_lead(state):
+        if entity in created and ctx.store.create_lead(state, now):
             continue
         ctx.store.update_lead(state)
 

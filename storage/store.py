@@ -34,8 +34,15 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), UTC)
 
 
-def due_bucket(tenant: str, due_at: datetime) -> str:
-    return f"{tenant}#{due_at.astimezone(UTC).date().isoformat()}"
+def due_bucket(tenant: str, due_at: datetime, stored_at: datetime) -> str:
+    """The due index partition: the UTC day the card falls due, or the day it was stored if later.
+
+    A card stored already overdue (found late by reconciliation) lands in today's
+    bucket, so every bucket before today holds only cards already due, and a
+    sweep needs to read only from the oldest bucket still holding an open card.
+    """
+    day = max(due_at, stored_at).astimezone(UTC).date()
+    return f"{tenant}#{day.isoformat()}"
 
 
 def _conditional_failed(exc: Exception) -> bool:
@@ -157,14 +164,14 @@ class Store:
     def get_lead(self, tenant: str, entity: EntityRef) -> LeadState | None:
         return self.get_leads(tenant, [entity]).get(entity)
 
-    def create_lead(self, state: LeadState) -> bool:
+    def create_lead(self, state: LeadState, now: datetime) -> bool:
         """Store a newly seen card. False when another worker stored it first."""
         item = LeadItem(
             state.tenant,
             state.entity.key,
             created_at=state.created_at.timestamp(),
             due_at=state.due_at.timestamp(),
-            due_bucket=due_bucket(state.tenant, state.due_at),
+            due_bucket=due_bucket(state.tenant, state.due_at, now),
             stage=state.stage,
             responsible=state.responsible,
             title=state.title or None,
@@ -199,8 +206,13 @@ class Store:
             )
         item.update(actions=actions, condition=LeadItem.entity.exists())
 
-    def due_leads(self, tenant: str, now: datetime, since: date, limit: int = 1000) -> Iterator[LeadState]:
-        """Open cards whose control time has come, read from the sparse due index only."""
+    def due_leads(
+        self, tenant: str, now: datetime, since: date, limit: int = 1000
+    ) -> Iterator[tuple[date, LeadState]]:
+        """Open cards whose control time has come, with their day bucket, from `since` to today.
+
+        Reads the sparse due index only: what it returns is what is due.
+        """
         day = since
         today = now.astimezone(UTC).date()
         remaining = limit
@@ -208,7 +220,7 @@ class Store:
             bucket = f"{tenant}#{day.isoformat()}"
             for item in LeadItem.due_index.query(bucket, LeadItem.due_at <= now.timestamp(), limit=remaining):
                 remaining -= 1
-                yield self._to_state(item)
+                yield day, self._to_state(item)
             day += timedelta(days=1)
 
     def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:

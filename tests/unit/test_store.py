@@ -50,24 +50,30 @@ def test_an_event_is_stored_once(aws):
 def test_due_index_reads_only_what_is_due(aws):
     store = Store()
     for n in range(30):
-        store.create_lead(lead(n, NOW + timedelta(minutes=n - 10)))  # 11 due (n <= 10), 19 later
-    store.create_lead(lead(99, NOW - timedelta(minutes=1), tenant="t2"))
+        store.create_lead(lead(n, NOW + timedelta(minutes=n - 10)), NOW)  # 11 due (n <= 10), 19 later
+    store.create_lead(lead(99, NOW - timedelta(minutes=1), tenant="t2"), NOW)
     due = list(store.due_leads("t1", NOW, since=NOW.date() - timedelta(days=7)))
-    assert sorted(int(s.entity.id) for s in due) == list(range(11))
+    assert sorted(int(s.entity.id) for _, s in due) == list(range(11))
+
+
+def test_a_card_stored_overdue_lands_in_todays_bucket(aws):
+    store = Store()
+    store.create_lead(lead(1, NOW - timedelta(days=3)), NOW)  # found late by reconciliation
+    assert [s.entity.id for _, s in store.due_leads("t1", NOW, since=NOW.date())] == ["1"]
 
 
 def test_due_index_spans_days_and_the_lookback(aws):
     store = Store()
-    store.create_lead(lead(1, NOW - timedelta(days=2)))
-    store.create_lead(lead(2, NOW - timedelta(days=9)))
+    store.create_lead(lead(1, NOW - timedelta(days=2)), NOW - timedelta(days=2))
+    store.create_lead(lead(2, NOW - timedelta(days=9)), NOW - timedelta(days=9))
     due = list(store.due_leads("t1", NOW, since=NOW.date() - timedelta(days=7)))
-    assert [s.entity.id for s in due] == ["1"]
+    assert [s.entity.id for _, s in due] == ["1"]
 
 
 def test_create_is_conditional(aws):
     store = Store()
-    assert store.create_lead(lead(1, NOW))
-    assert not store.create_lead(lead(1, NOW + timedelta(hours=1)))
+    assert store.create_lead(lead(1, NOW), NOW)
+    assert not store.create_lead(lead(1, NOW + timedelta(hours=1)), NOW)
     assert store.get_lead("t1", EntityRef(EntityType.LEAD, "1")).due_at == NOW
 
 
@@ -76,7 +82,7 @@ def test_processing_time_is_set_once(aws):
 
     store = Store()
     state = lead(1, NOW)
-    store.create_lead(state)
+    store.create_lead(state, NOW)
     store.update_lead(
         replace(state, stage="IN_PROCESS", processed_at=NOW - timedelta(minutes=5), processed_how="stage")
     )
@@ -89,7 +95,7 @@ def test_processing_time_is_set_once(aws):
 def test_claims_exclude_an_overlapping_sweep_until_they_expire(aws):
     store = Store()
     state = lead(1, NOW)
-    store.create_lead(state)
+    store.create_lead(state, NOW)
     assert store.claim(state, "a", NOW, timedelta(minutes=5))
     assert not store.claim(state, "b", NOW + timedelta(minutes=1), timedelta(minutes=5))
     assert store.claim(state, "b", NOW + timedelta(minutes=6), timedelta(minutes=5))  # "a" crashed
@@ -98,7 +104,7 @@ def test_claims_exclude_an_overlapping_sweep_until_they_expire(aws):
 def test_close_verdict_is_atomic_and_once(aws):
     store = Store()
     state = lead(1, NOW)
-    store.create_lead(state)
+    store.create_lead(state, NOW)
     assert store.claim(state, "a", NOW, timedelta(minutes=5))
     assert not store.close_verdict(state, "late", "b", NOW, "2025-11-11", "7")  # not b's claim
     assert store.close_verdict(state, "late", "a", NOW, "2025-11-11", "7")
@@ -112,7 +118,7 @@ def test_close_verdict_is_atomic_and_once(aws):
 def test_released_claim_can_be_taken_again(aws):
     store = Store()
     state = lead(1, NOW)
-    store.create_lead(state)
+    store.create_lead(state, NOW)
     store.claim(state, "a", NOW, timedelta(minutes=5))
     store.release(state, "a")
     assert store.claim(state, "b", NOW, timedelta(minutes=5))

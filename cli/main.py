@@ -1,0 +1,101 @@
+"""`leadwatch`: the command line.
+
+  leadwatch check-config [DIR]                      validate tenant files
+  leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
+  leadwatch violations TENANT [--from D] [--to D]   the violation journal
+
+Reads the same DynamoDB tables as the functions: in AWS with your credentials,
+locally with LEADWATCH_DYNAMODB_ENDPOINT pointing at moto's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-11-05") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leadwatch", description="leadwatch command line")
+    parser.add_argument("--tenants-dir", type=Path, help="tenant YAML directory (default: config/tenants)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check-config", help="validate tenant files")
+    check.add_argument("directory", nargs="?", type=Path)
+    for name, help_text in (
+        ("timeliness", "per-manager timeliness"),
+        ("violations", "the violation journal"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("tenant")
+        sub.add_argument("--from", dest="first", type=_day)
+        sub.add_argument("--to", dest="last", type=_day)
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    from runtime.context import tenants_dir
+    from tenancy.config import ConfigError, TenantRegistry
+
+    directory = getattr(args, "directory", None) or args.tenants_dir or tenants_dir()
+    try:
+        registry = TenantRegistry.from_dir(directory)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{directory}: {len(registry)} tenant(s) valid: {', '.join(registry.ids()) or '-'}")
+        return 0
+
+    config = registry.get(args.tenant)
+    if config is None:
+        print(f"unknown tenant {args.tenant!r}; known: {', '.join(registry.ids())}", file=sys.stderr)
+        return 2
+    from runtime.context import Context, SqsQueue
+    from storage.models import bind_from_environment
+    from storage.store import Store
+    from tenancy.secrets import SecretResolver
+
+    bind_from_environment()
+    ctx = Context(registry=registry, store=Store(), queue=SqsQueue(""), secrets=SecretResolver())
+    last = args.last or datetime.now(ctx.calendar(config).tz).date()
+    first = args.first or last - timedelta(days=6)
+    if args.command == "timeliness":
+        from runtime.reports import format_table, timeliness_by_manager
+
+        rows = timeliness_by_manager(ctx, config, first, last)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in rows], ensure_ascii=False, indent=2))
+        else:
+            print(format_table(rows, f"Timeliness, {config.tenant}, {first} .. {last}"))
+        return 0
+    tz = ctx.calendar(config).tz
+    start = datetime.combine(first, time.min, tz)
+    end = datetime.combine(last, time.max, tz)
+    rows = ctx.store.violations(config.tenant, start, end)
+    if args.json:
+        print(
+            json.dumps(
+                [{**vars(r), "occurred_at": r.occurred_at.isoformat()} for r in rows],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        for r in rows:
+            print(
+                f"{r.occurred_at.astimezone(tz):%Y-%m-%d %H:%M}  {r.type:<24} {r.entity:<14} {config.manager_name(r.manager)}"
+            )
+        print(f"{len(rows)} violation(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
