@@ -81,7 +81,9 @@ AMO_TENANT = "demo-amo"
 HOURS = ["09:00-13:00", "14:00-18:00"]
 
 
-def tenant_yaml(tenant: str, crm: dict[str, Any], telegram_url: str, unprocessed: list[str], **extra: Any) -> dict:
+def tenant_yaml(
+    tenant: str, crm: dict[str, Any], telegram_url: str, unprocessed: list[str], **extra: Any
+) -> dict:
     return {
         "tenant": tenant,
         "crm": crm,
@@ -96,9 +98,15 @@ def tenant_yaml(tenant: str, crm: dict[str, Any], telegram_url: str, unprocessed
             "unprocessed_stages": unprocessed,
             "intake_field": "UF_CRM_INTAKE" if crm["kind"] == "bitrix24" else "584211",
             "verdict_field": "UF_CRM_ON_TIME" if crm["kind"] == "bitrix24" else "584213",
-            "verdict_values": {"yes": "Y", "no": "N"} if crm["kind"] == "bitrix24" else {"yes": "Yes", "no": "No"},
+            "verdict_values": {"yes": "Y", "no": "N"}
+            if crm["kind"] == "bitrix24"
+            else {"yes": "Yes", "no": "No"},
         },
-        "telegram": {"chat_id": "-100777", "bot_token": {"env": "DEMO_TELEGRAM_TOKEN"}, "api_base": telegram_url},
+        "telegram": {
+            "chat_id": "-100777",
+            "bot_token": {"env": "DEMO_TELEGRAM_TOKEN"},
+            "api_base": telegram_url,
+        },
         "api_key": {"env": f"{tenant.upper().replace('-', '_')}_API_KEY"},
         **extra,
     }
@@ -131,7 +139,9 @@ class LocalStack:
             clock=clock,
         )
         self.amo = FakeAmoCrm(token="amo-long-lived-token-Lk52", rate=7.0 * scale, burst=7, clock=clock)
-        self.telegram = FakeTelegram(token="123456:TELEGRAM-demo-token", per_chat_rate=1.0 * scale, per_chat_burst=3)
+        self.telegram = FakeTelegram(
+            token="123456:TELEGRAM-demo-token", per_chat_rate=1.0 * scale, per_chat_burst=3
+        )
         self.crm_rate_scale = scale
         self.secrets = {
             "DEMO_B24_WEBHOOK_CODE": "b24-webhook-code-Zx81",
@@ -237,7 +247,9 @@ class LocalStack:
             managers=self.managers,
         )
         for data in (b24, amo):
-            (directory / f"{data['tenant']}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+            (directory / f"{data['tenant']}.yaml").write_text(
+                yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+            )
         self.tenants_dir = directory
 
     def _build_context(self) -> None:
@@ -254,14 +266,34 @@ class LocalStack:
 
         def adapter_factory(config, secrets):
             if config.crm.kind == "bitrix24":
-                return Bitrix24Adapter(config.tenant, config.crm, secrets, sleep=self.sleeps, policy=policy,
-                                       rate=2.0 * scale, burst=50)
-            return AmoCrmAdapter(config.tenant, config.crm, secrets, sleep=self.sleeps, policy=policy,
-                                 rate=7.0 * scale, burst=7)
+                return Bitrix24Adapter(
+                    config.tenant,
+                    config.crm,
+                    secrets,
+                    sleep=self.sleeps,
+                    policy=policy,
+                    rate=2.0 * scale,
+                    burst=50,
+                )
+            return AmoCrmAdapter(
+                config.tenant,
+                config.crm,
+                secrets,
+                sleep=self.sleeps,
+                policy=policy,
+                rate=7.0 * scale,
+                burst=7,
+            )
 
         def notifier_factory(config, secrets):
-            return TelegramNotifier(secrets(config.telegram.bot_token), api_base=config.telegram.api_base,
-                                    sleep=self.sleeps, policy=policy, rate=1.0 * scale, burst=3)
+            return TelegramNotifier(
+                secrets(config.telegram.bot_token),
+                api_base=config.telegram.api_base,
+                sleep=self.sleeps,
+                policy=policy,
+                rate=1.0 * scale,
+                burst=3,
+            )
 
         self.ctx = Context(
             registry=TenantRegistry.from_dir(self.tenants_dir),
@@ -291,14 +323,21 @@ class LocalStack:
 
     def _wire_fakes(self) -> None:
         self.bitrix.deliver = lambda body: self.post_hook(B24_TENANT, body)
-        self.amo.deliver = lambda body: self.post_hook(AMO_TENANT, body, key=self.secrets["DEMO_AMO_HOOK_SECRET"])
+        self.amo.deliver = lambda body: self.post_hook(
+            AMO_TENANT, body, key=self.secrets["DEMO_AMO_HOOK_SECRET"]
+        )
 
     # ----- driving leadwatch
     def hook_path(self, tenant: str, key: str | None = None) -> str:
         return f"/hooks/{tenant}" + (f"?key={key}" if key else "")
 
-    def post_hook(self, tenant: str, body: bytes, key: str | None = None,
-                  content_type: str = "application/x-www-form-urlencoded") -> tuple[int, dict]:
+    def post_hook(
+        self,
+        tenant: str,
+        body: bytes,
+        key: str | None = None,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> tuple[int, dict]:
         """Deliver one webhook as the CRM would (unless the test asked to drop it)."""
         if self.drop_next > 0:
             self.drop_next -= 1
@@ -306,7 +345,9 @@ class LocalStack:
             return 0, {}
         path = self.hook_path(tenant, key)
         if self.http:
-            response = requests.post(self.base_url + path, data=body, headers={"Content-Type": content_type}, timeout=30)
+            response = requests.post(
+                self.base_url + path, data=body, headers={"Content-Type": content_type}, timeout=30
+            )
             status, payload = response.status_code, response.json()
         else:
             response = self.client.http.post(path, headers={"Content-Type": content_type}, body=body)
@@ -386,3 +427,86 @@ class LocalStack:
 
     def api_key(self, tenant: str) -> str:
         return self.secrets[f"{tenant.upper().replace('-', '_')}_API_KEY"]
+
+
+class CrmDriver:
+    """What a sales department does in its CRM, the same words for both fakes."""
+
+    tenant: str
+
+    def create(self, title: str, manager: str, at: datetime) -> str:
+        raise NotImplementedError
+
+    def take(self, lead_id: str, manager: str, at: datetime) -> None:
+        """Move the card out of its first stage."""
+        raise NotImplementedError
+
+    def call(self, lead_id: str, manager: str, at: datetime) -> None:
+        """An outgoing call on the card."""
+        raise NotImplementedError
+
+    def verdict(self, lead_id: str) -> Any:
+        raise NotImplementedError
+
+    def intake(self, lead_id: str) -> Any:
+        raise NotImplementedError
+
+
+class BitrixDriver(CrmDriver):
+    tenant = B24_TENANT
+
+    def __init__(self, fake: FakeBitrix24):
+        self.fake = fake
+
+    def create(self, title: str, manager: str, at: datetime) -> str:
+        return self.fake.create_lead(title=title, assigned_by_id=manager, created_at=at)
+
+    def take(self, lead_id: str, manager: str, at: datetime) -> None:
+        self.fake.update_lead(lead_id, at=at, STATUS_ID="IN_PROCESS")
+
+    def call(self, lead_id: str, manager: str, at: datetime) -> None:
+        self.fake.add_activity(lead_id, responsible_id=manager, created_at=at, subject="Outgoing call")
+
+    def verdict(self, lead_id: str) -> Any:
+        return self.fake.lead(lead_id).get("UF_CRM_ON_TIME")
+
+    def intake(self, lead_id: str) -> Any:
+        return self.fake.lead(lead_id).get("UF_CRM_INTAKE")
+
+
+class AmoDriver(CrmDriver):
+    tenant = AMO_TENANT
+
+    def __init__(self, fake: FakeAmoCrm):
+        self.fake = fake
+
+    def create(self, title: str, manager: str, at: datetime) -> str:
+        return self.fake.create_lead(name=title, responsible_user_id=manager, created_at=at)
+
+    def take(self, lead_id: str, manager: str, at: datetime) -> None:
+        self.fake.change_status(lead_id, self.fake.work_stage(), at=at)
+
+    def call(self, lead_id: str, manager: str, at: datetime) -> None:
+        self.fake.add_note(
+            lead_id,
+            note_type="call_out",
+            author=manager,
+            created_at=at,
+            params={
+                "duration": 95,
+                "link": "https://records.example/1.mp3",
+                "uniq": f"call-{lead_id}-{at.timestamp():.0f}",
+            },
+        )
+
+    def _field(self, lead_id: str, field_id: int) -> Any:
+        for item in self.fake.lead(lead_id).get("custom_fields_values") or []:
+            if int(item["field_id"]) == field_id:
+                return item["values"][0]["value"]
+        return None
+
+    def verdict(self, lead_id: str) -> Any:
+        return self._field(lead_id, 584213)
+
+    def intake(self, lead_id: str) -> Any:
+        return self._field(lead_id, 584211)

@@ -13,10 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from crm_adapters.base import CrmError
 from runtime import executor
 from runtime.context import Context
 from tenancy.config import TenantConfig
 from workflows import timeliness
+from workflows.timeliness import LeadState
 
 log = logging.getLogger("leadwatch.sweep")
 
@@ -70,25 +72,39 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
     rules = ctx.rules(config)
+    try:
+        claimed = _refresh_unprocessed(ctx, config, claimed, now)
+    except CrmError as exc:
+        # Without a fresh look a lost webhook could turn into a false "late": try again next minute.
+        log.warning("tenant %s: cannot re-read due cards, sweep postponed: %s", config.tenant, exc)
+        for day, state in claimed:
+            store.release(state, token)
+            still_open.add(day)
+        report.retried_later = len(claimed)
+        report.errors["refresh"] = str(exc)
+        claimed = []
     plans = []
     effects = []
     for _, state in claimed:
+        if state is None:
+            continue
         view = timeliness.CardView(adapter.card_url(state.entity), config.manager_name(state.responsible))
         verdict, lead_effects = timeliness.decide_verdict(state, rules, view, calendar.tz)
         plans.append((state, verdict, [e.effect_id for e in lead_effects]))
         effects.extend(lead_effects)
     outcome = executor.perform(ctx, config, effects) if effects else executor.Outcome()
-    for (day, _), (state, verdict, ids) in zip(claimed, plans, strict=True):
+    days = {state.entity: day for day, state in claimed if state is not None}
+    for state, verdict, ids in plans:
         if not outcome.all_done(ids):
-            still_open.add(day)
+            still_open.add(days[state.entity])
             store.release(state, token)
             report.retried_later += 1
             for effect_id in ids:
                 if effect_id in outcome.failed:
                     report.errors[effect_id] = outcome.failed[effect_id]
             continue
-        day = timeliness.stats_day(state, calendar.tz)
-        if store.close_verdict(state, verdict, token, now, day, state.responsible or "unassigned"):
+        stats_day = timeliness.stats_day(state, calendar.tz)
+        if store.close_verdict(state, verdict, token, now, stats_day, state.responsible or "unassigned"):
             report.closed += 1
             report.late += verdict == timeliness.LATE
     # Past buckets hold only cards already due, so one that yielded nothing still open is empty for
@@ -99,3 +115,36 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
     if checkpoint.isoformat() != stored:
         store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
     return report
+
+
+def _refresh_unprocessed(
+    ctx: Context, config: TenantConfig, claimed: list[tuple[date, LeadState]], now: datetime
+) -> list[tuple[date, LeadState | None]]:
+    """Re-read the cards about to be called late, in one batched read.
+
+    Bitrix24 never redelivers a lost event and amoCRM hooks can be lost, so the
+    stored state may miss a stage change; the card itself does not. A card
+    deleted from the CRM is closed without a verdict (None).
+    """
+    suspects = [state.entity for _, state in claimed if state.processed_at is None]
+    if not suspects:
+        return list(claimed)
+    cards = ctx.adapter(config).get_leads(suspects)
+    calendar = ctx.calendar(config)
+    rules = ctx.rules(config)
+    refreshed: list[tuple[date, LeadState | None]] = []
+    for day, state in claimed:
+        if state.processed_at is not None:
+            refreshed.append((day, state))
+            continue
+        card = cards.get(state.entity)
+        if card is None:
+            ctx.store.close_deleted(state, now)
+            refreshed.append((day, None))
+            continue
+        decision = timeliness.observe(config.tenant, state, card, calendar, rules, now)
+        if decision.state is not None:
+            ctx.store.update_lead(decision.state)
+            state = decision.state
+        refreshed.append((day, state))
+    return refreshed

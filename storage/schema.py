@@ -43,13 +43,17 @@ def table_definitions(path: Path = TEMPLATE) -> dict[str, dict[str, Any]]:
     """Logical id -> CloudFormation properties of every DynamoDB table."""
     resources = load_template(path)["Resources"]
     return {
-        name: res["Properties"] for name, res in resources.items() if res.get("Type") == "AWS::DynamoDB::Table"
+        name: res["Properties"]
+        for name, res in resources.items()
+        if res.get("Type") == "AWS::DynamoDB::Table"
     }
 
 
 def queue_definitions(path: Path = TEMPLATE) -> dict[str, dict[str, Any]]:
     resources = load_template(path)["Resources"]
-    return {name: res["Properties"] for name, res in resources.items() if res.get("Type") == "AWS::SQS::Queue"}
+    return {
+        name: res["Properties"] for name, res in resources.items() if res.get("Type") == "AWS::SQS::Queue"
+    }
 
 
 def create_tables(dynamodb_client: Any, prefix: str = "") -> dict[str, str]:

@@ -279,6 +279,18 @@ class Store:
             raise
         return True
 
+    def close_deleted(self, state: LeadState, now: datetime) -> None:
+        """The card is gone from the CRM: nothing to judge, stop watching it."""
+        LeadItem(state.tenant, state.entity.key).update(
+            actions=[
+                LeadItem.verdict.set("deleted"),
+                LeadItem.verdict_at.set(now.timestamp()),
+                LeadItem.due_bucket.remove(),
+                LeadItem.claim_token.remove(),
+                LeadItem.claim_until.remove(),
+            ]
+        )
+
     # ----- effect ledger
     def effects_done(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
         keys = sorted({(tenant, f"effect#{i}") for i in effect_ids})

@@ -1,0 +1,159 @@
+"""A generated sales week: who sends a lead when, and what each manager does about it.
+
+Deterministic for a seed. The plan also knows the truth (when each lead was
+really processed), so the replay can check leadwatch's verdicts against it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from workflows.calendar import BusinessCalendar
+
+MSK = ZoneInfo("Europe/Moscow")
+# Wed 29 Oct .. Tue 4 Nov 2025 in Russia: nights, a working Saturday (1 Nov, shortened before the
+# holiday), a Sunday, a moved day off (Mon 3 Nov) and a public holiday (Tue 4 Nov, Unity Day).
+WEEK_START = datetime(2025, 10, 29, 0, 0, tzinfo=MSK)
+DAYS = 7
+
+FIRST_NAMES = [
+    "Anna", "Boris", "Vera", "Gleb", "Daria", "Egor", "Zhanna", "Ilya", "Kira", "Lev",
+    "Maria", "Nikita", "Olga", "Pavel", "Raisa", "Semyon", "Tatiana", "Ulyana", "Fyodor", "Yana",
+]  # fmt: skip
+LAST_NAMES = [
+    "Ivanova", "Petrov", "Sokolova", "Orlov", "Volkova", "Lebedev", "Kozlova", "Novikov", "Morozova", "Popov",
+    "Egorova", "Kuznetsov", "Pavlova", "Semenov", "Golubeva", "Vinogradov", "Bogdanova", "Vorobyov", "Fedorov", "Mikhailova",
+]  # fmt: skip
+
+# Share of a day's leads arriving in each hour (people write at night too, less).
+HOUR_WEIGHTS = [1, 1, 1, 1, 1, 1, 2, 3, 5, 8, 9, 9, 8, 8, 9, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    reaction_mean: float  # minutes, for a lead in working hours
+    morning_delay: tuple[int, int]  # minutes after opening when night leads get processed
+    forget: float  # share of leads left untouched until the next day
+
+
+PROFILES = [
+    Profile("sharp", 5.0, (5, 70), 0.02),
+    Profile("steady", 9.0, (20, 120), 0.06),
+    Profile("slow", 16.0, (60, 200), 0.15),
+]
+
+
+@dataclass(frozen=True)
+class Manager:
+    crm_id: str
+    name: str
+    profile: Profile
+
+
+@dataclass
+class PlannedLead:
+    key: str  # unique within the plan
+    tenant: str
+    title: str
+    manager: Manager
+    created_at: datetime
+    processed_at: datetime | None
+    by_call: bool  # processed by a call first (an activity) rather than a stage move
+    crm_id: str | None = None  # filled by the replay
+
+
+@dataclass(order=True)
+class Action:
+    at: datetime
+    order: int
+    kind: str = field(compare=False)  # "create" | "call" | "take"
+    lead: PlannedLead = field(compare=False)
+
+
+def managers_for(tenant: str, first_id: int, count: int, rng: random.Random) -> list[Manager]:
+    people = []
+    for i in range(count):
+        profile = PROFILES[0] if i % 3 == 0 else PROFILES[1] if i % 3 == 1 else PROFILES[2]
+        name = f"{FIRST_NAMES[i % 20]} {LAST_NAMES[(i * 7 + len(tenant)) % 20]}"
+        people.append(Manager(str(first_id + i), name, profile))
+    rng.shuffle(people)
+    return people
+
+
+def _processing_time(
+    created: datetime, manager: Manager, calendar: BusinessCalendar, rng: random.Random
+) -> datetime:
+    """When this manager gets to this lead (wall clock, in the tenant's zone)."""
+    profile = manager.profile
+    if calendar.is_working_time(created) and rng.random() >= profile.forget:
+        candidate = created + timedelta(minutes=rng.expovariate(1 / profile.reaction_mean) + 0.5)
+        if calendar.is_working_time(candidate):
+            return candidate
+    # A night lead, a forgotten one, or one that spills past closing: a later morning.
+    day = created.astimezone(calendar.tz).date()
+    while True:
+        intervals = calendar.intervals(day)
+        if intervals and intervals[0][0] > created:
+            break
+        day += timedelta(days=1)
+    opening = intervals[0][0]
+    low, high = profile.morning_delay
+    return opening + timedelta(minutes=rng.uniform(low, high))
+
+
+def plan_week(
+    calendar: BusinessCalendar,
+    tenants: dict[str, list[Manager]],
+    leads_per_day: int,
+    seed: int,
+    start: datetime = WEEK_START,
+    days: int = DAYS,
+) -> list[PlannedLead]:
+    rng = random.Random(seed)
+    leads: list[PlannedLead] = []
+    for tenant, people in tenants.items():
+        turn = 0
+        for offset in range(days):
+            day: date = (start + timedelta(days=offset)).date()
+            busy = calendar.is_working_day(day)
+            count = max(1, round(leads_per_day * (1.0 if busy else 0.4) * rng.uniform(0.85, 1.15)))
+            hours = rng.choices(range(24), weights=HOUR_WEIGHTS, k=count)
+            for n, hour in enumerate(sorted(hours)):
+                created = datetime.combine(day, time(hour), MSK) + timedelta(seconds=rng.randrange(3600))
+                manager = people[turn % len(people)]
+                turn += 1
+                processed = _processing_time(created, manager, calendar, rng)
+                if rng.random() < 0.01:
+                    processed = None  # never touched at all
+                leads.append(
+                    PlannedLead(
+                        key=f"{tenant}-{day:%m%d}-{n:03d}",
+                        tenant=tenant,
+                        title=f"Request {day:%d.%m} #{n + 1}: {rng.choice(PRODUCTS)}",
+                        manager=manager,
+                        created_at=created,
+                        processed_at=processed,
+                        by_call=rng.random() < 0.4,
+                    )
+                )
+    return leads
+
+
+PRODUCTS = ["windows", "a kitchen", "a sofa", "doors", "a wardrobe", "flooring", "blinds", "a bathroom"]
+
+
+def actions_for(leads: list[PlannedLead]) -> list[Action]:
+    actions: list[Action] = []
+    for index, lead in enumerate(leads):
+        actions.append(Action(lead.created_at, index * 3, "create", lead))
+        if lead.processed_at is not None:
+            actions.append(Action(lead.processed_at, index * 3 + 1, "call" if lead.by_call else "take", lead))
+            if lead.by_call:
+                # After the call the card moves on too, a little later.
+                actions.append(Action(lead.processed_at + timedelta(minutes=7), index * 3 + 2, "take", lead))
+    actions.sort()
+    return actions
