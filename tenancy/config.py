@@ -318,6 +318,16 @@ class TenantConfig(_Strict):
     def _manager_keys(cls, value: Any) -> Any:
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
 
+    @model_validator(mode="after")
+    def _control_start_reachable(self) -> TenantConfig:
+        closes = [iv.end for day in WEEKDAYS for iv in getattr(self.calendar.hours, day)]
+        if closes and self.timeliness.control_start >= max(closes):
+            raise ValueError(
+                f"timeliness.control_start {self.timeliness.control_start:%H:%M} is at or after the latest "
+                f"closing time {max(closes):%H:%M}: carried-over leads would never be checked"
+            )
+        return self
+
     def manager_name(self, manager_id: str | None) -> str:
         if manager_id is None:
             return "unassigned"

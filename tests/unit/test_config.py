@@ -141,3 +141,9 @@ def test_secrets_resolve_from_ssm():
         with pytest.raises(SecretMissing) as caught:
             resolver(config.crm.application_token)
         assert "/leadwatch/acme-b24/application-token" in str(caught.value)
+
+
+def test_control_start_after_every_closing_is_refused():
+    data = example()
+    data["timeliness"]["control_start"] = "19:00"
+    assert "control_start 19:00 is at or after the latest closing time 18:00" in errors_for(data)
