@@ -8,6 +8,7 @@ A fake subclasses `FakeServer` and implements `handle(request) -> Reply`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -112,6 +113,8 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, each keep-alive request waits ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -214,6 +217,12 @@ class FakeServer:
             )
         if reply.delay:
             time.sleep(reply.delay)
+        # The client may have given up waiting (a timeout fault): then there is nobody to answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._write(handler, reply)
+
+    @staticmethod
+    def _write(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
         handler.send_response(reply.status)
         handler.send_header("Content-Type", reply.content_type)
         handler.send_header("Content-Length", str(len(reply.body)))

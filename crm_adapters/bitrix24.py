@@ -1,0 +1,512 @@
+"""Bitrix24 behind the `CrmAdapter` interface: outgoing-webhook events in, REST through an
+incoming webhook out.
+
+Wire facts (b24restdocs, see /work/shared/CRM-PROTOCOLS.md sections 1-2): events are
+form-encoded and carry only `data[FIELDS][ID]`, authenticated by `auth[application_token]`
+(no signature); REST is `{portal}/rest/{user}/{code}/{method}.json`; `batch` runs up to 50
+commands and answers HTTP 200 even when commands fail; a missing card is
+`{"error": "", "error_description": "Not found"}`; numbers come as strings and dates as
+ISO 8601 with the portal's offset.
+"""
+
+from __future__ import annotations
+
+import heapq
+import hmac
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from crm_adapters.base import (
+    CrmError,
+    CrmRateLimited,
+    CrmRejected,
+    CrmUnavailable,
+    MalformedWebhook,
+    WebhookForbidden,
+    WebhookRequest,
+    WebhookUnauthorized,
+    WriteResult,
+)
+from crm_adapters.formdata import FormError, encode_form, parse_form
+from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
+from tenancy.config import Bitrix24Config, SecretRef
+from workflows.effects import FieldValue, SetCardFields
+from workflows.events import Activity, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+
+BATCH_LIMIT = 50
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+# An empty-code error whose text means "no such card" (crm-lead-get.md, "Possible Errors").
+_MISSING_TEXTS = {"not found", "id is not defined or invalid"}
+
+_LEAD_EVENTS = {"ONCRMLEADADD": EventKind.LEAD_CREATED, "ONCRMLEADUPDATE": EventKind.LEAD_CHANGED}
+_DEAL_EVENTS = {"ONCRMDEALADD": EventKind.LEAD_CREATED, "ONCRMDEALUPDATE": EventKind.LEAD_CHANGED}
+_ACTIVITY_EVENT = "ONCRMACTIVITYADD"
+
+_ACTIVITY_KINDS = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
+_DIRECTIONS = {"1": "in", "2": "out"}
+_OWNER_TYPES = {"1": EntityType.LEAD, "2": EntityType.DEAL}
+
+_SNAPSHOT_FIELDS = ["ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "MOVED_TIME"]
+_SELECT = {
+    EntityType.LEAD: [*_SNAPSHOT_FIELDS, "STATUS_ID", "UF_*"],
+    EntityType.DEAL: [*_SNAPSHOT_FIELDS, "STAGE_ID", "CATEGORY_ID", "UF_*"],
+}
+
+
+class CrmNotFound(CrmRejected):
+    """The card (or activity) does not exist: callers turn this into None."""
+
+
+def _excerpt(text: Any, limit: int = 40) -> str:
+    value = str(text)
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def classify(response: requests.Response) -> CrmError | None:
+    """Map a Bitrix24 answer to the shared error classes (None: a success)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = str(body.get("error") or "") if isinstance(body, dict) else ""
+    text = str(body.get("error_description") or "") if isinstance(body, dict) else ""
+    label = f"Bitrix24 HTTP {status} {code or '(no code)'}" + (f": {text}" if text else "")
+    if status == 503 and code == "QUERY_LIMIT_EXCEEDED":
+        return CrmRateLimited(label, status=status)
+    if status == 429 or code == "OPERATION_TIME_LIMIT":
+        return CrmRateLimited(label, retry_after=_operating_reset(body), status=status)
+    if status >= 500:
+        return CrmUnavailable(label, status=status)
+    if not code and text.strip().lower() in _MISSING_TEXTS:
+        return CrmNotFound(label, status=status)
+    return CrmRejected(label, status=status)
+
+
+def _operating_reset(body: Any) -> float | None:
+    """Seconds until `time.operating_reset_at`, measured against the portal's own `time.start`
+    when present so that our clock's skew does not matter."""
+    block = body.get("time") if isinstance(body, dict) else None
+    if not isinstance(block, dict):
+        return None
+    try:
+        reset = float(block["operating_reset_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    try:
+        now = float(block["start"])
+    except (KeyError, TypeError, ValueError):
+        now = time.time()
+    return max(reset - now, 0.0)
+
+
+def _dt(value: Any) -> datetime | None:
+    """A Bitrix24 datetime as aware UTC; "" / null / unreadable give None."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        # Bitrix24 always sends an offset; if a proxy dropped it, UTC is the least wrong guess.
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _id_text(value: Any) -> str | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    return str(value)
+
+
+def encode_value(value: FieldValue) -> str:
+    """A field value as Bitrix24 takes it: ISO 8601 with the value's own offset, Y/N, text."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime cannot be written: its time zone is unknown")
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    return str(value)
+
+
+def _members(value: Any) -> dict[str, Any]:
+    """A batch member: PHP writes an empty array as [] and a 0..n-1 keyed one as a list."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Bitrix24Adapter:
+    kind = "bitrix24"
+
+    def __init__(
+        self,
+        tenant: str,
+        config: Bitrix24Config,
+        resolve: Callable[[SecretRef], str],
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+        rate: float = 2.0,
+        burst: int = 50,
+    ):
+        self.tenant = tenant
+        self.config = config
+        self._resolve = resolve
+        self._session = session
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._policy = policy
+        self._rate = rate
+        self._burst = burst
+        self._lock = threading.Lock()
+        self._app_token: str | None = None
+        self._code: str | None = None
+        self._client: HttpClient | None = None
+
+    # ------------------------------------------------------------------ secrets & HTTP
+    def _application_token(self) -> str:
+        # Only the webhook path needs it; REST-only processes never resolve it.
+        if self._app_token is None:
+            self._app_token = self._resolve(self.config.application_token)
+        return self._app_token
+
+    @property
+    def http(self) -> HttpClient:
+        return self._rest()[0]
+
+    def _rest(self) -> tuple[HttpClient, str]:
+        """The HTTP client and the webhook code, made on first use (the code is a secret)."""
+        with self._lock:
+            if self._client is None:
+                self._code = self._resolve(self.config.webhook_code)
+                # The real bucket is shared with whatever else calls the portal from our IP, and
+                # our clock and the portal's never agree exactly: keep a little of the burst spare.
+                headroom = max(1, self._burst // 10) if self._burst > 1 else 0
+                limiter = RateLimiter(
+                    self._rate, self._burst - headroom, clock=self._monotonic, sleep=self._sleep
+                )
+                self._client = HttpClient(
+                    classify,
+                    limiter=limiter,
+                    policy=self._policy,
+                    session=self._session,
+                    sleep=self._sleep,
+                    secrets=(self._code,),
+                )
+            return self._client, self._code or ""
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """One REST method, POST JSON; returns the decoded envelope or raises a CrmError."""
+        client, code = self._rest()
+        url = f"{self.config.base_url}/rest/{self.config.webhook_user_id}/{code}/{method}.json"
+        response = client.request("POST", url, json=dict(params or {}))
+        try:
+            body = response.json()
+        except ValueError:
+            raise CrmUnavailable(
+                f"Bitrix24 {method}: HTTP {response.status_code} with a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict) or "result" not in body:
+            raise CrmUnavailable(f"Bitrix24 {method}: the answer has no 'result'")
+        return body
+
+    def batch(self, commands: Mapping[str, str], halt: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run up to 50 `method?query` commands in one request: (results, errors) by key."""
+        if len(commands) > BATCH_LIMIT:
+            raise ValueError(f"a batch holds at most {BATCH_LIMIT} commands, got {len(commands)}")
+        body = self.call("batch", {"halt": 1 if halt else 0, "cmd": dict(commands)})
+        outer = body["result"]
+        if not isinstance(outer, dict):
+            raise CrmUnavailable("Bitrix24 batch: 'result' is not an object")
+        return _members(outer.get("result")), _members(outer.get("result_error"))
+
+    # ------------------------------------------------------------------ webhooks
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        try:
+            form = parse_form(request.body)
+        except FormError as exc:
+            raise MalformedWebhook(str(exc)) from None
+        auth = form.get("auth")
+        given = auth.get("application_token") if isinstance(auth, dict) else None
+        if not isinstance(given, str) or not given:
+            raise WebhookUnauthorized("auth[application_token] is missing")
+        if not hmac.compare_digest(given.encode("utf-8"), self._application_token().encode("utf-8")):
+            raise WebhookForbidden("auth[application_token] does not match this portal's token")
+
+        raw_event = form.get("event")
+        if not isinstance(raw_event, str) or not raw_event.strip():
+            raise MalformedWebhook("event is missing")
+        event = raw_event.strip().upper()
+        entity_type: EntityType | None
+        if event in _LEAD_EVENTS:
+            kind, entity_type = _LEAD_EVENTS[event], EntityType.LEAD
+        elif event in _DEAL_EVENTS:
+            if "deal" not in self.config.entities:
+                return []
+            kind, entity_type = _DEAL_EVENTS[event], EntityType.DEAL
+        elif event == _ACTIVITY_EVENT:
+            kind, entity_type = EventKind.ACTIVITY_ADDED, None
+        else:
+            # Deletions, contacts, telephony...: valid deliveries leadwatch does not act on.
+            return []
+
+        data = form.get("data")
+        fields = data.get("FIELDS") if isinstance(data, dict) else None
+        raw_id = fields.get("ID") if isinstance(fields, dict) else None
+        if raw_id is None:
+            raise MalformedWebhook("data[FIELDS][ID] is missing")
+        if not isinstance(raw_id, str) or not _DIGITS.match(raw_id) or int(raw_id) == 0:
+            raise MalformedWebhook(f"data[FIELDS][ID] is not a positive number: {_excerpt(raw_id)}")
+        ident = str(int(raw_id))
+
+        raw_ts = form.get("ts")
+        if raw_ts is None:
+            raise MalformedWebhook("ts is missing")
+        if not isinstance(raw_ts, str) or not _DIGITS.match(raw_ts.strip()):
+            raise MalformedWebhook(f"ts is not unix seconds: {_excerpt(raw_ts)}")
+        ts = int(raw_ts.strip())
+        try:
+            occurred_at = datetime.fromtimestamp(ts, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise MalformedWebhook(f"ts is out of range: {_excerpt(raw_ts)}") from None
+
+        entity = EntityRef(entity_type, ident) if entity_type is not None else None
+        return [
+            CrmEvent(
+                tenant=self.tenant,
+                kind=kind,
+                entity=entity,
+                dedupe_key=f"b24:{event}:{ident}:{ts}",
+                source="webhook",
+                raw_event=event,
+                occurred_at=occurred_at,
+                activity_id=ident if entity is None else None,
+            )
+        ]
+
+    # ------------------------------------------------------------------ reads
+    def get_leads(self, entities: list[EntityRef]) -> dict[EntityRef, LeadSnapshot | None]:
+        wanted = list(dict.fromkeys(entities))
+        found: dict[EntityRef, LeadSnapshot | None] = {}
+        valid: list[EntityRef] = []
+        for entity in wanted:
+            if _DIGITS.match(entity.id) and int(entity.id) > 0:
+                valid.append(entity)
+            else:
+                found[entity] = None  # Bitrix24 would answer "ID is not defined or invalid"
+        raw = self._get_many([(f"crm.{e.type.value}.get", e.id) for e in valid])
+        for entity, item in zip(valid, raw, strict=True):
+            found[entity] = self._snapshot(entity.type, item) if item is not None else None
+        return found
+
+    def get_activities(self, activity_ids: list[str]) -> dict[str, Activity | None]:
+        wanted = list(dict.fromkeys(str(i) for i in activity_ids))
+        found: dict[str, Activity | None] = {}
+        valid = [i for i in wanted if _DIGITS.match(i) and int(i) > 0]
+        for ident in wanted:
+            found[ident] = None
+        raw = self._get_many([("crm.activity.get", i) for i in valid])
+        for ident, item in zip(valid, raw, strict=True):
+            found[ident] = self._activity(item) if item is not None else None
+        return found
+
+    def _get_many(self, calls: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """Run `method(id)` for each pair; None where the object does not exist."""
+        if not calls:
+            return []
+        if len(calls) == 1:
+            method, ident = calls[0]
+            try:
+                result = self.call(method, {"id": ident})["result"]
+            except CrmNotFound:
+                return [None]
+            return [result if isinstance(result, dict) else None]
+        out: list[dict[str, Any] | None] = []
+        for chunk in _chunks(calls, BATCH_LIMIT):
+            commands = {
+                f"c{n}": f"{method}?{encode_form({'id': ident}).decode()}"
+                for n, (method, ident) in enumerate(chunk)
+            }
+            results, errors = self.batch(commands)
+            for n, (method, ident) in enumerate(chunk):
+                key = f"c{n}"
+                if key in errors:
+                    error = self._command_error(errors[key], f"{method} id={ident}")
+                    if isinstance(error, CrmNotFound):
+                        out.append(None)
+                        continue
+                    raise error
+                result = results.get(key)
+                if not isinstance(result, dict):
+                    raise CrmUnavailable(f"Bitrix24 batch gave no result for {method} id={ident}")
+                out.append(result)
+        return out
+
+    @staticmethod
+    def _command_error(error: Any, what: str) -> CrmError:
+        """A batch member's `result_error` entry as a CrmError (HTTP status unknown there)."""
+        code = str(error.get("error") or "") if isinstance(error, dict) else ""
+        text = str(error.get("error_description") or "") if isinstance(error, dict) else str(error)
+        label = f"Bitrix24 {what}: {code or '(no code)'}" + (f": {text}" if text else "")
+        if code in {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}:
+            return CrmRateLimited(label)
+        if code in {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}:
+            return CrmUnavailable(label)
+        if not code and text.strip().lower() in _MISSING_TEXTS:
+            return CrmNotFound(label)
+        return CrmRejected(label)
+
+    def _snapshot(self, entity_type: EntityType, item: Mapping[str, Any]) -> LeadSnapshot:
+        ident = str(item.get("ID") or "")
+        stage_key = "STATUS_ID" if entity_type is EntityType.LEAD else "STAGE_ID"
+        created = _dt(item.get("DATE_CREATE"))
+        modified = _dt(item.get("DATE_MODIFY"))
+        return LeadSnapshot(
+            entity=EntityRef(entity_type, ident),
+            stage=str(item.get(stage_key) or ""),
+            responsible=_id_text(item.get("ASSIGNED_BY_ID")),
+            created_at=created or modified or datetime.fromtimestamp(0, UTC),
+            modified_at=modified,
+            stage_changed_at=_dt(item.get("MOVED_TIME")),
+            title=str(item.get("TITLE") or ""),
+            pipeline=_id_text(item.get("CATEGORY_ID")) if entity_type is EntityType.DEAL else None,
+            fields={k: v for k, v in item.items() if k.startswith("UF_CRM_")},
+        )
+
+    @staticmethod
+    def _activity(item: Mapping[str, Any]) -> Activity | None:
+        owner_type = _OWNER_TYPES.get(str(item.get("OWNER_TYPE_ID") or ""))
+        owner_id = str(item.get("OWNER_ID") or "")
+        if owner_type is None or not owner_id:
+            return None  # a contact's or company's activity: not a card leadwatch watches
+        created = _dt(item.get("CREATED")) or _dt(item.get("START_TIME"))
+        return Activity(
+            id=str(item.get("ID") or ""),
+            entity=EntityRef(owner_type, owner_id),
+            kind=_ACTIVITY_KINDS.get(str(item.get("TYPE_ID") or ""), "other"),
+            author=_id_text(item.get("RESPONSIBLE_ID")),
+            created_at=created or datetime.fromtimestamp(0, UTC),
+            direction=_DIRECTIONS.get(str(item.get("DIRECTION") or "")),
+            completed=str(item.get("COMPLETED") or "") == "Y",
+        )
+
+    def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
+        if since.tzinfo is None:
+            raise ValueError("list_changed_leads needs an aware datetime")
+        types = [EntityType.LEAD]
+        if "deal" in self.config.entities:
+            types.append(EntityType.DEAL)
+        streams = [self._list_changed(t, since) for t in types]
+        # Each listing is oldest change first; merge them so the caller sees one ordered stream.
+        yield from heapq.merge(*streams, key=lambda s: s.modified_at or s.created_at)
+
+    def _list_changed(self, entity_type: EntityType, since: datetime) -> Iterator[LeadSnapshot]:
+        method = f"crm.{entity_type.value}.list"
+        start = 0
+        seen: dict[str, datetime | None] = {}
+        while True:
+            body = self.call(
+                method,
+                {
+                    "filter": {">=DATE_MODIFY": since.isoformat(timespec="seconds")},
+                    "order": {"DATE_MODIFY": "ASC", "ID": "ASC"},
+                    "select": _SELECT[entity_type],
+                    "start": start,
+                },
+            )
+            page = body["result"]
+            if not isinstance(page, list):
+                raise CrmUnavailable(f"Bitrix24 {method}: 'result' is not a list")
+            for item in page:
+                if not isinstance(item, dict):
+                    continue
+                snapshot = self._snapshot(entity_type, item)
+                # Offset paging over a live list: a card changed meanwhile moves to the end and
+                # shows up twice. Yield it again only if it carries newer data.
+                if snapshot.entity.id in seen and seen[snapshot.entity.id] == snapshot.modified_at:
+                    continue
+                seen[snapshot.entity.id] = snapshot.modified_at
+                yield snapshot
+            next_start = body.get("next")
+            if next_start is None:
+                return
+            try:
+                start = int(next_start)
+            except (TypeError, ValueError):
+                raise CrmUnavailable(f"Bitrix24 {method}: 'next' is not a number") from None
+
+    # ------------------------------------------------------------------ writes
+    def set_fields(self, writes: list[SetCardFields]) -> WriteResult:
+        outcome = WriteResult()
+        commands: list[tuple[str, str]] = []  # (effect_id, command)
+        for write in writes:
+            if not write.fields:
+                outcome.succeeded.add(write.effect_id)  # nothing to write is written
+                continue
+            try:
+                commands.append((write.effect_id, self._update_command(write)))
+            except ValueError as exc:
+                outcome.failed[write.effect_id] = CrmRejected(f"{write.entity.key}: {exc}")
+        broken: CrmError | None = None
+        for chunk in _chunks(commands, BATCH_LIMIT):
+            if broken is not None:
+                # The portal already failed a whole batch after every retry; do not spend the
+                # rest of the time budget proving it again. The executor retries these later.
+                for effect_id, _command in chunk:
+                    outcome.failed[effect_id] = broken
+                continue
+            keyed = {f"w{n}": command for n, (_effect, command) in enumerate(chunk)}
+            try:
+                results, errors = self.batch(keyed)
+            except CrmError as error:
+                broken = error
+                for effect_id, _command in chunk:
+                    outcome.failed[effect_id] = error
+                continue
+            for n, (effect_id, _command) in enumerate(chunk):
+                key = f"w{n}"
+                if key in errors:
+                    outcome.failed[effect_id] = self._command_error(errors[key], f"update for {effect_id}")
+                elif results.get(key) is True:
+                    outcome.succeeded.add(effect_id)
+                elif key in results:
+                    outcome.failed[effect_id] = CrmRejected(
+                        f"Bitrix24 update for {effect_id} answered {_excerpt(results[key])}"
+                    )
+                else:
+                    outcome.failed[effect_id] = CrmUnavailable(
+                        f"Bitrix24 batch gave no answer for {effect_id}"
+                    )
+        return outcome
+
+    @staticmethod
+    def _update_command(write: SetCardFields) -> str:
+        if not _DIGITS.match(write.entity.id) or int(write.entity.id) == 0:
+            raise ValueError(f"card id {_excerpt(write.entity.id)} is not a Bitrix24 id")
+        fields = {str(key): encode_value(value) for key, value in write.fields.items()}
+        query = encode_form({"id": write.entity.id, "fields": fields}).decode("ascii")
+        return f"crm.{write.entity.type.value}.update?{query}"
+
+    # ------------------------------------------------------------------ links
+    def card_url(self, entity: EntityRef) -> str:
+        return f"{self.config.base_url}/crm/{entity.type.value}/details/{entity.id}/"
