@@ -32,7 +32,9 @@ class RetryPolicy:
 
     def delay(self, attempt: int, error: CrmError, rng: random.Random) -> float:
         if error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), self.max_delay)
+            # Never retry before the server allows; if that is past the budget, the call gives up
+            # and the work is left for the next run.
+            return max(error.retry_after, 0.0)
         backoff = min(self.base_delay * (2**attempt), self.max_delay)
         return backoff * (0.5 + rng.random() / 2)
 

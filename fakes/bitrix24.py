@@ -225,6 +225,7 @@ class FakeBitrix24(FakeServer):
         *,
         timezone: str = "Europe/Moscow",
         emit_on_rest_writes: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
         self.webhook_user_id = webhook_user_id
@@ -235,8 +236,10 @@ class FakeBitrix24(FakeServer):
         self.clock = clock
         self.zone = ZoneInfo(timezone)
         self.emit_on_rest_writes = emit_on_rest_writes
-        # Real seconds, not `clock`: a simulated clock that stands still would never drain it.
-        self.bucket = LeakyBucket(rate, burst)
+        # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands still
+        # would never drain it.
+        self.monotonic = monotonic
+        self.bucket = LeakyBucket(rate, burst, clock=monotonic)
         self.outbox: list[bytes] = []
         self.deliver: Callable[[bytes], None] = self.outbox.append
         # REST writes actually applied, in order: (method, id). Lets a test see that a retried
@@ -624,7 +627,7 @@ class FakeBitrix24(FakeServer):
             self.deliver = self.outbox.append
             self.applied.clear()
             self.emit_on_rest_writes = False
-            self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst)
+            self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
         self.clear_faults()
         self.clear_log()
 
