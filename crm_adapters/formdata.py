@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
-MAX_DEPTH = 8
+MAX_DEPTH = 12
 MAX_FIELDS = 5000
 
 FormTree = dict[str, Any]

@@ -1,0 +1,665 @@
+"""amoCRM (Kommo) behind the `CrmAdapter` interface: account webhooks in, API v4 out.
+
+Wire facts (checked sources in fakes/amocrm.py and /work/shared/CRM-PROTOCOLS.md 3-4):
+webhooks are form-encoded `leads[{action}][N][...]` bodies that already carry the card
+(and, for notes, the note), with no signature: the tenant's secret travels in the webhook
+URL as `?key=`. The API answers HAL JSON, 204 with no body for an empty list, problem+json
+errors with `validation-errors` whose `request_id` is the index of the item in the request,
+and 429 over 7 requests/s. At most 250 leads per list page or write (50 recommended).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from crm_adapters.base import (
+    CrmError,
+    CrmRateLimited,
+    CrmRejected,
+    CrmUnavailable,
+    MalformedWebhook,
+    WebhookForbidden,
+    WebhookRequest,
+    WebhookUnauthorized,
+    WriteResult,
+)
+from crm_adapters.formdata import FormError, parse_form
+from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
+from tenancy.config import AmoCrmConfig, SecretRef
+from workflows.effects import FieldValue, SetCardFields
+from workflows.events import Activity, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+
+PAGE_LIMIT = 250  # leads-api: "limit ... (Максимум – 250)"
+BULK_LIMIT = 250  # Kommo limitations: at most 250 entities added or updated per request
+# A list request names every id in its query; keep it well under the 8 KB request line that
+# common proxies (nginx's default large_client_header_buffers) accept.
+MAX_QUERY_CHARS = 6000
+MAX_PAGES = 10_000  # a safety stop for a server that keeps answering full pages
+
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_LEAD_ACTIONS = {
+    "add": EventKind.LEAD_CREATED,
+    "update": EventKind.LEAD_CHANGED,
+    "status": EventKind.STAGE_CHANGED,
+    "responsible": EventKind.RESPONSIBLE_CHANGED,
+}
+# Note types as note webhooks carry them (numbers) and as API v4 names them. Only notes a person
+# writes count as activity: system notes (lead created, stage changed, ...) are ignored.
+_NOTE_KINDS: dict[str, tuple[str, str | None]] = {
+    "4": ("note", None),
+    "common": ("note", None),
+    "10": ("call", "in"),
+    "call_in": ("call", "in"),
+    "11": ("call", "out"),
+    "call_out": ("call", "out"),
+}
+# Entities amoCRM can send webhooks about that leadwatch does not watch.
+_OTHER_ENTITIES = {
+    "contacts",
+    "companies",
+    "customers",
+    "task",
+    "tasks",
+    "catalogs",
+    "unsorted",
+    "talk",
+    "message",
+}
+
+
+class AmoValidationError(CrmRejected):
+    """A 400 whose `validation-errors` name the rejected items by `request_id`."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]], status: int | None = 400):
+        super().__init__(message, status=status)
+        self.errors = errors
+
+    def rejected(self) -> dict[int, str]:
+        """Item index -> what was wrong with it."""
+        found: dict[int, str] = {}
+        for entry in self.errors:
+            if not isinstance(entry, dict):
+                continue
+            index = _to_int(entry.get("request_id"))
+            if index is None:
+                continue
+            problems = entry.get("errors") if isinstance(entry.get("errors"), list) else []
+            text = "; ".join(
+                f"{p.get('path', '?')}: {p.get('code', '?')} {p.get('detail', '')}".strip()
+                for p in problems
+                if isinstance(p, dict)
+            )
+            found[index] = text or "rejected"
+        return found
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _DIGITS.match(value):
+        return int(value)
+    return None
+
+
+def _excerpt(text: Any, limit: int = 200) -> str:
+    value = str(text)
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def classify(response: requests.Response) -> CrmError | None:
+    """Map an amoCRM answer to the shared error classes (None: a success, 204 included)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    problem = body if isinstance(body, dict) else {}
+    title = str(problem.get("title") or "")
+    detail = str(problem.get("detail") or "")
+    label = (
+        f"amoCRM HTTP {status}" + (f" {title}" if title else "") + (f": {_excerpt(detail)}" if detail else "")
+    )
+    if status == 429:
+        return CrmRateLimited(label, retry_after=_retry_after(response, problem), status=status)
+    if status >= 500:
+        return CrmUnavailable(label, status=status)
+    errors = problem.get("validation-errors")
+    if status == 400 and isinstance(errors, list) and errors:
+        return AmoValidationError(label, errors, status=status)
+    # 401 (bad or expired token), 402 (account not paid), 403 (rights, or an IP block after
+    # repeated 429s), 404, 422 (over a limit): trying again with the same request cannot help.
+    return CrmRejected(label, status=status)
+
+
+def _retry_after(response: requests.Response, problem: Mapping[str, Any]) -> float | None:
+    """Seconds to wait: a Retry-After header if one ever comes, else Kommo's `retry_after`."""
+    for raw in (response.headers.get("Retry-After"), problem.get("retry_after")):
+        if raw is None or isinstance(raw, bool):
+            continue
+        try:
+            seconds = float(raw)
+        except (TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def encode_value(value: FieldValue) -> Any:
+    """A field value as amoCRM takes it: unix seconds for a datetime, JSON bool, else as given."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime cannot be written: its time zone is unknown")
+        return int(value.timestamp())
+    return value
+
+
+def _field_ref(field_name: str) -> dict[str, Any]:
+    # Tenant files name fields by id; a non-numeric name is taken as the field's symbolic code.
+    return {"field_id": int(field_name)} if _DIGITS.match(field_name) else {"field_code": field_name}
+
+
+def _first_value(values: Any) -> Any:
+    """First value of a custom field, from a webhook group or an API `values` list."""
+    if isinstance(values, Mapping):
+        keys = sorted((k for k in values if _DIGITS.match(str(k))), key=int)
+        first = values[keys[0]] if keys else None
+    elif isinstance(values, list):
+        first = values[0] if values else None
+    else:
+        first = values
+    if isinstance(first, Mapping):
+        first = first.get("value")
+    if isinstance(first, bool):
+        return "1" if first else "0"
+    return None if first is None else first if isinstance(first, str) else str(first)
+
+
+def _stamp(value: Any) -> datetime | None:
+    seconds = _to_int(value)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def snapshot_from_api(lead: Mapping[str, Any]) -> LeadSnapshot | None:
+    """A LeadSnapshot from an API v4 lead object; None if it lacks what a snapshot needs."""
+    ident = _to_int(lead.get("id"))
+    created = _stamp(lead.get("created_at"))
+    status = _to_int(lead.get("status_id"))
+    if ident is None or created is None or status is None:
+        return None
+    responsible = _to_int(lead.get("responsible_user_id"))
+    pipeline = _to_int(lead.get("pipeline_id"))
+    fields: dict[str, Any] = {}
+    for entry in lead.get("custom_fields_values") or []:
+        if isinstance(entry, Mapping) and _to_int(entry.get("field_id")) is not None:
+            fields[str(entry["field_id"])] = _first_value(entry.get("values"))
+    name = lead.get("name")
+    return LeadSnapshot(
+        entity=EntityRef(EntityType.LEAD, str(ident)),
+        stage=str(status),
+        responsible=str(responsible) if responsible is not None else None,
+        created_at=created,
+        modified_at=_stamp(lead.get("updated_at")),
+        # API v4 has no "moved at": the stage change time is only known from a status webhook.
+        stage_changed_at=None,
+        title=name if isinstance(name, str) else "",
+        pipeline=str(pipeline) if pipeline is not None else None,
+        fields=fields,
+    )
+
+
+@dataclass
+class _Item:
+    """One lead's pending write: the merged fields of every effect that targets it."""
+
+    lead_id: int
+    effect_ids: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": self.lead_id,
+            "custom_fields_values": [
+                {**_field_ref(name), "values": [{"value": value}]} for name, value in self.values.items()
+            ],
+        }
+
+
+class AmoCrmAdapter:
+    kind = "amocrm"
+
+    def __init__(
+        self,
+        tenant: str,
+        config: AmoCrmConfig,
+        resolve: Callable[[SecretRef], str],
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+        rate: float = 7.0,
+        burst: int = 7,
+        bulk_size: int = 50,
+    ):
+        if not 1 <= bulk_size <= BULK_LIMIT:
+            raise ValueError(f"bulk_size must be 1..{BULK_LIMIT}")
+        self.tenant = tenant
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self.bulk_size = bulk_size
+        self._resolve = resolve
+        self._session = session
+        self._sleep = sleep
+        self._policy = policy
+        self.limiter = RateLimiter(rate, burst, clock=monotonic, sleep=sleep)
+        self._client: HttpClient | None = None
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ webhooks
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        key = request.query.get("key")
+        if not key:
+            raise WebhookUnauthorized(
+                "the webhook URL carries no ?key= (register it as .../hooks/<tenant>?key=<secret>)"
+            )
+        secret = self._resolve(self.config.hook_secret)
+        if not hmac.compare_digest(key.encode("utf-8"), secret.encode("utf-8")):
+            raise WebhookForbidden("the webhook URL's ?key= is wrong")
+        try:
+            tree = parse_form(request.body)
+        except FormError as exc:
+            raise MalformedWebhook(str(exc)) from None
+        self._check_account(tree.get("account"))
+        leads = tree.get("leads")
+        if leads is None:
+            if _OTHER_ENTITIES & set(tree):
+                return []  # a contact, company, task ... hook: not watched
+            raise MalformedWebhook(
+                f"expected an amoCRM webhook like leads[status][0][id]=...; got top-level keys {sorted(tree)[:5]}"
+            )
+        if not isinstance(leads, dict):
+            raise MalformedWebhook("leads must be a group like leads[status][0][id], not a plain value")
+        events: list[CrmEvent] = []
+        for action, group in leads.items():
+            if action in _LEAD_ACTIONS:
+                for index, item in _numbered(group, f"leads[{action}]"):
+                    events.append(self._lead_event(action, index, item))
+            elif action == "note":
+                for index, item in _numbered(group, "leads[note]"):
+                    event = self._note_event(index, item)
+                    if event is not None:
+                        events.append(event)
+            # delete, restore and unknown actions: nothing for leadwatch to do.
+        return events
+
+    def _check_account(self, account: Any) -> None:
+        expected = self.config.account_id
+        if expected is None:
+            return
+        got = account.get("id") if isinstance(account, dict) else None
+        if not isinstance(got, str) or not got:
+            raise WebhookForbidden("account[id] is missing; this tenant accepts hooks from one account only")
+        if not hmac.compare_digest(got.encode("utf-8"), str(expected).encode("utf-8")):
+            raise WebhookForbidden(f"account[id] {_excerpt(got, 24)!r} is not this tenant's amoCRM account")
+
+    def _lead_event(self, action: str, index: str, item: Any) -> CrmEvent:
+        where = f"leads[{action}][{index}]"
+        if not isinstance(item, dict):
+            raise MalformedWebhook(f"{where} must be a group of fields like {where}[id]")
+        lead_id = _require_id(item, "id", where)
+        modified = _timestamp(item, ("last_modified", "updated_at"), where, required=True)
+        assert modified is not None
+        created = _timestamp(item, ("date_create", "created_at"), where, required=False)
+        status = _optional_id(item, "status_id", where)
+        pipeline = _optional_id(item, "pipeline_id", where)
+        responsible = _optional_id(item, "responsible_user_id", where)
+        entity = EntityRef(EntityType.LEAD, lead_id)
+        snapshot = None
+        # Without a stage or a creation time the hook cannot stand for the card: the worker reads it.
+        if status is not None and created is not None:
+            name = item.get("name")
+            snapshot = LeadSnapshot(
+                entity=entity,
+                stage=status,
+                responsible=responsible,
+                created_at=created,
+                modified_at=modified,
+                stage_changed_at=modified if action == "status" else None,
+                title=name if isinstance(name, str) else "",
+                pipeline=pipeline,
+                fields=_hook_fields(item.get("custom_fields")),
+            )
+        return CrmEvent(
+            tenant=self.tenant,
+            kind=_LEAD_ACTIONS[action],
+            entity=entity,
+            dedupe_key=f"amo:{action}:{lead_id}:{int(modified.timestamp())}",
+            raw_event=f"leads[{action}]",
+            occurred_at=modified,
+            lead=snapshot,
+        )
+
+    def _note_event(self, index: str, item: Any) -> CrmEvent | None:
+        where = f"leads[note][{index}][note]"
+        note = item.get("note") if isinstance(item, dict) else None
+        if not isinstance(note, dict):
+            raise MalformedWebhook(f"expected the note's fields as {where}[...]")
+        note_id = _require_id(note, "id", where)
+        lead_id = _require_id(note, "element_id", where)
+        element_type = note.get("element_type")
+        if element_type not in (None, "", "2"):
+            return None  # 2 is a lead; a note on anything else is not about a card we watch
+        kind = _NOTE_KINDS.get(str(note.get("note_type", "")).strip())
+        if kind is None:
+            return None
+        # date_create is the account's local "YYYY-MM-DD HH:MM:SS", so unix created_at comes first.
+        created = _timestamp(note, ("created_at", "date_create"), where, required=True)
+        assert created is not None
+        updated = _timestamp(note, ("updated_at",), where, required=False) or created
+        author = (
+            _optional_id(note, "created_by", where)
+            or _optional_id(note, "main_user_id", where)
+            or _optional_id(note, "responsible_user_id", where)
+        )
+        entity = EntityRef(EntityType.LEAD, lead_id)
+        activity = Activity(
+            id=note_id, entity=entity, kind=kind[0], author=author, created_at=created, direction=kind[1]
+        )
+        return CrmEvent(
+            tenant=self.tenant,
+            kind=EventKind.ACTIVITY_ADDED,
+            entity=entity,
+            dedupe_key=f"amo:note:{note_id}:{int(updated.timestamp())}",
+            raw_event="leads[note]",
+            occurred_at=created,
+            activity=activity,
+            activity_id=note_id,
+        )
+
+    # ------------------------------------------------------------------ REST
+    def _http(self) -> tuple[HttpClient, str]:
+        token = self._resolve(self.config.access_token)
+        with self._lock:
+            if self._client is None or token != self._token:
+                self._client = HttpClient(
+                    classify,
+                    limiter=self.limiter,
+                    policy=self._policy,
+                    session=self._session,
+                    sleep=self._sleep,
+                    secrets=(token,),
+                )
+                self._token = token
+            return self._client, token
+
+    def _call(
+        self, method: str, path: str, *, params: list[tuple[str, Any]] | None = None, payload: Any = None
+    ) -> Any:
+        """One API call (retried by HttpClient); returns the decoded body, None for a 204."""
+        client, token = self._http()
+        response = client.request(
+            method,
+            self.base_url + path,
+            params=params,
+            json=payload,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/hal+json"},
+        )
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CrmUnavailable(f"amoCRM HTTP {response.status_code}: the answer is not JSON") from None
+
+    @staticmethod
+    def _leads_of(body: Any) -> list[Mapping[str, Any]]:
+        if body is None:
+            return []
+        embedded = body.get("_embedded") if isinstance(body, dict) else None
+        leads = embedded.get("leads") if isinstance(embedded, dict) else None
+        if not isinstance(leads, list):
+            raise CrmUnavailable("amoCRM answered a lead list without _embedded.leads")
+        return [lead for lead in leads if isinstance(lead, Mapping)]
+
+    def get_leads(self, entities: list[EntityRef]) -> dict[EntityRef, LeadSnapshot | None]:
+        found: dict[EntityRef, LeadSnapshot | None] = {e: None for e in entities}
+        ids = sorted({int(e.id) for e in entities if e.type is EntityType.LEAD and _DIGITS.match(e.id)})
+        for chunk in _id_chunks(ids):
+            params: list[tuple[str, Any]] = [("filter[id][]", i) for i in chunk]
+            # Without a limit the API pages by 50, so 120 ids would need three calls.
+            params.append(("limit", min(len(chunk), PAGE_LIMIT)))
+            for page in range(1, MAX_PAGES + 1):
+                body = self._call("GET", "/api/v4/leads", params=[*params, ("page", page)])
+                leads = self._leads_of(body)
+                for lead in leads:
+                    snapshot = snapshot_from_api(lead)
+                    # Only what was asked: a server that ignored the filter must not add cards.
+                    if snapshot is not None and snapshot.entity in found:
+                        found[snapshot.entity] = snapshot
+                if len(leads) < min(len(chunk), PAGE_LIMIT) or not _has_next(body):
+                    break
+        return found
+
+    def get_activities(self, activity_ids: list[str]) -> dict[str, Activity | None]:
+        # Note webhooks carry the note itself, so no event ever needs an activity read.
+        return {activity_id: None for activity_id in activity_ids}
+
+    def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
+        """Leads changed at or after `since`, oldest change first.
+
+        Pages are walked by `updated_at` rather than by page number alone: a card that changes
+        while we list moves to the end of the order, and plain page N+1 would then skip the
+        card that slid into page N. Each step restarts one second before the last change seen
+        (whether `[from]` is inclusive or not), dropping cards already yielded; only when a whole
+        page shares that second does it step to the next page number.
+        """
+        if since.tzinfo is None:
+            raise ValueError("since must be an aware datetime")
+        from_ts = max(int(since.timestamp()), 0)
+        page = 1
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            params: list[tuple[str, Any]] = [
+                ("filter[updated_at][from]", from_ts),
+                ("order[updated_at]", "asc"),
+                ("limit", PAGE_LIMIT),
+                ("page", page),
+            ]
+            body = self._call("GET", "/api/v4/leads", params=params)
+            leads = self._leads_of(body)
+            last_ts: int | None = None
+            for lead in leads:
+                snapshot = snapshot_from_api(lead)
+                stamp = _to_int(lead.get("updated_at"))
+                if stamp is not None:
+                    last_ts = stamp if last_ts is None else max(last_ts, stamp)
+                if snapshot is None or snapshot.entity.id in seen:
+                    continue
+                seen.add(snapshot.entity.id)
+                yield snapshot
+            if len(leads) < PAGE_LIMIT or not _has_next(body):
+                return
+            boundary = (last_ts - 1) if last_ts is not None else from_ts
+            if boundary > from_ts:
+                from_ts, page = boundary, 1
+            else:
+                page += 1
+        raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of changed leads")
+
+    def set_fields(self, writes: list[SetCardFields]) -> WriteResult:
+        result = WriteResult()
+        items: dict[int, _Item] = {}
+        for write in writes:
+            lead_id = _to_int(write.entity.id) if write.entity.type is EntityType.LEAD else None
+            if lead_id is None:
+                result.failed[write.effect_id] = CrmRejected(f"amoCRM has no lead {write.entity.key}")
+                continue
+            try:
+                values = {str(name): encode_value(value) for name, value in write.fields.items()}
+            except ValueError as exc:
+                result.failed[write.effect_id] = CrmRejected(f"{write.entity.key}: {exc}")
+                continue
+            # Two effects on one card (intake stamp, verdict) become one item: amoCRM takes a
+            # card once per request, and it halves the calls.
+            item = items.setdefault(lead_id, _Item(lead_id))
+            item.effect_ids.append(write.effect_id)
+            item.values.update(values)
+        pending = list(items.values())
+        for start in range(0, len(pending), self.bulk_size):
+            chunk = pending[start : start + self.bulk_size]
+            error = self._patch(chunk, result, second_try=False)
+            if error is not None and error.retryable:
+                # Still throttled or down after the retries: leave the rest for the next run
+                # instead of spending the Lambda's time on calls that will fail the same way.
+                for later in pending[start + self.bulk_size :]:
+                    for effect_id in later.effect_ids:
+                        result.failed[effect_id] = error
+                break
+        return result
+
+    def _patch(self, chunk: list[_Item], result: WriteResult, *, second_try: bool) -> CrmError | None:
+        """PATCH one chunk; returns the error that failed the whole chunk, if any."""
+        try:
+            self._call("PATCH", "/api/v4/leads", payload=[item.payload() for item in chunk])
+        except AmoValidationError as exc:
+            rejected = {i: text for i, text in exc.rejected().items() if 0 <= i < len(chunk)}
+            for index, text in rejected.items():
+                item = chunk[index]
+                error = CrmRejected(
+                    f"amoCRM rejected lead {item.lead_id}: {_excerpt(text)}", status=exc.status
+                )
+                for effect_id in item.effect_ids:
+                    result.failed[effect_id] = error
+            rest = [item for i, item in enumerate(chunk) if i not in rejected]
+            if not rest:
+                return None
+            if rejected and not second_try:
+                # amoCRM applies nothing of a rejected bulk: send the accepted items once more.
+                return self._patch(rest, result, second_try=True)
+            for item in rest:
+                for effect_id in item.effect_ids:
+                    result.failed[effect_id] = exc
+            return exc
+        except CrmError as exc:
+            for item in chunk:
+                for effect_id in item.effect_ids:
+                    result.failed[effect_id] = exc
+            return exc
+        for item in chunk:
+            result.succeeded.update(item.effect_ids)
+        return None
+
+    def card_url(self, entity: EntityRef) -> str:
+        return f"{self.base_url}/leads/detail/{quote(entity.id, safe='')}"
+
+
+# ----------------------------------------------------------------------------- helpers
+def _has_next(body: Any) -> bool:
+    links = body.get("_links") if isinstance(body, dict) else None
+    return isinstance(links, dict) and isinstance(links.get("next"), dict)
+
+
+def _numbered(group: Any, where: str) -> list[tuple[str, Any]]:
+    """Items of a `[0]`, `[1]`, ... group as (index, item) in numeric order."""
+    if not isinstance(group, dict):
+        raise MalformedWebhook(f"{where} must hold numbered items like {where}[0][...]")
+    keys = list(group)
+    bad = [k for k in keys if not _DIGITS.match(k)]
+    if bad:
+        raise MalformedWebhook(
+            f"{where} must hold numbered items like {where}[0][...], got {where}[{_excerpt(bad[0], 24)}]"
+        )
+    return [(k, group[k]) for k in sorted(keys, key=int)]
+
+
+def _require_id(item: Mapping[str, Any], key: str, where: str) -> str:
+    value = item.get(key)
+    if value is None or value == "":
+        raise MalformedWebhook(f"{where}[{key}] is missing")
+    ident = _to_int(value) if isinstance(value, str) else None
+    if ident is None or ident <= 0:
+        raise MalformedWebhook(f"{where}[{key}] must be a positive integer id, got {_excerpt(value, 24)!r}")
+    return str(ident)
+
+
+def _optional_id(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None or value == "":
+        return None
+    ident = _to_int(value) if isinstance(value, str) else None
+    if ident is None:
+        raise MalformedWebhook(f"{where}[{key}] must be an integer, got {_excerpt(value, 24)!r}")
+    return str(ident)
+
+
+def _timestamp(
+    item: Mapping[str, Any], keys: tuple[str, ...], where: str, *, required: bool
+) -> datetime | None:
+    """The first of `keys` present as unix seconds. A non-numeric value in the first key is an
+    error; later keys are fallbacks and are skipped when they hold something else."""
+    for position, key in enumerate(keys):
+        value = item.get(key)
+        if value is None or value == "":
+            continue
+        moment = _stamp(value) if isinstance(value, str) else None
+        if moment is not None:
+            return moment
+        if position == 0:
+            raise MalformedWebhook(f"{where}[{key}] must be unix seconds, got {_excerpt(value, 24)!r}")
+    if required:
+        raise MalformedWebhook(f"{where}[{keys[0]}] is missing")
+    return None
+
+
+def _hook_fields(group: Any) -> dict[str, Any]:
+    """{field id: first value} from `[custom_fields][N][id|values]`. An entry we cannot read is
+    skipped, not fatal: one odd field type must not cost the whole delivery."""
+    if not isinstance(group, dict):
+        return {}
+    fields: dict[str, Any] = {}
+    for key in sorted((k for k in group if _DIGITS.match(k)), key=int):
+        entry = group[key]
+        if not isinstance(entry, dict):
+            continue
+        field_id = entry.get("id")
+        if not isinstance(field_id, str) or not _DIGITS.match(field_id):
+            continue
+        fields[field_id] = _first_value(entry.get("values"))
+    return fields
+
+
+def _id_chunks(ids: list[int]) -> Iterator[list[int]]:
+    """Ids in groups of at most PAGE_LIMIT whose encoded `filter[id][]=` query stays short."""
+    per_id = len(quote("filter[id][]", safe="")) + 2  # "=" and "&"
+    chunk: list[int] = []
+    size = 0
+    for ident in ids:
+        cost = per_id + len(str(ident))
+        if chunk and (len(chunk) >= PAGE_LIMIT or size + cost > MAX_QUERY_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(ident)
+        size += cost
+    if chunk:
+        yield chunk
