@@ -15,7 +15,7 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,17 +63,26 @@ def free_port() -> int:
 
 @dataclass
 class Sleeps:
-    """Records the waits the adapters asked for instead of waiting (tests), or waits (demo)."""
+    """The waits adapters ask for (rate pacing, backoff, retry_after).
+
+    In tests nothing really waits: a wait moves a shared virtual monotonic clock
+    forward instead, and the fakes' rate limits drain by that same clock, so
+    pacing and backoff behave as in real time without taking it. The demo waits for real.
+    """
 
     real: bool = False
     waits: list[float] = field(default_factory=list)
+    offset: float = 0.0
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
         if self.real:
-            import time
-
             time.sleep(seconds)
+        else:
+            self.offset += seconds
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
 
 
 B24_TENANT = "demo-b24"
@@ -137,10 +146,20 @@ class LocalStack:
             rate=2.0 * scale,
             burst=50,
             clock=clock,
+            monotonic=self.sleeps.monotonic,
         )
-        self.amo = FakeAmoCrm(token="amo-long-lived-token-Lk52", rate=7.0 * scale, burst=7, clock=clock)
+        self.amo = FakeAmoCrm(
+            token="amo-long-lived-token-Lk52",
+            rate=7.0 * scale,
+            burst=7,
+            clock=clock,
+            monotonic=self.sleeps.monotonic,
+        )
         self.telegram = FakeTelegram(
-            token="123456:TELEGRAM-demo-token", per_chat_rate=1.0 * scale, per_chat_burst=3
+            token="123456:TELEGRAM-demo-token",
+            per_chat_rate=1.0 * scale,
+            per_chat_burst=3,
+            clock=self.sleeps.monotonic,
         )
         self.crm_rate_scale = scale
         self.secrets = {
@@ -174,7 +193,11 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
+        import logging
+
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -271,6 +294,7 @@ class LocalStack:
                     config.crm,
                     secrets,
                     sleep=self.sleeps,
+                    monotonic=self.sleeps.monotonic,
                     policy=policy,
                     rate=2.0 * scale,
                     burst=50,
@@ -280,9 +304,10 @@ class LocalStack:
                 config.crm,
                 secrets,
                 sleep=self.sleeps,
+                monotonic=self.sleeps.monotonic,
                 policy=policy,
                 rate=7.0 * scale,
-                burst=7,
+                burst=6,
             )
 
         def notifier_factory(config, secrets):
@@ -290,9 +315,10 @@ class LocalStack:
                 secrets(config.telegram.bot_token),
                 api_base=config.telegram.api_base,
                 sleep=self.sleeps,
+                monotonic=self.sleeps.monotonic,
                 policy=policy,
                 rate=1.0 * scale,
-                burst=3,
+                burst=2,
             )
 
         self.ctx = Context(
