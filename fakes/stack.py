@@ -340,10 +340,17 @@ class LocalStack:
         self.client = Client(self.app, stage_name="dev", project_dir=str(Path(leadwatch_app.__file__).parent))
         if self.http:
             from chalice.config import Config
-            from chalice.local import LocalDevServer
+            from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+            class QuietHandler(ChaliceRequestHandler):
+                # Its access log prints URLs, and an amoCRM hook URL carries the tenant's secret.
+                def log_message(self, format: str, *args: object) -> None:
+                    pass
 
             port = free_port()
-            self._server = LocalDevServer(self.app, Config(chalice_stage="dev"), "127.0.0.1", port).server
+            self._server = LocalDevServer(
+                self.app, Config(chalice_stage="dev"), "127.0.0.1", port, handler_cls=QuietHandler
+            ).server
             threading.Thread(target=self._server.serve_forever, daemon=True).start()
             self.base_url = f"http://127.0.0.1:{port}"
 
