@@ -3,6 +3,7 @@
   leadwatch check-config [DIR]                      validate tenant files
   leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
   leadwatch violations TENANT [--from D] [--to D]   the violation journal
+  leadwatch aws-setup [--worker-function NAME]      tables and queues for `chalice deploy`
 
 Reads the same DynamoDB tables as the functions: in AWS with your credentials,
 locally with LEADWATCH_DYNAMODB_ENDPOINT pointing at moto's server.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -39,7 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--from", dest="first", type=_day)
         sub.add_argument("--to", dest="last", type=_day)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    setup = commands.add_parser("aws-setup", help="create the tables and queues (for `chalice deploy`)")
+    setup.add_argument(
+        "--worker-function",
+        help="after `chalice deploy`: the worker's Lambda name (e.g. leadwatch-dev-worker), to turn on "
+        "partial batch failure reports on its SQS event source",
+    )
     args = parser.parse_args(argv)
+    if args.command == "aws-setup":
+        return aws_setup(args.worker_function)
 
     from runtime.context import tenants_dir
     from tenancy.config import ConfigError, TenantRegistry
@@ -94,6 +104,34 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.occurred_at.astimezone(tz):%Y-%m-%d %H:%M}  {r.type:<24} {r.entity:<14} {config.manager_name(r.manager)}"
             )
         print(f"{len(rows)} violation(s)")
+    return 0
+
+
+def aws_setup(worker_function: str | None) -> int:
+    """What the SAM template creates, for those who deploy with plain `chalice deploy`."""
+    import boto3
+
+    from storage.schema import create_queues, create_tables
+
+    endpoint = os.environ.get("LEADWATCH_DYNAMODB_ENDPOINT") or None
+    tables = create_tables(boto3.client("dynamodb", endpoint_url=endpoint))
+    queues = create_queues(boto3.client("sqs", endpoint_url=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None))
+    print("tables:", ", ".join(sorted(tables.values())))
+    print("queues:", ", ".join(sorted(queues.values())))
+    if worker_function:
+        client = boto3.client("lambda")
+        mappings = client.list_event_source_mappings(FunctionName=worker_function)["EventSourceMappings"]
+        if not mappings:
+            print(
+                f"{worker_function} has no SQS event source yet: run `chalice deploy` first", file=sys.stderr
+            )
+            return 2
+        for mapping in mappings:
+            # Without it Lambda takes the worker's partial-failure answer as full success and drops failures.
+            client.update_event_source_mapping(
+                UUID=mapping["UUID"], FunctionResponseTypes=["ReportBatchItemFailures"]
+            )
+            print(f"partial batch failures reported for {mapping['EventSourceArn']}")
     return 0
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from crm_adapters.telegram import TelegramNotifier
-    from workflows.calendar import BusinessCalendar
-
     from crm_adapters.base import CrmAdapter
+    from crm_adapters.telegram import TelegramNotifier
     from storage.store import Store
     from tenancy.config import TenantConfig, TenantRegistry
     from tenancy.secrets import SecretResolver
+    from workflows.calendar import BusinessCalendar
     from workflows.timeliness import TimelinessRules
 
 Clock = Callable[[], datetime]
@@ -39,12 +38,25 @@ class Queue(Protocol):
 
 
 class SqsQueue:
-    """Sends events to the worker's SQS queue, up to 10 per call."""
+    """Sends events to the worker's SQS queue, up to 10 per call.
 
-    def __init__(self, url: str, client: Any = None, endpoint: str | None = None):
-        self.url = url
+    The template passes the queue URL in; a `chalice deploy` without the template
+    has only the queue's name, so the URL is looked up once per cold start.
+    """
+
+    def __init__(
+        self, url: str, client: Any = None, endpoint: str | None = None, name: str = "leadwatch-events"
+    ):
+        self._url = url
+        self._name = name
         self._client = client
         self._endpoint = endpoint
+
+    @property
+    def url(self) -> str:
+        if not self._url:
+            self._url = self.client.get_queue_url(QueueName=self._name)["QueueUrl"]
+        return self._url
 
     @property
     def client(self) -> Any:
@@ -153,7 +165,11 @@ def build_from_environment() -> Context:
     return Context(
         registry=TenantRegistry.from_dir(tenants_dir()),
         store=Store(),
-        queue=SqsQueue(queue_url, endpoint=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None),
+        queue=SqsQueue(
+            queue_url,
+            endpoint=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None,
+            name=os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events"),
+        ),
         secrets=SecretResolver(),
     )
 

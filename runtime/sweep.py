@@ -120,31 +120,41 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
 def _refresh_unprocessed(
     ctx: Context, config: TenantConfig, claimed: list[tuple[date, LeadState]], now: datetime
 ) -> list[tuple[date, LeadState | None]]:
-    """Re-read the cards about to be called late, in one batched read.
+    """Look again at the cards about to be called late: the card, then its activities.
 
     Bitrix24 never redelivers a lost event and amoCRM hooks can be lost, so the
-    stored state may miss a stage change; the card itself does not. A card
-    deleted from the CRM is closed without a verdict (None).
+    stored state may miss a stage change or a call; the CRM does not. Both reads
+    are batched (one call per 50 cards on Bitrix24, per 250 on amoCRM), and only
+    cards still looking unprocessed are read. A card deleted from the CRM is
+    closed without a verdict (None).
     """
-    suspects = [state.entity for _, state in claimed if state.processed_at is None]
-    if not suspects:
-        return list(claimed)
-    cards = ctx.adapter(config).get_leads(suspects)
+    adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
     rules = ctx.rules(config)
-    refreshed: list[tuple[date, LeadState | None]] = []
-    for day, state in claimed:
-        if state.processed_at is not None:
-            refreshed.append((day, state))
-            continue
-        card = cards.get(state.entity)
+    current: dict = {state.entity: state for _, state in claimed}
+    suspects = [entity for entity, state in current.items() if state.processed_at is None]
+    if not suspects:
+        return list(claimed)
+    cards = adapter.get_leads(suspects)
+    changed = set()
+    for entity in suspects:
+        card = cards.get(entity)
         if card is None:
-            ctx.store.close_deleted(state, now)
-            refreshed.append((day, None))
+            ctx.store.close_deleted(current[entity], now)
+            current[entity] = None
             continue
-        decision = timeliness.observe(config.tenant, state, card, calendar, rules, now)
+        decision = timeliness.observe(config.tenant, current[entity], card, calendar, rules, now)
         if decision.state is not None:
-            ctx.store.update_lead(decision.state)
-            state = decision.state
-        refreshed.append((day, state))
-    return refreshed
+            current[entity] = decision.state
+            changed.add(entity)
+    still = [e for e in suspects if current[e] is not None and current[e].processed_at is None]
+    if still and rules.activity_counts_as_processed:
+        for entity, activities in adapter.activities_on(still).items():
+            for activity in sorted(activities, key=lambda a: a.created_at):
+                decision = timeliness.observe_activity(current[entity], activity, rules)
+                if decision.state is not None:
+                    current[entity] = decision.state
+                    changed.add(entity)
+    for entity in changed:
+        ctx.store.update_lead(current[entity])
+    return [(day, current[state.entity]) for day, state in claimed]
