@@ -63,6 +63,14 @@ _NOTE_KINDS: dict[str, tuple[str, str | None]] = {
     "11": ("call", "out"),
     "call_out": ("call", "out"),
 }
+# The API names of the note types above: the notes read asks for exactly these, so a note is an
+# activity (or not) whether it arrived by webhook or was read back.
+_NOTE_TYPE_NAMES = sorted(k for k in _NOTE_KINDS if not k.isdigit())
+# The notes list query besides its ids, budgeted like them against MAX_QUERY_CHARS.
+_NOTES_FIXED_QUERY = "&".join(
+    [f"{quote('filter[note_type][]', safe='')}={t}" for t in _NOTE_TYPE_NAMES]
+    + [f"{quote('order[id]', safe='')}=asc", f"limit={PAGE_LIMIT}", f"page={MAX_PAGES}"]
+)
 # Entities amoCRM can send webhooks about that leadwatch does not watch.
 _OTHER_ENTITIES = {
     "contacts",
@@ -224,6 +232,30 @@ def snapshot_from_api(lead: Mapping[str, Any]) -> LeadSnapshot | None:
         title=name if isinstance(name, str) else "",
         pipeline=str(pipeline) if pipeline is not None else None,
         fields=fields,
+    )
+
+
+def activity_from_note(note: Mapping[str, Any]) -> Activity | None:
+    """An Activity from an API v4 lead note; None for a note type that is not a person's work
+    (the same `_NOTE_KINDS` as note webhooks) or a note lacking what an Activity needs."""
+    kind = _NOTE_KINDS.get(str(note.get("note_type") or ""))
+    ident = _to_int(note.get("id"))
+    lead_id = _to_int(note.get("entity_id"))
+    created = _stamp(note.get("created_at"))
+    if kind is None or ident is None or lead_id is None or created is None:
+        return None
+    # created_by 0 (a robot or an integration) stays "0", as the note webhook gives it: falling
+    # back to the responsible user would credit the manager with a robot's note.
+    author = _to_int(note.get("created_by"))
+    if author is None:
+        author = _to_int(note.get("responsible_user_id"))
+    return Activity(
+        id=str(ident),
+        entity=EntityRef(EntityType.LEAD, str(lead_id)),
+        kind=kind[0],
+        author=str(author) if author is not None else None,
+        created_at=created,
+        direction=kind[1],
     )
 
 
@@ -465,6 +497,42 @@ class AmoCrmAdapter:
         # Note webhooks carry the note itself, so no event ever needs an activity read.
         return {activity_id: None for activity_id in activity_ids}
 
+    def activities_on(self, entities: list[EntityRef]) -> dict[EntityRef, list[Activity]]:
+        found: dict[EntityRef, list[Activity]] = {e: [] for e in entities}
+        # amoCRM has leads only; an id it cannot have owns no note and costs no call.
+        ids = sorted({int(e.id) for e in entities if e.type is EntityType.LEAD and _DIGITS.match(e.id)})
+        seen: set[str] = set()
+        for chunk in _id_chunks(ids, key="filter[entity_id][]", reserved=len(_NOTES_FIXED_QUERY)):
+            params: list[tuple[str, Any]] = [("filter[entity_id][]", i) for i in chunk]
+            params += [("filter[note_type][]", t) for t in _NOTE_TYPE_NAMES]
+            # id order: a note added while we page lands after the pages already read.
+            params += [("order[id]", "asc"), ("limit", PAGE_LIMIT)]
+            for page in range(1, MAX_PAGES + 1):
+                body = self._call("GET", "/api/v4/leads/notes", params=[*params, ("page", page)])
+                notes = self._notes_of(body)
+                for note in notes:
+                    activity = activity_from_note(note)
+                    # Only what was asked: a server that ignored the filter must not credit
+                    # another card; a page boundary that moved must not count a note twice.
+                    if activity is not None and activity.entity in found and activity.id not in seen:
+                        seen.add(activity.id)
+                        found[activity.entity].append(activity)
+                if len(notes) < PAGE_LIMIT or not _has_next(body):
+                    break
+            else:
+                raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of notes")
+        return found
+
+    @staticmethod
+    def _notes_of(body: Any) -> list[Mapping[str, Any]]:
+        if body is None:
+            return []  # 204: no note matches
+        embedded = body.get("_embedded") if isinstance(body, dict) else None
+        notes = embedded.get("notes") if isinstance(embedded, dict) else None
+        if not isinstance(notes, list):
+            raise CrmUnavailable("amoCRM answered a note list without _embedded.notes")
+        return [note for note in notes if isinstance(note, Mapping)]
+
     def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
         """Leads changed at or after `since`, oldest change first.
 
@@ -649,16 +717,17 @@ def _hook_fields(group: Any) -> dict[str, Any]:
     return fields
 
 
-def _id_chunks(ids: list[int]) -> Iterator[list[int]]:
-    """Ids in groups of at most PAGE_LIMIT whose encoded `filter[id][]=` query stays short."""
-    per_id = len(quote("filter[id][]", safe="")) + 2  # "=" and "&"
+def _id_chunks(ids: list[int], key: str = "filter[id][]", reserved: int = 0) -> Iterator[list[int]]:
+    """Ids in groups of at most PAGE_LIMIT whose encoded `key=` query, with `reserved` characters
+    of other parameters, stays short."""
+    per_id = len(quote(key, safe="")) + 2  # "=" and "&"
     chunk: list[int] = []
-    size = 0
+    size = reserved
     for ident in ids:
         cost = per_id + len(str(ident))
         if chunk and (len(chunk) >= PAGE_LIMIT or size + cost > MAX_QUERY_CHARS):
             yield chunk
-            chunk, size = [], 0
+            chunk, size = [], reserved
         chunk.append(ident)
         size += cost
     if chunk:

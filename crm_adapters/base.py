@@ -41,7 +41,9 @@ class WebhookForbidden(WebhookRejected):
 class CrmError(Exception):
     """A CRM call failed. `retryable` says whether trying again later can help."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None):
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
@@ -101,6 +103,11 @@ class CrmAdapter(Protocol):
 
     def get_activities(self, activity_ids: list[str]) -> dict[str, Activity | None]:
         """Read activities by id (Bitrix24 ONCRMACTIVITYADD carries only the id)."""
+        ...
+
+    def activities_on(self, entities: list[EntityRef]) -> dict[EntityRef, list[Activity]]:
+        """Activities (calls, e-mails, notes, meetings) on these cards, in as few calls as the API allows.
+        Every requested entity is a key (an empty list when it has none). Raises CrmError when the CRM cannot answer."""
         ...
 
     def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:

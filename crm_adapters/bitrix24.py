@@ -51,6 +51,19 @@ _ACTIVITY_EVENT = "ONCRMACTIVITYADD"
 _ACTIVITY_KINDS = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
 _DIRECTIONS = {"1": "in", "2": "out"}
 _OWNER_TYPES = {"1": EntityType.LEAD, "2": EntityType.DEAL}
+_OWNER_TYPE_IDS = {kind: int(code) for code, kind in _OWNER_TYPES.items()}
+# What `_activity` reads; selecting it keeps a page of 50 activities small (no DESCRIPTION).
+_ACTIVITY_SELECT = [
+    "ID",
+    "OWNER_ID",
+    "OWNER_TYPE_ID",
+    "TYPE_ID",
+    "DIRECTION",
+    "RESPONSIBLE_ID",
+    "COMPLETED",
+    "CREATED",
+    "START_TIME",
+]
 
 _SNAPSHOT_FIELDS = ["ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "MOVED_TIME"]
 _SELECT = {
@@ -148,6 +161,11 @@ def _members(value: Any) -> dict[str, Any]:
     return {}
 
 
+def _unique(activities: list[Activity]) -> list[Activity]:
+    """Each activity once: offset paging over a live list can show a row twice."""
+    return list({a.id: a for a in activities}.values())
+
+
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -232,13 +250,18 @@ class Bitrix24Adapter:
 
     def batch(self, commands: Mapping[str, str], halt: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         """Run up to 50 `method?query` commands in one request: (results, errors) by key."""
+        outer = self._batch(commands, halt)
+        return _members(outer.get("result")), _members(outer.get("result_error"))
+
+    def _batch(self, commands: Mapping[str, str], halt: bool = False) -> dict[str, Any]:
+        """The whole `batch` answer (`result`, `result_error`, `result_next`, ...)."""
         if len(commands) > BATCH_LIMIT:
             raise ValueError(f"a batch holds at most {BATCH_LIMIT} commands, got {len(commands)}")
         body = self.call("batch", {"halt": 1 if halt else 0, "cmd": dict(commands)})
         outer = body["result"]
         if not isinstance(outer, dict):
             raise CrmUnavailable("Bitrix24 batch: 'result' is not an object")
-        return _members(outer.get("result")), _members(outer.get("result_error"))
+        return outer
 
     # ------------------------------------------------------------------ webhooks
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
@@ -328,6 +351,83 @@ class Bitrix24Adapter:
         raw = self._get_many([("crm.activity.get", i) for i in valid])
         for ident, item in zip(valid, raw, strict=True):
             found[ident] = self._activity(item) if item is not None else None
+        return found
+
+    def activities_on(self, entities: list[EntityRef]) -> dict[EntityRef, list[Activity]]:
+        wanted = list(dict.fromkeys(entities))
+        found: dict[EntityRef, list[Activity]] = {e: [] for e in wanted}
+        # An id Bitrix24 cannot have owns no activity: asking would only earn an error.
+        valid = [e for e in wanted if _DIGITS.match(e.id) and int(e.id) > 0 and e.type in _OWNER_TYPE_IDS]
+        if len(valid) == 1:
+            found[valid[0]] = self._activity_pages(valid[0], 0)
+            return found
+        for chunk in _chunks(valid, BATCH_LIMIT):
+            commands = {
+                f"a{n}": f"crm.activity.list?{encode_form(self._activity_query(e)).decode('ascii')}"
+                for n, e in enumerate(chunk)
+            }
+            outer = self._batch(commands)
+            results, errors = _members(outer.get("result")), _members(outer.get("result_error"))
+            nexts = _members(outer.get("result_next"))
+            for n, entity in enumerate(chunk):
+                key = f"a{n}"
+                if key in errors:
+                    error = self._command_error(errors[key], f"crm.activity.list for {entity.key}")
+                    if isinstance(error, CrmNotFound):
+                        continue  # no such card: it has no activities
+                    raise error
+                rows = results.get(key)
+                if not isinstance(rows, list):
+                    raise CrmUnavailable(f"Bitrix24 batch gave no activity list for {entity.key}")
+                activities = self._owned_activities(entity, rows)
+                if nexts.get(key) is not None:
+                    # A batch command answers one page of 50; the rest of a busy card comes
+                    # page by page rather than being dropped.
+                    start = self._next_start(nexts[key], f"crm.activity.list for {entity.key}")
+                    activities.extend(self._activity_pages(entity, start))
+                found[entity] = _unique(activities)
+        return found
+
+    @staticmethod
+    def _activity_query(entity: EntityRef) -> dict[str, Any]:
+        return {
+            "filter": {"OWNER_TYPE_ID": _OWNER_TYPE_IDS[entity.type], "OWNER_ID": entity.id},
+            # ID order keeps offset paging stable: a new activity lands after the pages read.
+            "order": {"ID": "ASC"},
+            "select": _ACTIVITY_SELECT,
+        }
+
+    def _activity_pages(self, entity: EntityRef, start: int) -> list[Activity]:
+        """A card's activities from offset `start` to the end, with plain list calls."""
+        method = "crm.activity.list"
+        found: list[Activity] = []
+        while True:
+            try:
+                body = self.call(method, {**self._activity_query(entity), "start": start})
+            except CrmNotFound:
+                return _unique(found)
+            rows = body["result"]
+            if not isinstance(rows, list):
+                raise CrmUnavailable(f"Bitrix24 {method}: 'result' is not a list")
+            found.extend(self._owned_activities(entity, rows))
+            if body.get("next") is None:
+                return _unique(found)
+            start = self._next_start(body["next"], method)
+
+    @staticmethod
+    def _next_start(value: Any, what: str) -> int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise CrmUnavailable(f"Bitrix24 {what}: 'next' is not a number") from None
+
+    def _owned_activities(self, entity: EntityRef, rows: list[Any]) -> list[Activity]:
+        found: list[Activity] = []
+        for row in rows:
+            activity = self._activity(row) if isinstance(row, dict) else None
+            # Only this card's: a portal that ignored the filter must not credit another card.
+            if activity is not None and activity.entity == entity:
+                found.append(activity)
         return found
 
     def _get_many(self, calls: list[tuple[str, str]]) -> list[dict[str, Any] | None]:

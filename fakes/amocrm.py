@@ -31,8 +31,16 @@ Wire facts and where they were checked (see also /work/shared/CRM-PROTOCOLS.md s
   account's local "YYYY-MM-DD HH:MM:SS", and a call's details as JSON in `text`
   (`UNIQ`, `DURATION`, `LINK`, `PHONE`, `SRC`).
 
-Not modelled: contacts, companies, tags, loss reasons, several pipelines, the notes and
-events APIs, access rights, the 403 IP block after repeated 429s.
+- Notes list (crm_platform/events-and-notes, "Список примечаний по типу сущности"):
+  `GET /api/v4/leads/notes` with `page`, `limit` (at most 250), `filter[id]`,
+  `filter[entity_id]` (an array), `filter[note_type]` (string or array), `order[id|updated_at]`;
+  HAL `_embedded.notes` of `{id, entity_id, created_by, updated_by, created_at, updated_at,
+  responsible_user_id, group_id, note_type (a name such as "call_out"), params, account_id}`;
+  204 when nothing matches, as every v4 list.
+
+Not modelled: contacts, companies, tags, loss reasons, several pipelines, notes on other
+entities, a single note by id, the events API, access rights, the 403 IP block after
+repeated 429s.
 """
 
 from __future__ import annotations
@@ -77,6 +85,8 @@ NOTE_TYPES: dict[str, int] = {"common": 4, "call_in": 10, "call_out": 11}
 _LEAD_PATH = re.compile(r"^/api/v4/leads/([^/]+)/?$")
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
 _FILTER_ID_KEY = re.compile(r"^filter\[id\](\[[0-9]*\])?$")
+_FILTER_ENTITY_ID_KEY = re.compile(r"^filter\[entity_id\](\[[0-9]*\])?$")
+_FILTER_NOTE_TYPE_KEY = re.compile(r"^filter\[note_type\](\[[0-9]*\])?$")
 
 
 @dataclass(frozen=True)
@@ -372,7 +382,12 @@ class FakeAmoCrm(FakeServer):
                 "entity_id": lead["id"],
                 "note_type": note_type,
                 "created_by": int(author),
+                "updated_by": int(author),
                 "created_at": moment,
+                "updated_at": moment,
+                # The notes API shows the card's responsible user as the note's.
+                "responsible_user_id": lead["responsible_user_id"],
+                "group_id": lead["group_id"],
                 "params": call if note_type != "common" else {"text": text},
             }
             self.notes[note_id] = note
@@ -740,6 +755,8 @@ class FakeAmoCrm(FakeServer):
                 handlers = {"GET": self._list, "PATCH": self._patch_many, "POST": self._create_many}
             elif path == "/api/v4/leads/pipelines":
                 handlers = {"GET": self._pipelines}
+            elif path == "/api/v4/leads/notes":
+                handlers = {"GET": self._notes}
             elif _LEAD_PATH.match(path):
                 handlers = {"GET": self._get_one, "PATCH": self._patch_one}
             else:
@@ -812,9 +829,81 @@ class FakeAmoCrm(FakeServer):
             {"_page": page, "_links": links, "_embedded": {"leads": [self._wire(x) for x in chunk]}}
         )
 
-    def _href(self, base: list[tuple[str, str]], page: int, limit: int) -> str:
+    def _href(self, base: list[tuple[str, str]], page: int, limit: int, path: str = "/api/v4/leads") -> str:
         root = self.url if self._httpd is not None else self.account_url
-        return f"{root}/api/v4/leads?" + urlencode([*base, ("page", str(page)), ("limit", str(limit))])
+        return f"{root}{path}?" + urlencode([*base, ("page", str(page)), ("limit", str(limit))])
+
+    # ---- GET /api/v4/leads/notes
+    def _notes(self, request: Request, events: list[bytes]) -> Reply:
+        query = request.query
+        single = {k: v for k, v in query}
+        page = self._query_int(single, "page", 1, minimum=1)
+        limit = min(self._query_int(single, "limit", PAGE_LIMIT_DEFAULT, minimum=1), PAGE_LIMIT_MAX)
+        ids: set[int] | None = None
+        leads: set[int] | None = None
+        types: set[str] | None = None
+        for key, value in query:
+            if _FILTER_ID_KEY.match(key) or _FILTER_ENTITY_ID_KEY.match(key):
+                ident = _int_value(value)
+                if ident is None:
+                    raise _BadRequest(_problem(400, "Bad Request", f"{key} must be an integer"))
+                if _FILTER_ID_KEY.match(key):
+                    ids = (ids or set()) | {ident}
+                else:
+                    leads = (leads or set()) | {ident}
+            elif _FILTER_NOTE_TYPE_KEY.match(key):
+                types = (types or set()) | {value}
+        notes = [
+            note
+            for note in self.notes.values()
+            if (ids is None or note["id"] in ids)
+            and (leads is None or note["entity_id"] in leads)
+            and (types is None or note["note_type"] in types)
+        ]
+        order = [(k[6:-1], v.lower()) for k, v in query if k.startswith("order[") and k.endswith("]")]
+        notes.sort(key=lambda note: note["id"])
+        for order_field, direction in reversed(order):
+            # events-and-notes: "Доступные поля для сортировки: updated_at, id".
+            if order_field not in ("updated_at", "id") or direction not in ("asc", "desc"):
+                raise _BadRequest(
+                    _problem(400, "Bad Request", f"order[{order_field}]={direction} is not supported")
+                )
+            notes.sort(key=lambda note, f=order_field: note[f], reverse=direction == "desc")
+        chunk = notes[(page - 1) * limit : page * limit]
+        if not chunk:
+            return Reply(204, b"", content_type=HAL)
+        path = "/api/v4/leads/notes"
+        base = [(k, v) for k, v in query if k not in ("page", "limit")]
+        links: dict[str, Any] = {"self": {"href": self._href(base, page, limit, path)}}
+        if page * limit < len(notes):
+            links["next"] = {"href": self._href(base, page + 1, limit, path)}
+        if page > 1:
+            links["first"] = {"href": self._href(base, 1, limit, path)}
+            links["prev"] = {"href": self._href(base, page - 1, limit, path)}
+        return self._hal(
+            {"_page": page, "_links": links, "_embedded": {"notes": [self._note_wire(n) for n in chunk]}}
+        )
+
+    def _note_wire(self, note: dict[str, Any]) -> dict[str, Any]:
+        lead = self._leads.get(note["entity_id"])
+        return {
+            "id": note["id"],
+            "entity_id": note["entity_id"],
+            "created_by": note["created_by"],
+            "updated_by": note.get("updated_by", note["created_by"]),
+            "created_at": note["created_at"],
+            "updated_at": note.get("updated_at", note["created_at"]),
+            "responsible_user_id": note.get(
+                "responsible_user_id", lead["responsible_user_id"] if lead else note["created_by"]
+            ),
+            "group_id": note.get("group_id", 0),
+            "note_type": note["note_type"],
+            "params": copy.deepcopy(note["params"]),
+            "account_id": int(self.account_id) if self.account_id.isdigit() else self.account_id,
+            "_links": {
+                "self": {"href": f"{self.account_url}/api/v4/leads/{note['entity_id']}/notes/{note['id']}"}
+            },
+        }
 
     @staticmethod
     def _query_int(single: dict[str, str], key: str, default: int, minimum: int) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -83,6 +85,41 @@ class Sleeps:
 
     def monotonic(self) -> float:
         return time.monotonic() + self.offset
+
+
+class MotoProcess:
+    """moto's standalone server in its own process: AWS over real HTTP, on the other core."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError("moto's server exited at start")
+            try:
+                requests.get(f"http://127.0.0.1:{self.port}/moto-api/", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto's server did not start within 60 s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
 
 
 B24_TENANT = "demo-b24"
@@ -195,15 +232,13 @@ class LocalStack:
     def start(self) -> None:
         import logging
 
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ["AWS_DEFAULT_REGION"] = REGION
         port = free_port()
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._moto = MotoProcess(port)
         self._moto.start()
         self.aws_endpoint = f"http://127.0.0.1:{port}"
         for fake in (self.bitrix, self.amo, self.telegram):

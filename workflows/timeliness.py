@@ -162,9 +162,15 @@ def intake_stamp(state: LeadState, rules: TimelinessRules) -> SetCardFields:
     )
 
 
+# Contact with the client, or a written note of it. A task scheduled for later is not processing.
+PROCESSING_ACTIVITIES = frozenset({"call", "email", "meeting", "note"})
+
+
 def observe_activity(state: LeadState | None, activity: Activity, rules: TimelinessRules) -> Decision:
     """A call, e-mail or note on the card: processing, if the responsible manager did it."""
     if state is None or state.processed_at is not None or not rules.activity_counts_as_processed:
+        return Decision()
+    if activity.kind not in PROCESSING_ACTIVITIES:
         return Decision()
     if state.responsible is not None and activity.author not in (None, state.responsible):
         return Decision()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from crm_adapters.amocrm import AmoCrmAdapter
+from crm_adapters.amocrm import AmoCrmAdapter, activity_from_note
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, WebhookRequest
 from crm_adapters.http import RetryPolicy
 from fakes.amocrm import (
@@ -24,6 +24,7 @@ from fakes.amocrm import (
     too_many_requests,
     too_many_requests_problem,
 )
+from fakes.server import LeakyBucket
 from tenancy.config import AmoCrmConfig, SecretRef
 from workflows.effects import SetCardFields
 from workflows.events import EntityRef, EntityType
@@ -478,3 +479,156 @@ def test_rest_writes_can_emit_webhooks(fake: FakeAmoCrm) -> None:
     [event] = adapter.parse_webhook(WebhookRequest(body, {"key": "hook-secret"}))
     assert event.raw_event == "leads[update]"
     assert event.lead is not None and event.lead.fields[VERDICT] == "Yes"
+
+
+# ----------------------------------------------------------------------------- activities on cards
+def test_activities_on_120_cards_is_one_call_and_keeps_each_cards_own(fake: FakeAmoCrm, clock: Clock) -> None:
+    ids = [fake.create_lead(f"lead {n}", responsible_user_id="7") for n in range(120)]
+    clock.advance(90)
+    out = fake.add_note(ids[0], "call_out", author="7")
+    clock.advance(30)
+    common = fake.add_note(ids[0], "common", author="8", text="called back")
+    heard = fake.add_note(ids[5], "call_in", author="7")
+    unasked = fake.create_lead("not asked")
+    fake.add_note(unasked, "call_out")
+    wanted = [lead_ref(i) for i in ids]
+    fake.clear_log()
+
+    found = make_adapter(fake).activities_on(wanted)
+
+    [call] = fake.requests("/api/v4/leads/notes", "GET")
+    assert len(fake.requests()) == 1
+    assert call.status == 200
+    assert sorted(int(v) for k, v in call.query if k == "filter[entity_id][]") == sorted(int(i) for i in ids)
+    assert sorted(v for k, v in call.query if k == "filter[note_type][]") == ["call_in", "call_out", "common"]
+    assert ("limit", "250") in call.query and ("page", "1") in call.query
+    assert list(found) == wanted
+    first = found[lead_ref(ids[0])]
+    assert [(a.id, a.kind, a.direction, a.author) for a in first] == [
+        (out, "call", "out", "7"),
+        (common, "note", None, "8"),
+    ]
+    assert first[0].entity == lead_ref(ids[0])
+    assert first[0].created_at == START + timedelta(seconds=90)
+    assert first[1].created_at == START + timedelta(seconds=120)
+    assert [(a.id, a.kind, a.direction) for a in found[lead_ref(ids[5])]] == [(heard, "call", "in")]
+    assert all(found[lead_ref(i)] == [] for i in ids if i not in (ids[0], ids[5]))
+    assert lead_ref(unasked) not in found
+
+
+def test_activities_on_reads_the_same_activity_a_note_webhook_gives(fake: FakeAmoCrm, clock: Clock) -> None:
+    lead_id = fake.create_lead("x", responsible_user_id="3")
+    clock.advance(45)
+    fake.outbox.clear()
+    fake.add_note(lead_id, "call_in", author="3", params={"duration": 12})
+    fake.add_note(lead_id, "common", author="4", text="hi")
+    adapter = make_adapter(fake)
+    hooked = [
+        event.activity
+        for body in fake.outbox
+        for event in adapter.parse_webhook(WebhookRequest(body, {"key": "hook-secret"}))
+    ]
+    assert adapter.activities_on([lead_ref(lead_id)]) == {lead_ref(lead_id): hooked}
+
+
+def test_activities_on_cards_without_notes_is_a_204(fake: FakeAmoCrm) -> None:
+    ids = [fake.create_lead(f"lead {n}") for n in range(3)]
+    adapter = make_adapter(fake)
+    wanted = [lead_ref(i) for i in ids] + [lead_ref("31999999")]
+    assert adapter.activities_on(wanted) == {ref: [] for ref in wanted}
+    [call] = fake.requests()
+    assert call.status == 204
+
+
+def test_activities_on_pages_past_250_notes(fake: FakeAmoCrm) -> None:
+    busy, quiet = fake.create_lead("busy"), fake.create_lead("quiet")
+    many = [fake.add_note(busy, "common", text=str(n)) for n in range(260)]
+    one = fake.add_note(quiet, "call_out")
+    found = make_adapter(fake).activities_on([lead_ref(busy), lead_ref(quiet)])
+    assert [a.id for a in found[lead_ref(busy)]] == many
+    assert [a.id for a in found[lead_ref(quiet)]] == [one]
+    calls = fake.requests("/api/v4/leads/notes")
+    assert [dict(c.query)["page"] for c in calls] == ["1", "2"]
+
+
+def test_activities_on_asks_nothing_for_cards_amocrm_cannot_have(fake: FakeAmoCrm) -> None:
+    adapter = make_adapter(fake)
+    odd = [EntityRef(EntityType.DEAL, "5"), lead_ref("x1")]
+    assert adapter.activities_on(odd) == {ref: [] for ref in odd}
+    assert adapter.activities_on([]) == {}
+    assert fake.requests() == []
+
+
+def test_activities_on_retries_a_5xx_once_and_raises_when_it_lasts(fake: FakeAmoCrm) -> None:
+    lead_id = fake.create_lead("x")
+    note = fake.add_note(lead_id, "call_out")
+    sleeps = Sleeps()
+    adapter = make_adapter(fake, sleep=sleeps)
+    fake.fail_next(bad_gateway)
+    found = adapter.activities_on([lead_ref(lead_id)])
+    assert [a.id for a in found[lead_ref(lead_id)]] == [note]
+    assert [r.status for r in fake.requests()] == [502, 200]
+    assert len(sleeps.waits) == 1
+
+    fake.fail_randomly(1.0, internal_error)
+    with pytest.raises(CrmUnavailable):
+        adapter.activities_on([lead_ref(lead_id)])
+
+
+def test_a_note_read_back_maps_like_its_webhook() -> None:
+    base = {"id": 5, "entity_id": 31000001, "note_type": "call_out", "created_at": 1761728400}
+    by_user = activity_from_note({**base, "created_by": 12, "responsible_user_id": 7})
+    assert by_user is not None and (by_user.author, by_user.kind, by_user.direction) == ("12", "call", "out")
+    no_author = activity_from_note({**base, "created_by": None, "responsible_user_id": 7})
+    assert no_author is not None and no_author.author == "7"
+    robot = activity_from_note({**base, "created_by": 0, "responsible_user_id": 7})
+    assert robot is not None and robot.author == "0"  # a robot's note is not the manager's work
+    assert activity_from_note({**base, "note_type": "service_message"}) is None
+    assert activity_from_note({**base, "note_type": "sms_in"}) is None
+    assert activity_from_note({**base, "created_at": None}) is None
+
+
+def test_fake_notes_route(fake: FakeAmoCrm) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{fake.url}/api/v4/leads/notes"
+    lead_id = fake.create_lead("x", responsible_user_id="9")
+    common = fake.add_note(lead_id, "common", author="4", text="hello")
+    out = fake.add_note(lead_id, "call_out", author="4", params={"duration": 30, "phone": "+7900"})
+    assert requests.get(url, timeout=5).status_code == 401
+    only = requests.get(url, params={"filter[note_type]": "call_out"}, headers=auth, timeout=5)
+    assert only.status_code == 200 and only.headers["Content-Type"] == "application/hal+json"
+    [note] = only.json()["_embedded"]["notes"]
+    assert note == {
+        "id": int(out),
+        "entity_id": int(lead_id),
+        "created_by": 4,
+        "updated_by": 4,
+        "created_at": int(START.timestamp()),
+        "updated_at": int(START.timestamp()),
+        "responsible_user_id": 9,
+        "group_id": 0,
+        "note_type": "call_out",
+        "params": {"duration": 30, "phone": "+7900"},
+        "account_id": int(fake.account_id),
+        "_links": {"self": {"href": f"{fake.account_url}/api/v4/leads/{lead_id}/notes/{out}"}},
+    }
+    newest = requests.get(url, params={"order[id]": "desc", "limit": 1}, headers=auth, timeout=5).json()
+    assert [n["id"] for n in newest["_embedded"]["notes"]] == [int(out)]
+    assert (
+        "page=2" in newest["_links"]["next"]["href"]
+        and "/api/v4/leads/notes?" in newest["_links"]["next"]["href"]
+    )
+    second = requests.get(url, params={"order[id]": "desc", "limit": 1, "page": 2}, headers=auth, timeout=5)
+    assert [n["id"] for n in second.json()["_embedded"]["notes"]] == [int(common)]
+    assert "next" not in second.json()["_links"]
+    nothing = requests.get(url, params={"filter[entity_id][]": "1"}, headers=auth, timeout=5)
+    assert nothing.status_code == 204 and nothing.content == b""
+    bad = requests.get(url, params={"filter[entity_id][]": "x"}, headers=auth, timeout=5)
+    assert bad.status_code == 400
+    generous = fake.bucket
+    fake.bucket = LeakyBucket(rate=0.001, burst=1)
+    try:
+        statuses = [requests.get(url, headers=auth, timeout=5).status_code for _ in range(2)]
+    finally:
+        fake.bucket = generous  # `reset` rebuilds the bucket from this one's rate and burst
+    assert statuses == [200, 429]

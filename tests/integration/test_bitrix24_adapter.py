@@ -4,6 +4,7 @@ errors, and the fake portal's own wire behaviour."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -524,3 +525,129 @@ def test_fake_slow_fault_performs_the_call_and_answers_late(fake: FakeBitrix24) 
         rest(fake, "crm.lead.update", json={"id": ident, "fields": {"UF_CRM_X": "1"}}, timeout=0.1)
     # The client gave up, but the portal did the write: exactly what makes retries need idempotency.
     assert fake.lead(ident)["UF_CRM_X"] == "1"
+
+
+# ----------------------------------------------------------------------------- activities on cards
+def deal(ident: str) -> EntityRef:
+    return EntityRef(EntityType.DEAL, ident)
+
+
+def activity_commands(fake: FakeBitrix24) -> list[dict[str, list[str]]]:
+    """Every crm.activity.list command sent inside a batch, as its parsed query."""
+    found = []
+    for request in fake.requests("/batch"):
+        for command in json.loads(request.body)["cmd"].values():
+            method, _, query = command.partition("?")
+            assert method == "crm.activity.list"
+            found.append(parse_qs(query))
+    return found
+
+
+def test_activities_on_120_cards_takes_3_batch_calls_and_keeps_each_cards_own(
+    fake: FakeBitrix24, clock: Clock
+) -> None:
+    ids = [fake.create_lead(f"L{n}") for n in range(119)]
+    deal_id = fake.create_deal("D")  # deal 1: the same number as lead 1
+    clock.set(T0 + timedelta(minutes=3))
+    call = fake.add_activity(ids[0], type_id=2, direction=1, responsible_id="4")
+    mail = fake.add_activity(ids[0], type_id=4, direction=2, responsible_id="4", completed=False)
+    on_deal = fake.add_activity(deal_id, owner_type_id=2, type_id=1, responsible_id="9")
+    fake.add_activity(ids[0], owner_type_id=3)  # a contact with lead 1's number
+    unasked = fake.create_lead("not asked")
+    fake.add_activity(unasked, type_id=2)
+    wanted = [lead(i) for i in ids] + [deal(deal_id)]
+    fake.clear_log()
+
+    found = make_adapter(fake).activities_on(wanted)
+
+    assert len(fake.requests()) == math.ceil(120 / 50) == 3
+    assert batch_commands(fake) == [50, 50, 20]
+    assert list(found) == wanted
+    first = found[lead(ids[0])]
+    assert [a.id for a in first] == [call, mail]
+    assert (first[0].kind, first[0].direction, first[0].author, first[0].entity) == (
+        "call",
+        "in",
+        "4",
+        lead("1"),
+    )
+    assert first[0].created_at == T0 + timedelta(minutes=3) and first[0].completed
+    assert (first[1].kind, first[1].direction, first[1].completed) == ("email", "out", False)
+    [meeting] = found[deal(deal_id)]
+    assert (meeting.id, meeting.entity, meeting.kind, meeting.author) == (on_deal, deal("1"), "meeting", "9")
+    assert all(found[lead(i)] == [] for i in ids[1:])
+    assert lead(unasked) not in found
+    # The wire commands: owner type 1 for leads, 2 for deals, ordered by ID, only what is mapped.
+    commands = activity_commands(fake)
+    assert commands[0]["filter[OWNER_TYPE_ID]"] == ["1"] and commands[0]["filter[OWNER_ID]"] == [ids[0]]
+    assert commands[-1]["filter[OWNER_TYPE_ID]"] == ["2"] and commands[-1]["filter[OWNER_ID]"] == [deal_id]
+    assert commands[0]["order[ID]"] == ["ASC"]
+    selected = {v for k, vs in commands[0].items() if k.startswith("select[") for v in vs}
+    assert {"ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "RESPONSIBLE_ID", "CREATED"} <= selected
+    assert "DESCRIPTION" not in selected
+
+
+def test_fake_activity_list_filters_on_owner_type_and_owner_id(fake: FakeBitrix24) -> None:
+    """The adapter also drops rows of other cards, so check the fake's filter on its own."""
+    ident = fake.create_lead()
+    fake.create_deal()
+    mine = fake.add_activity(ident)
+    fake.add_activity(ident, owner_type_id=2)  # deal 1
+    fake.add_activity(ident, owner_type_id=3)  # contact 1
+    fake.add_activity(fake.create_lead())
+    query = "filter[OWNER_TYPE_ID]=1&filter[OWNER_ID]=1&order[ID]=ASC&select[]=ID&select[]=OWNER_ID"
+    answer = rest(fake, "batch", json={"cmd": {"a": f"crm.activity.list?{query}"}}).json()["result"]
+    assert answer["result"]["a"] == [{"ID": mine, "OWNER_ID": ident}]
+    assert answer["result_total"] == {"a": 1} and answer["result_next"] == []
+
+
+def test_activities_on_a_busy_card_fetches_past_the_first_page(fake: FakeBitrix24) -> None:
+    busy, quiet = fake.create_lead("busy"), fake.create_lead("quiet")
+    many = [fake.add_activity(busy, type_id=2) for _ in range(120)]
+    few = [fake.add_activity(quiet, type_id=4) for _ in range(2)]
+    fake.clear_log()
+
+    found = make_adapter(fake).activities_on([lead(busy), lead(quiet)])
+
+    assert [a.id for a in found[lead(busy)]] == many
+    assert [a.id for a in found[lead(quiet)]] == few
+    assert len(fake.requests("/batch")) == 1
+    pages = fake.requests("crm.activity.list")
+    assert [json.loads(r.body)["start"] for r in pages] == [50, 100]
+    assert all(json.loads(r.body)["filter"] == {"OWNER_TYPE_ID": 1, "OWNER_ID": busy} for r in pages)
+
+
+def test_activities_on_one_card_no_card_or_bad_ids(fake: FakeBitrix24) -> None:
+    ident = fake.create_lead()
+    note = fake.add_activity(ident, type_id=6)
+    adapter = make_adapter(fake)
+
+    assert adapter.activities_on([]) == {}
+    assert adapter.activities_on([lead("x1"), lead("0")]) == {lead("x1"): [], lead("0"): []}
+    assert fake.requests() == []
+    found = adapter.activities_on([lead(ident), lead("x1")])
+    assert [(a.id, a.kind) for a in found[lead(ident)]] == [(note, "other")]
+    assert found[lead("x1")] == []
+    [plain] = fake.requests()
+    assert plain.path.endswith("/crm.activity.list.json")
+    assert adapter.activities_on([lead("404"), deal("404")]) == {lead("404"): [], deal("404"): []}
+
+
+def test_activities_on_retries_a_5xx_once_and_raises_when_the_portal_stays_down(
+    fake: FakeBitrix24,
+) -> None:
+    ids = [fake.create_lead() for _ in range(3)]
+    done = fake.add_activity(ids[1], type_id=2)
+    fake.fail_next(internal_error)
+    sleeps = Sleeps()
+
+    found = make_adapter(fake, sleep=sleeps).activities_on([lead(i) for i in ids])
+
+    assert [r.status for r in fake.requests()] == [500, 200]
+    assert [a.id for a in found[lead(ids[1])]] == [done]
+    assert found[lead(ids[0])] == found[lead(ids[2])] == []
+    assert len(sleeps.waits) == 1
+
+    fake.fail_randomly(1.0, internal_error)
+    with pytest.raises(CrmUnavailable):
+        make_adapter(fake).activities_on([lead(i) for i in ids])

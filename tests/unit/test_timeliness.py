@@ -120,6 +120,11 @@ def test_activity_by_someone_else_does_not_count():
     assert timeliness.observe_activity(state, call, RULES).state is None
 
 
+def test_a_task_set_for_later_is_not_processing():
+    task = Activity("a1", LEAD, "task", "7", T0 + timedelta(minutes=4))
+    assert timeliness.observe_activity(intake(), task, RULES).state is None
+
+
 def test_activity_counting_can_be_switched_off():
     rules = timeliness.TimelinessRules(**{**RULES.__dict__, "activity_counts_as_processed": False})
     call = Activity("a1", LEAD, "call", "7", T0 + timedelta(minutes=4), "out")
