@@ -289,6 +289,7 @@ class AmoCrmAdapter:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         policy: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (5.0, 20.0),
         rate: float = 7.0,
         burst: int = 7,
         bulk_size: int = 50,
@@ -303,6 +304,7 @@ class AmoCrmAdapter:
         self._session = session
         self._sleep = sleep
         self._policy = policy
+        self._timeout = timeout
         self.limiter = RateLimiter(rate, burst, clock=monotonic, sleep=sleep)
         self._client: HttpClient | None = None
         self._token: str | None = None
@@ -440,6 +442,7 @@ class AmoCrmAdapter:
                     policy=self._policy,
                     session=self._session,
                     sleep=self._sleep,
+                    timeout=self._timeout,
                     secrets=(token,),
                 )
                 self._token = token

@@ -184,6 +184,7 @@ class Bitrix24Adapter:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         policy: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (5.0, 20.0),
         rate: float = 2.0,
         burst: int = 50,
     ):
@@ -194,6 +195,7 @@ class Bitrix24Adapter:
         self._sleep = sleep
         self._monotonic = monotonic
         self._policy = policy
+        self._timeout = timeout
         self._rate = rate
         self._burst = burst
         self._lock = threading.Lock()
@@ -229,6 +231,7 @@ class Bitrix24Adapter:
                     policy=self._policy,
                     session=self._session,
                     sleep=self._sleep,
+                    timeout=self._timeout,
                     secrets=(self._code,),
                 )
             return self._client, self._code or ""

@@ -19,9 +19,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tqdm import tqdm
-
-from demo.week import DAYS, MSK, WEEK_START, Action, PlannedLead, actions_for, managers_for, plan_week
+from demo.replay import replay
+from demo.week import DAYS, WEEK_START, PlannedLead, actions_for, managers_for, on_time_by_plan, plan_week
 from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, CrmDriver, LocalStack, SimClock
 
 
@@ -118,67 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["data"]["mismatches"] == 0 else 1
 
 
-def replay(
-    stack: LocalStack, calendar, actions: list[Action], drivers: dict[str, CrmDriver], until: datetime
-) -> None:
-    """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules."""
-    start = stack.clock()
-    minutes = int((until - start).total_seconds() // 60) + 1
-    pending = list(reversed(actions))
-    with tqdm(
-        total=minutes,
-        unit="min",
-        desc="replaying the week",
-        dynamic_ncols=True,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} simulated minutes [{elapsed}<{remaining}] {postfix}",
-    ) as bar:
-        for minute in range(minutes):
-            now = start + timedelta(minutes=minute)
-            acted = False
-            while pending and pending[-1].at <= now + timedelta(minutes=1):
-                action = pending.pop()
-                stack.clock.set(max(action.at, now))
-                perform(action, drivers)
-                acted = True
-            stack.clock.set(now + timedelta(minutes=1))
-            if acted:
-                stack.pump()
-            # The sweep runs every minute in AWS. A control time always falls inside working time
-            # (or exactly at closing), so outside it there is nothing to sweep and the demo skips it.
-            moment = stack.clock()
-            if calendar.is_working_time(moment) or calendar.is_working_time(moment - timedelta(minutes=1)):
-                stack.sweep()
-                stack.pump()
-            if minute % 10 == 0:
-                stack.reconcile()
-                stack.pump()
-            if minute % 60 == 0:
-                bar.set_postfix_str(
-                    f"{moment.astimezone(MSK):%a %d.%m %H:%M} MSK, telegram {len(stack.telegram.messages)}"
-                )
-            bar.update(1)
-        stack.reconcile()
-        stack.pump()
-        stack.sweep()
-        stack.pump()
-
-
-def perform(action: Action, drivers: dict[str, CrmDriver]) -> None:
-    lead: PlannedLead = action.lead
-    driver = drivers[lead.tenant]
-    if action.kind == "create":
-        lead.crm_id = driver.create(lead.title, lead.manager.crm_id, action.at)
-    elif action.kind == "call":
-        driver.call(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
-    else:
-        driver.take(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
-
-
 def build_report(
     stack: LocalStack, leads: list[PlannedLead], drivers, calendar, args, elapsed: float
 ) -> dict:
-    from datetime import time as clock_time
-
     first = WEEK_START.date()
     last = (WEEK_START + timedelta(days=args.days - 1)).date()
     sections_text, sections_md, data = (
@@ -202,8 +143,7 @@ def build_report(
     # Check every verdict leadwatch wrote into the CRM cards against the plan's truth.
     expected_late = 0
     for lead in leads:
-        due = calendar.control_time(lead.created_at, timedelta(minutes=15), clock_time(11, 0))
-        on_time = lead.processed_at is not None and lead.processed_at <= due
+        on_time = on_time_by_plan(lead, calendar)
         expected_late += not on_time
         value = drivers[lead.tenant].verdict(lead.crm_id)
         want = ("Y" if on_time else "N") if lead.tenant == B24_TENANT else ("Yes" if on_time else "No")

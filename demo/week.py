@@ -157,3 +157,11 @@ def actions_for(leads: list[PlannedLead]) -> list[Action]:
                 actions.append(Action(lead.processed_at + timedelta(minutes=7), index * 3 + 2, "take", lead))
     actions.sort()
     return actions
+
+
+def on_time_by_plan(
+    lead: PlannedLead, calendar: BusinessCalendar, reaction: timedelta = timedelta(minutes=15), start: time = time(11)
+) -> bool:
+    """The truth a verdict is checked against: processed no later than the control time."""
+    due = calendar.control_time(lead.created_at, reaction, start)
+    return lead.processed_at is not None and lead.processed_at <= due

@@ -1,11 +1,13 @@
 """A whole leadwatch deployment on one machine, for integration tests and the demo.
 
 DynamoDB and SQS: moto's standalone server over real HTTP (tables and queues
-created from infra/resources.yaml). Bitrix24, amoCRM and Telegram: the fakes,
-over real HTTP on 127.0.0.1. leadwatch itself: the real Chalice app, its
-routes driven through Chalice's local gateway (in-process) or a local HTTP
-server, its SQS worker fed from the real queue, its schedules invoked as
-EventBridge would. Time is a simulated clock shared by everything.
+created from infra/resources.yaml), or, opt-in with `aws="inprocess"`, moto's
+in-process `mock_aws()` (nothing leaves the process; the benchmarks use it).
+Bitrix24, amoCRM and Telegram: the fakes, over real HTTP on 127.0.0.1.
+leadwatch itself: the real Chalice app, its routes driven through Chalice's
+local gateway (in-process) or a local HTTP server, its SQS worker fed from the
+real queue, its schedules invoked as EventBridge would. Time is a simulated
+clock shared by everything.
 """
 
 from __future__ import annotations
@@ -88,7 +90,11 @@ class Sleeps:
 
 
 class MotoProcess:
-    """moto's standalone server in its own process: AWS over real HTTP, on the other core."""
+    """moto's standalone server in its own process: AWS over real HTTP, on the other core.
+
+    Serial (fakes/moto_server.py): moto does not make a conditional write atomic
+    under concurrent requests, and leadwatch relies on that atomicity.
+    """
 
     def __init__(self, port: int):
         self.port = port
@@ -96,7 +102,8 @@ class MotoProcess:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "fakes.moto_server", str(self.port)],
+            cwd=Path(__file__).resolve().parent.parent,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -170,7 +177,11 @@ class LocalStack:
         real_sleep: bool = False,
         http: bool = False,
         managers: dict[str, str] | None = None,
+        aws: str = "server",
     ):
+        if aws not in ("server", "inprocess"):
+            raise ValueError(f"aws must be 'server' or 'inprocess', got {aws!r}")
+        self.aws = aws
         self.clock = clock
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="leadwatch-"))
         self.sleeps = Sleeps(real=real_sleep)
@@ -209,6 +220,8 @@ class LocalStack:
             "DEMO_AMO_API_KEY": "api-key-amo-Mm34",
         }
         self._moto: Any = None
+        self._mock_aws: Any = None
+        self.aws_endpoint: str | None = None
         self._server: Any = None
         self.base_url = ""
         self.client: Any = None
@@ -220,6 +233,7 @@ class LocalStack:
         self.dropped: list[tuple[str, bytes]] = []
         self.drop_next = 0
         self.webhook_answers: list[tuple[str, int]] = []
+        self.crashes = 0
 
     # ----- lifecycle
     def __enter__(self) -> LocalStack:
@@ -237,10 +251,17 @@ class LocalStack:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ["AWS_DEFAULT_REGION"] = REGION
-        port = free_port()
-        self._moto = MotoProcess(port)
-        self._moto.start()
-        self.aws_endpoint = f"http://127.0.0.1:{port}"
+        if self.aws == "inprocess":
+            from moto import mock_aws
+
+            self._mock_aws = mock_aws()
+            self._mock_aws.start()
+            self.aws_endpoint = None  # boto3 and PynamoDB talk to moto's in-process backends
+        else:
+            port = free_port()
+            self._moto = MotoProcess(port)
+            self._moto.start()
+            self.aws_endpoint = f"http://127.0.0.1:{port}"
         for fake in (self.bitrix, self.amo, self.telegram):
             fake.start()
         self._create_aws()
@@ -260,6 +281,9 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        if self._mock_aws is not None:
+            self._mock_aws.stop()
+            self._mock_aws = None
 
     def _create_aws(self) -> None:
         import boto3
@@ -365,6 +389,7 @@ class LocalStack:
             adapter_factory=adapter_factory,
             notifier_factory=notifier_factory,
             sleep=self.sleeps,
+            dead_letters=SqsQueue(self.dlq_url, client=self.sqs),
         )
         set_context(self.ctx)
         from chalice.test import Client
@@ -460,7 +485,12 @@ class LocalStack:
                     for m in received
                 ]
             }
-            result = self.client.lambda_.invoke("worker", event).payload or {}
+            try:
+                result = self.client.lambda_.invoke("worker", event).payload or {}
+            except Exception:
+                # The invocation crashed: Lambda returns the whole batch to the queue.
+                self.crashes += 1
+                result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in received]}
             failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
             for message in received:
                 if message["MessageId"] in failed:
@@ -491,7 +521,18 @@ class LocalStack:
         self.pump()
 
     def dead_letters(self) -> list[dict]:
-        return self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+        """Everything now in the dead-letter queue, with message attributes (hidden for a minute after)."""
+        found: list[dict] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.dlq_url,
+                MaxNumberOfMessages=10,
+                MessageAttributeNames=["All"],
+                VisibilityTimeout=60,
+            ).get("Messages", [])
+            if not batch:
+                return found
+            found.extend(batch)
 
     def api_key(self, tenant: str) -> str:
         return self.secrets[f"{tenant.upper().replace('-', '_')}_API_KEY"]

@@ -77,6 +77,14 @@ class SqsQueue:
             if result.get("Failed"):
                 raise RuntimeError(f"SQS refused {len(result['Failed'])} of {len(entries)} messages")
 
+    def send_dead_letter(self, body: str, reason: str) -> None:
+        """Park a message that can never succeed, with the reason an operator will need."""
+        self.client.send_message(
+            QueueUrl=self.url,
+            MessageBody=body,
+            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
+        )
+
 
 AdapterFactory = Callable[["TenantConfig", "SecretResolver"], "CrmAdapter"]
 NotifierFactory = Callable[["TenantConfig", "SecretResolver"], "TelegramNotifier"]
@@ -108,6 +116,7 @@ class Context:
     adapter_factory: AdapterFactory = default_adapter
     notifier_factory: NotifierFactory = default_notifier
     sleep: Callable[[float], None] = time.sleep
+    dead_letters: SqsQueue | None = None
     _adapters: dict[str, Any] = field(default_factory=dict)
     _notifiers: dict[str, Any] = field(default_factory=dict)
     _calendars: dict[str, Any] = field(default_factory=dict)
@@ -162,15 +171,21 @@ def build_from_environment() -> Context:
 
     bind_from_environment()
     queue_url = os.environ.get("LEADWATCH_QUEUE_URL", "")
+    sqs_endpoint = os.environ.get("LEADWATCH_SQS_ENDPOINT") or None
     return Context(
         registry=TenantRegistry.from_dir(tenants_dir()),
         store=Store(),
         queue=SqsQueue(
             queue_url,
-            endpoint=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None,
+            endpoint=sqs_endpoint,
             name=os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events"),
         ),
         secrets=SecretResolver(),
+        dead_letters=SqsQueue(
+            os.environ.get("LEADWATCH_DLQ_URL", ""),
+            endpoint=sqs_endpoint,
+            name=os.environ.get("LEADWATCH_DLQ_NAME", "leadwatch-events-dlq"),
+        ),
     )
 
 

@@ -46,9 +46,17 @@ def handle(ctx: Context, messages: list[Message]) -> BatchReport:
             report.poison[message.message_id] = f"unknown tenant {event.tenant!r}"
             continue
         by_tenant.setdefault(event.tenant, []).append((message, event))
+    bodies = {m.message_id: m.body for m in messages}
     for poisoned, reason in report.poison.items():
         log.error("message %s is poison: %s", poisoned, reason)
-        report.failed.append(poisoned)
+        # Retrying cannot help: park it now, with its reason, instead of after maxReceiveCount tries.
+        try:
+            if ctx.dead_letters is None:
+                raise RuntimeError("no dead-letter queue configured")
+            ctx.dead_letters.send_dead_letter(bodies[poisoned], reason)
+        except Exception:
+            log.exception("message %s could not be parked; SQS's redrive will move it", poisoned)
+            report.failed.append(poisoned)
 
     for tenant, items in by_tenant.items():
         config = ctx.tenant(tenant)

@@ -1,0 +1,84 @@
+"""Replaying planned CRM actions through a LocalStack, minute by minute.
+
+Shared by the demo and the fault-injection test: CRM actions (and so their
+webhooks) at their planned times, the real queue drained by the real worker,
+the deadline sweep and reconciliation as EventBridge would run them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from demo.week import MSK, Action, PlannedLead
+from fakes.stack import CrmDriver, LocalStack
+
+
+def replay(
+    stack: LocalStack,
+    calendar,
+    actions: list[Action],
+    drivers: dict[str, CrmDriver],
+    until: datetime,
+    *,
+    progress: bool = True,
+    every_minute: Callable[[datetime], None] | None = None,
+) -> None:
+    """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules."""
+    from tqdm import tqdm
+
+    start = stack.clock()
+    minutes = int((until - start).total_seconds() // 60) + 1
+    pending = list(reversed(actions))
+    with tqdm(
+        total=minutes,
+        disable=not progress,
+        unit="min",
+        desc="replaying the week",
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} simulated minutes "
+        "[{elapsed}<{remaining}] {postfix}",
+    ) as bar:
+        for minute in range(minutes):
+            now = start + timedelta(minutes=minute)
+            acted = False
+            while pending and pending[-1].at <= now + timedelta(minutes=1):
+                action = pending.pop()
+                stack.clock.set(max(action.at, now))
+                perform(action, drivers)
+                acted = True
+            stack.clock.set(now + timedelta(minutes=1))
+            if every_minute is not None:
+                every_minute(stack.clock())
+                acted = True
+            if acted:
+                stack.pump()
+            # The sweep runs every minute in AWS. A control time always falls inside working time
+            # (or exactly at closing), so outside it there is nothing to sweep and the replay skips it.
+            moment = stack.clock()
+            if calendar.is_working_time(moment) or calendar.is_working_time(moment - timedelta(minutes=1)):
+                stack.sweep()
+                stack.pump()
+            if minute % 10 == 0:
+                stack.reconcile()
+                stack.pump()
+            if minute % 60 == 0:
+                bar.set_postfix_str(
+                    f"{moment.astimezone(MSK):%a %d.%m %H:%M} MSK, telegram {len(stack.telegram.messages)}"
+                )
+            bar.update(1)
+        stack.reconcile()
+        stack.pump()
+        stack.sweep()
+        stack.pump()
+
+
+def perform(action: Action, drivers: dict[str, CrmDriver]) -> None:
+    lead: PlannedLead = action.lead
+    driver = drivers[lead.tenant]
+    if action.kind == "create":
+        lead.crm_id = driver.create(lead.title, lead.manager.crm_id, action.at)
+    elif action.kind == "call":
+        driver.call(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
+    else:
+        driver.take(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
