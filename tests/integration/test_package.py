@@ -1,6 +1,8 @@
 """`chalice package` produces a bundle that works: the app imports in a clean
 interpreter from the unzipped package, and the template (with infra/ merged)
-holds the tables, queue and schedules and is clean under cfn-lint."""
+holds the tables, queue and schedules and is clean under cfn-lint, each function's
+role grants only the table and queue actions its code uses, and the dead-letter queue
+has an alarm."""
 
 from __future__ import annotations
 
@@ -103,3 +105,151 @@ def test_cfn_lint_reports_no_errors(package):
     )
     # cfn-lint's exit code is a bit mask: 2 means errors (4 warnings, 8 informational).
     assert result.returncode & 2 == 0, result.stdout[-3000:]
+
+
+# ----- IAM: each function's role grants only what its code path uses.
+# Derived from the code (storage/store.py is every DynamoDB call); when a code path starts or stops
+# making a call, change these on purpose. PynamoDB: save=PutItem, update=UpdateItem, delete=DeleteItem,
+# get=GetItem, query=Query, batch_get=BatchGetItem, batch_write=BatchWriteItem; a TransactWrite update
+# is authorised as UpdateItem (ConditionCheckItem only for a transaction's ConditionCheck, unused).
+EXPECTED_DYNAMODB = {
+    # receive_webhook: put_event, forget_event (queueing failed), put_reject; timeliness: timeliness_stats.
+    "APIHandler": {
+        "leadwatch-inbox": {"PutItem", "DeleteItem"},
+        "leadwatch-state": {"Query"},
+    },
+    # get_leads, create_lead, update_lead; executor: effects_done, mark_effects. No journal: the
+    # worker's workflow steps (timeliness.observe, observe_activity) never yield RecordViolation;
+    # only the sweep's decide_verdict does. A step that starts to must add the journal here.
+    "Worker": {
+        "leadwatch-leads": {"BatchGetItem", "PutItem", "UpdateItem"},
+        "leadwatch-state": {"BatchGetItem", "BatchWriteItem"},
+    },
+    # get/set_checkpoint, due_leads (due index), claim, release, close_deleted, update_lead,
+    # close_verdict (transaction: lead + counter), executor: effects_done, mark_effects, put_violation.
+    "DeadlineSweep": {
+        "leadwatch-leads": {"UpdateItem"},
+        "leadwatch-leads/index/due-index": {"Query"},
+        "leadwatch-state": {"GetItem", "PutItem", "UpdateItem", "BatchGetItem", "BatchWriteItem"},
+        "leadwatch-journal": {"PutItem"},
+    },
+    # get/set_checkpoint, get_leads, then ingress.accept: put_event, forget_event.
+    "Reconcile": {
+        "leadwatch-state": {"GetItem", "PutItem"},
+        "leadwatch-leads": {"BatchGetItem"},
+        "leadwatch-inbox": {"PutItem", "DeleteItem"},
+    },
+}
+SQS_SEND = {"SendMessage", "GetQueueUrl"}  # SqsQueue: send_message_batch, get_queue_url without the URL
+SQS_CONSUME = {"ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "ChangeMessageVisibility"}
+EXPECTED_SQS = {
+    "APIHandler": {"leadwatch-events": SQS_SEND},
+    "Worker": {"leadwatch-events": SQS_CONSUME},
+    "DeadlineSweep": {},
+    "Reconcile": {"leadwatch-events": SQS_SEND},
+}
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _role_statements(resources: dict, function: str) -> list[dict]:
+    role_ref = resources[function]["Properties"]["Role"]
+    role = resources[role_ref["Fn::GetAtt"][0]]
+    assert role["Type"] == "AWS::IAM::Role"
+    return [
+        statement
+        for policy in role["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+
+def _grants(statements: list[dict], service: str, prefix: str = "") -> dict[str, set[str]]:
+    """Resource name (the ARN's resource part without `prefix`) -> the service's actions allowed on it."""
+    grants: dict[str, set[str]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        actions = [a for a in _as_list(statement["Action"]) if a.startswith(service + ":")]
+        if not actions:
+            continue
+        for resource in _as_list(statement["Resource"]):
+            parts = resource.split(":", 5)
+            assert len(parts) == 6 and parts[2] == service, f"{service} actions on {resource!r}"
+            assert parts[5].startswith(prefix), f"{service} actions on {resource!r}"
+            name = parts[5][len(prefix) :]
+            grants.setdefault(name, set()).update(a.split(":", 1)[1] for a in actions)
+    return grants
+
+
+def test_every_function_has_a_role_of_its_own(package):
+    resources = _template(package)["Resources"]
+    functions = sorted(n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function")
+    assert functions == sorted(EXPECTED_DYNAMODB), "a new function needs its own policy file and expectations"
+    roles = {resources[f]["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions}
+    assert len(roles) == len(functions)
+
+
+def test_no_role_grants_wildcard_actions_or_unscoped_table_and_queue_access(package):
+    resources = _template(package)["Resources"]
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = _as_list(statement["Action"])
+                targets = _as_list(statement["Resource"])
+                for action in actions:
+                    assert action != "*" and not action.endswith(":*"), f"{name}: {action}"
+                    assert "*" not in action, f"{name}: {action}"
+                if any(a.startswith(("dynamodb:", "sqs:")) for a in actions):
+                    for target in targets:
+                        assert target != "*", f"{name}: {actions} on *"
+                        # Only the region and account may be wildcards: the table or queue is named.
+                        assert "*" not in target.split(":", 5)[5], f"{name}: {target}"
+
+
+def test_each_function_gets_exactly_its_table_actions(package):
+    resources = _template(package)["Resources"]
+    for function, expected in EXPECTED_DYNAMODB.items():
+        granted = _grants(_role_statements(resources, function), "dynamodb", "table/")
+        assert granted == expected, function
+
+
+def test_only_the_worker_consumes_the_queue_and_senders_only_send(package):
+    resources = _template(package)["Resources"]
+    for function, expected in EXPECTED_SQS.items():
+        granted = _grants(_role_statements(resources, function), "sqs")
+        assert granted == expected, function
+
+
+def test_secrets_and_logs_are_scoped(package):
+    resources = _template(package)["Resources"]
+    for function in EXPECTED_DYNAMODB:
+        statements = _role_statements(resources, function)
+        assert _grants(statements, "ssm", "parameter/") == {"leadwatch/*": {"GetParameter"}}, function
+        services = {a.split(":", 1)[0] for s in statements for a in _as_list(s["Action"])}
+        assert services <= {"dynamodb", "sqs", "ssm", "logs"}, function
+
+
+def test_dead_letter_queue_has_an_alarm_with_a_topic(package):
+    template = _template(package)
+    resources = template["Resources"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    dlq_alarms = [
+        a
+        for a in alarms
+        if a.get("Namespace") == "AWS/SQS"
+        and {"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsDeadLetterQueue", "QueueName"]}}
+        in a.get("Dimensions", [])
+    ]
+    assert len(dlq_alarms) == 1
+    alarm = dlq_alarms[0]
+    assert resources["EventsDeadLetterQueue"]["Properties"]["QueueName"] == "leadwatch-events-dlq"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+    assert alarm["Period"] == 300 and alarm["EvaluationPeriods"] == 1
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    assert template["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
