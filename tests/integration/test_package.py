@@ -144,7 +144,8 @@ SQS_SEND = {"SendMessage", "GetQueueUrl"}  # SqsQueue: send_message_batch, get_q
 SQS_CONSUME = {"ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "ChangeMessageVisibility"}
 EXPECTED_SQS = {
     "APIHandler": {"leadwatch-events": SQS_SEND},
-    "Worker": {"leadwatch-events": SQS_CONSUME},
+    # The worker parks poison messages in the dead-letter queue itself, with their reason.
+    "Worker": {"leadwatch-events": SQS_CONSUME, "leadwatch-events-dlq": SQS_SEND},
     "DeadlineSweep": {},
     "Reconcile": {"leadwatch-events": SQS_SEND},
 }
