@@ -1,16 +1,30 @@
-"""The read API: GET /tenants/{tenant}/timeliness?from=YYYY-MM-DD&to=YYYY-MM-DD."""
+"""The read API: GET /tenants/{tenant}/timeliness?from=YYYY-MM-DD&to=YYYY-MM-DD.
+
+Every request needs the tenant's own key in `X-Api-Key`; a tenant whose file has
+no `api_key` has the read API switched off. The key is compared in constant time.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from chalice import Blueprint, Response
 
+if TYPE_CHECKING:
+    from runtime.context import Context
+    from tenancy.config import TenantConfig
+
 bp = Blueprint(__name__)
+log = logging.getLogger("leadwatch.api")
 
 MAX_RANGE = timedelta(days=366)
+DEFAULT_DAYS = 6
+# Echoed input is clipped so an error answer stays small whatever the caller sent.
+ECHO_CHARS = 64
 
 
 def _json(status: int, body: dict) -> Response:
@@ -21,14 +35,64 @@ def _json(status: int, body: dict) -> Response:
     )
 
 
-def _day(params: dict, name: str, default: date) -> date:
+def _echo(value: str) -> str:
+    return repr(value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "...")
+
+
+def _day(params: dict[str, str], name: str, default: date) -> date:
     value = params.get(name)
     if value is None:
         return default
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"'{name}' must be a date like 2025-11-05, got {value[:40]!r}") from None
+        raise ValueError(f"'{name}' must be a date like 2025-11-05, got {_echo(value)}") from None
+
+
+def _days_before(day: date, days: int) -> date:
+    try:
+        return day - timedelta(days=days)
+    except OverflowError:  # `to=0001-01-03`: the default week cannot start before year 1
+        return date.min
+
+
+def _key_matches(given: str, expected: str) -> bool:
+    # surrogatepass: a header carrying a lone surrogate is a wrong key, not an encoding crash.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
+def _authorize(ctx: Context, tenant: str) -> TenantConfig | Response:
+    """The tenant's configuration when the caller holds its key, else the answer that refuses.
+
+    An unknown tenant gets 404 before any key is looked at: tenant ids are not secrets (each is
+    in the webhook URL its CRM holds and in the tenant's file name), so hiding them behind a
+    uniform 401 would cost operators a clear answer to a typo and protect nothing. What the key
+    guards is the data, and no answer other than a 200 carries any.
+    """
+    from tenancy.secrets import SecretMissing
+
+    config = ctx.tenant(tenant)
+    if config is None:
+        return _json(404, {"error": f"unknown tenant {_echo(tenant)}"})
+    if config.api_key is None:
+        return _json(
+            403,
+            {
+                "error": f"the read API is off for tenant {tenant!r} until an api_key is "
+                "configured in its tenant file"
+            },
+        )
+    given = bp.current_request.headers.get("x-api-key") or ""
+    if not given:
+        return _json(401, {"error": "the X-Api-Key header is missing; send the tenant's read API key"})
+    try:
+        expected = ctx.secrets(config.api_key)
+    except SecretMissing as exc:
+        log.error("tenant %s: cannot check read API keys: %s", tenant, exc)
+        return _json(503, {"error": "tenant is misconfigured; see the logs"})
+    if not _key_matches(given, expected):
+        return _json(401, {"error": "X-Api-Key is not this tenant's read API key"})
+    return config
 
 
 @bp.route("/tenants/{tenant}/timeliness", methods=["GET"])
@@ -37,25 +101,21 @@ def timeliness(tenant: str) -> Response:
     from runtime.reports import timeliness_by_day, timeliness_by_manager
 
     ctx = get_context()
-    config = ctx.tenant(tenant)
-    if config is None:
-        return _json(404, {"error": f"unknown tenant {tenant!r}"})
-    if config.api_key is not None:
-        given = bp.current_request.headers.get("x-api-key", "")
-        expected = ctx.secrets(config.api_key)
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return _json(401, {"error": "missing or wrong X-Api-Key"})
+    config = _authorize(ctx, tenant)
+    if isinstance(config, Response):
+        return config
+    # Only `from` and `to` mean anything; other parameters are ignored, as caches and proxies add some.
     params = dict(bp.current_request.query_params or {})
     today = ctx.clock().astimezone(ctx.calendar(config).tz).date()
     try:
         last = _day(params, "to", today)
-        first = _day(params, "from", last - timedelta(days=6))
+        first = _day(params, "from", _days_before(last, DEFAULT_DAYS))
     except ValueError as exc:
         return _json(400, {"error": str(exc)})
     if first > last:
-        return _json(400, {"error": "'from' is after 'to'"})
+        return _json(400, {"error": f"'from' ({first}) is after 'to' ({last})"})
     if last - first > MAX_RANGE:
-        return _json(400, {"error": "ask for at most 366 days at once"})
+        return _json(400, {"error": f"ask for at most {MAX_RANGE.days} days at once"})
     managers = timeliness_by_manager(ctx, config, first, last)
     return _json(
         200,

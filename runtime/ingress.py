@@ -5,9 +5,10 @@ A delivery is answered in milliseconds; everything slow happens in the worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from crm_adapters.base import MalformedWebhook, WebhookRejected, WebhookRequest
@@ -19,6 +20,13 @@ from workflows.events import CrmEvent
 log = logging.getLogger("leadwatch.ingress")
 
 MAX_BODY = 256 * 1024
+# An inbox item must stay under DynamoDB's 400 KB, and ten events share one SQS batch (256 KiB
+# in all on queues made before SQS allowed 1 MiB).
+MAX_EVENT_BYTES = 24 * 1024
+MAX_TITLE = 255
+# Adapters' messages may quote the offending key or value; the answer (and the kept reason)
+# stays small whatever the caller sent.
+MAX_MESSAGE = 300
 
 
 @dataclass(frozen=True)
@@ -30,16 +38,16 @@ class Answer:
 def receive(ctx: Context, tenant_id: str, body: bytes, query: dict[str, str], content_type: str) -> Answer:
     config = ctx.tenant(tenant_id)
     if config is None:
-        return Answer(404, {"error": f"unknown tenant {tenant_id!r}"})
+        return Answer(404, {"error": _clip(f"unknown tenant {tenant_id!r}")})
     if len(body) > MAX_BODY:
         return _reject(ctx, config, 413, f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit", body)
     try:
         events = ctx.adapter(config).parse_webhook(WebhookRequest(body, query, content_type))
     except MalformedWebhook as exc:
-        return _reject(ctx, config, 400, exc.message, body)
+        return _reject(ctx, config, 400, _clip(exc.message), body)
     except WebhookRejected as exc:
         log.info("tenant %s: webhook refused (%s): %s", tenant_id, exc.status, exc.message)
-        return Answer(exc.status, {"error": exc.message})
+        return Answer(exc.status, {"error": _clip(exc.message)})
     except SecretMissing as exc:
         log.error("tenant %s: cannot authenticate webhooks: %s", tenant_id, exc)
         return Answer(503, {"error": "tenant is misconfigured; see the logs"})
@@ -59,7 +67,7 @@ def accept(ctx: Context, config: TenantConfig, events: list[CrmEvent]) -> tuple[
     """
     now = ctx.clock()
     fresh: list[CrmEvent] = []
-    for event in events:
+    for event in map(_fit, events):
         if ctx.store.put_event(config.tenant, event.dedupe_key, event.to_dict(), now):
             fresh.append(event)
     if fresh:
@@ -70,6 +78,28 @@ def accept(ctx: Context, config: TenantConfig, events: list[CrmEvent]) -> tuple[
                 ctx.store.forget_event(config.tenant, event.dedupe_key)
             raise
     return len(fresh), len(events) - len(fresh)
+
+
+def _fit(event: CrmEvent) -> CrmEvent:
+    """The event, slimmed if it is too big to store and queue.
+
+    Only a card carried in an amoCRM hook can be big (a long name, many or long custom fields;
+    a control character takes six bytes as JSON). Refusing it would make the CRM retry a
+    delivery that can never fit; no workflow reads the fields and the title only labels the
+    card in a message, so dropping the one and cutting the other loses nothing that judges it.
+    """
+    if event.lead is None or _size(event) <= MAX_EVENT_BYTES:
+        return event
+    lead = replace(event.lead, title=event.lead.title[:MAX_TITLE], fields={})
+    return replace(event, lead=lead)
+
+
+def _size(event: CrmEvent) -> int:
+    return len(json.dumps(event.to_dict(), separators=(",", ":")))
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
 
 
 def _reject(ctx: Context, config: TenantConfig, status: int, reason: str, body: bytes) -> Answer:

@@ -226,7 +226,9 @@ def decide_verdict(
 def late_message(state: LeadState, view: CardView, tz: Any) -> str:
     created = state.created_at.astimezone(tz)
     due = state.due_at.astimezone(tz)
-    title = escape(state.title or f"{state.entity.type.value} #{state.entity.id}")
+    # A card title is whatever the CRM holds; a message must stay far below Telegram's 4096 characters.
+    raw_title = state.title or f"{state.entity.type.value} #{state.entity.id}"
+    title = escape(raw_title if len(raw_title) <= 200 else raw_title[:199] + "…")
     lines = [
         "⏰ <b>Lead not processed on time</b>",
         f'<a href="{escape(view.url, quote=True)}">{title}</a>',

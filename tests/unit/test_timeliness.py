@@ -177,3 +177,11 @@ def test_stats_day_is_the_local_arrival_date():
     late_evening = datetime(2025, 11, 11, 23, 30, tzinfo=MSK)
     state = timeliness.LeadState("t1", LEAD, late_evening.astimezone(UTC), late_evening, "NEW", "7")
     assert timeliness.stats_day(state, MSK) == "2025-11-11"
+
+
+def test_a_huge_title_is_cut_in_the_alert():
+    from dataclasses import replace
+
+    state = replace(intake(), title="x" * 10_000)
+    _, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    assert len(effects[2].text) < 600
