@@ -178,10 +178,12 @@ class LocalStack:
         http: bool = False,
         managers: dict[str, str] | None = None,
         aws: str = "server",
+        crm_timeout: tuple[float, float] = (5.0, 20.0),
     ):
         if aws not in ("server", "inprocess"):
             raise ValueError(f"aws must be 'server' or 'inprocess', got {aws!r}")
         self.aws = aws
+        self.crm_timeout = crm_timeout
         self.clock = clock
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="leadwatch-"))
         self.sleeps = Sleeps(real=real_sleep)
@@ -355,6 +357,7 @@ class LocalStack:
                     sleep=self.sleeps,
                     monotonic=self.sleeps.monotonic,
                     policy=policy,
+                    timeout=self.crm_timeout,
                     rate=2.0 * scale,
                     burst=50,
                 )
@@ -365,6 +368,7 @@ class LocalStack:
                 sleep=self.sleeps,
                 monotonic=self.sleeps.monotonic,
                 policy=policy,
+                timeout=self.crm_timeout,
                 rate=7.0 * scale,
                 burst=6,
             )
@@ -513,6 +517,10 @@ class LocalStack:
 
     def reconcile(self) -> dict:
         return self._scheduled("reconcile")
+
+    def reconcile_fed(self) -> int:
+        """Run reconciliation; how many events it fed into the queue."""
+        return sum(report.get("fed", 0) for report in self.reconcile().values())
 
     def settle(self) -> None:
         """Drain the queue, run the sweep, drain again: the state a minute later."""

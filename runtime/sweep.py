@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from crm_adapters.base import CrmError
-from runtime import executor
+from runtime import executor, observability
 from runtime.context import Context
 from tenancy.config import TenantConfig
 from workflows import timeliness
@@ -44,11 +44,14 @@ def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
     for config in ctx.registry:
         if not config.timeliness.enabled:
             continue
+        observability.bind(tenant=config.tenant)
         try:
             reports[config.tenant] = sweep_tenant(ctx, config, now)
         except Exception as exc:
             log.exception("tenant %s: sweep failed", config.tenant)
+            observability.crm_failure(config.tenant, exc)
             reports[config.tenant] = SweepReport(errors={"sweep": type(exc).__name__})
+    observability.unbind("tenant")
     return reports
 
 
@@ -77,6 +80,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
     except CrmError as exc:
         # Without a fresh look a lost webhook could turn into a false "late": try again next minute.
         log.warning("tenant %s: cannot re-read due cards, sweep postponed: %s", config.tenant, exc)
+        observability.crm_failure(config.tenant, exc)
         for day, state in claimed:
             store.release(state, token)
             still_open.add(day)
@@ -107,10 +111,19 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
         if store.close_verdict(state, verdict, token, now, stats_day, state.responsible or "unassigned"):
             report.closed += 1
             report.late += verdict == timeliness.LATE
+            observability.verdict(config.tenant, verdict)
+            log.info(
+                "tenant %s: %s is %s",
+                config.tenant,
+                state.entity.key,
+                verdict,
+                extra={"lead": state.entity.key},
+            )
     # Past buckets hold only cards already due, so one that yielded nothing still open is empty for
-    # good. Yesterday is always read again: a worker whose clock lags at midnight may still write there.
-    # A full page may have left cards unread: then keep reading from the same place.
-    floor = today - timedelta(days=1)
+    # good. Yesterday is read again for an hour after midnight UTC: a worker whose clock lags may
+    # still write there. A full page may have left cards unread: then keep reading from the same place.
+    since_midnight = now.astimezone(UTC) - datetime.combine(today, datetime.min.time(), UTC)
+    floor = today - timedelta(days=1) if since_midnight < timedelta(hours=1) else today
     checkpoint = since if len(due) >= MAX_PER_SWEEP else min(still_open | {floor})
     if checkpoint.isoformat() != stored:
         store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())

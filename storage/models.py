@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, UnicodeSetAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -101,6 +101,7 @@ class StateItem(Model):
     value = UnicodeAttribute(null=True)
     on_time = NumberAttribute(null=True)
     late = NumberAttribute(null=True)
+    counted = UnicodeSetAttribute(null=True)  # the cards a counter has counted, so none counts twice
     at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pynamodb.connection import Connection
-from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
-from pynamodb.transactions import TransactWrite
+from pynamodb.exceptions import PutError, UpdateError
 
 from storage.models import InboxItem, JournalItem, LeadItem, StateItem
 from workflows.effects import Violation
@@ -255,25 +253,41 @@ class Store:
     def close_verdict(
         self, state: LeadState, verdict: str, token: str, now: datetime, day: str, manager: str
     ) -> bool:
-        """Mark the card done and count it, atomically, only if this sweep still holds it."""
+        """Count the card for its manager and mark it done, only if this sweep still holds it.
+
+        A read and two conditional writes instead of a transaction (which costs
+        double): the counter remembers which cards it counted, so a sweep that died
+        between the writes and is retried by the next one still counts the card once.
+        """
+        try:
+            held = LeadItem.get(state.tenant, state.entity.key, consistent_read=True)
+        except LeadItem.DoesNotExist:
+            return False
+        if held.claim_token != token or held.verdict is not None:
+            return False  # not (or no longer) this sweep's card: it must not count it either
         counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
-        lead = LeadItem(state.tenant, state.entity.key)
         field = StateItem.on_time if verdict == "on_time" else StateItem.late
         try:
-            with TransactWrite(connection=_connection()) as tx:
-                tx.update(
-                    lead,
-                    actions=[
-                        LeadItem.verdict.set(verdict),
-                        LeadItem.verdict_at.set(now.timestamp()),
-                        LeadItem.due_bucket.remove(),
-                        LeadItem.claim_token.remove(),
-                        LeadItem.claim_until.remove(),
-                    ],
-                    condition=(LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist(),
-                )
-                tx.update(counter, actions=[field.add(1)])
-        except TransactWriteError as exc:
+            counter.update(
+                actions=[field.add(1), StateItem.counted.add({state.entity.key})],
+                condition=~StateItem.counted.contains(state.entity.key),
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+        lead = LeadItem(state.tenant, state.entity.key)
+        try:
+            lead.update(
+                actions=[
+                    LeadItem.verdict.set(verdict),
+                    LeadItem.verdict_at.set(now.timestamp()),
+                    LeadItem.due_bucket.remove(),
+                    LeadItem.claim_token.remove(),
+                    LeadItem.claim_until.remove(),
+                ],
+                condition=(LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist(),
+            )
+        except UpdateError as exc:
             if _conditional_failed(exc):
                 return False
             raise
@@ -366,8 +380,3 @@ class Store:
             _, _, day, manager = item.key.split("#", 3)
             rows.append(StatRow(day, manager, int(item.on_time or 0), int(item.late or 0)))
         return rows
-
-
-def _connection() -> Connection:
-    meta = LeadItem.Meta
-    return Connection(region=meta.region, host=meta.host)

@@ -59,6 +59,8 @@ def test_app_imports_from_the_unzipped_bundle_in_a_clean_interpreter(package, tm
         "import functions.worker, functions.schedules, functions.webhooks, functions.api;"
         "import runtime.ingress, runtime.worker, runtime.sweep, runtime.reconcile;"
         "import crm_adapters.bitrix24, crm_adapters.amocrm, crm_adapters.telegram, workflows.calendar;"
+        # What the handlers import on their first invocation (Powertools comes from requirements.txt).
+        "import runtime.observability as o; o.logger(); o.metrics();"
         "print(sorted(app.app.routes))"
     )
     python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
@@ -128,7 +130,7 @@ EXPECTED_DYNAMODB = {
     # get/set_checkpoint, due_leads (due index), claim, release, close_deleted, update_lead,
     # close_verdict (transaction: lead + counter), executor: effects_done, mark_effects, put_violation.
     "DeadlineSweep": {
-        "leadwatch-leads": {"UpdateItem"},
+        "leadwatch-leads": {"GetItem", "UpdateItem"},  # close_verdict reads the claim before counting
         "leadwatch-leads/index/due-index": {"Query"},
         "leadwatch-state": {"GetItem", "PutItem", "UpdateItem", "BatchGetItem", "BatchWriteItem"},
         "leadwatch-journal": {"PutItem"},
@@ -146,7 +148,8 @@ EXPECTED_SQS = {
     "APIHandler": {"leadwatch-events": SQS_SEND},
     # The worker parks poison messages in the dead-letter queue itself, with their reason.
     "Worker": {"leadwatch-events": SQS_CONSUME, "leadwatch-events-dlq": SQS_SEND},
-    "DeadlineSweep": {},
+    # One GetQueueAttributes per sweep for the QueueDepth metric (GetQueueUrl without the template's URL).
+    "DeadlineSweep": {"leadwatch-events": {"GetQueueAttributes", "GetQueueUrl"}},
     "Reconcile": {"leadwatch-events": SQS_SEND},
 }
 

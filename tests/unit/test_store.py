@@ -101,7 +101,7 @@ def test_claims_exclude_an_overlapping_sweep_until_they_expire(aws):
     assert store.claim(state, "b", NOW + timedelta(minutes=6), timedelta(minutes=5))  # "a" crashed
 
 
-def test_close_verdict_is_atomic_and_once(aws):
+def test_close_verdict_counts_once_and_closes_once(aws):
     store = Store()
     state = lead(1, NOW)
     store.create_lead(state, NOW)
@@ -144,3 +144,22 @@ def test_rejects_are_kept_capped(aws):
     store.put_reject("t1", 400, "missing data[FIELDS][ID]", b"x" * 20000, NOW, "abc")
     [row] = store.rejects("t1")
     assert row.status == 400 and len(row.body) == 8192 and "FIELDS" in row.reason
+
+
+def test_a_sweep_that_died_between_count_and_close_is_not_counted_twice(aws):
+    store = Store()
+    state = lead(1, NOW)
+    store.create_lead(state, NOW)
+    store.claim(state, "a", NOW, timedelta(minutes=5))
+    store.close_verdict(state, "late", "a", NOW, "2025-11-11", "7")
+    # Simulate "a" dying after counting: reopen the card as if the close never happened.
+    from storage.models import LeadItem
+
+    LeadItem("t1", state.entity.key).update(
+        actions=[LeadItem.verdict.remove(), LeadItem.due_bucket.set("t1#2025-11-11")]
+    )
+    later = NOW + timedelta(minutes=6)
+    assert store.claim(state, "b", later, timedelta(minutes=5))
+    assert store.close_verdict(state, "late", "b", later, "2025-11-11", "7")
+    [row] = store.timeliness_stats("t1", NOW.date(), NOW.date())
+    assert row.late == 1
