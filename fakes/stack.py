@@ -491,8 +491,10 @@ class LocalStack:
             }
             try:
                 result = self.client.lambda_.invoke("worker", event).payload or {}
-            except Exception:
-                # The invocation crashed: Lambda returns the whole batch to the queue.
+            except BaseException as crash:
+                if isinstance(crash, KeyboardInterrupt):
+                    raise
+                # The invocation died: Lambda returns the whole batch to the queue.
                 self.crashes += 1
                 result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in received]}
             failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
