@@ -97,6 +97,16 @@ def _authorize(ctx: Context, tenant: str) -> TenantConfig | Response:
 
 @bp.route("/tenants/{tenant}/timeliness", methods=["GET"])
 def timeliness(tenant: str) -> Response:
+    from runtime import observability
+
+    request = bp.current_request
+    with observability.invocation(
+        (request.context or {}).get("requestId"), tenant=tenant, lambda_context=bp.lambda_context
+    ):
+        return _timeliness(tenant)
+
+
+def _timeliness(tenant: str) -> Response:
     from runtime.context import get_context
     from runtime.reports import timeliness_by_day, timeliness_by_manager
 

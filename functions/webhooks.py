@@ -22,12 +22,22 @@ def _json(status: int, body: dict) -> Response:
 
 @bp.route("/hooks/{tenant}", methods=["POST"], content_types=CONTENT_TYPES)
 def receive_webhook(tenant: str) -> Response:
+    from runtime import observability
     from runtime.context import get_context
     from runtime.ingress import receive
 
     request = bp.current_request
-    body = request.raw_body or b""
-    query = dict(request.query_params or {})
-    content_type = request.headers.get("content-type", "")
-    answer = receive(get_context(), tenant, body, query, content_type)
-    return _json(answer.status, answer.body)
+    # The delivery's request id until its events are parsed; then their dedupe keys (runtime.ingress).
+    request_id = (request.context or {}).get("requestId")
+    with observability.invocation(request_id, tenant=tenant, lambda_context=bp.lambda_context) as log:
+        body = request.raw_body or b""
+        query = dict(request.query_params or {})  # amoCRM's carries the hook secret: never logged
+        content_type = request.headers.get("content-type", "")
+        answer = receive(get_context(), tenant, body, query, content_type)
+        # Status and counts only: an error text may quote what the caller sent.
+        log.info(
+            "webhook answered %d",
+            answer.status,
+            extra={k: answer.body[k] for k in ("accepted", "duplicates", "kept_as") if k in answer.body},
+        )
+        return _json(answer.status, answer.body)

@@ -13,10 +13,20 @@ QUEUE_NAME = os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events")
 
 @bp.on_sqs_message(queue=QUEUE_NAME, batch_size=10, name="worker")
 def process_events(event) -> dict:
+    from runtime import observability
     from runtime.context import get_context
     from runtime.worker import Message, handle
 
     messages = [Message(record.to_dict()["messageId"], record.body) for record in event]
-    report = handle(get_context(), messages)
-    # Needs FunctionResponseTypes: [ReportBatchItemFailures] on the event source (infra/resources.yaml).
-    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in report.failed]}
+    correlation = observability.correlation_of([m.message_id for m in messages])
+    with observability.invocation(correlation, lambda_context=event.context) as log:
+        report = handle(get_context(), messages)
+        log.info(
+            "batch of %d: %d processed, %d to retry, %d parked as poison",
+            len(messages),
+            report.processed,
+            len(report.failed),
+            len(report.poison),
+        )
+        # Needs FunctionResponseTypes: [ReportBatchItemFailures] on the event source (infra/resources.yaml).
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in report.failed]}

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from crm_adapters.base import CrmError
+from runtime import observability
 from runtime.context import Context
 from tenancy.config import TenantConfig
 from tenancy.secrets import SecretMissing
@@ -46,7 +47,8 @@ def perform(ctx: Context, config: TenantConfig, effects: list[Effect]) -> Outcom
     for effect in unique.values():
         if isinstance(effect, RecordViolation):
             # A conditional put: a second write of the same violation keeps one row.
-            ctx.store.put_violation(tenant, effect.violation, ctx.clock())
+            if ctx.store.put_violation(tenant, effect.violation, ctx.clock()):
+                observability.violation(tenant, effect.violation.type)
             outcome.done.add(effect.effect_id)
 
     messages = [e for e in unique.values() if isinstance(e, Notify) and e.effect_id not in outcome.done]
@@ -66,9 +68,17 @@ def _write_cards(ctx: Context, config: TenantConfig, writes: list[SetCardFields]
         ctx.store.mark_effects(config.tenant, result.succeeded, ctx.clock())
     outcome.done |= result.succeeded
     outcome.performed += len(result.succeeded)
+    leads = {w.effect_id: w.entity.key for w in writes}
     for effect_id, error in result.failed.items():
         outcome.failed[effect_id] = str(error)
-        log.warning("tenant %s: CRM write %s failed: %s", config.tenant, effect_id, error)
+        log.warning(
+            "tenant %s: CRM write %s failed: %s",
+            config.tenant,
+            effect_id,
+            error,
+            extra={"lead": leads.get(effect_id)},
+        )
+        observability.crm_failure(config.tenant, error)
 
 
 def _notify(ctx: Context, config: TenantConfig, messages: list[Notify], outcome: Outcome) -> None:
@@ -83,6 +93,7 @@ def _notify(ctx: Context, config: TenantConfig, messages: list[Notify], outcome:
             notifier.send(config.telegram.chat_id, message.text)
         except CrmError as exc:
             log.warning("tenant %s: Telegram message %s failed: %s", config.tenant, message.effect_id, exc)
+            observability.telegram_failure(config.tenant, exc)
             outcome.failed[message.effect_id] = str(exc)
             if exc.retryable:
                 # Telegram is still throttling or down after the retries: leave the rest for the next run.

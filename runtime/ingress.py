@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from crm_adapters.base import MalformedWebhook, WebhookRejected, WebhookRequest
+from runtime import observability
 from runtime.context import Context
 from tenancy.config import TenantConfig
 from tenancy.secrets import SecretMissing
@@ -51,6 +52,7 @@ def receive(ctx: Context, tenant_id: str, body: bytes, query: dict[str, str], co
     except SecretMissing as exc:
         log.error("tenant %s: cannot authenticate webhooks: %s", tenant_id, exc)
         return Answer(503, {"error": "tenant is misconfigured; see the logs"})
+    observability.bind(correlation_id=observability.correlation_of([e.dedupe_key for e in events]))
     try:
         new, duplicates = accept(ctx, config, events)
     except Exception:

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from runtime import observability
 from runtime.context import Context
 from runtime.ingress import accept
 from tenancy.config import TenantConfig
@@ -36,11 +37,14 @@ def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileR
     now = now or ctx.clock()
     reports = {}
     for config in ctx.registry:
+        observability.bind(tenant=config.tenant)
         try:
             reports[config.tenant] = reconcile_tenant(ctx, config, now)
         except Exception as exc:
             log.exception("tenant %s: reconciliation failed", config.tenant)
+            observability.crm_failure(config.tenant, exc)
             reports[config.tenant] = ReconcileReport(error=type(exc).__name__)
+    observability.unbind("tenant")
     return reports
 
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from crm_adapters.base import CrmError
-from runtime import executor
+from runtime import executor, observability
 from runtime.context import Context
 from tenancy.config import TenantConfig
 from workflows import timeliness
@@ -61,16 +61,19 @@ def handle(ctx: Context, messages: list[Message]) -> BatchReport:
     for tenant, items in by_tenant.items():
         config = ctx.tenant(tenant)
         assert config is not None
+        observability.bind(tenant=tenant)
         try:
             failed = _handle_tenant(ctx, config, items)
         except CrmError as exc:
             log.warning("tenant %s: CRM unavailable, %d events will be retried: %s", tenant, len(items), exc)
+            observability.crm_failure(tenant, exc)
             failed = {m.message_id for m, _ in items}
         except Exception:
             log.exception("tenant %s: %d events failed and will be retried", tenant, len(items))
             failed = {m.message_id for m, _ in items}
         report.failed.extend(sorted(failed))
         report.processed += len(items) - len(failed)
+    observability.unbind("tenant")
     return report
 
 

@@ -1,0 +1,273 @@
+"""Structured logs and metrics: one Powertools `Logger` and `Metrics`, made on first use.
+
+Importing this module is free: Powertools is imported only when a handler opens an
+`invocation()` (so `import app` stays as cheap as before). Inside it:
+
+- The Powertools logger is the stdlib logger named "leadwatch", so every
+  `logging.getLogger("leadwatch.<module>")` in runtime/ propagates to its handler and
+  comes out as one JSON line, carrying the keys bound for this invocation (`tenant`,
+  `correlation_id`, and `lead` where a line passes `extra={"lead": ...}`). Records still
+  propagate to the root logger (pytest's caplog sees them; Powertools filters them out of
+  Lambda's own root handler so nothing is printed twice).
+- Metrics are summed in memory and written as CloudWatch EMF at the end of the
+  invocation, one blob per dimension set (a sweep covers several tenants).
+
+In Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) logs go to stdout at INFO (or
+`POWERTOOLS_LOG_LEVEL` / `LOG_LEVEL`) and metrics are printed. Anywhere else (tests, the
+demo, the CLI) logs go to stderr at whatever level the root logger has (WARNING unless
+someone configures logging) and metrics are dropped, so local output stays quiet.
+
+Nothing here ever receives a secret: callers pass tenant ids, entity keys, dedupe keys,
+message ids, counts and error kinds, never URLs, bodies or tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger, Metrics
+
+SERVICE = "leadwatch"
+NAMESPACE = "leadwatch"
+
+# Metric names (all Count): see README "Operations".
+VERDICTS = "Verdicts"  # dimensions: tenant, verdict (on_time | late)
+VIOLATIONS = "Violations"  # dimensions: tenant, type
+CRM_ERRORS = "CrmErrors"  # dimensions: tenant, kind (rate_limited | unavailable | rejected)
+TELEGRAM_ERRORS = "TelegramErrors"  # dimensions: tenant, kind
+QUEUE_DEPTH = "QueueDepth"  # the events queue's ApproximateNumberOfMessages, once per sweep
+
+MAX_KEY_CHARS = 200  # a bound key (tenant from a URL, joined ids) stays small
+
+_lock = threading.Lock()
+_logger: Logger | None = None
+_metrics: Metrics | None = None
+_cold_start = True
+# (metric name, sorted dimension pairs) -> value; summed, except gauges, which keep the last value.
+_pending: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+
+def in_lambda() -> bool:
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+class _StdStreamHandler(logging.StreamHandler):
+    """Writes to the current sys.stdout in Lambda, sys.stderr elsewhere, looked up at each line
+    (pytest swaps both per test; a stream captured once would be closed by the next test)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stdout if in_lambda() else sys.stderr
+
+
+def logger() -> Logger:
+    """The service's Powertools logger (the stdlib logger "leadwatch"), made on first use."""
+    global _logger
+    with _lock:
+        if _logger is None:
+            from aws_lambda_powertools import Logger
+
+            _logger = Logger(service=SERVICE, logger_handler=_StdStreamHandler())
+            if not in_lambda():
+                # Chalice left it at ERROR: follow the root logger instead (WARNING, or what caplog sets).
+                logging.getLogger(SERVICE).setLevel(logging.NOTSET)
+        _own_the_logger(_logger)
+        return _logger
+
+
+def _own_the_logger(log: Logger) -> None:
+    """Chalice(app_name="leadwatch") gives this same stdlib logger a plain-text stdout handler at
+    level ERROR with propagate=False (its `configure_logs`): left there, it would print each line
+    twice, drop the runtime's warnings and hide records from the root logger (pytest's caplog)."""
+    std = logging.getLogger(SERVICE)
+    for handler in list(std.handlers):
+        if handler is not log.logger_handler:
+            std.removeHandler(handler)
+    std.propagate = True
+
+
+def metrics() -> Metrics:
+    """The service's Powertools metrics (CloudWatch EMF), made on first use."""
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            from aws_lambda_powertools import Metrics
+
+            _metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+        return _metrics
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_KEY_CHARS:
+        return value[:MAX_KEY_CHARS] + "..."
+    return value
+
+
+# ---------------------------------------------------------------- log keys
+
+
+def bind(**keys: Any) -> None:
+    """Add keys (tenant=, lead=, correlation_id=, ...) to this invocation's log lines.
+
+    A no-op until a handler has made the logger: runtime code run from the CLI or a unit
+    test, outside any handler, just logs through the stdlib loggers.
+    """
+    if _logger is None:
+        return
+    present = {k: _clip(v) for k, v in keys.items() if v is not None}
+    if present:
+        _logger.thread_safe_append_keys(**present)
+
+
+def unbind(*names: str) -> None:
+    if _logger is None:
+        return
+    _logger.thread_safe_remove_keys(list(names))
+
+
+def correlation_of(ids: list[str]) -> str | None:
+    """One correlation id for several (a batch's message ids, a delivery's dedupe keys)."""
+    if not ids:
+        return None
+    return ids[0] if len(ids) == 1 else ",".join(ids)
+
+
+@contextmanager
+def invocation(
+    correlation_id: str | None = None, *, tenant: str | None = None, lambda_context: Any = None
+) -> Iterator[Logger]:
+    """Wraps one handler invocation: fresh log keys, then the metrics flushed at the end."""
+    global _cold_start
+    log = logger()
+    if in_lambda():
+        log.setLevel(None)  # Powertools: Lambda's log level, else POWERTOOLS_LOG_LEVEL / LOG_LEVEL, else INFO
+    log.thread_safe_clear_keys()
+    with _lock:
+        _pending.clear()  # counts made outside an invocation (CLI, tests) are not this one's
+        cold, _cold_start = _cold_start, False
+    request_id = getattr(lambda_context, "aws_request_id", None)
+    bind(
+        correlation_id=correlation_id or request_id or uuid.uuid4().hex,
+        tenant=tenant,
+        function_request_id=request_id,
+        cold_start=cold,
+    )
+    try:
+        yield log
+    finally:
+        try:
+            flush()
+        except Exception:
+            logging.getLogger("leadwatch.observability").exception("could not write metrics")
+        log.thread_safe_clear_keys()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _record(name: str, value: float, *, gauge: bool = False, **dimensions: str) -> None:
+    key = (name, tuple(sorted((k, str(v)) for k, v in dimensions.items())))
+    with _lock:
+        _pending[key] = value if gauge else _pending.get(key, 0) + value
+
+
+def verdict(tenant: str, verdict: str, count: int = 1) -> None:
+    """Verdicts written (on_time | late)."""
+    if count:
+        _record(VERDICTS, count, tenant=tenant, verdict=verdict)
+
+
+def violation(tenant: str, type: str, count: int = 1) -> None:
+    """Violations newly recorded in the journal."""
+    if count:
+        _record(VIOLATIONS, count, tenant=tenant, type=type)
+
+
+def crm_error(tenant: str, kind: str, count: int = 1) -> None:
+    """CRM calls that failed after the HTTP client's retries (rate_limited | unavailable | rejected)."""
+    if count:
+        _record(CRM_ERRORS, count, tenant=tenant, kind=kind)
+
+
+def queue_depth(n: int) -> None:
+    """The events queue's visible backlog (ApproximateNumberOfMessages)."""
+    _record(QUEUE_DEPTH, n, gauge=True)
+
+
+def error_kind(exc: BaseException) -> str | None:
+    """rate_limited | unavailable | rejected for a CrmError, None for anything else."""
+    from crm_adapters.base import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
+
+    if isinstance(exc, CrmRateLimited):
+        return "rate_limited"
+    if isinstance(exc, CrmUnavailable):
+        return "unavailable"
+    if isinstance(exc, CrmRejected):
+        return "rejected"
+    if isinstance(exc, CrmError):
+        return "unavailable" if exc.retryable else "rejected"
+    return None
+
+
+def crm_failure(tenant: str, exc: BaseException) -> None:
+    """Count a CRM error by its kind; anything that is not a CrmError is ignored."""
+    kind = error_kind(exc)
+    if kind is not None:
+        crm_error(tenant, kind)
+
+
+def telegram_failure(tenant: str, exc: BaseException) -> None:
+    kind = error_kind(exc)
+    if kind is not None:
+        _record(TELEGRAM_ERRORS, 1, tenant=tenant, kind=kind)
+
+
+def metrics_enabled() -> bool:
+    """Whether flushed metrics go anywhere (in Lambda); callers skip work done only for metrics."""
+    return in_lambda()
+
+
+def flush() -> None:
+    """Write what was counted as EMF, one blob per dimension set; outside Lambda, drop it."""
+    with _lock:
+        pending = dict(_pending)
+        _pending.clear()
+    if not pending or not metrics_enabled():
+        return
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    groups: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
+    for (name, dimensions), value in pending.items():
+        groups.setdefault(dimensions, {})[name] = value
+    emf = metrics()
+    for dimensions, values in sorted(groups.items()):
+        for name, value in dimensions:
+            emf.add_dimension(name=name, value=value)
+        for name, value in sorted(values.items()):
+            emf.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        emf.flush_metrics(raise_on_empty_metrics=False)
+        emf.clear_metrics()  # flush_metrics keeps the set when POWERTOOLS_METRICS_DISABLED is on
+
+
+def queue_depth_of(queue: Any) -> int | None:
+    """ApproximateNumberOfMessages of an SqsQueue (one GetQueueAttributes call); None if unreadable."""
+    try:
+        answer = queue.client.get_queue_attributes(
+            QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(answer["Attributes"]["ApproximateNumberOfMessages"])
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        logging.getLogger("leadwatch.observability").warning("cannot read the events queue depth (%s)", code)
+        return None

@@ -1,0 +1,215 @@
+"""Structured logs and metrics (runtime/observability.py) through the real handlers.
+
+The handlers run through chalice.test.Client on a LocalStack with in-process moto and the
+fake CRMs. "In Lambda" is simulated by setting AWS_LAMBDA_FUNCTION_NAME: logs then go to
+stdout as JSON lines and metrics as CloudWatch EMF blobs; anywhere else logs go to stderr
+and metrics are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from fakes.bitrix24 import slow
+from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
+from runtime import observability
+
+ROOT = Path(__file__).resolve().parents[2]
+MSK = ZoneInfo("Europe/Moscow")
+TUESDAY_11 = datetime(2025, 11, 11, 11, 0, tzinfo=MSK)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    # A short read timeout: a timed-out CRM call's error quotes its URL, which holds the webhook code.
+    with LocalStack(
+        SimClock(TUESDAY_11), aws="inprocess", managers={"7": "Anna Petrova"}, crm_timeout=(1.0, 0.2)
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def in_lambda(monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "leadwatch-dev-test")
+    observability.flush()  # nothing counted by an earlier test leaks into this one
+    yield
+    # In Lambda the handlers set INFO; outside it the service logger follows the root logger.
+    logging.getLogger("leadwatch").setLevel(logging.NOTSET)
+
+
+def split(text: str) -> tuple[list[dict], list[dict]]:
+    """(log lines, EMF blobs) among the JSON lines of captured output; anything else fails."""
+    logs, blobs = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        (blobs if "_aws" in record else logs).append(record)
+    return logs, blobs
+
+
+def metric_values(blobs: list[dict]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(metric name, its dimensions) -> summed value, read the way CloudWatch reads EMF."""
+    found: dict = {}
+    for blob in blobs:
+        directive = blob["_aws"]["CloudWatchMetrics"][0]
+        assert directive["Namespace"] == "leadwatch"
+        [dimension_names] = directive["Dimensions"]
+        dimensions = tuple(sorted((name, blob[name]) for name in dimension_names))
+        for metric in directive["Metrics"]:
+            value = blob[metric["Name"]]
+            values = value if isinstance(value, list) else [value]
+            key = (metric["Name"], dimensions)
+            found[key] = found.get(key, 0) + sum(values)
+    return found
+
+
+def dims(**pairs: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted({"service": "leadwatch", **pairs}.items()))
+
+
+def assert_no_secret(stack: LocalStack, *outputs: str) -> None:
+    for secret in stack.secrets.values():
+        for output in outputs:
+            assert secret not in output, f"a secret leaked into the output: {secret[:6]}..."
+
+
+def test_handlers_write_json_lines_with_tenant_lead_and_correlation_id_and_emf_metrics(
+    stack, in_lambda, capsys
+):
+    b24, amo = BitrixDriver(stack.bitrix), AmoDriver(stack.amo)
+    t0 = stack.clock()
+    forgotten = b24.create("Forgotten one", "7", t0)
+    amo_lead = amo.create("Another one", "7", t0)
+    stack.pump()
+    stack.clock.set(t0 + timedelta(minutes=20))
+    # The first re-read of the due card times out on every retry: counted, sweep postponed.
+    stack.bitrix.fail_next(slow(0.4), times=10)
+    stack.sweep()
+    stack.bitrix.clear_faults()
+    stack.clock.advance(timedelta(minutes=1))
+    stack.settle()
+    out, err = capsys.readouterr()
+    assert_no_secret(stack, out, err)
+    assert err == ""  # in Lambda everything goes to stdout
+    logs, blobs = split(out)
+
+    assert logs and all(line["service"] == "leadwatch" and line["correlation_id"] for line in logs)
+    webhooks = [line for line in logs if line["message"].startswith("webhook answered")]
+    assert {line["tenant"] for line in webhooks} == {B24_TENANT, AMO_TENANT}
+    # A webhook's correlation id is its event's dedupe key, which the worker's batch follows.
+    assert any(line["correlation_id"].startswith("b24:ONCRMLEADADD:") for line in webhooks)
+    assert any(line["correlation_id"].startswith("amo:") for line in webhooks)
+    batches = [line for line in logs if line["message"].startswith("batch of")]
+    assert batches and all(line["function_request_id"] for line in batches)
+    [postponed] = [line for line in logs if "sweep postponed" in line["message"]]
+    assert postponed["tenant"] == B24_TENANT and postponed["level"] == "WARNING"
+    assert "timed out" in postponed["message"] and "/rest/1/***/" in postponed["message"]
+    verdicts = {line["lead"]: line for line in logs if line.get("lead")}
+    assert verdicts[f"lead:{forgotten}"]["tenant"] == B24_TENANT
+    assert verdicts[f"lead:{forgotten}"]["message"].endswith("is late")
+    assert verdicts[f"lead:{amo_lead}"]["tenant"] == AMO_TENANT
+    sweeps = [line for line in logs if line["message"].startswith("sweep:")]
+    assert {line["tenant"] for line in sweeps} == {B24_TENANT, AMO_TENANT}
+
+    metrics = metric_values(blobs)
+    assert metrics[("Verdicts", dims(tenant=B24_TENANT, verdict="late"))] == 1
+    assert metrics[("Verdicts", dims(tenant=AMO_TENANT, verdict="late"))] == 1
+    assert metrics[("Violations", dims(tenant=B24_TENANT, type="late_first_processing"))] == 1
+    assert metrics[("CrmErrors", dims(tenant=B24_TENANT, kind="unavailable"))] == 1
+    assert ("QueueDepth", dims()) in metrics
+    assert {name for name, _ in metrics} == {"Verdicts", "Violations", "CrmErrors", "QueueDepth"}
+
+
+def test_a_refused_webhook_logs_no_secret_and_no_request_url(stack, in_lambda, capsys):
+    key = stack.secrets["DEMO_AMO_HOOK_SECRET"]
+    status, _ = stack.post_hook(AMO_TENANT, b"leads[add][0][id]=1", key=key[::-1])
+    assert status in (401, 403)
+    status, _ = stack.post_hook(
+        B24_TENANT, b"event=ONCRMLEADADD&data[FIELDS][ID]=5&auth[application_token]=nope"
+    )
+    assert status == 403
+    out, err = capsys.readouterr()
+    assert_no_secret(stack, out, err)
+    assert key[::-1] not in out and "nope" not in out and "/hooks/" not in out
+    logs, blobs = split(out)
+    assert blobs == []  # a refused webhook counts nothing, and an empty flush prints nothing
+    refused = [line for line in logs if "refused" in line["message"]]
+    assert {line["tenant"] for line in refused} == {AMO_TENANT, B24_TENANT}
+    assert all(line["correlation_id"] for line in refused)
+
+
+def test_outside_lambda_logs_go_to_stderr_caplog_still_sees_them_and_metrics_are_dropped(
+    stack, caplog, capsys
+):
+    caplog.set_level(logging.INFO)
+    status, _ = stack.post_hook(
+        B24_TENANT, b"event=ONCRMLEADADD&data[FIELDS][ID]=5&auth[application_token]=x"
+    )
+    assert status == 403
+    stack.sweep()
+    out, err = capsys.readouterr()
+    assert out == ""  # no EMF, no log line on stdout
+    logs, blobs = split(err)
+    assert blobs == []
+    [refused] = [line for line in logs if "refused" in line["message"]]
+    assert refused["tenant"] == B24_TENANT and refused["correlation_id"]
+    assert any(r.name == "leadwatch.ingress" and "refused" in r.getMessage() for r in caplog.records)
+    assert_no_secret(stack, out, err, caplog.text)
+
+
+def test_metric_helpers_make_one_emf_blob_per_dimension_set(in_lambda, capsys):
+    with observability.invocation("sweep-event-id"):
+        observability.verdict("acme", "on_time", 3)
+        observability.verdict("acme", "late")
+        observability.violation("acme", "late_first_processing")
+        observability.crm_error("acme", "rate_limited")
+        observability.crm_error("acme", "rate_limited")
+        observability.queue_depth(5)
+        observability.queue_depth(7)  # a gauge: the last reading counts
+        observability.verdict("other", "late", 0)  # nothing to count: no blob
+    _, blobs = split(capsys.readouterr().out)
+    assert metric_values(blobs) == {
+        ("Verdicts", dims(tenant="acme", verdict="on_time")): 3,
+        ("Verdicts", dims(tenant="acme", verdict="late")): 1,
+        ("Violations", dims(tenant="acme", type="late_first_processing")): 1,
+        ("CrmErrors", dims(tenant="acme", kind="rate_limited")): 2,
+        ("QueueDepth", dims()): 7,
+    }
+    assert all(blob["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] == "Count" for blob in blobs)
+    # Flushing again, or with nothing counted, prints nothing and raises nothing.
+    observability.flush()
+    with observability.invocation():
+        pass
+    assert capsys.readouterr().out == ""
+
+
+def test_error_kinds_follow_the_crm_error_classes():
+    from crm_adapters.base import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
+
+    assert observability.error_kind(CrmRateLimited("x")) == "rate_limited"
+    assert observability.error_kind(CrmUnavailable("x")) == "unavailable"
+    assert observability.error_kind(CrmRejected("x")) == "rejected"
+    assert observability.error_kind(CrmError("x", retryable=True)) == "unavailable"
+    assert observability.error_kind(ValueError("x")) is None
+
+
+def test_importing_the_app_does_not_import_powertools():
+    result = subprocess.run(
+        [sys.executable, "-c", "import app, sys; print('aws_lambda_powertools' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
