@@ -291,8 +291,8 @@ class AmoCrmAdapter:
         policy: RetryPolicy | None = None,
         timeout: tuple[float, float] = (5.0, 20.0),
         rate: float = 7.0,
-        burst: int = 7,
-        bulk_size: int = 50,
+        burst: int = 6,  # one below the service's 7: a request that arrives a hair early is not a 429
+        bulk_size: int = BULK_LIMIT,
     ):
         if not 1 <= bulk_size <= BULK_LIMIT:
             raise ValueError(f"bulk_size must be 1..{BULK_LIMIT}")

@@ -92,6 +92,9 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
     for _, state in claimed:
         if state is None:
             continue
+        if state.pending_verdict is not None:
+            plans.append((state, state.pending_verdict, []))  # acted on already: only count and close
+            continue
         view = timeliness.CardView(adapter.card_url(state.entity), config.manager_name(state.responsible))
         verdict, lead_effects = timeliness.decide_verdict(state, rules, view, calendar.tz)
         plans.append((state, verdict, [e.effect_id for e in lead_effects]))
@@ -145,7 +148,11 @@ def _refresh_unprocessed(
     calendar = ctx.calendar(config)
     rules = ctx.rules(config)
     current: dict = {state.entity: state for _, state in claimed}
-    suspects = [entity for entity, state in current.items() if state.processed_at is None]
+    suspects = [
+        entity
+        for entity, state in current.items()
+        if state.processed_at is None and state.pending_verdict is None
+    ]
     if not suspects:
         return list(claimed)
     cards = adapter.get_leads(suspects)

@@ -71,6 +71,7 @@ class LeadItem(Model):
     crm_modified_at = NumberAttribute(null=True)
     verdict = UnicodeAttribute(null=True)
     verdict_at = NumberAttribute(null=True)
+    verdict_pending = UnicodeAttribute(null=True)  # decided and acted on, not yet counted and closed
     claim_token = UnicodeAttribute(null=True)
     claim_until = NumberAttribute(null=True)
 

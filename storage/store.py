@@ -147,6 +147,7 @@ class Store:
             crm_modified_at=_dt(item.crm_modified_at),
             verdict=item.verdict,
             verdict_at=_dt(item.verdict_at),
+            pending_verdict=item.verdict_pending,
         )
 
     def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
@@ -255,16 +256,20 @@ class Store:
     ) -> bool:
         """Count the card for its manager and mark it done, only if this sweep still holds it.
 
-        A read and two conditional writes instead of a transaction (which costs
-        double): the counter remembers which cards it counted, so a sweep that died
-        between the writes and is retried by the next one still counts the card once.
+        Three conditional writes, no read and no transaction (which costs double):
+        the verdict is first pinned on the card under the claim, then counted (the
+        counter remembers which cards it counted), then the card is closed. A sweep
+        that dies in between leaves the card due with its pinned verdict; the next
+        sweep finishes the job with that same verdict and counts it once.
         """
+        lead = LeadItem(state.tenant, state.entity.key)
+        held = (LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist()
         try:
-            held = LeadItem.get(state.tenant, state.entity.key, consistent_read=True)
-        except LeadItem.DoesNotExist:
-            return False
-        if held.claim_token != token or held.verdict is not None:
-            return False  # not (or no longer) this sweep's card: it must not count it either
+            lead.update(actions=[LeadItem.verdict_pending.set(verdict)], condition=held)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False  # not (or no longer) this sweep's card: it must not count it either
+            raise
         counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
         field = StateItem.on_time if verdict == "on_time" else StateItem.late
         try:
@@ -275,7 +280,6 @@ class Store:
         except UpdateError as exc:
             if not _conditional_failed(exc):
                 raise
-        lead = LeadItem(state.tenant, state.entity.key)
         try:
             lead.update(
                 actions=[
@@ -284,8 +288,9 @@ class Store:
                     LeadItem.due_bucket.remove(),
                     LeadItem.claim_token.remove(),
                     LeadItem.claim_until.remove(),
+                    LeadItem.verdict_pending.remove(),
                 ],
-                condition=(LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist(),
+                condition=held,
             )
         except UpdateError as exc:
             if _conditional_failed(exc):

@@ -73,6 +73,8 @@ class LeadState:
     crm_modified_at: datetime | None = None
     verdict: str | None = None
     verdict_at: datetime | None = None
+    # A verdict whose effects were all done by a sweep that died before closing the card.
+    pending_verdict: str | None = None
 
     @property
     def open(self) -> bool:

@@ -1,0 +1,255 @@
+"""Replay throughput: the demo's generated week through the whole stack, in one process.
+
+The same week `python -m demo` replays (demo.week.plan_week / actions_for: Wed 29 Oct ..
+Tue 4 Nov 2025, 20 managers and ~100 leads per working day per CRM, seed 7, 1% of
+webhooks lost, CRM/Telegram limits x10 as in the demo) through `LocalStack(aws="inprocess",
+http=False)`: moto in-process, the fakes over HTTP on 127.0.0.1, leadwatch's routes
+through Chalice's in-process gateway, the real worker on the real (moto) queue, the sweep
+every working minute and reconciliation every 10 minutes on the simulated clock. Waits
+(rate pacing, backoff) move the stack's virtual clock instead of sleeping. No tqdm.
+
+events = webhook deliveries leadwatch answered (lost ones excluded) + SQS messages the
+worker processed (deleted from the queue); throughput = events / wall seconds of the
+replay loop (stack start-up and planning excluded, reported separately). Memory: the
+process's peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), measured in the
+benchmark's own subprocess. Every verdict in the fake cards is checked against the plan.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import sys
+import time
+from datetime import datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
+
+from bench.common import AwsCalls, Figure, note
+
+PROBE_CALLS = 300
+EVENTS_DEFINITION = (
+    "events = webhook deliveries answered by POST /hooks/{tenant} (lost ones excluded) "
+    "+ SQS messages processed by the worker"
+)
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(
+    *,
+    seed: int = 7,
+    leads_per_day: int = 100,
+    managers: int = 20,
+    drop: float = 0.01,
+    rate_scale: float = 10.0,
+    days: int | None = None,
+    profile: Path | None = None,
+) -> list[Figure]:
+    from demo.week import DAYS, WEEK_START, actions_for, managers_for, plan_week
+    from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
+    from workflows.calendar import BusinessCalendar
+
+    days = days or DAYS
+    started = time.perf_counter()
+    hours = [(clock_time(9), clock_time(13)), (clock_time(14), clock_time(18))]
+    calendar = BusinessCalendar(
+        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
+    )
+    rng = random.Random(seed)
+    teams = {
+        B24_TENANT: managers_for(B24_TENANT, 1, managers, rng),
+        AMO_TENANT: managers_for(AMO_TENANT, 9100001, managers, rng),
+    }
+    names = {m.crm_id: m.name for people in teams.values() for m in people}
+    leads = plan_week(calendar, teams, leads_per_day, seed, days=days)
+    actions = actions_for(leads)
+    settle_until = max(
+        calendar.control_time(lead.created_at, timedelta(minutes=15), clock_time(11)) for lead in leads
+    ) + timedelta(minutes=5)
+    clock = SimClock(WEEK_START - timedelta(minutes=1))
+    drop_rng = random.Random(seed + 1)
+    with LocalStack(
+        clock, http=False, crm_rate_scale=rate_scale, real_sleep=False, managers=names, aws="inprocess"
+    ) as stack:
+        drivers = {B24_TENANT: BitrixDriver(stack.bitrix), AMO_TENANT: AmoDriver(stack.amo)}
+        original = {B24_TENANT: stack.bitrix.deliver, AMO_TENANT: stack.amo.deliver}
+
+        def lossy(tenant: str):
+            def deliver(body: bytes) -> None:
+                if drop_rng.random() < drop:
+                    stack.dropped.append((tenant, body))
+                    return
+                status, payload = original[tenant](body)
+                if status != 200:
+                    raise RuntimeError(f"leadwatch answered {status}: {payload}")
+
+            return deliver
+
+        stack.bitrix.deliver = lossy(B24_TENANT)
+        stack.amo.deliver = lossy(AMO_TENANT)
+        setup = time.perf_counter() - started
+        rss_before = _rss_mib()
+        note(f"replay: {len(leads)} leads, {len(actions)} CRM actions; stack up in {setup:.1f} s")
+
+        counts = {"messages": 0, "sweeps": 0, "reconciles": 0}
+        profiler = None
+        if profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        calls = AwsCalls().install([stack.sqs, stack.dynamodb])
+        try:
+            loop_started = time.perf_counter()
+            _replay(stack, calendar, actions, drivers, settle_until, counts)
+            wall = time.perf_counter() - loop_started
+        finally:
+            calls.uninstall()
+        if profiler is not None:
+            profiler.disable()
+            _report_profile(profiler, profile)
+
+        # What one small DynamoDB call costs in this in-process moto (a GetItem through PynamoDB,
+        # the checkpoint read every sweep makes), to put the throughput in proportion.
+        probe_started = time.perf_counter()
+        for _ in range(PROBE_CALLS):
+            stack.ctx.store.get_checkpoint(B24_TENANT, "sweep")
+        moto_ms = (time.perf_counter() - probe_started) * 1000 / PROBE_CALLS
+
+        mismatches = 0
+        for lead in leads:
+            due = calendar.control_time(lead.created_at, timedelta(minutes=15), clock_time(11))
+            on_time = lead.processed_at is not None and lead.processed_at <= due
+            want = ("Y" if on_time else "N") if lead.tenant == B24_TENANT else ("Yes" if on_time else "No")
+            mismatches += drivers[lead.tenant].verdict(lead.crm_id) != want
+        deliveries = len(stack.webhook_answers)
+        dropped = len(stack.dropped)
+        crashes = stack.crashes
+    events = deliveries + counts["messages"]
+    aws_calls = sum(calls.calls.values())
+    rate = events / wall
+    peak = _rss_mib()
+    note(
+        f"replay: {deliveries} webhooks answered ({dropped} lost), {counts['messages']} queue messages, "
+        f"{counts['sweeps']} sweeps, {counts['reconciles']} reconciliations in {wall:.1f} s; "
+        f"AWS calls {calls.breakdown()}; "
+        f"RSS peak {peak:.0f} MiB (before the loop {rss_before:.0f} MiB)"
+    )
+    return [
+        Figure(
+            "replay_events_per_s",
+            rate,
+            ">=500",
+            rate >= 500,
+            f"{EVENTS_DEFINITION}: {events} events / {wall:.1f} s of replay (profiled: {profile is not None})",
+            {
+                "events": events,
+                "webhooks": deliveries,
+                "messages": counts["messages"],
+                "dropped": dropped,
+                "sweeps": counts["sweeps"],
+                "reconciles": counts["reconciles"],
+                "leads": len(leads),
+                "actions": len(actions),
+                "wall_s": wall,
+                "worker_crashes": crashes,
+            },
+        ),
+        Figure("replay_events", events, definition=EVENTS_DEFINITION),
+        Figure(
+            "replay_aws_calls_per_event",
+            aws_calls / events,
+            definition=f"AWS API calls ({aws_calls}: DynamoDB and SQS, sweeps and reconciliations included) per event",
+            extra={"aws_calls": calls.breakdown()},
+        ),
+        Figure(
+            "replay_moto_ms_per_call",
+            moto_ms,
+            definition=f"mean ms of one GetItem through PynamoDB on this in-process moto ({PROBE_CALLS} calls "
+            "after the replay); events/s cannot exceed 1000 / (this x AWS calls per event)",
+        ),
+        Figure("replay_wall_s", wall, definition="wall seconds of the replay loop"),
+        Figure(
+            "replay_setup_s", setup, definition="planning the week and starting the stack (not in the rate)"
+        ),
+        Figure(
+            "replay_peak_rss_mib",
+            peak,
+            definition="peak resident memory of the replay's process (ru_maxrss), stack and moto included",
+        ),
+        Figure(
+            "replay_verdict_mismatches",
+            mismatches,
+            "==0",
+            mismatches == 0,
+            "verdicts in the fake CRM cards that differ from the plan's truth (the run is only valid at 0)",
+        ),
+    ]
+
+
+def _perform(action, drivers) -> None:
+    lead = action.lead
+    driver = drivers[lead.tenant]
+    if action.kind == "create":
+        lead.crm_id = driver.create(lead.title, lead.manager.crm_id, action.at)
+    elif action.kind == "call":
+        driver.call(lead.crm_id, lead.manager.crm_id, action.at)
+    else:
+        driver.take(lead.crm_id, lead.manager.crm_id, action.at)
+
+
+def _replay(stack, calendar, actions, drivers, until: datetime, counts: dict[str, int]) -> None:
+    """The demo's replay loop (demo/replay.py), without its progress bar: minute by minute,
+    CRM actions (their webhooks), the queue, the sweep in working time, reconciliation every
+    10 minutes."""
+
+    def pump() -> None:
+        counts["messages"] += stack.pump()
+
+    def sweep() -> None:
+        counts["sweeps"] += 1
+        stack.sweep()
+
+    def reconcile() -> None:
+        counts["reconciles"] += 1
+        stack.reconcile()
+
+    start = stack.clock()
+    minutes = int((until - start).total_seconds() // 60) + 1
+    pending = list(reversed(actions))
+    for minute in range(minutes):
+        now = start + timedelta(minutes=minute)
+        acted = False
+        while pending and pending[-1].at <= now + timedelta(minutes=1):
+            action = pending.pop()
+            stack.clock.set(max(action.at, now))
+            _perform(action, drivers)
+            acted = True
+        stack.clock.set(now + timedelta(minutes=1))
+        if acted:
+            pump()
+        moment = stack.clock()
+        if calendar.is_working_time(moment) or calendar.is_working_time(moment - timedelta(minutes=1)):
+            sweep()
+            pump()
+        if minute % 10 == 0:
+            reconcile()
+            pump()
+    reconcile()
+    pump()
+    sweep()
+    pump()
+
+
+def _report_profile(profiler, path: Path) -> None:
+    import io
+    import pstats
+
+    profiler.dump_stats(str(path))
+    buffer = io.StringIO()
+    pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(40)
+    print(buffer.getvalue(), file=sys.stderr)
+    note(f"replay: cProfile stats written to {path}")
