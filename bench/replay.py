@@ -21,11 +21,12 @@ import random
 import resource
 import sys
 import time
-from datetime import datetime, timedelta
 from datetime import time as clock_time
+from datetime import timedelta
 from pathlib import Path
 
 from bench.common import AwsCalls, Figure, note
+from demo.replay import lose_some_webhooks, replay
 
 PROBE_CALLS = 300
 EVENTS_DEFINITION = (
@@ -75,21 +76,7 @@ def measure(
         clock, http=False, crm_rate_scale=rate_scale, real_sleep=False, managers=names, aws="inprocess"
     ) as stack:
         drivers = {B24_TENANT: BitrixDriver(stack.bitrix), AMO_TENANT: AmoDriver(stack.amo)}
-        original = {B24_TENANT: stack.bitrix.deliver, AMO_TENANT: stack.amo.deliver}
-
-        def lossy(tenant: str):
-            def deliver(body: bytes) -> None:
-                if drop_rng.random() < drop:
-                    stack.dropped.append((tenant, body))
-                    return
-                status, payload = original[tenant](body)
-                if status != 200:
-                    raise RuntimeError(f"leadwatch answered {status}: {payload}")
-
-            return deliver
-
-        stack.bitrix.deliver = lossy(B24_TENANT)
-        stack.amo.deliver = lossy(AMO_TENANT)
+        lose_some_webhooks(stack, drop, drop_rng)
         setup = time.perf_counter() - started
         rss_before = _rss_mib()
         note(f"replay: {len(leads)} leads, {len(actions)} CRM actions; stack up in {setup:.1f} s")
@@ -104,7 +91,7 @@ def measure(
         calls = AwsCalls().install([stack.sqs, stack.dynamodb])
         try:
             loop_started = time.perf_counter()
-            _replay(stack, calendar, actions, drivers, settle_until, counts)
+            replay(stack, calendar, actions, drivers, settle_until, progress=False, counts=counts)
             wall = time.perf_counter() - loop_started
         finally:
             calls.uninstall()
@@ -188,60 +175,6 @@ def measure(
             "verdicts in the fake CRM cards that differ from the plan's truth (the run is only valid at 0)",
         ),
     ]
-
-
-def _perform(action, drivers) -> None:
-    lead = action.lead
-    driver = drivers[lead.tenant]
-    if action.kind == "create":
-        lead.crm_id = driver.create(lead.title, lead.manager.crm_id, action.at)
-    elif action.kind == "call":
-        driver.call(lead.crm_id, lead.manager.crm_id, action.at)
-    else:
-        driver.take(lead.crm_id, lead.manager.crm_id, action.at)
-
-
-def _replay(stack, calendar, actions, drivers, until: datetime, counts: dict[str, int]) -> None:
-    """The demo's replay loop (demo/replay.py), without its progress bar: minute by minute,
-    CRM actions (their webhooks), the queue, the sweep in working time, reconciliation every
-    10 minutes."""
-
-    def pump() -> None:
-        counts["messages"] += stack.pump()
-
-    def sweep() -> None:
-        counts["sweeps"] += 1
-        stack.sweep()
-
-    def reconcile() -> None:
-        counts["reconciles"] += 1
-        stack.reconcile()
-
-    start = stack.clock()
-    minutes = int((until - start).total_seconds() // 60) + 1
-    pending = list(reversed(actions))
-    for minute in range(minutes):
-        now = start + timedelta(minutes=minute)
-        acted = False
-        while pending and pending[-1].at <= now + timedelta(minutes=1):
-            action = pending.pop()
-            stack.clock.set(max(action.at, now))
-            _perform(action, drivers)
-            acted = True
-        stack.clock.set(now + timedelta(minutes=1))
-        if acted:
-            pump()
-        moment = stack.clock()
-        if calendar.is_working_time(moment) or calendar.is_working_time(moment - timedelta(minutes=1)):
-            sweep()
-            pump()
-        if minute % 10 == 0:
-            reconcile()
-            pump()
-    reconcile()
-    pump()
-    sweep()
-    pump()
 
 
 def _report_profile(profiler, path: Path) -> None:

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from demo.replay import replay
+from demo.replay import lose_some_webhooks, replay
 from demo.week import DAYS, WEEK_START, PlannedLead, actions_for, managers_for, on_time_by_plan, plan_week
 from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, CrmDriver, LocalStack, SimClock
 
@@ -88,21 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             B24_TENANT: BitrixDriver(stack.bitrix),
             AMO_TENANT: AmoDriver(stack.amo),
         }
-        original = {B24_TENANT: stack.bitrix.deliver, AMO_TENANT: stack.amo.deliver}
-
-        def lossy(tenant: str):
-            def deliver(body: bytes) -> None:
-                if drop_rng.random() < args.drop:
-                    stack.dropped.append((tenant, body))
-                    return
-                status, payload = original[tenant](body)
-                if status != 200:
-                    raise RuntimeError(f"leadwatch answered {status}: {payload}")
-
-            return deliver
-
-        stack.bitrix.deliver = lossy(B24_TENANT)
-        stack.amo.deliver = lossy(AMO_TENANT)
+        lose_some_webhooks(stack, args.drop, drop_rng)
         replay(stack, calendar, actions, drivers, settle_until)
         report = build_report(stack, leads, drivers, calendar, args, time.monotonic() - started)
     args.out.mkdir(parents=True, exist_ok=True)

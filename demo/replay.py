@@ -7,11 +7,12 @@ the deadline sweep and reconciliation as EventBridge would run them.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from demo.week import MSK, Action, PlannedLead
-from fakes.stack import CrmDriver, LocalStack
+from fakes.stack import AMO_TENANT, B24_TENANT, CrmDriver, LocalStack
 
 
 def replay(
@@ -24,6 +25,7 @@ def replay(
     progress: bool = True,
     every_minute: Callable[[datetime], None] | None = None,
     sweep_every: int = 1,
+    counts: dict[str, int] | None = None,
 ) -> None:
     """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules.
 
@@ -31,6 +33,22 @@ def replay(
     do not depend on when the sweep runs, only alerts come later, so long fault runs may save time.
     """
     from tqdm import tqdm
+
+    tally = counts if counts is not None else {}
+    for key in ("messages", "sweeps", "reconciles"):
+        tally.setdefault(key, 0)
+
+    def pump() -> None:
+        tally["messages"] += stack.pump()
+
+    def sweep() -> None:
+        tally["sweeps"] += 1
+        stack.sweep()  # queues nothing: no pump needed after it
+
+    def reconcile() -> None:
+        tally["reconciles"] += 1
+        if stack.reconcile_fed():
+            pump()
 
     start = stack.clock()
     minutes = int((until - start).total_seconds() // 60) + 1
@@ -57,23 +75,44 @@ def replay(
                 every_minute(stack.clock())
                 acted = True
             if acted:
-                stack.pump()
+                pump()
             # The sweep runs every minute in AWS. A control time always falls inside working time
             # (or exactly at closing), so outside it there is nothing to sweep and the replay skips it.
             moment = stack.clock()
-            working = calendar.is_working_time(moment) or calendar.is_working_time(moment - timedelta(minutes=1))
+            working = calendar.is_working_time(moment) or calendar.is_working_time(
+                moment - timedelta(minutes=1)
+            )
             if working and minute % sweep_every == 0:
-                stack.sweep()  # queues nothing: no pump needed after it
-            if minute % 10 == 0 and stack.reconcile_fed():
-                stack.pump()
+                sweep()
+            if minute % 10 == 0:
+                reconcile()
             if minute % 60 == 0:
                 bar.set_postfix_str(
                     f"{moment.astimezone(MSK):%a %d.%m %H:%M} MSK, telegram {len(stack.telegram.messages)}"
                 )
             bar.update(1)
-        stack.reconcile()
-        stack.pump()
-        stack.sweep()
+        reconcile()
+        pump()
+        sweep()
+
+
+def lose_some_webhooks(stack: LocalStack, share: float, rng: random.Random) -> None:
+    """Deliver the fakes' webhooks, dropping `share` of them on the floor (only reconciliation finds those)."""
+    original = {B24_TENANT: stack.bitrix.deliver, AMO_TENANT: stack.amo.deliver}
+
+    def wire(tenant: str) -> Callable[[bytes], None]:
+        def deliver(body: bytes) -> None:
+            if rng.random() < share:
+                stack.dropped.append((tenant, body))
+                return
+            status, payload = original[tenant](body)
+            if status != 200:
+                raise RuntimeError(f"leadwatch answered {status}: {payload}")
+
+        return deliver
+
+    stack.bitrix.deliver = wire(B24_TENANT)
+    stack.amo.deliver = wire(AMO_TENANT)
 
 
 def perform(action: Action, drivers: dict[str, CrmDriver]) -> None:

@@ -160,7 +160,10 @@ def actions_for(leads: list[PlannedLead]) -> list[Action]:
 
 
 def on_time_by_plan(
-    lead: PlannedLead, calendar: BusinessCalendar, reaction: timedelta = timedelta(minutes=15), start: time = time(11)
+    lead: PlannedLead,
+    calendar: BusinessCalendar,
+    reaction: timedelta = timedelta(minutes=15),
+    start: time = time(11),
 ) -> bool:
     """The truth a verdict is checked against: processed no later than the control time."""
     due = calendar.control_time(lead.created_at, reaction, start)
