@@ -59,7 +59,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from crm_adapters.formdata import encode_form
-from fakes.server import FakeServer, Fault, LeakyBucket, Reply, Request
+from fakes.server import FakeServer, Fault, LeakyBucket, Reply, Request, slow_fault
 
 PAGE_LIMIT_DEFAULT = 50
 FIRST_LEAD_ID = 31_000_001
@@ -152,17 +152,8 @@ def bad_gateway(request: Request) -> Reply:
 
 
 def slow(seconds: float) -> Fault:
-    """A fault that answers late: the request is really performed and its real reply sent
-    after `seconds`, so a client that timed out cannot know whether a write happened."""
-
-    def slow_reply(request: Request) -> Reply:
-        reply = internal_error(request)
-        reply.delay = seconds
-        return reply
-
-    slow_reply.answer_after = seconds  # type: ignore[attr-defined]
-    slow_reply.__name__ = f"slow_{seconds:g}s"
-    return slow_reply
+    """A fault that answers after `seconds`, with the real reply (see fakes.server.slow_fault)."""
+    return slow_fault(seconds, internal_error)
 
 
 # ----------------------------------------------------------------------------- errors

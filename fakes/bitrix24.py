@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 from crm_adapters.formdata import FormError, encode_form, parse_form
-from fakes.server import FakeServer, Fault, LeakyBucket, Reply, Request
+from fakes.server import FakeServer, Fault, LeakyBucket, Reply, Request, slow_fault
 
 PAGE_SIZE = 50
 BATCH_LIMIT = 50
@@ -103,18 +103,8 @@ def operation_time_limit(request: Request) -> Reply:
 
 
 def slow(seconds: float) -> Fault:
-    """A fault that answers late. On FakeBitrix24 the request is really performed and its
-    real reply sent after `seconds` (a client that timed out cannot know whether a write
-    happened); on other fakes the late answer is a 500."""
-
-    def slow_reply(request: Request) -> Reply:
-        reply = internal_error(request)
-        reply.delay = seconds
-        return reply
-
-    slow_reply.answer_after = seconds  # type: ignore[attr-defined]
-    slow_reply.__name__ = f"slow_{seconds:g}s"
-    return slow_reply
+    """A fault that answers after `seconds`, with the real reply (see fakes.server.slow_fault)."""
+    return slow_fault(seconds, internal_error)
 
 
 class ApiError(Exception):

@@ -85,6 +85,21 @@ class LeakyBucket:
 Fault = Callable[[Request], Reply]
 
 
+def slow_fault(seconds: float, late_error: Fault) -> Fault:
+    """A fault that answers only after `seconds`. A fake that knows `answer_after` performs the
+    request for real and sends its real reply late (a client that timed out cannot know whether
+    a write happened); any other fake sends `late_error` late."""
+
+    def slow_reply(request: Request) -> Reply:
+        reply = late_error(request)
+        reply.delay = seconds
+        return reply
+
+    slow_reply.answer_after = seconds  # type: ignore[attr-defined]
+    slow_reply.__name__ = f"slow_{seconds:g}s"
+    return slow_reply
+
+
 class FakeServer:
     """Base class: start() binds 127.0.0.1 on a free port and serves in a thread."""
 
@@ -150,7 +165,11 @@ class FakeServer:
             self._scripted.extend((match, fault) for _ in range(times))
 
     def fail_randomly(
-        self, probability: float, fault: Fault, seed: int | None = None, when: Callable[[Request], bool] | None = None
+        self,
+        probability: float,
+        fault: Fault,
+        seed: int | None = None,
+        when: Callable[[Request], bool] | None = None,
     ) -> None:
         """Answer each matching request with `fault` with the given probability (seeded, reproducible)."""
         if seed is not None:
@@ -176,11 +195,7 @@ class FakeServer:
     # ----- log
     def requests(self, path_contains: str = "", method: str | None = None) -> list[LoggedRequest]:
         with self._log_lock:
-            return [
-                r
-                for r in self.log
-                if path_contains in r.path and (method is None or r.method == method)
-            ]
+            return [r for r in self.log if path_contains in r.path and (method is None or r.method == method)]
 
     def clear_log(self) -> None:
         with self._log_lock:
@@ -213,7 +228,9 @@ class FakeServer:
                 reply = Reply.json(500, {"error": "FAKE_BUG", "error_description": repr(exc)})
         with self._log_lock:
             self.log.append(
-                LoggedRequest(request.method, request.path, request.query, body, reply.status, time.time(), fault_name)
+                LoggedRequest(
+                    request.method, request.path, request.query, body, reply.status, time.time(), fault_name
+                )
             )
         if reply.delay:
             time.sleep(reply.delay)
