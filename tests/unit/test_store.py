@@ -163,3 +163,22 @@ def test_a_sweep_that_died_between_count_and_close_is_not_counted_twice(aws):
     assert store.close_verdict(state, "late", "b", later, "2025-11-11", "7")
     [row] = store.timeliness_stats("t1", NOW.date(), NOW.date())
     assert row.late == 1
+
+
+def test_a_verdict_pinned_by_a_dead_sweep_comes_back_with_the_card(aws):
+    from storage.models import LeadItem
+
+    store = Store()
+    state = lead(1, NOW)
+    store.create_lead(state, NOW)
+    assert store.claim(state, "a", NOW, timedelta(minutes=5))
+    # Sweep "a" pinned its verdict (its effects all done) and died before counting and closing.
+    LeadItem("t1", state.entity.key).update(actions=[LeadItem.verdict_pending.set("late")])
+    later = NOW + timedelta(minutes=6)
+    [(_, again)] = list(store.due_leads("t1", later, since=NOW.date()))
+    assert again.pending_verdict == "late"
+    assert store.claim(again, "b", later, timedelta(minutes=5))
+    assert store.close_verdict(again, again.pending_verdict, "b", later, "2025-11-11", "7")
+    [row] = store.timeliness_stats("t1", NOW.date(), NOW.date())
+    assert (row.on_time, row.late) == (0, 1)
+    assert store.get_lead("t1", state.entity).verdict == "late"
