@@ -621,20 +621,6 @@ class FakeBitrix24(FakeServer):
         self.clear_faults()
         self.clear_log()
 
-    def _pick_fault(self, request: Request) -> Fault | None:
-        fault = super()._pick_fault(request)
-        delay = getattr(fault, "answer_after", None)
-        if fault is None or delay is None:
-            return fault
-
-        def answer_late(req: Request) -> Reply:
-            reply = self.handle(req)
-            reply.delay = delay
-            return reply
-
-        answer_late.__name__ = fault.__name__
-        return answer_late
-
     def handle(self, request: Request) -> Reply:
         match = _REST_PATH.match(request.path)
         if not match:

@@ -86,9 +86,9 @@ Fault = Callable[[Request], Reply]
 
 
 def slow_fault(seconds: float, late_error: Fault) -> Fault:
-    """A fault that answers only after `seconds`. A fake that knows `answer_after` performs the
-    request for real and sends its real reply late (a client that timed out cannot know whether
-    a write happened); any other fake sends `late_error` late."""
+    """A fault that answers only after `seconds`: the fake performs the request for real and sends
+    its real reply late (a client that timed out cannot know whether a write happened).
+    `late_error` is the reply when the fault is called on its own, outside a fake."""
 
     def slow_reply(request: Request) -> Reply:
         reply = late_error(request)
@@ -182,6 +182,20 @@ class FakeServer:
             self._random_faults.clear()
 
     def _pick_fault(self, request: Request) -> Fault | None:
+        fault = self._scheduled_fault(request)
+        delay = getattr(fault, "answer_after", None)
+        if fault is None or delay is None:
+            return fault
+
+        def answer_late(req: Request) -> Reply:
+            reply = self.handle(req)
+            reply.delay = delay
+            return reply
+
+        answer_late.__name__ = fault.__name__
+        return answer_late
+
+    def _scheduled_fault(self, request: Request) -> Fault | None:
         with self._log_lock:
             for index, (match, fault) in enumerate(self._scripted):
                 if match(request):
