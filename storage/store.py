@@ -50,6 +50,17 @@ def _conditional_failed(exc: Exception) -> bool:
     return "ConditionalCheckFailed" in str(exc)
 
 
+def _save_once(item: Any, condition: Any) -> bool:
+    """Put an item only if it is not there yet; False when it was (the write that makes retries harmless)."""
+    try:
+        item.save(condition=condition)
+    except PutError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
 @dataclass(frozen=True)
 class StatRow:
     day: str
@@ -91,13 +102,7 @@ class Store:
             payload=json.dumps(payload, separators=(",", ":")),
             expires_at=now + INBOX_TTL,
         )
-        try:
-            item.save(condition=InboxItem.key.does_not_exist())
-        except PutError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return _save_once(item, InboxItem.key.does_not_exist())
 
     def forget_event(self, tenant: str, dedupe_key: str) -> None:
         """Undo put_event when the event could not be queued, so the CRM's retry is not taken for a duplicate."""
@@ -178,13 +183,7 @@ class Store:
             processed_how=state.processed_how,
             crm_modified_at=_ts(state.crm_modified_at),
         )
-        try:
-            item.save(condition=LeadItem.entity.does_not_exist())
-        except PutError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return _save_once(item, LeadItem.entity.does_not_exist())
 
     def update_lead(self, state: LeadState) -> None:
         """Record a later sighting. Processing, once recorded, is never moved or erased."""
@@ -338,13 +337,7 @@ class Store:
             recorded_at=now.timestamp(),
             details=json.dumps(violation.details, ensure_ascii=False, default=str),
         )
-        try:
-            item.save(condition=JournalItem.key.does_not_exist())
-        except PutError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return _save_once(item, JournalItem.key.does_not_exist())
 
     def violations(
         self, tenant: str, start: datetime, end: datetime, type: str | None = None
