@@ -90,16 +90,17 @@ class AwsCalls:
         self.items: Counter[str] = Counter()  # DynamoDB operation -> items read
         self._lock = threading.Lock()
         self._original_create_client: Any = None
+        self._counting = False  # hooks stay on the clients; this switch stops them counting
 
     # ----- counting
     def _before_call(self, model: Any = None, **_: Any) -> None:
-        if model is None:
+        if model is None or not self._counting:
             return
         with self._lock:
             self.calls[(model.service_model.service_name, model.name)] += 1
 
     def _after_call(self, model: Any = None, parsed: Any = None, **_: Any) -> None:
-        if model is None or model.service_model.service_name != "dynamodb":
+        if model is None or not self._counting or model.service_model.service_name != "dynamodb":
             return
         if model.name in DYNAMODB_READS and isinstance(parsed, dict):
             with self._lock:
@@ -120,6 +121,7 @@ class AwsCalls:
 
         from storage.models import MODELS
 
+        self._counting = True
         for client in clients:
             self.hook(client)
         # The clients PynamoDB already made (one per model connection).
@@ -141,6 +143,7 @@ class AwsCalls:
     def uninstall(self) -> None:
         import botocore.session
 
+        self._counting = False
         if self._original_create_client is not None:
             botocore.session.Session.create_client = self._original_create_client  # type: ignore[method-assign]
             self._original_create_client = None

@@ -106,6 +106,8 @@ def measure(
             stack.ctx.store.get_checkpoint(B24_TENANT, "sweep")
         moto_ms = (time.perf_counter() - probe_started) * 1000 / PROBE_CALLS
 
+        floor_events, floor_wall = _moto_floor(stack, deliveries=len(stack.webhook_answers))
+
         mismatches = 0
         for lead in leads:
             due = calendar.control_time(lead.created_at, timedelta(minutes=15), clock_time(11))
@@ -158,6 +160,14 @@ def measure(
             definition=f"mean ms of one GetItem through PynamoDB on this in-process moto ({PROBE_CALLS} calls "
             "after the replay); events/s cannot exceed 1000 / (this x AWS calls per event)",
         ),
+        Figure(
+            "replay_moto_floor_events_per_s",
+            floor_events / floor_wall,
+            definition=f"the same {floor_events} events with only the AWS calls no design can avoid (per "
+            "webhook one inbox PutItem + one SendMessage; per 10 messages one ReceiveMessage + one "
+            "DeleteMessageBatch), no leadwatch code, no sweeps, no CRM: the ceiling this in-process moto "
+            "puts on replay_events_per_s",
+        ),
         Figure("replay_wall_s", wall, definition="wall seconds of the replay loop"),
         Figure(
             "replay_setup_s", setup, definition="planning the week and starting the stack (not in the rate)"
@@ -175,6 +185,32 @@ def measure(
             "verdicts in the fake CRM cards that differ from the plan's truth (the run is only valid at 0)",
         ),
     ]
+
+
+def _moto_floor(stack, *, deliveries: int) -> tuple[int, float]:
+    """Time the bare minimum of AWS calls for `deliveries` webhooks and their messages on this moto."""
+    body = "x" * 900  # about the size of a normalized event message
+    started = time.perf_counter()
+    handled = 0
+    for i in range(deliveries):
+        stack.dynamodb.put_item(
+            TableName="leadwatch-inbox",
+            Item={"tenant": {"S": "floor"}, "key": {"S": f"d{i}"}, "body": {"S": body}},
+        )
+        stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
+        if i % 10 == 9 or i == deliveries - 1:
+            received = stack.sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if received:
+                stack.sqs.delete_message_batch(
+                    QueueUrl=stack.queue_url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(received)
+                    ],
+                )
+            handled += len(received)
+    return deliveries + handled, time.perf_counter() - started
 
 
 def _report_profile(profiler, path: Path) -> None:

@@ -70,7 +70,6 @@ class RateLimiter:
         return wait
 
 
-
 class HttpClient:
     def __init__(
         self,

@@ -498,14 +498,19 @@ class LocalStack:
                 self.crashes += 1
                 result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in received]}
             failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
+            done = [m for m in received if m["MessageId"] not in failed]
             for message in received:
                 if message["MessageId"] in failed:
                     self.sqs.change_message_visibility(
                         QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                     )
-                else:
-                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-                    handled += 1
+            if done:
+                # Lambda's SQS poller deletes a batch's successes with one DeleteMessageBatch.
+                self.sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
+                handled += len(done)
         return handled
 
     def _scheduled(self, name: str) -> dict:

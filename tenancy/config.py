@@ -250,7 +250,10 @@ class VerdictValues(_Strict):
     def _yaml_booleans(cls, value: Any) -> Any:
         # YAML 1.1 reads the bare keys `yes:` and `no:` as booleans.
         if isinstance(value, dict):
-            return {({True: "yes", False: "no"}.get(k, k) if isinstance(k, bool) else k): v for k, v in value.items()}
+            return {
+                ({True: "yes", False: "no"}.get(k, k) if isinstance(k, bool) else k): v
+                for k, v in value.items()
+            }
         return value
 
 
