@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from workflows.effects import SetCardFields
-from workflows.events import Activity, CrmEvent, EntityRef, LeadSnapshot
+from workflows.events import Activity, Call, CrmEvent, EntityRef, LeadSnapshot
 
 
 class WebhookRejected(Exception):
@@ -102,12 +102,22 @@ class CrmAdapter(Protocol):
         ...
 
     def get_activities(self, activity_ids: list[str]) -> dict[str, Activity | None]:
-        """Read activities by id (Bitrix24 ONCRMACTIVITYADD carries only the id)."""
+        """Read activities by id (Bitrix24 ONCRMACTIVITYADD and ONVOXIMPLANTCALLEND carry only the id).
+        A call activity comes with its `call`."""
         ...
 
     def activities_on(self, entities: list[EntityRef]) -> dict[EntityRef, list[Activity]]:
         """Activities (calls, e-mails, notes, meetings) on these cards, in as few calls as the API allows.
         Every requested entity is a key (an empty list when it has none). Raises CrmError when the CRM cannot answer."""
+        ...
+
+    def list_calls(self, since: datetime) -> Iterator[Call]:
+        """Calls that started at or after `since`, from the CRM's own records, all pages, for
+        reconciliation: Bitrix24 telephony statistics (voximplant.statistic.get) and call
+        activities (crm.activity.list, TYPE_ID 2); amoCRM's events feed (outgoing_call,
+        incoming_call) and the call notes it points to. Every Call has its `entity` (calls on
+        contacts or companies only are left out) and the same `key` the webhook path gives it.
+        Raises CrmError when the CRM cannot answer."""
         ...
 
     def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:

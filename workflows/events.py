@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     STAGE_CHANGED = "lead.stage_changed"
     RESPONSIBLE_CHANGED = "lead.responsible_changed"
     ACTIVITY_ADDED = "activity.added"
+    CALL_ENDED = "call.ended"
 
 
 class EntityType(StrEnum):
@@ -65,8 +66,36 @@ class LeadSnapshot:
 
 
 @dataclass(frozen=True)
+class Call:
+    """One phone call, as any path tells it (telephony event, call activity or note, statistics).
+
+    `key` is the CRM's own identity of the call and is the same on every path, so a
+    call reported by a webhook, by an activity and by reconciliation is counted once
+    (Bitrix24: `act<CRM activity id>`, or `vox<CALL_ID>` for a call with no activity;
+    amoCRM: `note<note id>`). `entity` is None when the path does not name the card
+    (Bitrix24 ONVOXIMPLANTCALLEND): it is then found through `activity_id`.
+    `direction` is "out" or "in". `answered` is None when the path does not say.
+    """
+
+    key: str
+    entity: EntityRef | None
+    direction: str
+    manager: str | None
+    started_at: datetime
+    duration: int
+    answered: bool | None = None
+    record_url: str | None = None
+    activity_id: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class Activity:
-    """Something a person did on a card: a call, an e-mail, a note, a meeting."""
+    """Something a person did on a card: a call, an e-mail, a note, a meeting.
+
+    A call activity (Bitrix24 TYPE_ID 2, amoCRM call_in/call_out notes) carries the
+    call itself in `call`, with its duration and recording when the CRM has them.
+    """
 
     id: str
     entity: EntityRef
@@ -75,6 +104,7 @@ class Activity:
     created_at: datetime
     direction: str | None = None
     completed: bool = True
+    call: Call | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +115,9 @@ class CrmEvent:
     (it is the inbox's sort key). `lead` is filled when the payload carried the
     card (amoCRM webhooks, reconciliation); Bitrix24 events carry only the id,
     so the worker reads the card. `activity_id` is set for an activity whose
-    details still have to be read (Bitrix24 `ONCRMACTIVITYADD`).
+    details still have to be read (Bitrix24 `ONCRMACTIVITYADD`, and
+    `ONVOXIMPLANTCALLEND`, whose call names no card). `call` is set for a
+    `CALL_ENDED` event and for an activity webhook that already carries its call.
     """
 
     tenant: str
@@ -98,11 +130,14 @@ class CrmEvent:
     lead: LeadSnapshot | None = None
     activity: Activity | None = None
     activity_id: str | None = None
+    call: Call | None = None
 
     def needs_card(self) -> bool:
-        return self.lead is None and self.kind is not EventKind.ACTIVITY_ADDED
+        return self.lead is None and self.kind not in (EventKind.ACTIVITY_ADDED, EventKind.CALL_ENDED)
 
     def needs_activity(self) -> bool:
+        if self.kind is EventKind.CALL_ENDED:
+            return self.activity is None and (self.call is None or self.call.entity is None)
         return self.kind is EventKind.ACTIVITY_ADDED and self.activity is None
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +147,7 @@ class CrmEvent:
     def from_dict(cls, data: dict[str, Any]) -> CrmEvent:
         lead = data.get("lead")
         activity = data.get("activity")
+        call = data.get("call")
         return cls(
             tenant=data["tenant"],
             kind=EventKind(data["kind"]),
@@ -123,6 +159,7 @@ class CrmEvent:
             lead=snapshot_from_dict(lead) if lead else None,
             activity=activity_from_dict(activity) if activity else None,
             activity_id=data.get("activity_id"),
+            call=call_from_dict(call) if call else None,
         )
 
 
@@ -149,6 +186,23 @@ def activity_from_dict(data: dict[str, Any]) -> Activity:
         created_at=_dt(data["created_at"]) or datetime.fromtimestamp(0, UTC),
         direction=data.get("direction"),
         completed=bool(data.get("completed", True)),
+        call=call_from_dict(data["call"]) if data.get("call") else None,
+    )
+
+
+def call_from_dict(data: dict[str, Any]) -> Call:
+    answered = data.get("answered")
+    return Call(
+        key=str(data["key"]),
+        entity=_entity(data["entity"]) if data.get("entity") else None,
+        direction=str(data.get("direction") or "out"),
+        manager=data.get("manager"),
+        started_at=_dt(data["started_at"]) or datetime.fromtimestamp(0, UTC),
+        duration=int(data.get("duration") or 0),
+        answered=None if answered is None else bool(answered),
+        record_url=data.get("record_url"),
+        activity_id=data.get("activity_id"),
+        source=data.get("source", ""),
     )
 
 
