@@ -3,6 +3,8 @@
   leadwatch check-config [DIR]                      validate tenant files
   leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
   leadwatch violations TENANT [--from D] [--to D]   the violation journal
+  leadwatch dialing TENANT [--date D] [--json]      the dialing report of a day (default today)
+  leadwatch calls TENANT LEAD [--json]              a card's call attempts and touches
   leadwatch aws-setup [--worker-function NAME]      tables and queues for `chalice deploy`
 
 Reads the same DynamoDB tables as the functions: in AWS with your credentials,
@@ -41,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--from", dest="first", type=_day)
         sub.add_argument("--to", dest="last", type=_day)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report = commands.add_parser("dialing", help="the dialing report of a day")
+    report.add_argument("tenant")
+    report.add_argument("--date", dest="day", type=_day, help="default: today in the tenant's time zone")
+    report.add_argument("--json", action="store_true")
+    calls = commands.add_parser("calls", help="a card's call attempts and touches")
+    calls.add_argument("tenant")
+    calls.add_argument("lead", help="lead id, or deal:ID")
+    calls.add_argument("--json", action="store_true")
     setup = commands.add_parser("aws-setup", help="create the tables and queues (for `chalice deploy`)")
     setup.add_argument(
         "--worker-function",
@@ -75,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
     bind_from_environment()
     ctx = Context(registry=registry, store=Store(), queue=SqsQueue(""), secrets=SecretResolver())
+    if args.command == "dialing":
+        return dialing_command(ctx, config, args.day, args.json)
+    if args.command == "calls":
+        return calls_command(ctx, config, args.lead, args.json)
     last = args.last or datetime.now(ctx.calendar(config).tz).date()
     first = args.first or last - timedelta(days=6)
     if args.command == "timeliness":
@@ -104,6 +118,62 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.occurred_at.astimezone(tz):%Y-%m-%d %H:%M}  {r.type:<24} {r.entity:<14} {config.manager_name(r.manager)}"
             )
         print(f"{len(rows)} violation(s)")
+    return 0
+
+
+def dialing_command(ctx, config, day: date | None, as_json: bool) -> int:
+    import html
+    import re
+
+    from runtime.dialing import daily_report, report_text
+
+    day = day or datetime.now(ctx.calendar(config).tz).date()
+    report = daily_report(ctx, config, day)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    text = report_text(ctx, config, report)
+    # The Telegram text, read in a terminal: links become "title <url>", the rest loses its tags.
+    text = re.sub(r'<a href="([^"]*)">(.*?)</a>', lambda m: f"{m.group(2)} <{m.group(1)}>", text)
+    print(html.unescape(re.sub(r"</?[a-z]+>", "", text)))
+    if not report.working_day:
+        print(f"({day} is not a working day: no plan day, no report is sent)")
+    return 0
+
+
+def calls_command(ctx, config, lead: str, as_json: bool) -> int:
+    from workflows.events import EntityRef, EntityType
+
+    kind, _, ident = lead.rpartition(":")
+    try:
+        entity = EntityRef(EntityType(kind or "lead"), ident)
+    except ValueError:
+        print(f"{lead!r}: give a lead id, or deal:ID", file=sys.stderr)
+        return 2
+    state = ctx.store.get_lead(config.tenant, entity)
+    if state is None:
+        print(f"leadwatch holds no card {entity.key} for {config.tenant}", file=sys.stderr)
+        return 1
+    calls = ctx.store.calls_of(config.tenant, entity)
+    rules = ctx.dialing_rules(config)
+    tz = ctx.calendar(config).tz
+    if as_json:
+        print(
+            json.dumps(
+                [{**vars(c), "entity": entity.key, "started_at": c.started_at.isoformat()} for c in calls],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{entity.key} {state.title!r}, {config.manager_name(state.responsible)}, stage {state.stage}")
+    for call in calls:
+        touch = "touch" if rules.is_touch(call) else ""
+        print(
+            f"  {call.started_at.astimezone(tz):%Y-%m-%d %H:%M}  {call.direction:<3} {call.duration:>5}s  "
+            f"{config.manager_name(call.manager):<20} {touch:<5} {call.record_url or ''}"
+        )
+    print(f"{state.call_attempts} attempt(s), {state.call_touches} successful touch(es)")
     return 0
 
 

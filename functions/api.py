@@ -1,4 +1,8 @@
-"""The read API: GET /tenants/{tenant}/timeliness?from=YYYY-MM-DD&to=YYYY-MM-DD.
+"""The read API.
+
+  GET /tenants/{tenant}/timeliness?from=YYYY-MM-DD&to=YYYY-MM-DD   on time / late per manager and day
+  GET /tenants/{tenant}/dialing?date=YYYY-MM-DD                     the day's dialing report
+  GET /tenants/{tenant}/leads/{lead}/calls                          a card's attempts and touches
 
 Every request needs the tenant's own key in `X-Api-Key`; a tenant whose file has
 no `api_key` has the read API switched off. The key is compared in constant time.
@@ -135,5 +139,116 @@ def _timeliness(tenant: str) -> Response:
             "to": last.isoformat(),
             "managers": [m.to_dict() for m in managers],
             "days": timeliness_by_day(ctx, config, first, last),
+        },
+    )
+
+
+@bp.route("/tenants/{tenant}/dialing", methods=["GET"])
+def dialing_report(tenant: str) -> Response:
+    from runtime import observability
+
+    request = bp.current_request
+    with observability.invocation(
+        (request.context or {}).get("requestId"), tenant=tenant, lambda_context=bp.lambda_context
+    ):
+        return _dialing_report(tenant)
+
+
+def _dialing_report(tenant: str) -> Response:
+    from runtime.context import get_context
+    from runtime.dialing import daily_report, report_text
+
+    ctx = get_context()
+    config = _authorize(ctx, tenant)
+    if isinstance(config, Response):
+        return config
+    params = dict(bp.current_request.query_params or {})
+    today = ctx.clock().astimezone(ctx.calendar(config).tz).date()
+    try:
+        day = _day(params, "date", today)
+    except ValueError as exc:
+        return _json(400, {"error": str(exc)})
+    report = daily_report(ctx, config, day)
+    body = {"tenant": tenant, **report.to_dict()}
+    if params.get("format") == "text":
+        body["text"] = report_text(ctx, config, report)
+    return _json(200, body)
+
+
+@bp.route("/tenants/{tenant}/leads/{lead}/calls", methods=["GET"])
+def lead_calls(tenant: str, lead: str) -> Response:
+    from runtime import observability
+
+    request = bp.current_request
+    with observability.invocation(
+        (request.context or {}).get("requestId"), tenant=tenant, lambda_context=bp.lambda_context
+    ):
+        return _lead_calls(tenant, lead)
+
+
+def _entity(lead: str):
+    """`42` is lead 42; `deal:42` (or `lead:42`) names the card type."""
+    from workflows.events import EntityRef, EntityType
+
+    kind, _, ident = lead.rpartition(":")
+    if not ident.isdigit() or len(ident) > 20 or int(ident) == 0:
+        raise ValueError(
+            f"a card id is a positive number, optionally 'deal:' or 'lead:' first; got {_echo(lead)}"
+        )
+    try:
+        return EntityRef(EntityType(kind or "lead"), str(int(ident)))
+    except ValueError:
+        raise ValueError(f"unknown card type in {_echo(lead)}: use 'lead:' or 'deal:'") from None
+
+
+def _lead_calls(tenant: str, lead: str) -> Response:
+    from runtime.context import get_context
+    from workflows import dialing
+
+    ctx = get_context()
+    config = _authorize(ctx, tenant)
+    if isinstance(config, Response):
+        return config
+    try:
+        entity = _entity(lead)
+    except ValueError as exc:
+        return _json(400, {"error": str(exc)})
+    state = ctx.store.get_lead(tenant, entity)
+    if state is None:
+        return _json(404, {"error": f"leadwatch holds no card {entity.key} for tenant {tenant!r}"})
+    rules = ctx.dialing_rules(config)
+    calendar = ctx.calendar(config)
+    calls = ctx.store.calls_of(tenant, entity)
+    by_day: dict[str, int] = {}
+    for call in calls:
+        day = dialing.call_day(call, calendar.tz).isoformat()
+        by_day[day] = by_day.get(day, 0) + 1
+    first = dialing.first_plan_day(state.due_at, calendar.tz)
+    return _json(
+        200,
+        {
+            "tenant": tenant,
+            "lead": entity.key,
+            "title": state.title,
+            "manager": state.responsible,
+            "stage": state.stage,
+            "plan_days": [d.isoformat() for d in dialing.plan_days(first, calendar, rules)],
+            "attempts_total": state.call_attempts,
+            "touches_total": state.call_touches,
+            "attempts_by_day": by_day,
+            "calls": [
+                {
+                    "key": call.key,
+                    "started_at": call.started_at.isoformat(),
+                    "direction": call.direction,
+                    "manager": call.manager,
+                    "duration": call.duration,
+                    "answered": call.answered,
+                    "touch": rules.is_touch(call),
+                    "record_url": call.record_url,
+                    "source": call.source,
+                }
+                for call in calls
+            ],
         },
     )

@@ -1,4 +1,4 @@
-"""EventBridge schedules: the deadline sweep (every minute) and reconciliation."""
+"""EventBridge schedules: the deadline sweep (every minute), reconciliation, the dialing report."""
 
 from __future__ import annotations
 
@@ -46,9 +46,33 @@ def reconcile(event) -> dict:
         reports = run(get_context())
         for tenant, report in reports.items():
             log.info(
-                "reconcile: %d changed cards listed, %d fed",
+                "reconcile: %d changed cards listed, %d fed; %d calls listed, %d fed",
                 report.listed,
                 report.fed,
+                report.calls_listed,
+                report.calls_fed,
                 extra={"tenant": tenant},
             )
         return {tenant: vars(report) for tenant, report in reports.items()}
+
+
+# Every minute, but a tenant's report goes out once a working day, at its own local report time:
+# tenants live in different time zones and calendars, which one cron expression cannot follow.
+@bp.schedule(Rate(1, unit=Rate.MINUTES), name="dialing_report")
+def dialing_report(event) -> dict:
+    from runtime import observability
+    from runtime.context import get_context
+    from runtime.dialing import send_due_reports
+
+    with observability.invocation(event.event_id, lambda_context=event.context) as log:
+        runs = send_due_reports(get_context())
+        for tenant, run in runs.items():
+            log.info(
+                "dialing report for %s: %d leads in plan, %d parts sent%s",
+                run.day,
+                run.in_plan,
+                run.sent_parts,
+                f" ({run.error})" if run.error else "",
+                extra={"tenant": tenant},
+            )
+        return {tenant: vars(run) for tenant, run in runs.items()}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tenancy.config import TenantConfig, TenantRegistry
     from tenancy.secrets import SecretResolver
     from workflows.calendar import BusinessCalendar
+    from workflows.dialing import DialingRules
     from workflows.timeliness import TimelinessRules
 
 Clock = Callable[[], datetime]
@@ -149,6 +150,11 @@ class Context:
         from workflows.timeliness import TimelinessRules
 
         return TimelinessRules.from_config(config.timeliness)
+
+    def dialing_rules(self, config: TenantConfig) -> DialingRules:
+        from workflows.dialing import DialingRules
+
+        return DialingRules.from_config(config.dialing)
 
 
 _context: Context | None = None

@@ -31,6 +31,8 @@ class ReconcileReport:
     listed: int = 0
     fed: int = 0
     error: str | None = None
+    calls_listed: int = 0
+    calls_fed: int = 0
 
 
 def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileReport]:
@@ -79,4 +81,16 @@ def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> Recon
     # Never move the checkpoint past now: a CRM clock ahead of ours must not hide changes.
     checkpoint = min(newest, now) if newest else max(since, now - OVERLAP)
     ctx.store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
+    if config.dialing.enabled:
+        from runtime.dialing import reconcile_calls
+
+        # Its own try: a portal without telephony rights must not stop the reconciliation of cards.
+        try:
+            calls = reconcile_calls(ctx, config, now)
+        except Exception as exc:
+            log.exception("tenant %s: reconciliation of calls failed", config.tenant)
+            observability.crm_failure(config.tenant, exc)
+            report.error = f"calls: {type(exc).__name__}"
+        else:
+            report.calls_listed, report.calls_fed = calls.listed, calls.fed
     return report

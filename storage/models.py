@@ -17,6 +17,7 @@ _BASE_NAMES = {
     "LeadItem": ("LEADWATCH_LEADS_TABLE", "leadwatch-leads"),
     "JournalItem": ("LEADWATCH_JOURNAL_TABLE", "leadwatch-journal"),
     "StateItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
+    "CallItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
 }
 
 
@@ -53,6 +54,15 @@ class DueIndex(GlobalSecondaryIndex["LeadItem"]):
     due_at = NumberAttribute(range_key=True)
 
 
+class PlanIndex(GlobalSecondaryIndex["LeadItem"]):
+    class Meta:
+        index_name = "plan-index"
+        projection = AllProjection()
+
+    plan_bucket = UnicodeAttribute(hash_key=True)
+    entity = UnicodeAttribute(range_key=True)
+
+
 class LeadItem(Model):
     class Meta(_Meta):
         table_name = "leadwatch-leads"
@@ -74,8 +84,17 @@ class LeadItem(Model):
     verdict_pending = UnicodeAttribute(null=True)  # decided and acted on, not yet counted and closed
     claim_token = UnicodeAttribute(null=True)
     claim_until = NumberAttribute(null=True)
+    # Dialing: "<tenant>#<day 1 of the dialing plan>", so a report reads only the plan window.
+    plan_bucket = UnicodeAttribute(null=True)
+    call_attempts = NumberAttribute(null=True)
+    call_touches = NumberAttribute(null=True)
+    calls_counted = UnicodeSetAttribute(null=True)  # call keys already in call_attempts
+    touches_counted = UnicodeSetAttribute(null=True)
+    rejected_at = NumberAttribute(null=True)
+    rejection_checked = NumberAttribute(null=True)  # the rejected_at whose check is done
 
     due_index = DueIndex()
+    plan_index = PlanIndex()
 
 
 class JournalItem(Model):
@@ -102,12 +121,36 @@ class StateItem(Model):
     value = UnicodeAttribute(null=True)
     on_time = NumberAttribute(null=True)
     late = NumberAttribute(null=True)
-    counted = UnicodeSetAttribute(null=True)  # the cards a counter has counted, so none counts twice
+    counted = UnicodeSetAttribute(null=True)  # the cards (or calls) a counter has counted, so none counts twice
+    attempts = NumberAttribute(null=True)
+    touches = NumberAttribute(null=True)
+    touches_counted = UnicodeSetAttribute(null=True)
     at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 
 
-MODELS: tuple[type[Model], ...] = (InboxItem, LeadItem, JournalItem, StateItem)
+class CallItem(Model):
+    """One call on a card (`call#<card>#<call key>`), or its copy in a day's touches
+    (`touch#<day>#<card>#<call key>`); lives in the state table beside the counters."""
+
+    class Meta(_Meta):
+        table_name = "leadwatch-state"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    entity = UnicodeAttribute()
+    call_key = UnicodeAttribute()
+    direction = UnicodeAttribute()
+    manager = UnicodeAttribute(null=True)
+    started_at = NumberAttribute()
+    duration = NumberAttribute()
+    answered = UnicodeAttribute(null=True)  # "yes" / "no"; absent when the path did not say
+    record_url = UnicodeAttribute(null=True)
+    source = UnicodeAttribute(null=True)
+    activity_id = UnicodeAttribute(null=True)
+
+
+MODELS: tuple[type[Model], ...] = (InboxItem, LeadItem, JournalItem, StateItem, CallItem)
 
 
 def bind(*, host: str | None = None, region: str | None = None, prefix: str = "") -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from storage.models import InboxItem, JournalItem, LeadItem, StateItem
+from storage.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
 from workflows.effects import Violation
-from workflows.events import EntityRef
+from workflows.events import Call, EntityRef
 from workflows.timeliness import LeadState
 
 INBOX_TTL = timedelta(days=14)
@@ -59,6 +59,21 @@ def _save_once(item: Any, condition: Any) -> bool:
             return False
         raise
     return True
+
+
+def _call_of(item: CallItem) -> Call:
+    return Call(
+        key=item.call_key,
+        entity=EntityRef.parse(item.entity),
+        direction=item.direction,
+        manager=item.manager,
+        started_at=_dt(item.started_at),  # type: ignore[arg-type]
+        duration=int(item.duration),
+        answered=None if item.answered is None else item.answered == "yes",
+        record_url=item.record_url,
+        activity_id=item.activity_id,
+        source=item.source or "",
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,10 @@ class Store:
             verdict=item.verdict,
             verdict_at=_dt(item.verdict_at),
             pending_verdict=item.verdict_pending,
+            rejected_at=_dt(item.rejected_at),
+            rejection_checked=_dt(item.rejection_checked),
+            call_attempts=int(item.call_attempts or 0),
+            call_touches=int(item.call_touches or 0),
         )
 
     def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
@@ -168,8 +187,11 @@ class Store:
     def get_lead(self, tenant: str, entity: EntityRef) -> LeadState | None:
         return self.get_leads(tenant, [entity]).get(entity)
 
-    def create_lead(self, state: LeadState, now: datetime) -> bool:
-        """Store a newly seen card. False when another worker stored it first."""
+    def create_lead(self, state: LeadState, now: datetime, plan_day: date | None = None) -> bool:
+        """Store a newly seen card. False when another worker stored it first.
+
+        `plan_day` is day 1 of its dialing plan: the card joins that day's plan bucket.
+        """
         item = LeadItem(
             state.tenant,
             state.entity.key,
@@ -182,6 +204,8 @@ class Store:
             processed_at=_ts(state.processed_at),
             processed_how=state.processed_how,
             crm_modified_at=_ts(state.crm_modified_at),
+            plan_bucket=f"{state.tenant}#{plan_day.isoformat()}" if plan_day else None,
+            rejected_at=_ts(state.rejected_at),
         )
         return _save_once(item, LeadItem.entity.does_not_exist())
 
@@ -202,7 +226,145 @@ class Store:
             actions.append(
                 LeadItem.processed_how.set(LeadItem.processed_how | (state.processed_how or "stage"))
             )
+        if state.rejected_at is not None:
+            # The first sighting of a rejection fixes its moment; a later event must not move it.
+            actions.append(LeadItem.rejected_at.set(LeadItem.rejected_at | state.rejected_at.timestamp()))
+        else:
+            actions += [LeadItem.rejected_at.remove(), LeadItem.rejection_checked.remove()]
         item.update(actions=actions, condition=LeadItem.entity.exists())
+
+    def mark_rejection_checked(self, state: LeadState) -> None:
+        """The rejection seen at `state.rejected_at` is judged; a later rejection will be judged anew."""
+        if state.rejected_at is None:
+            return
+        stamp = state.rejected_at.timestamp()
+        try:
+            LeadItem(state.tenant, state.entity.key).update(
+                actions=[LeadItem.rejection_checked.set(stamp)], condition=LeadItem.rejected_at == stamp
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    # ----- calls (dialing discipline)
+    def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
+        """Keep a call and count it once on its card (total) and on its day, whatever paths bring it.
+
+        No read-modify-write: every counter is a conditional ADD that also adds the call's key
+        to the counter's set of counted calls, so concurrent calls all count and a call seen
+        again (another path, a redelivery, a retry after a crash) counts nothing. Returns
+        True when the call was new to leadwatch.
+        """
+        assert call.entity is not None, "a call is recorded on its card"
+        lead_key = call.entity.key
+        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call)
+        new = _save_once(item, CallItem.key.does_not_exist())
+        if not new:
+            self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
+        self._count(
+            LeadItem(tenant, lead_key),
+            [LeadItem.call_attempts.add(1), LeadItem.calls_counted.add({call.key})],
+            LeadItem.entity.exists() & ~LeadItem.calls_counted.contains(call.key),
+        )
+        day_counter = StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}")
+        self._count(
+            day_counter,
+            [StateItem.attempts.add(1), StateItem.counted.add({call.key})],
+            ~StateItem.counted.contains(call.key),
+        )
+        if touch:
+            self.record_touch(tenant, call, day)
+        return new
+
+    def record_touch(self, tenant: str, call: Call, day: date) -> None:
+        """Count a successful touch once (it may be learnt after the attempt: a longer duration later)."""
+        assert call.entity is not None
+        lead_key = call.entity.key
+        self._call_item(tenant, f"touch#{day.isoformat()}#{lead_key}#{call.key}", call).save()
+        self._count(
+            LeadItem(tenant, lead_key),
+            [LeadItem.call_touches.add(1), LeadItem.touches_counted.add({call.key})],
+            LeadItem.entity.exists() & ~LeadItem.touches_counted.contains(call.key),
+        )
+        self._count(
+            StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}"),
+            [StateItem.touches.add(1), StateItem.touches_counted.add({call.key})],
+            ~StateItem.touches_counted.contains(call.key),
+        )
+
+    @staticmethod
+    def _count(item: Any, actions: list[Any], condition: Any) -> bool:
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _call_item(tenant: str, key: str, call: Call) -> CallItem:
+        assert call.entity is not None
+        return CallItem(
+            tenant,
+            key,
+            entity=call.entity.key,
+            call_key=call.key,
+            direction=call.direction,
+            manager=call.manager,
+            started_at=call.started_at.timestamp(),
+            duration=call.duration,
+            answered=None if call.answered is None else ("yes" if call.answered else "no"),
+            record_url=call.record_url,
+            source=call.source or None,
+            activity_id=call.activity_id,
+        )
+
+    def _merge_call(self, tenant: str, key: str, call: Call) -> None:
+        """Another path told more about a known call: keep the longest duration and any recording."""
+        item = CallItem(tenant, key)
+        if call.record_url:
+            item.update(actions=[CallItem.record_url.set(CallItem.record_url | call.record_url)])
+        if call.answered is not None:
+            item.update(actions=[CallItem.answered.set(CallItem.answered | ("yes" if call.answered else "no"))])
+        self._count(item, [CallItem.duration.set(call.duration)], CallItem.duration < call.duration)
+
+    def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
+        try:
+            return _call_of(CallItem.get(tenant, f"call#{entity.key}#{key}"))
+        except CallItem.DoesNotExist:
+            return None
+
+    def known_calls(self, tenant: str, pairs: Iterable[tuple[EntityRef, str]]) -> dict[str, Call]:
+        """The calls leadwatch already holds among (card, call key) pairs, by call key."""
+        keys = sorted({(tenant, f"call#{entity.key}#{key}") for entity, key in pairs})
+        if not keys:
+            return {}
+        return {item.call_key: _call_of(item) for item in CallItem.batch_get(keys)}
+
+    def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
+        items = CallItem.query(tenant, CallItem.key.startswith(f"call#{entity.key}#"))
+        return sorted((_call_of(item) for item in items), key=lambda c: (c.started_at, c.key))
+
+    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
+        """(attempts, touches) per card on one local day."""
+        prefix = f"calls#day#{day.isoformat()}#"
+        return {
+            EntityRef.parse(item.key.removeprefix(prefix)): (int(item.attempts or 0), int(item.touches or 0))
+            for item in StateItem.query(tenant, StateItem.key.startswith(prefix))
+        }
+
+    def touches_on(self, tenant: str, day: date) -> list[Call]:
+        items = CallItem.query(tenant, CallItem.key.startswith(f"touch#{day.isoformat()}#"))
+        return sorted((_call_of(item) for item in items), key=lambda c: (c.started_at, c.key))
+
+    def plan_leads(self, tenant: str, first_days: Iterable[date]) -> list[tuple[date, LeadState]]:
+        """The cards whose dialing plan starts on one of these days (the plan index only)."""
+        found = []
+        for day in sorted(set(first_days)):
+            for item in LeadItem.plan_index.query(f"{tenant}#{day.isoformat()}"):
+                found.append((day, self._to_state(item)))
+        return found
 
     def due_leads(
         self, tenant: str, now: datetime, since: date, limit: int = 1000

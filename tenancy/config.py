@@ -284,6 +284,37 @@ class TimelinessConfig(_Strict):
         return str(value) if isinstance(value, int) else value
 
 
+class DialingConfig(_Strict):
+    """Dialing discipline (DOMAIN.md section 2): the plan every new lead is dialed by."""
+
+    enabled: bool = True
+    attempts_per_day: int = Field(default=3, ge=1, le=50)
+    plan_days: int = Field(default=5, ge=1, le=60, description="working days from intake")
+    min_attempts_before_rejection: int = Field(default=15, ge=0, le=1000)
+    touch_seconds: int = Field(
+        default=30, ge=0, le=3600, description="a call longer than this is a successful touch"
+    )
+    report_time: time = time(18, 30)
+    # None: the CRM's own rejected/closed stages (Bitrix24 JUNK / CONVERTED, amoCRM 143 / 142).
+    rejected_stages: list[str] | None = Field(default=None, min_length=1)
+    closed_stages: list[str] | None = None
+
+    @field_validator("report_time", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> Any:
+        return _parse_clock(value) if isinstance(value, str) else value
+
+    @field_validator("rejected_stages", "closed_stages", mode="before")
+    @classmethod
+    def _stage_text(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+
+# Stages every account has: Bitrix24's lead statuses, amoCRM's fixed "lost" and "won" in each pipeline.
+DEFAULT_REJECTED_STAGES = {"bitrix24": ["JUNK"], "amocrm": ["143"]}
+DEFAULT_CLOSED_STAGES = {"bitrix24": ["CONVERTED"], "amocrm": ["142"]}
+
+
 class TelegramConfig(_Strict):
     chat_id: str
     bot_token: SecretRef
@@ -305,6 +336,7 @@ class TenantConfig(_Strict):
     crm: Annotated[Bitrix24Config | AmoCrmConfig, Field(discriminator="kind")]
     calendar: CalendarConfig
     timeliness: TimelinessConfig
+    dialing: DialingConfig = Field(default_factory=DialingConfig)
     telegram: TelegramConfig
     api_key: SecretRef | None = Field(default=None, description="key for the read API")
     managers: dict[str, str] = Field(default_factory=dict, description="CRM user id -> display name")
@@ -328,6 +360,35 @@ class TenantConfig(_Strict):
             raise ValueError(
                 f"timeliness.control_start {self.timeliness.control_start:%H:%M} is at or after the latest "
                 f"closing time {max(closes):%H:%M}: carried-over leads would never be checked"
+            )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dialing_stages(cls, data: Any) -> Any:
+        # The defaults depend on the CRM, so they are filled in before the frozen models are built.
+        if not isinstance(data, dict) or not isinstance(data.get("crm"), dict):
+            return data
+        kind = data["crm"].get("kind")
+        dialing = data.get("dialing", {})
+        if kind not in DEFAULT_REJECTED_STAGES or not isinstance(dialing, dict):
+            return data
+        dialing = dict(dialing)
+        dialing.setdefault("rejected_stages", DEFAULT_REJECTED_STAGES[kind])
+        dialing.setdefault("closed_stages", DEFAULT_CLOSED_STAGES[kind])
+        return {**data, "dialing": dialing}
+
+    @model_validator(mode="after")
+    def _dialing_stages(self) -> TenantConfig:
+        rejected = set(self.dialing.rejected_stages or ())
+        both = rejected & set(self.dialing.closed_stages or ())
+        if both:
+            raise ValueError(f"dialing: stages {sorted(both)} are both rejected_stages and closed_stages")
+        unprocessed = rejected & set(self.timeliness.unprocessed_stages)
+        if unprocessed:
+            raise ValueError(
+                f"dialing.rejected_stages {sorted(unprocessed)} are also timeliness.unprocessed_stages: "
+                "a rejected lead would count as never processed"
             )
         return self
 

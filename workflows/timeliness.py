@@ -75,6 +75,12 @@ class LeadState:
     verdict_at: datetime | None = None
     # A verdict whose effects were all done by a sweep that died before closing the card.
     pending_verdict: str | None = None
+    # Dialing discipline (workflows.dialing): when the card entered a rejected stage, and which
+    # rejection was already judged; the call counters are read-only here (the store adds to them).
+    rejected_at: datetime | None = None
+    rejection_checked: datetime | None = None
+    call_attempts: int = 0
+    call_touches: int = 0
 
     @property
     def open(self) -> bool:

@@ -115,17 +115,21 @@ def test_cfn_lint_reports_no_errors(package):
 # get=GetItem, query=Query, batch_get=BatchGetItem, batch_write=BatchWriteItem; a TransactWrite update
 # is authorised as UpdateItem (ConditionCheckItem only for a transaction's ConditionCheck, unused).
 EXPECTED_DYNAMODB = {
-    # receive_webhook: put_event, forget_event (queueing failed), put_reject; timeliness: timeliness_stats.
+    # receive_webhook: put_event, forget_event (queueing failed), put_reject; timeliness: timeliness_stats;
+    # calls: get_lead, calls_of; dialing report: plan_leads (plan index), day_counts, touches_on, get_leads.
     "APIHandler": {
         "leadwatch-inbox": {"PutItem", "DeleteItem"},
         "leadwatch-state": {"Query"},
+        "leadwatch-leads": {"BatchGetItem"},
+        "leadwatch-leads/index/plan-index": {"Query"},
     },
-    # get_leads, create_lead, update_lead; executor: effects_done, mark_effects. No journal: the
-    # worker's workflow steps (timeliness.observe, observe_activity) never yield RecordViolation;
-    # only the sweep's decide_verdict does. A step that starts to must add the journal here.
+    # get_leads, create_lead, update_lead, mark_rejection_checked; record_call (call item put,
+    # conditional counter updates), calls_of (rejection check); executor: effects_done, mark_effects,
+    # put_violation (an improper rejection is the worker's violation).
     "Worker": {
         "leadwatch-leads": {"BatchGetItem", "PutItem", "UpdateItem"},
-        "leadwatch-state": {"BatchGetItem", "BatchWriteItem"},
+        "leadwatch-state": {"BatchGetItem", "BatchWriteItem", "PutItem", "UpdateItem", "Query"},
+        "leadwatch-journal": {"PutItem"},
     },
     # get/set_checkpoint, due_leads (due index), claim, release, close_deleted, update_lead,
     # close_verdict (transaction: lead + counter), executor: effects_done, mark_effects, put_violation.
@@ -136,10 +140,18 @@ EXPECTED_DYNAMODB = {
         "leadwatch-journal": {"PutItem"},
     },
     # get/set_checkpoint, get_leads, then ingress.accept: put_event, forget_event.
+    # ... and calls: known_calls.
     "Reconcile": {
-        "leadwatch-state": {"GetItem", "PutItem"},
+        "leadwatch-state": {"GetItem", "PutItem", "BatchGetItem"},
         "leadwatch-leads": {"BatchGetItem"},
         "leadwatch-inbox": {"PutItem", "DeleteItem"},
+    },
+    # get/set_checkpoint, plan_leads (plan index), day_counts, touches_on, get_leads (titles);
+    # executor: effects_done, mark_effects.
+    "DialingReport": {
+        "leadwatch-state": {"GetItem", "PutItem", "Query", "BatchGetItem", "BatchWriteItem"},
+        "leadwatch-leads": {"BatchGetItem"},
+        "leadwatch-leads/index/plan-index": {"Query"},
     },
 }
 SQS_SEND = {"SendMessage", "GetQueueUrl"}  # SqsQueue: send_message_batch, get_queue_url without the URL
@@ -151,6 +163,7 @@ EXPECTED_SQS = {
     # One GetQueueAttributes per sweep for the QueueDepth metric (GetQueueUrl without the template's URL).
     "DeadlineSweep": {"leadwatch-events": {"GetQueueAttributes", "GetQueueUrl"}},
     "Reconcile": {"leadwatch-events": SQS_SEND},
+    "DialingReport": {},
 }
 
 
