@@ -6,11 +6,20 @@ webhooks are form-encoded `leads[{action}][N][...]` bodies that already carry th
 URL as `?key=`. The API answers HAL JSON, 204 with no body for an empty list, problem+json
 errors with `validation-errors` whose `request_id` is the index of the item in the request,
 and 429 over 7 requests/s. At most 250 leads per list page or write (50 recommended).
+
+Calls: a call note (note_type 10/11, API `call_in`/`call_out`) carries its call as a JSON
+string in the webhook's `text` (`UNIQ`, `DURATION`, `LINK`, `PHONE`, `SRC`, `call_status`,
+`call_result`, key case varies between telephony integrations) and as `params` (`uniq`,
+`duration`, `link`, `phone`, `source`, `call_status`, `call_result`) in API v4. The events feed
+`GET /api/v4/events` (at most 100 per page on amocrm.ru) lists `outgoing_call` / `incoming_call`
+events that point to their note in `value_after[].note.id`.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import math
 import re
 import threading
 import time
@@ -18,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -37,7 +46,7 @@ from crm_adapters.formdata import FormError, parse_form
 from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
 from tenancy.config import AmoCrmConfig, SecretRef
 from workflows.effects import FieldValue, SetCardFields
-from workflows.events import Activity, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from workflows.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
 
 PAGE_LIMIT = 250  # leads-api: "limit ... (Максимум – 250)"
 BULK_LIMIT = 250  # Kommo limitations: at most 250 entities added or updated per request
@@ -71,6 +80,19 @@ _NOTES_FIXED_QUERY = "&".join(
     [f"{quote('filter[note_type][]', safe='')}={t}" for t in _NOTE_TYPE_NAMES]
     + [f"{quote('order[id]', safe='')}=asc", f"limit={PAGE_LIMIT}", f"page={MAX_PAGES}"]
 )
+# The notes-by-id read besides its ids (list_calls), budgeted like them against MAX_QUERY_CHARS.
+_NOTES_BY_ID_FIXED_QUERY = f"limit={PAGE_LIMIT}&page={MAX_PAGES}"
+# events-api: amocrm.ru says at most 100 per page, Kommo's English page 250; the smaller is safe.
+EVENTS_LIMIT = 100
+_CALL_EVENT_TYPES = ("outgoing_call", "incoming_call")
+# call_status 4 is "talked" (разговор состоялся); 1 left a message, 2 call back later, 3 not
+# available, 5 wrong number, 6 no answer, 7 busy all mean nobody was talked to.
+_CALL_TALKED = 4
+# A duration past a week is a broken integration, not a call; clamping keeps the number storable
+# (DynamoDB numbers end at 38 digits) while the call still counts as talked.
+MAX_CALL_SECONDS = 7 * 86_400
+_SECONDS = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{0,9})?$")
+_RECORD_SCHEMES = ("http", "https")
 # Entities amoCRM can send webhooks about that leadwatch does not watch.
 _OTHER_ENTITIES = {
     "contacts",
@@ -249,14 +271,119 @@ def activity_from_note(note: Mapping[str, Any]) -> Activity | None:
     author = _to_int(note.get("created_by"))
     if author is None:
         author = _to_int(note.get("responsible_user_id"))
+    entity = EntityRef(EntityType.LEAD, str(lead_id))
+    manager = str(author) if author is not None else None
+    call = None
+    if kind[0] == "call":
+        params = note.get("params")
+        data = params if isinstance(params, Mapping) else {}
+        call = call_from_note(str(ident), entity, kind[1] or "out", manager, created, data)
     return Activity(
         id=str(ident),
-        entity=EntityRef(EntityType.LEAD, str(lead_id)),
+        entity=entity,
         kind=kind[0],
-        author=str(author) if author is not None else None,
+        author=manager,
         created_at=created,
         direction=kind[1],
+        call=call,
     )
+
+
+def call_from_note(
+    note_id: str,
+    entity: EntityRef,
+    direction: str,
+    manager: str | None,
+    started_at: datetime,
+    data: Mapping[Any, Any],
+) -> Call:
+    """The Call of a call note, from its webhook `text` (decoded) or its API v4 `params`.
+
+    Keys are matched case-insensitively: the webhook names them `DURATION`, `LINK`, the API
+    `duration`, `link`, and integrations differ. What cannot be read is left out rather than
+    refused: the call happened either way, so it counts with duration 0 and no recording.
+    """
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(key, str):
+            fields.setdefault(key.strip().lower(), value)
+    seconds = _call_seconds(fields.get("duration"))
+    status = _call_status(fields.get("call_status"))
+    if status is not None:
+        answered: bool | None = status == _CALL_TALKED
+    elif seconds is not None:
+        answered = seconds > 0
+    else:
+        answered = None  # neither says: the caller must not guess
+    return Call(
+        key=f"note{note_id}",
+        entity=entity,
+        direction=direction,
+        manager=manager,
+        started_at=started_at,
+        duration=seconds or 0,
+        answered=answered,
+        record_url=_record_url(fields.get("link")),
+        activity_id=note_id,
+        source="note",
+    )
+
+
+def call_data_of_text(text: Any) -> Mapping[Any, Any]:
+    """A call note webhook's `text` as a mapping: JSON in a string as amoCRM sends it, or a form
+    group (`[text][DURATION]=...`) if an integration nested it. Anything else reads as no data."""
+    if isinstance(text, Mapping):
+        return text
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _call_seconds(value: Any) -> int | None:
+    """Seconds from a number or a numeric string (telephony integrations send both); None when
+    there is no readable, non-negative duration."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not _SECONDS.match(text):
+            return None
+        value = float(text) if "." in text else int(text)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        return None
+    return min(value, MAX_CALL_SECONDS)
+
+
+def _call_status(value: Any) -> int | None:
+    if isinstance(value, str):
+        value = value.strip()
+    return _to_int(value)
+
+
+def _record_url(value: Any) -> str | None:
+    """A recording link worth showing a person: an absolute http(s) URL. A `javascript:` or
+    relative link must never reach a Telegram message or a card."""
+    if not isinstance(value, str):
+        return None
+    link = value.strip()
+    if not link or len(link) > 2048 or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in link):
+        return None
+    try:
+        parts = urlsplit(link)
+        _ = parts.port  # raises on a malformed port, which a browser would not open either
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _RECORD_SCHEMES or not parts.hostname:
+        return None
+    return link
 
 
 @dataclass
@@ -417,8 +544,20 @@ class AmoCrmAdapter:
             or _optional_id(note, "responsible_user_id", where)
         )
         entity = EntityRef(EntityType.LEAD, lead_id)
+        call = None
+        if kind[0] == "call":
+            # A `text` that is not the expected JSON must not reject the delivery: a rejected
+            # hook is retried and lost the same way, and the call would never be counted.
+            data = call_data_of_text(note.get("text"))
+            call = call_from_note(note_id, entity, kind[1] or "out", author, created, data)
         activity = Activity(
-            id=note_id, entity=entity, kind=kind[0], author=author, created_at=created, direction=kind[1]
+            id=note_id,
+            entity=entity,
+            kind=kind[0],
+            author=author,
+            created_at=created,
+            direction=kind[1],
+            call=call,
         )
         return CrmEvent(
             tenant=self.tenant,
@@ -429,6 +568,7 @@ class AmoCrmAdapter:
             occurred_at=created,
             activity=activity,
             activity_id=note_id,
+            call=call,
         )
 
     # ------------------------------------------------------------------ REST
@@ -535,6 +675,73 @@ class AmoCrmAdapter:
         if not isinstance(notes, list):
             raise CrmUnavailable("amoCRM answered a note list without _embedded.notes")
         return [note for note in notes if isinstance(note, Mapping)]
+
+    def list_calls(self, since: datetime) -> Iterator[Call]:
+        """Calls amoCRM recorded at or after `since`: the events feed names them, their notes hold them.
+
+        The window is the event's `created_at` (when amoCRM recorded the call), which is when
+        its webhook was sent: a call an integration records late, with an earlier start, is
+        still found when its webhook was lost. Calls on contacts or companies only are left out
+        (no card to credit). Every note id is collected before any note is read so the reads
+        take as few requests as the query budget allows; a note deleted since is skipped.
+        """
+        if since.tzinfo is None:
+            raise ValueError("since must be an aware datetime")
+        note_ids = self._call_note_ids(max(int(since.timestamp()), 0))
+        for chunk in _id_chunks(sorted(note_ids), reserved=len(_NOTES_BY_ID_FIXED_QUERY)):
+            wanted = set(chunk)
+            limit = min(len(chunk), PAGE_LIMIT)
+            # Without a limit the API pages by 50, so 190 ids would need four calls.
+            params: list[tuple[str, Any]] = [("filter[id][]", i) for i in chunk] + [("limit", limit)]
+            for page in range(1, MAX_PAGES + 1):
+                body = self._call("GET", "/api/v4/leads/notes", params=[*params, ("page", page)])
+                notes = self._notes_of(body)
+                for note in notes:
+                    activity = activity_from_note(note)
+                    # Only what was asked, once: a server that ignored the filter or a page
+                    # boundary that moved must not add or double a call.
+                    if activity is None or activity.call is None or int(activity.id) not in wanted:
+                        continue
+                    wanted.discard(int(activity.id))
+                    yield activity.call
+                if len(notes) < limit or not _has_next(body):
+                    break
+            else:
+                raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of call notes")
+
+    def _call_note_ids(self, from_ts: int) -> set[int]:
+        """Ids of the lead notes behind call events created at or after `from_ts`, all pages."""
+        found: set[int] = set()
+        params: list[tuple[str, Any]] = [
+            ("filter[type]", ",".join(_CALL_EVENT_TYPES)),
+            ("filter[created_at][from]", from_ts),
+            ("limit", EVENTS_LIMIT),
+        ]
+        # The feed lists newest first, so an event recorded while we page pushes the rest one
+        # place down: a note may be seen twice (the set keeps it once), never skipped.
+        for page in range(1, MAX_PAGES + 1):
+            body = self._call("GET", "/api/v4/events", params=[*params, ("page", page)])
+            events = self._events_of(body)
+            for event in events:
+                if event.get("type") not in _CALL_EVENT_TYPES or event.get("entity_type") != "lead":
+                    continue  # a call on a contact or company names no card
+                stamp = _to_int(event.get("created_at"))
+                if stamp is not None and stamp < from_ts:
+                    continue  # a server that ignored the window must not widen it
+                found.update(_event_note_ids(event))
+            if len(events) < EVENTS_LIMIT or not _has_next(body):
+                return found
+        raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of call events")
+
+    @staticmethod
+    def _events_of(body: Any) -> list[Mapping[str, Any]]:
+        if body is None:
+            return []  # 204: no event matches
+        embedded = body.get("_embedded") if isinstance(body, dict) else None
+        events = embedded.get("events") if isinstance(embedded, dict) else None
+        if not isinstance(events, list):
+            raise CrmUnavailable("amoCRM answered an event list without _embedded.events")
+        return [event for event in events if isinstance(event, Mapping)]
 
     def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
         """Leads changed at or after `since`, oldest change first.
@@ -649,6 +856,18 @@ class AmoCrmAdapter:
 def _has_next(body: Any) -> bool:
     links = body.get("_links") if isinstance(body, dict) else None
     return isinstance(links, dict) and isinstance(links.get("next"), dict)
+
+
+def _event_note_ids(event: Mapping[str, Any]) -> list[int]:
+    """Note ids a call event points to: `value_after: [{"note": {"id": N}}]`."""
+    after = event.get("value_after")
+    ids: list[int] = []
+    for entry in after if isinstance(after, list) else []:
+        note = entry.get("note") if isinstance(entry, Mapping) else None
+        ident = _to_int(note.get("id")) if isinstance(note, Mapping) else None
+        if ident is not None and ident > 0:
+            ids.append(ident)
+    return ids
 
 
 def _numbered(group: Any, where: str) -> list[tuple[str, Any]]:

@@ -37,10 +37,22 @@ Wire facts and where they were checked (see also /work/shared/CRM-PROTOCOLS.md s
   HAL `_embedded.notes` of `{id, entity_id, created_by, updated_by, created_at, updated_at,
   responsible_user_id, group_id, note_type (a name such as "call_out"), params, account_id}`;
   204 when nothing matches, as every v4 list.
+- Call notes: API v4 `params` {uniq, duration, source, link, phone, call_status, call_result}
+  (call_status 4 talked, 1 left a message, 2 call back later, 3 not available, 5 wrong number,
+  6 no answer, 7 busy); the note webhook carries the same call as a JSON string in `text` with
+  upper-case `UNIQ`, `DURATION`, `SRC`, `LINK`, `PHONE` (public handlers read `text["LINK"]`)
+  and `call_status`, `call_result` as given.
+- Events (crm_platform/events-and-notes, developers.kommo.com/reference/events-filtration):
+  `GET /api/v4/events` with `page`, `limit` (at most 100 on amocrm.ru; Kommo's English page
+  says 250, the fake keeps the stricter), `filter[type]` (a comma list), `filter[created_at]`
+  (a timestamp or `[from]`/`[to]`), `filter[entity]`; HAL `_embedded.events` of `{id (a
+  string), type, entity_id, entity_type, created_by, created_at, value_after, value_before,
+  account_id, _links, _embedded}`; a call event's `value_after` is `[{"note": {"id": N}}]`;
+  204 when nothing matches. Listed newest first, as the account's event feed shows them.
 
-Not modelled: contacts, companies, tags, loss reasons, several pipelines, notes on other
-entities, a single note by id, the events API, access rights, the 403 IP block after
-repeated 429s.
+Not modelled: contacts and companies themselves (a contact call exists only as its event and
+note), tags, loss reasons, several pipelines, a single note by id, event types other than
+calls, access rights, the 403 IP block after repeated 429s.
 """
 
 from __future__ import annotations
@@ -65,6 +77,8 @@ PAGE_LIMIT_DEFAULT = 50
 FIRST_LEAD_ID = 31_000_001
 FIRST_NOTE_ID = 213_000_001
 PAGE_LIMIT_MAX = 250
+EVENTS_LIMIT_MAX = 100
+FIRST_CONTACT_ID = 41_000_001
 BULK_LIMIT = 250
 WON = 142
 LOST = 143
@@ -81,12 +95,18 @@ DEFAULT_STATUSES: dict[int, str] = {
 
 # note_type as the webhook carries it (a number) and as API v4 names it.
 NOTE_TYPES: dict[str, int] = {"common": 4, "call_in": 10, "call_out": 11}
+# The event a call note records, by the note's type.
+CALL_EVENTS: dict[str, str] = {"call_in": "incoming_call", "call_out": "outgoing_call"}
+# An event's `entity_type` (singular, as filter[entity] takes it) -> the entity's API path.
+_EVENT_ENTITY_PATHS: dict[str, str] = {"lead": "leads", "contact": "contacts", "company": "companies"}
 
 _LEAD_PATH = re.compile(r"^/api/v4/leads/([^/]+)/?$")
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
 _FILTER_ID_KEY = re.compile(r"^filter\[id\](\[[0-9]*\])?$")
 _FILTER_ENTITY_ID_KEY = re.compile(r"^filter\[entity_id\](\[[0-9]*\])?$")
 _FILTER_NOTE_TYPE_KEY = re.compile(r"^filter\[note_type\](\[[0-9]*\])?$")
+_FILTER_TYPE_KEY = re.compile(r"^filter\[type\](\[[0-9]*\])?$")
+_FILTER_ENTITY_KEY = re.compile(r"^filter\[entity\](\[[0-9]*\])?$")
 
 
 @dataclass(frozen=True)
@@ -244,8 +264,13 @@ class FakeAmoCrm(FakeServer):
         self.applied: list[tuple[str, int]] = []
         self._leads: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
+        # Notes on contacts: not served by /api/v4/leads/notes, only pointed to by their events.
+        self.contact_notes: dict[int, dict[str, Any]] = {}
+        # The account's event feed (calls only), in the order they were recorded.
+        self.events: list[dict[str, Any]] = []
         self._lead_ids = itertools.count(FIRST_LEAD_ID)
         self._note_ids = itertools.count(FIRST_NOTE_ID)
+        self._event_ids = itertools.count(1)
         self._request_ids = itertools.count(1)
 
     def reset(self) -> None:
@@ -254,8 +279,11 @@ class FakeAmoCrm(FakeServer):
         with self.lock:
             self._leads.clear()
             self.notes.clear()
+            self.contact_notes.clear()
+            self.events.clear()
             self._lead_ids = itertools.count(FIRST_LEAD_ID)
             self._note_ids = itertools.count(FIRST_NOTE_ID)
+            self._event_ids = itertools.count(1)
             self.outbox.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
@@ -360,7 +388,9 @@ class FakeAmoCrm(FakeServer):
         created_at: datetime | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> str:
-        """A note on a lead; `call_in` / `call_out` notes take params uniq, duration, link, phone, source."""
+        """A note on a lead. `call_in` / `call_out` notes take params uniq, duration, link, phone,
+        source, call_status, call_result (kept as given, so a test can send a string duration), and
+        also record an `incoming_call` / `outgoing_call` event in the feed, as the account does."""
         if note_type not in NOTE_TYPES:
             raise ValueError(f"note_type must be one of {sorted(NOTE_TYPES)}")
         with self.lock:
@@ -385,39 +415,61 @@ class FakeAmoCrm(FakeServer):
             if note_type == "common":
                 wire_text = text
             else:
-                # Captured call-note hooks carry the call as JSON in `text` with upper-case keys.
-                wire_text = json.dumps(
-                    {
-                        "UNIQ": str(call.get("uniq", f"call-{note_id}")),
-                        "DURATION": int(call.get("duration", 0)),
-                        "LINK": str(call.get("link", "")),
-                        "PHONE": str(call.get("phone", "")),
-                        "SRC": str(call.get("source", "telephony")),
-                    },
-                    ensure_ascii=False,
-                )
-            local = datetime.fromtimestamp(moment, UTC).astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S")
-            payload = {
-                "note": {
-                    "element_type": "2",
-                    "element_id": str(lead["id"]),
-                    "note_type": str(NOTE_TYPES[note_type]),
-                    "text": wire_text,
-                    "account_id": self.account_id,
-                    "date_create": local,
-                    "timestamp_x": local,
-                    "created_by": str(author),
-                    "modified_by": str(author),
-                    "main_user_id": str(lead["responsible_user_id"]),
-                    "group_id": "0",
-                    "id": str(note_id),
-                    "created_at": str(moment),
-                    "updated_at": str(moment),
-                }
-            }
+                wire_text = self._call_text(note_id, call)
+                self._record_call_event(note_type, "lead", lead["id"], note_id, int(author), moment)
+            payload = self._note_hook(note_id, "2", lead["id"], note_type, wire_text, author, moment)
+            payload["note"]["main_user_id"] = str(lead["responsible_user_id"])
             body = self.webhook_body("note", [payload])
         self.deliver(body)
         return str(note_id)
+
+    def add_contact_call(
+        self,
+        contact_id: str | int = FIRST_CONTACT_ID,
+        direction: str = "out",
+        author: str = "1",
+        created_at: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A call on a contact only (no lead): its note and an event with entity_type "contact".
+        The note is not on a lead, so /api/v4/leads/notes never shows it. Returns the note id."""
+        if direction not in ("in", "out"):
+            raise ValueError('direction must be "in" or "out"')
+        note_type = "call_in" if direction == "in" else "call_out"
+        ident = _int_value(contact_id)
+        if ident is None:
+            raise ValueError(f"contact id must be an integer, got {contact_id!r}")
+        with self.lock:
+            moment = self._stamp(created_at)
+            note_id = next(self._note_ids)
+            call = dict(params or {})
+            self.contact_notes[note_id] = {
+                "id": note_id,
+                "entity_id": ident,
+                "note_type": note_type,
+                "created_by": int(author),
+                "created_at": moment,
+                "params": call,
+            }
+            self._record_call_event(note_type, "contact", ident, note_id, int(author), moment)
+            payload = self._note_hook(
+                note_id, "1", ident, note_type, self._call_text(note_id, call), author, moment
+            )
+            body = self.webhook_body("note", [payload], entity="contacts")
+        self.deliver(body)
+        return str(note_id)
+
+    def delete_note(self, note_id: str | int) -> None:
+        """Delete a lead note; its call event stays in the feed, pointing at nothing."""
+        ident = _int_value(note_id)
+        with self.lock:
+            if ident is None or self.notes.pop(ident, None) is None:
+                raise KeyError(f"no note {note_id}")
+
+    def call_events(self) -> list[dict[str, Any]]:
+        """Copies of the feed's call events, as `GET /api/v4/events` shows them, oldest first."""
+        with self.lock:
+            return [self._event_wire(event) for event in self.events]
 
     def lead(self, lead_id: str | int) -> dict[str, Any]:
         """A copy of the lead as `GET /api/v4/leads/{id}` returns it."""
@@ -428,11 +480,13 @@ class FakeAmoCrm(FakeServer):
         with self.lock:
             return [str(i) for i in self._leads]
 
-    def webhook_body(self, action: str, entity_payloads: list[dict[str, Any]]) -> bytes:
-        """The form body amoCRM POSTs for `leads[action]`, one `[N]` group per payload."""
+    def webhook_body(
+        self, action: str, entity_payloads: list[dict[str, Any]], entity: str = "leads"
+    ) -> bytes:
+        """The form body amoCRM POSTs for `{entity}[action]`, one `[N]` group per payload."""
         return encode_form(
             {
-                "leads": {action: list(entity_payloads)},
+                entity: {action: list(entity_payloads)},
                 "account": {
                     "subdomain": self.subdomain,
                     "id": self.account_id,
@@ -442,6 +496,69 @@ class FakeAmoCrm(FakeServer):
         )
 
     # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _call_text(note_id: int, call: Mapping[str, Any]) -> str:
+        """A call note hook's `text`: the call as JSON with the upper-case keys of captured hooks.
+        DURATION, call_status and call_result appear only when the call has them, so the hook
+        and the API's `params` tell the same call."""
+        data: dict[str, Any] = {"UNIQ": str(call.get("uniq", f"call-{note_id}"))}
+        if "duration" in call:
+            data["DURATION"] = call["duration"]
+        data["SRC"] = str(call.get("source", "telephony"))
+        data["LINK"] = call.get("link", "")
+        data["PHONE"] = str(call.get("phone", ""))
+        for key in ("call_status", "call_result"):
+            if key in call:
+                data[key] = call[key]
+        return json.dumps(data, ensure_ascii=False)
+
+    def _note_hook(
+        self,
+        note_id: int,
+        element_type: str,
+        element_id: int,
+        note_type: str,
+        text: str,
+        author: str,
+        moment: int,
+    ) -> dict[str, Any]:
+        local = datetime.fromtimestamp(moment, UTC).astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S")
+        return {
+            "note": {
+                "element_type": element_type,
+                "element_id": str(element_id),
+                "note_type": str(NOTE_TYPES[note_type]),
+                "text": text,
+                "account_id": self.account_id,
+                "date_create": local,
+                "timestamp_x": local,
+                "created_by": str(author),
+                "modified_by": str(author),
+                "main_user_id": str(author),
+                "group_id": "0",
+                "id": str(note_id),
+                "created_at": str(moment),
+                "updated_at": str(moment),
+            }
+        }
+
+    def _record_call_event(
+        self, note_type: str, entity_type: str, entity_id: int, note_id: int, author: int, moment: int
+    ) -> None:
+        self.events.append(
+            {
+                # Event ids are strings (hex-like in live accounts), unlike every other id.
+                "id": f"{next(self._event_ids):024x}",
+                "type": CALL_EVENTS[note_type],
+                "entity_id": entity_id,
+                "entity_type": entity_type,
+                "created_by": author,
+                "created_at": moment,
+                "value_after": [{"note": {"id": note_id}}],
+                "value_before": [],
+            }
+        )
+
     def _stamp(self, at: datetime | None = None) -> int:
         moment = at or self.clock()
         if moment.tzinfo is None:
@@ -734,6 +851,8 @@ class FakeAmoCrm(FakeServer):
                 handlers = {"GET": self._pipelines}
             elif path == "/api/v4/leads/notes":
                 handlers = {"GET": self._notes}
+            elif path == "/api/v4/events":
+                handlers = {"GET": self._events}
             elif _LEAD_PATH.match(path):
                 handlers = {"GET": self._get_one, "PATCH": self._patch_one}
             else:
@@ -860,6 +979,73 @@ class FakeAmoCrm(FakeServer):
         return self._hal(
             {"_page": page, "_links": links, "_embedded": {"notes": [self._note_wire(n) for n in chunk]}}
         )
+
+    # ---- GET /api/v4/events
+    def _events(self, request: Request, hooks: list[bytes]) -> Reply:
+        query = request.query
+        single = {k: v for k, v in query}
+        page = self._query_int(single, "page", 1, minimum=1)
+        limit = self._query_int(single, "limit", PAGE_LIMIT_DEFAULT, minimum=1)
+        if limit > EVENTS_LIMIT_MAX:
+            raise _BadRequest(
+                _problem(400, "Bad Request", f"limit must be at most {EVENTS_LIMIT_MAX} for events")
+            )
+        types: set[str] | None = None
+        entities: set[str] | None = None
+        for key, value in query:
+            if _FILTER_TYPE_KEY.match(key):
+                types = (types or set()) | {t.strip() for t in value.split(",") if t.strip()}
+            elif _FILTER_ENTITY_KEY.match(key):
+                entities = (entities or set()) | {e.strip() for e in value.split(",") if e.strip()}
+        low: int | None = None
+        high: int | None = None
+        if "filter[created_at]" in single:
+            # A bare timestamp asks for the events created from it on.
+            low = self._query_int(single, "filter[created_at]", 0, minimum=0)
+        if "filter[created_at][from]" in single:
+            low = self._query_int(single, "filter[created_at][from]", 0, minimum=0)
+        if "filter[created_at][to]" in single:
+            high = self._query_int(single, "filter[created_at][to]", 0, minimum=0)
+        chosen = [
+            event
+            for event in self.events
+            if (types is None or event["type"] in types)
+            and (entities is None or event["entity_type"] in entities)
+            and (low is None or event["created_at"] >= low)
+            and (high is None or event["created_at"] <= high)
+        ]
+        # Newest first, as the account's feed lists them; the position breaks ties in a second.
+        ordered = [
+            e for _, e in sorted(enumerate(chosen), key=lambda p: (p[1]["created_at"], p[0]), reverse=True)
+        ]
+        chunk = ordered[(page - 1) * limit : page * limit]
+        if not chunk:
+            return Reply(204, b"", content_type=HAL)
+        path = "/api/v4/events"
+        base = [(k, v) for k, v in query if k not in ("page", "limit")]
+        links: dict[str, Any] = {"self": {"href": self._href(base, page, limit, path)}}
+        if page * limit < len(ordered):
+            links["next"] = {"href": self._href(base, page + 1, limit, path)}
+        if page > 1:
+            links["first"] = {"href": self._href(base, 1, limit, path)}
+            links["prev"] = {"href": self._href(base, page - 1, limit, path)}
+        return self._hal(
+            {"_page": page, "_links": links, "_embedded": {"events": [self._event_wire(e) for e in chunk]}}
+        )
+
+    def _event_wire(self, event: dict[str, Any]) -> dict[str, Any]:
+        plural = _EVENT_ENTITY_PATHS[event["entity_type"]]
+        return {
+            **copy.deepcopy(event),
+            "account_id": int(self.account_id) if self.account_id.isdigit() else self.account_id,
+            "_links": {"self": {"href": f"{self.account_url}/api/v4/events/{event['id']}"}},
+            "_embedded": {
+                "entity": {
+                    "id": event["entity_id"],
+                    "_links": {"self": {"href": f"{self.account_url}/api/v4/{plural}/{event['entity_id']}"}},
+                }
+            },
+        }
 
     def _note_wire(self, note: dict[str, Any]) -> dict[str, Any]:
         lead = self._leads.get(note["entity_id"])

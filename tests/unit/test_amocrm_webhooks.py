@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crm_adapters.amocrm import AmoCrmAdapter
+from crm_adapters.amocrm import MAX_CALL_SECONDS, AmoCrmAdapter
 from crm_adapters.base import (
     MalformedWebhook,
     WebhookForbidden,
@@ -24,7 +25,7 @@ from crm_adapters.base import (
 )
 from fakes.amocrm import FakeAmoCrm
 from tenancy.config import AmoCrmConfig, SecretRef
-from workflows.events import CrmEvent, EntityRef, EntityType, EventKind
+from workflows.events import Call, CrmEvent, EntityRef, EntityType, EventKind
 
 HOOK_SECRET = "hook-secret-Vb93"
 START = datetime(2025, 10, 29, 9, 30, tzinfo=UTC)
@@ -239,6 +240,234 @@ def test_call_note_without_created_by_falls_back_to_main_user(adapter: AmoCrmAda
     [event] = deliver(adapter, form(pairs + TRAILER))
     assert event.activity is not None
     assert (event.activity.kind, event.activity.direction, event.activity.author) == ("call", "out", "77")
+
+
+# ----------------------------------------------------------------------------- call notes
+def call_note_pairs(text: str, note_type: str = "11", **override: str) -> list[tuple[str, str]]:
+    """A call note hook in the captured shape, its call as `text`."""
+    note = {
+        "element_type": "2",
+        "element_id": "22060555",
+        "note_type": note_type,
+        "text": text,
+        "account_id": "100500",
+        "date_create": "2020-09-28 00:26:51",
+        "created_by": "1608151",
+        "main_user_id": "1608151",
+        "id": "213313360",
+        "created_at": "1601242011",
+        "updated_at": "1601242011",
+    }
+    note.update(override)
+    return [(f"leads[note][0][note][{k}]", v) for k, v in note.items()] + TRAILER
+
+
+def call_of(adapter: AmoCrmAdapter, pairs: list[tuple[str, str]]) -> Call:
+    [event] = deliver(adapter, form(pairs))
+    assert event.kind is EventKind.ACTIVITY_ADDED
+    assert event.activity is not None and event.call is not None
+    assert event.activity.call == event.call
+    return event.call
+
+
+@pytest.mark.parametrize(("note_type", "direction"), [("call_out", "out"), ("call_in", "in")])
+def test_call_note_from_fake_carries_its_call(
+    adapter: AmoCrmAdapter, fake: FakeAmoCrm, note_type: str, direction: str
+) -> None:
+    lead_id = fake.create_lead("x", responsible_user_id="7")
+    at = datetime(2025, 10, 29, 9, 35, tzinfo=UTC)
+    note_id = fake.add_note(
+        lead_id,
+        note_type,
+        author="7",
+        created_at=at,
+        params={
+            "uniq": "c-1",
+            "duration": 95,
+            "link": "https://records.example/c-1.mp3",
+            "phone": "+79990001122",
+            "source": "onlinepbx",
+            "call_status": 4,
+            "call_result": "Договорились о встрече",
+        },
+    )
+    body = fake.outbox[-1]
+    text = json.loads(dict(parse_qsl(body.decode(), keep_blank_values=True))["leads[note][0][note][text]"])
+    assert text == {
+        "UNIQ": "c-1",
+        "DURATION": 95,
+        "SRC": "onlinepbx",
+        "LINK": "https://records.example/c-1.mp3",
+        "PHONE": "+79990001122",
+        "call_status": 4,
+        "call_result": "Договорились о встрече",
+    }
+    [event] = deliver(adapter, body)
+    assert event.kind is EventKind.ACTIVITY_ADDED
+    assert event.activity is not None and event.activity.kind == "call"
+    expected = Call(
+        key=f"note{note_id}",
+        entity=EntityRef(EntityType.LEAD, lead_id),
+        direction=direction,
+        manager="7",
+        started_at=at,
+        duration=95,
+        answered=True,
+        record_url="https://records.example/c-1.mp3",
+        activity_id=note_id,
+        source="note",
+    )
+    assert event.call == expected
+    assert event.activity.call == expected
+    assert CrmEvent.from_dict(json.loads(json.dumps(event.to_dict()))) == event
+
+
+@pytest.mark.parametrize(
+    ("data", "duration", "answered", "link"),
+    [
+        # upper-case keys as captured hooks send them
+        ({"UNIQ": "u", "DURATION": 95, "LINK": "https://r.example/1.mp3", "PHONE": "+7"}, 95, True,
+         "https://r.example/1.mp3"),
+        # lower-case keys, as some integrations and API params name them
+        ({"uniq": "u", "duration": 40, "link": "http://r.example/2.mp3", "call_status": 4}, 40, True,
+         "http://r.example/2.mp3"),
+        # mixed case, DURATION as a string
+        ({"Duration": " 17 ", "Link": ""}, 17, True, None),
+        ({"DURATION": "12.7"}, 12, True, None),
+        # call_status decides over the duration: 6 is "no answer" whatever the line time was
+        ({"DURATION": 30, "call_status": 6}, 30, False, None),
+        ({"DURATION": "0", "call_status": "4"}, 0, True, None),
+        ({"DURATION": 0}, 0, False, None),
+        # nothing says whether anyone answered
+        ({"UNIQ": "u", "PHONE": "+7"}, 0, None, None),
+        ({"DURATION": "about a minute", "call_status": "busy"}, 0, None, None),
+        ({"DURATION": -5}, 0, None, None),
+        ({"DURATION": True}, 0, None, None),
+        # a broken integration's duration is clamped, not refused
+        ({"DURATION": 10**30}, MAX_CALL_SECONDS, True, None),
+    ],
+)  # fmt: skip
+def test_call_text_is_read_case_insensitively(
+    adapter: AmoCrmAdapter, data: dict[str, Any], duration: int, answered: bool | None, link: str | None
+) -> None:
+    call = call_of(adapter, call_note_pairs(json.dumps(data)))
+    assert (call.duration, call.answered, call.record_url) == (duration, answered, link)
+    assert (call.key, call.direction, call.manager, call.activity_id, call.source) == (
+        "note213313360",
+        "out",
+        "1608151",
+        "213313360",
+        "note",
+    )
+    assert call.entity == EntityRef(EntityType.LEAD, "22060555")
+    assert call.started_at == datetime.fromtimestamp(1601242011, UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "{\"DURATION\": 95", "[95, \"https://r/1.mp3\"]", "null", "95", "\"text\"",
+     "[" * 100_000 + "]" * 100_000, "NaN"],
+)  # fmt: skip
+def test_an_unreadable_call_text_still_counts_the_call(adapter: AmoCrmAdapter, text: str) -> None:
+    call = call_of(adapter, call_note_pairs(text, note_type="10"))
+    assert call.direction == "in"
+    assert (call.duration, call.answered, call.record_url) == (0, None, None)
+    assert call.key == "note213313360"
+
+
+def test_a_call_nested_as_a_form_group_is_read(adapter: AmoCrmAdapter) -> None:
+    pairs = [p for p in call_note_pairs("") if not p[0].endswith("[text]")]
+    pairs += [
+        ("leads[note][0][note][text][DURATION]", "61"),
+        ("leads[note][0][note][text][call_status]", "4"),
+    ]
+    call = call_of(adapter, pairs)
+    assert (call.duration, call.answered) == (61, True)
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["javascript:alert(1)", "ftp://r.example/1.mp3", "/records/1.mp3", "records/1.mp3", "https://",
+     "https://r.example/a b.mp3", "https://r.example/1\n.mp3", "data:audio/mp3;base64,AAAA",
+     "https://r.example:99999/1.mp3", "https://[::1/1.mp3", 42],
+)  # fmt: skip
+def test_a_link_that_is_not_http_is_dropped(adapter: AmoCrmAdapter, link: object) -> None:
+    call = call_of(adapter, call_note_pairs(json.dumps({"DURATION": 5, "LINK": link})))
+    assert call.record_url is None
+    assert (call.duration, call.answered) == (5, True)
+
+
+def test_a_common_note_has_no_call(adapter: AmoCrmAdapter, fake: FakeAmoCrm) -> None:
+    lead_id = fake.create_lead("x")
+    fake.add_note(lead_id, "common", text=json.dumps({"DURATION": 95, "LINK": "https://r/1.mp3"}))
+    [event] = deliver(adapter, fake.outbox[-1])
+    assert event.activity is not None and event.activity.kind == "note"
+    assert event.call is None and event.activity.call is None
+    [captured] = deliver(adapter, form(call_note_pairs(json.dumps({"DURATION": 9}), note_type="4")))
+    assert captured.call is None and captured.activity is not None and captured.activity.call is None
+
+
+def test_a_contact_call_hook_is_not_a_lead_event(adapter: AmoCrmAdapter, fake: FakeAmoCrm) -> None:
+    fake.add_contact_call(41_000_007, "in", params={"duration": 30})
+    assert fake.outbox[-1].startswith(b"contacts%5Bnote%5D")
+    assert deliver(adapter, fake.outbox[-1]) == []
+
+
+_DURATIONS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=0, max_value=10**6).map(str),
+    st.text(max_size=12),
+)
+_LINKS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=40),
+    st.builds(
+        lambda scheme, host, path: f"{scheme}{host}{path}",
+        st.sampled_from(["https://", "http://", "HTTPS://", "ftp://", "javascript:", "", "//"]),
+        st.sampled_from(["r.example", "", "r.example:8443", "[::1]", "a b", "r.example:x"]),
+        st.text(max_size=20),
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    duration=_DURATIONS,
+    link=_LINKS,
+    status=st.one_of(st.none(), st.integers(0, 9), st.sampled_from(["4", "6", " 4", "x"])),
+    upper=st.booleans(),
+)
+def test_any_call_text_gives_a_sane_call(duration: Any, link: Any, status: Any, upper: bool) -> None:
+    data: dict[str, Any] = {}
+    if duration is not None:
+        data["DURATION" if upper else "duration"] = duration
+    if link is not None:
+        data["LINK" if upper else "link"] = link
+    if status is not None:
+        data["call_status"] = status
+    call = call_of(make_adapter(), call_note_pairs(json.dumps(data)))
+    assert isinstance(call.duration, int) and 0 <= call.duration <= MAX_CALL_SECONDS
+    assert call.record_url is None or call.record_url.lower().startswith(("http://", "https://"))
+    if call.record_url is not None:
+        assert call.record_url == link.strip() and not any(c.isspace() for c in call.record_url)
+    readable_status = str(status).strip() if status is not None else ""
+    if readable_status.isdigit():
+        assert call.answered is (int(readable_status) == 4)
+    elif isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0:
+        assert call.duration == min(duration, MAX_CALL_SECONDS)
+        assert call.answered is (duration > 0)
+    elif isinstance(duration, str) and re.fullmatch("[0-9]+", duration.strip()):
+        assert call.duration == min(int(duration), MAX_CALL_SECONDS)
+        assert call.answered is (int(duration) > 0)
+    elif duration is None:
+        assert (call.duration, call.answered) == (0, None)
+    json.dumps(
+        CrmEvent(tenant="t", kind=EventKind.CALL_ENDED, entity=None, dedupe_key="k", call=call).to_dict()
+    )
 
 
 def test_system_notes_and_other_entities_are_ignored(adapter: AmoCrmAdapter) -> None:
