@@ -2,7 +2,8 @@
 incoming webhook out.
 
 Wire facts (b24restdocs, see /work/shared/CRM-PROTOCOLS.md sections 1-2): events are
-form-encoded and carry only `data[FIELDS][ID]`, authenticated by `auth[application_token]`
+form-encoded and carry only `data[FIELDS][ID]` (except ONVOXIMPLANTCALLEND, whose `data` is flat
+and names the CRM activity, not the card), authenticated by `auth[application_token]`
 (no signature); REST is `{portal}/rest/{user}/{code}/{method}.json`; `batch` runs up to 50
 commands and answers HTTP 200 even when commands fail; a missing card is
 `{"error": "", "error_description": "Not found"}`; numbers come as strings and dates as
@@ -37,7 +38,7 @@ from crm_adapters.formdata import FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
 from tenancy.config import Bitrix24Config, SecretRef
 from workflows.effects import FieldValue, SetCardFields
-from workflows.events import Activity, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from workflows.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
 
 BATCH_LIMIT = 50
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
@@ -47,6 +48,18 @@ _MISSING_TEXTS = {"not found", "id is not defined or invalid"}
 _LEAD_EVENTS = {"ONCRMLEADADD": EventKind.LEAD_CREATED, "ONCRMLEADUPDATE": EventKind.LEAD_CHANGED}
 _DEAL_EVENTS = {"ONCRMDEALADD": EventKind.LEAD_CREATED, "ONCRMDEALUPDATE": EventKind.LEAD_CHANGED}
 _ACTIVITY_EVENT = "ONCRMACTIVITYADD"
+_CALL_END_EVENT = "ONVOXIMPLANTCALLEND"
+
+# voximplant CALL_TYPE: 1 outgoing, 2 incoming, 3 incoming with redirect, 4 callback (the portal dials
+# the client back: the manager's outgoing call). 5, an informational robocall, is nobody's dialing.
+_CALL_DIRECTIONS = {"1": "out", "2": "in", "3": "in", "4": "out"}
+_INFO_CALL = "5"
+_ANSWERED = "200"  # CALL_FAILED_CODE of a call that was picked up
+# A CALL_ID goes into the inbox's sort key: visible ASCII, bounded (real ones are ~60 characters).
+_CALL_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_SECONDS = re.compile(r"^[0-9]{1,9}$")
+# voximplant.statistic.get's CRM_ENTITY_TYPE for the cards leadwatch watches.
+_STAT_ENTITY_TYPES = {"LEAD": EntityType.LEAD, "DEAL": EntityType.DEAL}
 
 _ACTIVITY_KINDS = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
 _DIRECTIONS = {"1": "in", "2": "out"}
@@ -63,6 +76,7 @@ _ACTIVITY_SELECT = [
     "COMPLETED",
     "CREATED",
     "START_TIME",
+    "END_TIME",
 ]
 
 _SNAPSHOT_FIELDS = ["ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "MOVED_TIME"]
@@ -132,13 +146,58 @@ def _dt(value: Any) -> datetime | None:
     if moment.tzinfo is None:
         # Bitrix24 always sends an offset; if a proxy dropped it, UTC is the least wrong guess.
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None  # year 1 or 9999 with an offset: no UTC moment exists (a crafted webhook)
 
 
 def _id_text(value: Any) -> str | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     return str(value)
+
+
+def _text(value: Any) -> str | None:
+    """A scalar form/JSON value as stripped text; None for absent, empty or a nested group."""
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _activity_ref(value: Any) -> str | None:
+    """CRM_ACTIVITY_ID as a canonical id; None when the call is linked to no activity.
+
+    Raises MalformedWebhook for a value that is there but is not an id."""
+    text = _text(value)
+    if value is not None and not isinstance(value, str):
+        raise MalformedWebhook(f"data[CRM_ACTIVITY_ID] is not an activity id: {_excerpt(value)}")
+    if text is None:
+        return None
+    if not _DIGITS.match(text):
+        raise MalformedWebhook(f"data[CRM_ACTIVITY_ID] is not an activity id: {_excerpt(value)}")
+    # PHP writes an unset integer column as 0: that is "no activity", not activity number 0.
+    return str(int(text)) if int(text) > 0 else None
+
+
+def _answered(code: Any) -> bool | None:
+    text = _text(code)
+    return None if text is None else text == _ANSWERED
+
+
+def _stat_activity(value: Any) -> str | None:
+    """A listing's CRM_ACTIVITY_ID (a string, or a number in JSON); None when there is none."""
+    text = _text(value)
+    if text is None or not _DIGITS.match(text) or int(text) == 0:
+        return None
+    return str(int(text))
+
+
+def _seconds(value: Any) -> int:
+    """A duration from a listing: unreadable counts as 0 rather than losing the call."""
+    text = _text(value)
+    return int(text) if text is not None and _SECONDS.match(text) else 0
 
 
 def encode_value(value: FieldValue) -> str:
@@ -292,8 +351,10 @@ class Bitrix24Adapter:
             kind, entity_type = _DEAL_EVENTS[event], EntityType.DEAL
         elif event == _ACTIVITY_EVENT:
             kind, entity_type = EventKind.ACTIVITY_ADDED, None
+        elif event == _CALL_END_EVENT:
+            return self._call_ended(event, form.get("data"))
         else:
-            # Deletions, contacts, telephony...: valid deliveries leadwatch does not act on.
+            # Deletions, contacts, other telephony events...: valid deliveries leadwatch does not act on.
             return []
 
         data = form.get("data")
@@ -327,6 +388,61 @@ class Bitrix24Adapter:
                 raw_event=event,
                 occurred_at=occurred_at,
                 activity_id=ident if entity is None else None,
+            )
+        ]
+
+    def _call_ended(self, event: str, data: Any) -> list[CrmEvent]:
+        """ONVOXIMPLANTCALLEND: a flat `data` (no FIELDS) that names the call's CRM activity but
+        not the card; the worker finds the card through the activity."""
+        fields: Mapping[str, Any] = data if isinstance(data, dict) else {}
+        call_id = fields.get("CALL_ID")
+        if call_id is None:
+            raise MalformedWebhook("data[CALL_ID] is missing")
+        if not isinstance(call_id, str) or not _CALL_ID.match(call_id):
+            raise MalformedWebhook(f"data[CALL_ID] is not a call id: {_excerpt(call_id)}")
+        call_type = fields.get("CALL_TYPE")
+        if not isinstance(call_type, str) or (
+            call_type.strip() not in _CALL_DIRECTIONS and call_type.strip() != _INFO_CALL
+        ):
+            raise MalformedWebhook(f"data[CALL_TYPE] is not a call type 1-5: {_excerpt(call_type)}")
+        if call_type.strip() == _INFO_CALL:
+            return []  # a robocall reading out a message: no manager dialed anyone
+        activity_id = _activity_ref(fields.get("CRM_ACTIVITY_ID"))
+        if activity_id is None:
+            # Linked to nothing in the CRM; reconciliation reads the statistics rows that have a card.
+            return []
+        duration = fields.get("CALL_DURATION")
+        if not isinstance(duration, str) or not _SECONDS.match(duration.strip()):
+            raise MalformedWebhook(f"data[CALL_DURATION] is not a number of seconds: {_excerpt(duration)}")
+        started_at = _dt(fields.get("CALL_START_DATE"))
+        if started_at is None:
+            raise MalformedWebhook(
+                f"data[CALL_START_DATE] is not an ISO 8601 datetime: {_excerpt(fields.get('CALL_START_DATE'))}"
+            )
+        call = Call(
+            key=f"act{activity_id}",
+            entity=None,
+            direction=_CALL_DIRECTIONS[call_type.strip()],
+            manager=_id_text(_text(fields.get("PORTAL_USER_ID"))),
+            started_at=started_at,
+            duration=int(duration.strip()),
+            answered=_answered(fields.get("CALL_FAILED_CODE")),
+            record_url=None,
+            activity_id=activity_id,
+            source="telephony",
+        )
+        return [
+            CrmEvent(
+                tenant=self.tenant,
+                kind=EventKind.CALL_ENDED,
+                entity=None,
+                # One call ends once: its id is the delivery's identity, whatever `ts` a redelivery has.
+                dedupe_key=f"b24:{event}:{call_id}",
+                source="webhook",
+                raw_event=event,
+                occurred_at=started_at,
+                activity_id=activity_id,
+                call=call,
             )
         ]
 
@@ -502,16 +618,137 @@ class Bitrix24Adapter:
         owner_id = str(item.get("OWNER_ID") or "")
         if owner_type is None or not owner_id:
             return None  # a contact's or company's activity: not a card leadwatch watches
+        ident = str(item.get("ID") or "")
+        entity = EntityRef(owner_type, owner_id)
         created = _dt(item.get("CREATED")) or _dt(item.get("START_TIME"))
+        kind = _ACTIVITY_KINDS.get(str(item.get("TYPE_ID") or ""), "other")
+        call: Call | None = None
+        completed = str(item.get("COMPLETED") or "") == "Y"
+        # A call planned for later ("call back on Friday") is a task, not an attempt.
+        if kind == "call" and completed:
+            started = _dt(item.get("START_TIME")) or created or datetime.fromtimestamp(0, UTC)
+            ended = _dt(item.get("END_TIME"))
+            call = Call(
+                key=f"act{ident}",
+                entity=entity,
+                direction="out" if str(item.get("DIRECTION") or "") == "2" else "in",
+                manager=_id_text(item.get("RESPONSIBLE_ID")),
+                started_at=started,
+                # A call activity has no duration field; its time span is the closest it tells.
+                duration=max(0, int((ended - started).total_seconds())) if ended else 0,
+                answered=None,
+                record_url=None,
+                activity_id=ident,
+                source="activity",
+            )
         return Activity(
-            id=str(item.get("ID") or ""),
-            entity=EntityRef(owner_type, owner_id),
-            kind=_ACTIVITY_KINDS.get(str(item.get("TYPE_ID") or ""), "other"),
+            id=ident,
+            entity=entity,
+            kind=kind,
             author=_id_text(item.get("RESPONSIBLE_ID")),
             created_at=created or datetime.fromtimestamp(0, UTC),
             direction=_DIRECTIONS.get(str(item.get("DIRECTION") or "")),
-            completed=str(item.get("COMPLETED") or "") == "Y",
+            completed=completed,
+            call=call,
         )
+
+    # ------------------------------------------------------------------ calls
+    def list_calls(self, since: datetime) -> Iterator[Call]:
+        if since.tzinfo is None:
+            raise ValueError("list_calls needs an aware datetime")
+        types = [EntityType.LEAD]
+        if "deal" in self.config.entities:
+            types.append(EntityType.DEAL)
+        seen: set[str] = set()
+        # Activity keys the statistics show to be robocalls: their activity must not count either.
+        ignored: set[str] = set()
+        # Statistics first: a row there is richer (answered, recording) than the activity it made.
+        for call in self._statistic_calls(since, types, ignored):
+            if call.key not in seen:
+                seen.add(call.key)
+                yield call
+        for entity_type in types:
+            query = {
+                "filter": {
+                    "TYPE_ID": 2,
+                    "OWNER_TYPE_ID": _OWNER_TYPE_IDS[entity_type],
+                    ">=START_TIME": since.isoformat(timespec="seconds"),
+                },
+                # ID order keeps offset paging stable: a new activity lands after the pages read.
+                "order": {"ID": "ASC"},
+                "select": _ACTIVITY_SELECT,
+            }
+            for row in self._rows("crm.activity.list", query):
+                activity = self._activity(row)
+                call = activity.call if activity is not None else None
+                if call is None or call.entity is None or call.entity.type is not entity_type:
+                    continue  # a portal that ignored the filter must not pass off another kind
+                if call.key in seen or call.key in ignored:
+                    continue
+                seen.add(call.key)
+                yield call
+
+    def _statistic_calls(self, since: datetime, types: list[EntityType], ignored: set[str]) -> Iterator[Call]:
+        query = {
+            "FILTER": {">=CALL_START_DATE": since.isoformat(timespec="seconds")},
+            "SORT": "CALL_START_DATE",
+            "ORDER": "ASC",
+        }
+        for row in self._rows("voximplant.statistic.get", query):
+            call_type = _text(row.get("CALL_TYPE"))
+            activity_id = _stat_activity(row.get("CRM_ACTIVITY_ID"))
+            if call_type == _INFO_CALL and activity_id is not None:
+                ignored.add(f"act{activity_id}")
+            call = self._statistic_call(row, types, activity_id)
+            if call is not None:
+                yield call
+
+    @staticmethod
+    def _statistic_call(
+        row: Mapping[str, Any], types: list[EntityType], activity_id: str | None
+    ) -> Call | None:
+        """A voximplant.statistic.get row as a Call; None for what leadwatch does not count
+        (robocalls, calls on contacts or companies, rows without a card or a start)."""
+        direction = _CALL_DIRECTIONS.get(_text(row.get("CALL_TYPE")) or "")
+        entity_type = _STAT_ENTITY_TYPES.get((_text(row.get("CRM_ENTITY_TYPE")) or "").upper())
+        entity_id = _text(row.get("CRM_ENTITY_ID"))
+        started = _dt(row.get("CALL_START_DATE"))
+        call_id = _text(row.get("CALL_ID"))
+        if direction is None or entity_type is None or entity_type not in types or started is None:
+            return None
+        if entity_id is None or not _DIGITS.match(entity_id) or int(entity_id) == 0:
+            return None
+        if activity_id is not None:
+            key = f"act{activity_id}"
+        elif call_id is not None:
+            key = f"vox{call_id}"  # a call no activity was made for: the telephony id is all it has
+        else:
+            return None
+        return Call(
+            key=key,
+            entity=EntityRef(entity_type, str(int(entity_id))),
+            direction=direction,
+            manager=_id_text(_text(row.get("PORTAL_USER_ID"))),
+            started_at=started,
+            duration=_seconds(row.get("CALL_DURATION")),
+            answered=_answered(row.get("CALL_FAILED_CODE")),
+            record_url=_text(row.get("CALL_RECORD_URL")),
+            activity_id=activity_id,
+            source="statistic",
+        )
+
+    def _rows(self, method: str, query: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every row of a list method, page by page (start/next)."""
+        start = 0
+        while True:
+            body = self.call(method, {**query, "start": start})
+            page = body["result"]
+            if not isinstance(page, list):
+                raise CrmUnavailable(f"Bitrix24 {method}: 'result' is not a list")
+            yield from (row for row in page if isinstance(row, dict))
+            if body.get("next") is None:
+                return
+            start = self._next_start(body["next"], method)
 
     def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
         if since.tzinfo is None:

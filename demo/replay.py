@@ -26,11 +26,13 @@ def replay(
     every_minute: Callable[[datetime], None] | None = None,
     sweep_every: int = 1,
     counts: dict[str, int] | None = None,
+    reports: bool = False,
 ) -> None:
     """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules.
 
     `sweep_every` > 1 runs the deadline sweep less often than AWS would (every minute): verdicts
     do not depend on when the sweep runs, only alerts come later, so long fault runs may save time.
+    `reports` runs the dialing report schedule every minute too.
     """
     from tqdm import tqdm
 
@@ -86,6 +88,9 @@ def replay(
                 sweep()
             if minute % 10 == 0:
                 reconcile()
+            if reports:
+                # Every minute, as EventBridge runs it; it sends only at a tenant's report time.
+                stack.dialing_report()
             if minute % 60 == 0:
                 bar.set_postfix_str(
                     f"{moment.astimezone(MSK):%a %d.%m %H:%M} MSK, telegram {len(stack.telegram.messages)}"
@@ -121,6 +126,12 @@ def perform(action: Action, drivers: dict[str, CrmDriver]) -> None:
     if action.kind == "create":
         lead.crm_id = driver.create(lead.title, lead.manager.crm_id, action.at)
     elif action.kind == "call":
-        driver.call(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
+        call = action.call
+        if call is None:
+            driver.call(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
+        else:
+            driver.call(lead.crm_id, lead.manager.crm_id, action.at, call.duration, call.record_url)  # type: ignore[arg-type]
+    elif action.kind == "reject":
+        driver.reject(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
     else:
         driver.take(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]

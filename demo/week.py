@@ -48,10 +48,27 @@ PROFILES = [
 
 
 @dataclass(frozen=True)
+class DialStyle:
+    """How a manager works the dialing plan."""
+
+    name: str
+    per_day: tuple[int, ...]  # attempts on a plan day, drawn from these
+    reject_on_day: int | None = None  # gives up on the lead after this plan day's calls
+
+
+DIAL_STYLES = [
+    DialStyle("three a day", (3, 3, 3, 4)),
+    DialStyle("patchy", (3, 3, 2, 1, 0)),
+    DialStyle("two, then junk", (2,), reject_on_day=2),
+]
+
+
+@dataclass(frozen=True)
 class Manager:
     crm_id: str
     name: str
     profile: Profile
+    dial: DialStyle = DIAL_STYLES[0]
 
 
 @dataclass
@@ -64,14 +81,25 @@ class PlannedLead:
     processed_at: datetime | None
     by_call: bool  # processed by a call first (an activity) rather than a stage move
     crm_id: str | None = None  # filled by the replay
+    calls: int = 0  # call attempts the plan makes on it (the truth the counters are checked against)
+    touches: int = 0
+    rejected_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    duration: int  # seconds of conversation; 0 when nobody answered
+    answered: bool
+    record_url: str | None
 
 
 @dataclass(order=True)
 class Action:
     at: datetime
     order: int
-    kind: str = field(compare=False)  # "create" | "call" | "take"
+    kind: str = field(compare=False)  # "create" | "call" | "take" | "reject"
     lead: PlannedLead = field(compare=False)
+    call: PlannedCall | None = field(default=None, compare=False)
 
 
 def managers_for(tenant: str, first_id: int, count: int, rng: random.Random) -> list[Manager]:
@@ -79,7 +107,9 @@ def managers_for(tenant: str, first_id: int, count: int, rng: random.Random) -> 
     for i in range(count):
         profile = PROFILES[0] if i % 3 == 0 else PROFILES[1] if i % 3 == 1 else PROFILES[2]
         name = f"{FIRST_NAMES[i % 20]} {LAST_NAMES[(i * 7 + len(tenant)) % 20]}"
-        people.append(Manager(str(first_id + i), name, profile))
+        # Half dial by the book, a third are patchy, one in six dials twice and throws the lead out.
+        dial = DIAL_STYLES[0] if i % 6 in (0, 2, 4) else DIAL_STYLES[1] if i % 6 in (1, 3) else DIAL_STYLES[2]
+        people.append(Manager(str(first_id + i), name, profile, dial))
     rng.shuffle(people)
     return people
 
@@ -146,16 +176,85 @@ def plan_week(
 PRODUCTS = ["windows", "a kitchen", "a sofa", "doors", "a wardrobe", "flooring", "blinds", "a bathroom"]
 
 
-def actions_for(leads: list[PlannedLead]) -> list[Action]:
+def _a_call(rng: random.Random, lead: PlannedLead, n: int) -> PlannedCall:
+    # About a third of dials reach the client; a short "call back later" is no successful touch.
+    if rng.random() < 0.35:
+        duration = rng.choice([rng.randint(8, 30), rng.randint(31, 420), rng.randint(31, 420)])
+        return PlannedCall(duration, True, f"https://records.example/{lead.key}/{n}.mp3")
+    return PlannedCall(0, False, None)
+
+
+def actions_for(
+    leads: list[PlannedLead],
+    calendar: BusinessCalendar | None = None,
+    *,
+    dialing_until: datetime | None = None,
+    seed: int = 7,
+    plan_days: int = 5,
+) -> list[Action]:
+    """What happens to each lead: created, processed (a call or a stage move), and, with a
+    calendar, dialed by its manager's style on the working days of its plan until `dialing_until`."""
+    rng = random.Random(seed + 2)
     actions: list[Action] = []
     for index, lead in enumerate(leads):
-        actions.append(Action(lead.created_at, index * 3, "create", lead))
-        if lead.processed_at is not None:
-            actions.append(Action(lead.processed_at, index * 3 + 1, "call" if lead.by_call else "take", lead))
-            if lead.by_call:
-                # After the call the card moves on too, a little later.
-                actions.append(Action(lead.processed_at + timedelta(minutes=7), index * 3 + 2, "take", lead))
+        order = index * 1000
+        actions.append(Action(lead.created_at, order, "create", lead))
+        if lead.processed_at is None:
+            continue
+        first_call = None
+        if lead.by_call:
+            first_call = _a_call(rng, lead, 0)
+            actions.append(Action(lead.processed_at, order + 1, "call", lead, first_call))
+            # After the call the card moves on too, a little later.
+            actions.append(Action(lead.processed_at + timedelta(minutes=7), order + 2, "take", lead))
+        else:
+            actions.append(Action(lead.processed_at, order + 1, "take", lead))
+        if calendar is None:
+            continue
+        lead.calls = 1 if first_call else 0
+        lead.touches = 1 if first_call and first_call.duration > 30 else 0
+        actions += _dialing(lead, calendar, rng, order + 3, first_call is not None, dialing_until, plan_days)
     actions.sort()
+    return actions
+
+
+def _dialing(
+    lead: PlannedLead,
+    calendar: BusinessCalendar,
+    rng: random.Random,
+    order: int,
+    called_already: bool,
+    until: datetime | None,
+    plan_days: int,
+) -> list[Action]:
+    assert lead.processed_at is not None
+    style = lead.manager.dial
+    due = calendar.control_time(lead.created_at, timedelta(minutes=15), time(11))
+    day = calendar.add_working_days(due.astimezone(calendar.tz).date(), 0)
+    actions: list[Action] = []
+    for number in range(1, plan_days + 1):
+        if number > 1:
+            day = calendar.add_working_days(day, 1)
+        intervals = calendar.intervals(day)
+        # Calls start once the manager got to the lead, and stop 15 minutes before closing.
+        start = max(intervals[0][0], lead.processed_at + timedelta(minutes=2))
+        end = intervals[-1][1] - timedelta(minutes=15)
+        wanted = rng.choice(style.per_day) - (1 if called_already and number == 1 else 0)
+        if end <= start or (until is not None and end > until):
+            break
+        moments = sorted(start + (end - start) * rng.random() for _ in range(max(wanted, 0)))
+        for moment in moments:
+            if not calendar.is_working_time(moment):  # the lunch break
+                moment = next(b for b, _ in intervals if b > moment) + timedelta(minutes=rng.randint(1, 20))
+            call = _a_call(rng, lead, lead.calls + 1)
+            lead.calls += 1
+            lead.touches += call.duration > 30
+            actions.append(Action(moment, order + len(actions), "call", lead, call))
+        if style.reject_on_day == number:
+            last = max([a.at for a in actions] + [start])
+            lead.rejected_at = last + timedelta(minutes=5)
+            actions.append(Action(lead.rejected_at, order + len(actions), "reject", lead))
+            break
     return actions
 
 

@@ -7,8 +7,11 @@ bodies; the `{"result", "time"}` envelope; list pages of 50 with `total` and
 `next`; `batch` with its PHP-style empty `[]` members; every number a string
 and every date `YYYY-MM-DDThh:mm:ss+03:00`; the per-portal leaky bucket (503
 QUERY_LIMIT_EXCEEDED). Changes made through the Python API (`create_lead`,
-`update_lead`, `add_activity`, ...) emit the outbound event as the real
+`update_lead`, `add_activity`, `add_call`, ...) emit the outbound event as the real
 form-encoded body and hand it to `self.deliver`.
+
+Telephony: `add_call` records a finished call as a real portal does (a call activity, a
+`voximplant.statistic.get` row, then ONCRMACTIVITYADD and the flat-`data` ONVOXIMPLANTCALLEND).
 
 Not modelled: `$result[...]` references between batch commands, multifields
 (PHONE, EMAIL), user fields' types, access rights, the operating-time limit
@@ -17,6 +20,7 @@ Not modelled: `$result[...]` references between batch commands, multifields
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -24,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
@@ -66,7 +70,29 @@ EVENT_HANDLER_IDS = {
     "ONCRMDEALADD": "414",
     "ONCRMDEALUPDATE": "415",
     "ONCRMACTIVITYADD": "416",
+    "ONVOXIMPLANTCALLEND": "417",
 }
+
+# CALL_FAILED_CODE -> CALL_FAILED_REASON, as the statistics show them (voximplant-statistic-get.md).
+CALL_FAILED_REASONS = {
+    "200": "",
+    "304": "Missed call",
+    "603": "Declined",
+    "603-S": "Call canceled",
+    "403": "Forbidden",
+    "404": "Invalid number",
+    "486": "Busy",
+    "484": "Direction unavailable",
+    "503": "Direction unavailable",
+    "480": "Temporarily unavailable",
+    "402": "Insufficient funds",
+    "423": "Blocked",
+    "OTHER": "Undefined",
+}
+# CRM_ENTITY_TYPE -> the activity's OWNER_TYPE_ID.
+CALL_ENTITY_TYPES = {"LEAD": 1, "DEAL": 2, "CONTACT": 3, "COMPANY": 4}
+# CALL_TYPE 1 outgoing and 4 callback are the manager dialing out (activity DIRECTION 2).
+_OUTGOING_CALL_TYPES = {1, 4}
 
 
 def _utc_now() -> datetime:
@@ -235,6 +261,8 @@ class FakeBitrix24(FakeServer):
         # REST writes actually applied, in order: (method, id). Lets a test see that a retried
         # batch wrote each card exactly once.
         self.applied: list[tuple[str, str]] = []
+        # voximplant.statistic.get rows by ID: telephony's own call log, apart from the CRM tables.
+        self._statistic: dict[int, dict[str, Any]] = {}
         self._tables = {
             "lead": _Table(
                 "lead",
@@ -334,7 +362,11 @@ class FakeBitrix24(FakeServer):
         completed: bool = True,
         created_at: datetime | None = None,
         subject: str = "",
+        duration: int = 0,
     ) -> str:
+        """An activity made by hand or by an app (no telephony statistics row). START_TIME is the
+        creation moment and END_TIME `duration` seconds later."""
+        moment = self._now(created_at)
         fields = {
             "OWNER_ID": owner_id,
             "OWNER_TYPE_ID": owner_type_id,
@@ -343,20 +375,164 @@ class FakeBitrix24(FakeServer):
             "RESPONSIBLE_ID": responsible_id,
             "COMPLETED": "Y" if completed else "N",
             "SUBJECT": subject,
+            "START_TIME": moment,
+            "END_TIME": moment + timedelta(seconds=duration),
         }
-        return self._create_and_emit("activity", fields, created_at)
+        return self._create_and_emit("activity", fields, moment)
+
+    def add_call(
+        self,
+        lead_id: str | int,
+        *,
+        user_id: str | int,
+        started_at: datetime,
+        duration: int,
+        failed_code: str = "200",
+        call_type: int = 1,
+        record_url: str | None = None,
+        entity_type: str = "LEAD",
+        activity: bool = True,
+        emit: bool = True,
+    ) -> dict[str, Any]:
+        """A finished telephony call on the CRM object `entity_type` `lead_id`, as the portal
+        records it: a call activity (unless `activity` is False), a statistics row and, when
+        `emit`, ONCRMACTIVITYADD then ONVOXIMPLANTCALLEND.
+
+        Returns {"call_id", "activity_id" (None without an activity), "statistic_id", "events"}:
+        `events` are the two bodies in delivery order, also when `emit` is False (a test can then
+        lose them or deliver them late). The recording URL is kept only for an answered call."""
+        owner_type_id = CALL_ENTITY_TYPES.get(entity_type.upper())
+        if owner_type_id is None:
+            raise ValueError(f"entity_type must be one of {sorted(CALL_ENTITY_TYPES)}, got {entity_type!r}")
+        if duration < 0:
+            raise ValueError("a call cannot last a negative number of seconds")
+        if call_type not in {1, 2, 3, 4, 5}:
+            raise ValueError(f"call_type must be 1-5, got {call_type!r}")
+        start = self._now(started_at)
+        outgoing = call_type in _OUTGOING_CALL_TYPES
+        answered = failed_code == "200"
+        with self.lock:
+            stat_id = max(self._statistic, default=0) + 1
+            digest = hashlib.md5(f"{self.domain}:{stat_id}".encode(), usedforsecurity=False).hexdigest()
+            call_id = f"externalCall.{digest}.{int(start.timestamp())}"
+            events: list[tuple[str, str]] = []
+            activity_id: str | None = None
+            if activity:
+                activity_id, event = self._insert(
+                    self._tables["activity"],
+                    {
+                        "OWNER_ID": lead_id,
+                        "OWNER_TYPE_ID": owner_type_id,
+                        "TYPE_ID": 2,
+                        "DIRECTION": 2 if outgoing else 1,
+                        "RESPONSIBLE_ID": user_id,
+                        "PROVIDER_ID": "VOXIMPLANT_CALL",
+                        "PROVIDER_TYPE_ID": "CALL",
+                        "ORIGIN_ID": f"VI_{call_id}",
+                        "COMPLETED": "Y",
+                        "SUBJECT": "Outgoing call" if outgoing else "Incoming call",
+                        "START_TIME": start,
+                        "END_TIME": start + timedelta(seconds=duration),
+                    },
+                    start,
+                    by=str(user_id),
+                )
+                events.append(event)
+            recorded = record_url if answered and record_url else None
+            self._statistic[stat_id] = {
+                "ID": str(stat_id),
+                "PORTAL_USER_ID": str(user_id),
+                "PORTAL_NUMBER": "reg1",
+                "PHONE_NUMBER": f"+7999{stat_id:07d}",
+                "CALL_ID": call_id,
+                "EXTERNAL_CALL_ID": None,
+                "CALL_CATEGORY": "external",
+                "CALL_LOG": None,
+                "CALL_DURATION": str(duration),
+                "CALL_START_DATE": start,
+                "CALL_RECORD_URL": recorded,
+                "CALL_VOTE": None,
+                "COST": "0.0000",
+                "COST_CURRENCY": "RUB",
+                "CALL_FAILED_CODE": failed_code,
+                "CALL_FAILED_REASON": CALL_FAILED_REASONS.get(failed_code, "Undefined"),
+                "CRM_ENTITY_TYPE": entity_type.upper(),
+                "CRM_ENTITY_ID": str(lead_id),
+                "CRM_ACTIVITY_ID": activity_id,
+                "REST_APP_ID": None,
+                "REST_APP_NAME": None,
+                "TRANSCRIPT_ID": None,
+                "TRANSCRIPT_PENDING": "N",
+                "SESSION_ID": None,
+                "REDIAL_ATTEMPT": None,
+                "COMMENT": None,
+                "RECORD_DURATION": str(duration) if recorded else None,
+                # The only number the real API sends as a JSON int.
+                "RECORD_FILE_ID": 9000 + stat_id if recorded else None,
+                "CALL_TYPE": str(call_type),
+            }
+            bodies = [self.event_body(event, ident) for event, ident in events]
+            bodies.append(self.call_end_body(call_id))
+        if emit:
+            for body in bodies:
+                self.deliver(body)
+        return {
+            "call_id": call_id,
+            "activity_id": activity_id,
+            "statistic_id": str(stat_id),
+            "events": bodies,
+        }
+
+    def call_statistic(self, call_id: str) -> dict[str, Any]:
+        """The voximplant.statistic.get row of a call, as the API shows it."""
+        with self.lock:
+            for row in self._statistic.values():
+                if row["CALL_ID"] == call_id:
+                    return self._wire(row, None, include_uf=False)
+        raise KeyError(f"no call {call_id}")
+
+    def call_end_body(self, call_id: str) -> bytes:
+        """The ONVOXIMPLANTCALLEND form body: flat `data`, no FIELDS, no card and no recording."""
+        with self.lock:
+            row = next((r for r in self._statistic.values() if r["CALL_ID"] == call_id), None)
+            if row is None:
+                raise KeyError(f"no call {call_id}")
+            data = {
+                key: row[key]
+                for key in (
+                    "CALL_ID",
+                    "CALL_TYPE",
+                    "PHONE_NUMBER",
+                    "PORTAL_NUMBER",
+                    "PORTAL_USER_ID",
+                    "CALL_DURATION",
+                    "CALL_START_DATE",
+                    "COST",
+                    "COST_CURRENCY",
+                    "CALL_FAILED_CODE",
+                    "CALL_FAILED_REASON",
+                    "CRM_ACTIVITY_ID",
+                )
+            }
+        data["CALL_START_DATE"] = self._format_date(data["CALL_START_DATE"])
+        if data["CRM_ACTIVITY_ID"] is None:
+            del data["CRM_ACTIVITY_ID"]  # PHP's http_build_query leaves a null out
+        return self._event_form("ONVOXIMPLANTCALLEND", data)
 
     def activity(self, activity_id: str | int) -> dict[str, Any]:
         return self._read("activity", activity_id)
 
     def event_body(self, event: str, entity_id: str) -> bytes:
         """The form body Bitrix24 POSTs to an outgoing-webhook handler for `event`."""
+        return self._event_form(event, {"FIELDS": {"ID": str(entity_id)}})
+
+    def _event_form(self, event: str, data: Mapping[str, Any]) -> bytes:
         code = event.upper()
         return encode_form(
             {
                 "event": code,
                 "event_handler_id": EVENT_HANDLER_IDS.get(code, "400"),
-                "data": {"FIELDS": {"ID": str(entity_id)}},
+                "data": dict(data),
                 "ts": str(int(self.clock().timestamp())),
                 "auth": {
                     "domain": self.domain,
@@ -613,6 +789,7 @@ class FakeBitrix24(FakeServer):
             for table in self._tables.values():
                 table.rows.clear()
                 table.next_id = 1
+            self._statistic.clear()
             self.outbox.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
@@ -742,6 +919,8 @@ class FakeBitrix24(FakeServer):
         """Run one method under self.lock. Returns (result, total, next) - the last two for lists."""
         if method == "crm.status.list":
             return self._status_list(params)
+        if method == "voximplant.statistic.get":
+            return self._statistic_get(params)
         parts = method.split(".")
         if len(parts) == 3 and parts[0] == "crm" and parts[1] in self._tables:
             table = self._tables[parts[1]]
@@ -803,11 +982,27 @@ class FakeBitrix24(FakeServer):
         types = _FieldTypes(table.numeric | {"SORT"}, table.dates, self._parse_date)
         rows = [r for r in table.rows.values() if _matches(r, _filter_of(params), types)]
         rows = _ordered(rows, _lookup(params, "order") or {}, types)
+        select = [str(s) for s in _as_list(_lookup(params, "select"))]
+        return self._page(rows, params, select)
+
+    def _statistic_get(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        """voximplant.statistic.get: UPPERCASE FILTER, SORT (a field) and ORDER (ASC/DESC), start."""
+        rows = [r for r in self._statistic.values() if _matches(r, _filter_of(params), self._stat_types())]
+        sort = _lookup(params, "sort")
+        order = {str(sort): str(_lookup(params, "order") or "ASC")} if isinstance(sort, str) and sort else {}
+        return self._page(_ordered(rows, order, self._stat_types()), params, [])
+
+    def _stat_types(self) -> _FieldTypes:
+        return _FieldTypes(_STAT_NUMERIC, frozenset({"CALL_START_DATE"}), self._parse_date)
+
+    def _page(
+        self, rows: list[dict[str, Any]], params: Mapping[str, Any], select: list[str]
+    ) -> tuple[Any, int | None, int | None]:
+        """One page of 50 from `start`, with the list envelope's total and next."""
         try:
             start = int(str(_lookup(params, "start") or 0))
         except ValueError:
             start = 0
-        select = [str(s) for s in _as_list(_lookup(params, "select"))]
         if start < 0:
             # start=-1 switches off the COUNT: no total, no next (b24restdocs huge-data.md).
             page = rows[:PAGE_SIZE]
@@ -842,6 +1037,19 @@ def _parse_iso_utc(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+_STAT_NUMERIC = frozenset(
+    {
+        "ID",
+        "PORTAL_USER_ID",
+        "CALL_DURATION",
+        "CALL_TYPE",
+        "CRM_ENTITY_ID",
+        "CRM_ACTIVITY_ID",
+        "RECORD_DURATION",
+        "RECORD_FILE_ID",
+        "CALL_VOTE",
+    }
+)
 _STATUS_TYPES = _FieldTypes(frozenset({"ID", "SORT"}), frozenset(), _parse_iso_utc)
 
 

@@ -526,8 +526,11 @@ class LocalStack:
         return self._scheduled("reconcile")
 
     def reconcile_fed(self) -> int:
-        """Run reconciliation; how many events it fed into the queue."""
-        return sum(report.get("fed", 0) for report in self.reconcile().values())
+        """Run reconciliation; how many events (cards and calls) it fed into the queue."""
+        return sum(report.get("fed", 0) + report.get("calls_fed", 0) for report in self.reconcile().values())
+
+    def dialing_report(self) -> dict:
+        return self._scheduled("dialing_report")
 
     def settle(self) -> None:
         """Drain the queue, run the sweep, drain again: the state a minute later."""
@@ -565,8 +568,14 @@ class CrmDriver:
         """Move the card out of its first stage."""
         raise NotImplementedError
 
-    def call(self, lead_id: str, manager: str, at: datetime) -> None:
-        """An outgoing call on the card."""
+    def call(
+        self, lead_id: str, manager: str, at: datetime, duration: int = 95, record_url: str | None = None
+    ) -> None:
+        """An outgoing call on the card, as the CRM's telephony records it (duration 0: no answer)."""
+        raise NotImplementedError
+
+    def reject(self, lead_id: str, manager: str, at: datetime) -> None:
+        """Move the card to the rejected ("junk", "lost") stage."""
         raise NotImplementedError
 
     def verdict(self, lead_id: str) -> Any:
@@ -588,8 +597,22 @@ class BitrixDriver(CrmDriver):
     def take(self, lead_id: str, manager: str, at: datetime) -> None:
         self.fake.update_lead(lead_id, at=at, STATUS_ID="IN_PROCESS")
 
-    def call(self, lead_id: str, manager: str, at: datetime) -> None:
-        self.fake.add_activity(lead_id, responsible_id=manager, created_at=at, subject="Outgoing call")
+    def call(
+        self, lead_id: str, manager: str, at: datetime, duration: int = 95, record_url: str | None = None
+    ) -> None:
+        # A Voximplant call: the portal logs a call activity and a statistic row and sends both
+        # ONCRMACTIVITYADD and ONVOXIMPLANTCALLEND; leadwatch must count it once.
+        self.fake.add_call(
+            lead_id,
+            user_id=manager,
+            started_at=at,
+            duration=duration,
+            failed_code="200" if duration > 0 else "304",
+            record_url=record_url,
+        )
+
+    def reject(self, lead_id: str, manager: str, at: datetime) -> None:
+        self.fake.update_lead(lead_id, at=at, STATUS_ID="JUNK")
 
     def verdict(self, lead_id: str) -> Any:
         return self.fake.lead(lead_id).get("UF_CRM_ON_TIME")
@@ -610,18 +633,22 @@ class AmoDriver(CrmDriver):
     def take(self, lead_id: str, manager: str, at: datetime) -> None:
         self.fake.change_status(lead_id, self.fake.work_stage(), at=at)
 
-    def call(self, lead_id: str, manager: str, at: datetime) -> None:
-        self.fake.add_note(
-            lead_id,
-            note_type="call_out",
-            author=manager,
-            created_at=at,
-            params={
-                "duration": 95,
-                "link": "https://records.example/1.mp3",
-                "uniq": f"call-{lead_id}-{at.timestamp():.0f}",
-            },
-        )
+    def call(
+        self, lead_id: str, manager: str, at: datetime, duration: int = 95, record_url: str | None = None
+    ) -> None:
+        params: dict[str, Any] = {
+            "duration": duration,
+            "uniq": f"call-{lead_id}-{at.timestamp():.0f}",
+            "source": "demo-telephony",
+            "phone": "+79990000000",
+            "call_status": 4 if duration > 0 else 6,  # talked / no answer
+        }
+        if record_url:
+            params["link"] = record_url
+        self.fake.add_note(lead_id, note_type="call_out", author=manager, created_at=at, params=params)
+
+    def reject(self, lead_id: str, manager: str, at: datetime) -> None:
+        self.fake.change_status(lead_id, 143, at=at, by=manager)
 
     def _field(self, lead_id: str, field_id: int) -> Any:
         for item in self.fake.lead(lead_id).get("custom_fields_values") or []:

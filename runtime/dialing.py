@@ -128,6 +128,11 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
         return run
     report = daily_report(ctx, config, day)
     run.in_plan = report.in_plan
+    if report.in_plan == 0 and not report.touches:
+        # Nothing to dial and nothing dialed (a new tenant, a quiet week): no message to ignore.
+        ctx.store.set_checkpoint(tenant, REPORT_CHECKPOINT, day.isoformat())
+        _sent.add((tenant, day.isoformat()))
+        return run
     parts = [part for part in split_message(report_text(ctx, config, report)) if visible_text(part).strip()]
     effects = [Notify(dialing.report_effect_id(tenant, day, index), part) for index, part in enumerate(parts)]
     outcome = executor.perform(ctx, config, effects)

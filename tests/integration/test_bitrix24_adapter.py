@@ -190,6 +190,21 @@ def test_get_activities_maps_kind_owner_direction_and_skips_contacts(
         False,
     )
     assert first.created_at == T0
+    # A call planned for later (not completed) is no attempt: it carries no call.
+    assert first.call is None
+    done = fake.add_activity(card, type_id=2, direction=1, responsible_id="4")
+    first = make_adapter(fake).get_activities([done])[done]
+    assert first is not None and first.completed
+    call = done
+    # A call activity carries its call, keyed by the activity as every other path keys it.
+    assert first.call is not None
+    assert (first.call.key, first.call.entity, first.call.direction, first.call.manager) == (
+        f"act{call}",
+        lead(card),
+        "in",
+        "4",
+    )
+    assert (first.call.started_at, first.call.duration, first.call.source) == (T0, 0, "activity")
     second = found[mail]
     assert second is not None
     assert (second.entity, second.kind, second.direction, second.completed) == (
@@ -198,6 +213,7 @@ def test_get_activities_maps_kind_owner_direction_and_skips_contacts(
         "out",
         True,
     )
+    assert second.call is None
     assert found[other] is not None and found[other].kind == "other"  # type: ignore[union-attr]
     assert found[contact] is None
     assert found["777"] is None
@@ -584,6 +600,8 @@ def test_activities_on_120_cards_takes_3_batch_calls_and_keeps_each_cards_own(
     assert commands[0]["order[ID]"] == ["ASC"]
     selected = {v for k, vs in commands[0].items() if k.startswith("select[") for v in vs}
     assert {"ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "RESPONSIBLE_ID", "CREATED"} <= selected
+    # A call's Call is made from its time span and direction: they must be selected too.
+    assert {"START_TIME", "END_TIME", "DIRECTION"} <= selected
     assert "DESCRIPTION" not in selected
 
 

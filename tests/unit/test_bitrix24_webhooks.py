@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -21,7 +21,7 @@ from crm_adapters.base import (
 from crm_adapters.bitrix24 import Bitrix24Adapter
 from fakes.bitrix24 import FakeBitrix24
 from tenancy.config import Bitrix24Config, SecretRef
-from workflows.events import EntityRef, EntityType, EventKind
+from workflows.events import Call, EntityRef, EntityType, EventKind
 
 TOKEN = "app-token-Qw77"
 CODE = "webhook-code-Zx81"
@@ -125,7 +125,7 @@ def test_event_code_is_compared_case_insensitively() -> None:
 def test_recognised_but_unused_events_give_nothing() -> None:
     assert parse(body(event="ONCRMLEADDELETE")) == []
     assert parse(body(event="ONCRMCONTACTADD")) == []
-    # ONVOXIMPLANTCALLEND has a flat `data` with no FIELDS: still not an error.
+    # ONVOXIMPLANTCALLEND has a flat `data` with no FIELDS; linked to no CRM activity, nothing acts on it.
     call_end = form(
         [
             ("event", "ONVOXIMPLANTCALLEND"),
@@ -288,11 +288,32 @@ _KEYS = st.sampled_from(
         "auth[]",
         "event[]",
         "ts[x]",
+        "data[CALL_ID]",
+        "data[CALL_TYPE]",
+        "data[CALL_DURATION]",
+        "data[CALL_START_DATE]",
+        "data[CRM_ACTIVITY_ID]",
+        "data[CRM_ACTIVITY_ID][]",
+        "data[CALL_FAILED_CODE]",
     ]
 )
 _VALUES = st.one_of(
     st.sampled_from(
-        ["ONCRMLEADADD", "ONCRMDEALUPDATE", "onCrmActivityAdd", TOKEN, "1", "0", "", TS, "99999999999"]
+        [
+            "ONCRMLEADADD",
+            "ONCRMDEALUPDATE",
+            "onCrmActivityAdd",
+            "ONVOXIMPLANTCALLEND",
+            TOKEN,
+            "1",
+            "0",
+            "",
+            TS,
+            "99999999999",
+            "2026-03-11T17:28:46+02:00",
+            "0001-01-01T00:00:00+05:00",
+            "externalCall.1",
+        ]
     ),
     st.text(max_size=30),
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
@@ -325,3 +346,287 @@ def test_garbage_forms_only_ever_raise_webhook_rejections(
         for event in events:
             assert event.dedupe_key.startswith("b24:")
             assert event.occurred_at is not None and event.occurred_at.tzinfo is not None
+
+
+# ----------------------------------------------------------------------------- ONVOXIMPLANTCALLEND
+DOC_CALL_ID = "externalCall.7b0c7de811455ef32b18dc5917e4306a.1773239327"
+DOC_START = datetime(2026, 3, 11, 15, 28, 46, tzinfo=UTC)  # 17:28:46+02:00
+
+
+def call_end(
+    *, token: str | None = TOKEN, drop: tuple[str, ...] = (), ts: str = "1773239624", **data: str
+) -> bytes:
+    """The body of on-voximplant-call-end.md's example, form-encoded, with `data` overridden."""
+    fields = {
+        "CALL_ID": DOC_CALL_ID,
+        "CALL_TYPE": "1",
+        "PHONE_NUMBER": "+19061234567",
+        "PORTAL_NUMBER": "REST_APP:",
+        "PORTAL_USER_ID": "1269",
+        "CALL_DURATION": "0",
+        "CALL_START_DATE": "2026-03-11T17:28:46+02:00",
+        "COST": "0",
+        "COST_CURRENCY": "",
+        "CALL_FAILED_CODE": "304",
+        "CALL_FAILED_REASON": "Call canceled",
+        "CRM_ACTIVITY_ID": "7953",
+        **data,
+    }
+    pairs = [("event", "ONVOXIMPLANTCALLEND"), ("event_handler_id", "1061")]
+    pairs += [(f"data[{key}]", value) for key, value in fields.items() if key not in drop]
+    pairs += [("ts", ts), ("auth[domain]", "acme.bitrix24.ru"), ("auth[member_id]", "m1")]
+    if token is not None:
+        pairs.append(("auth[application_token]", token))
+    return form(pairs)
+
+
+def test_call_end_from_the_docs_example_is_one_call_ended_event() -> None:
+    [event] = parse(call_end())
+    assert event.kind is EventKind.CALL_ENDED
+    assert event.entity is None
+    assert event.activity_id == "7953"
+    assert event.dedupe_key == f"b24:ONVOXIMPLANTCALLEND:{DOC_CALL_ID}"
+    assert event.raw_event == "ONVOXIMPLANTCALLEND" and event.source == "webhook"
+    assert event.occurred_at == DOC_START
+    assert event.call == Call(
+        key="act7953",
+        entity=None,
+        direction="out",
+        manager="1269",
+        started_at=DOC_START,
+        duration=0,
+        answered=False,  # 304: missed
+        record_url=None,
+        activity_id="7953",
+        source="telephony",
+    )
+    # The call names no card: the worker reads the activity to find it.
+    assert event.needs_activity() and not event.needs_card()
+
+
+@pytest.mark.parametrize(("call_type", "direction"), [("1", "out"), ("2", "in"), ("3", "in"), ("4", "out")])
+def test_call_type_gives_the_direction(call_type: str, direction: str) -> None:
+    [event] = parse(call_end(CALL_TYPE=call_type))
+    assert event.call is not None and event.call.direction == direction
+
+
+def test_an_answered_incoming_call_keeps_its_duration_and_manager() -> None:
+    [event] = parse(call_end(CALL_TYPE="2", CALL_DURATION="95", CALL_FAILED_CODE="200", PORTAL_USER_ID="17"))
+    assert event.call is not None
+    assert (event.call.direction, event.call.duration, event.call.answered, event.call.manager) == (
+        "in",
+        95,
+        True,
+        "17",
+    )
+
+
+@pytest.mark.parametrize("code", ["304", "603", "603-S", "486", "480", "404", "402", "OTHER"])
+def test_a_failed_call_is_not_answered(code: str) -> None:
+    [event] = parse(call_end(CALL_FAILED_CODE=code, CALL_DURATION="0"))
+    assert event.call is not None and event.call.answered is False
+
+
+def test_a_call_without_a_result_code_does_not_say_whether_it_was_answered() -> None:
+    [event] = parse(call_end(drop=("CALL_FAILED_CODE", "CALL_FAILED_REASON")))
+    assert event.call is not None and event.call.answered is None
+
+
+def test_call_end_dedupe_key_is_the_call_not_the_delivery() -> None:
+    first = parse(call_end(ts="1773239624"))[0]
+    again = parse(call_end(ts="1773239999"))[0]
+    other = parse(call_end(CALL_ID="externalCall.ffff.1773239327"))[0]
+    assert first.dedupe_key == again.dedupe_key
+    assert other.dedupe_key != first.dedupe_key
+    # The key of the call itself is the activity's, whatever path reports it.
+    assert first.call is not None and first.call.key == "act7953"
+
+
+def test_call_end_event_code_is_case_insensitive_and_activity_id_canonical() -> None:
+    raw = call_end(CRM_ACTIVITY_ID="007953").replace(b"ONVOXIMPLANTCALLEND", b"onVoximplantCallEnd")
+    [event] = parse(raw)
+    assert event.dedupe_key == f"b24:ONVOXIMPLANTCALLEND:{DOC_CALL_ID}"
+    assert event.activity_id == "7953" and event.call is not None and event.call.key == "act7953"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        call_end(CALL_TYPE="5"),
+        call_end(drop=("CRM_ACTIVITY_ID",)),
+        call_end(CRM_ACTIVITY_ID=""),
+        call_end(CRM_ACTIVITY_ID="0"),
+        # Nothing acts on these, so their other fields are not held against them.
+        call_end(CALL_TYPE="5", CALL_DURATION="x"),
+        call_end(drop=("CRM_ACTIVITY_ID", "CALL_START_DATE")),
+    ],
+    ids=["informational", "no-activity", "empty-activity", "zero-activity", "info-bad", "no-activity-bad"],
+)
+def test_informational_and_unlinked_calls_are_valid_deliveries_with_nothing_to_do(raw: bytes) -> None:
+    assert parse(raw) == []
+
+
+def test_the_fake_portals_own_call_end_body_parses_to_its_call() -> None:
+    fake = portal()
+    card = fake.create_lead("dialed")
+    made = fake.add_call(
+        card,
+        user_id="31",
+        started_at=datetime(2026, 11, 23, 7, 15, 9, tzinfo=UTC),
+        duration=42,
+        failed_code="200",
+        call_type=4,
+        record_url="https://records.example/1.mp3",
+    )
+    activity_added, ended = made["events"]
+    [added] = parse(activity_added)
+    assert added.kind is EventKind.ACTIVITY_ADDED and added.activity_id == made["activity_id"]
+    [event] = parse(ended)
+    assert event.dedupe_key == f"b24:ONVOXIMPLANTCALLEND:{made['call_id']}"
+    assert event.call == Call(
+        key=f"act{made['activity_id']}",
+        entity=None,
+        direction="out",
+        manager="31",
+        started_at=datetime(2026, 11, 23, 7, 15, 9, tzinfo=UTC),
+        duration=42,
+        answered=True,
+        record_url=None,  # the event never carries the recording
+        activity_id=made["activity_id"],
+        source="telephony",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        (call_end(drop=("CALL_ID",)), "data[CALL_ID]"),
+        (call_end(CALL_ID=""), "data[CALL_ID]"),
+        (call_end(CALL_ID="external Call"), "data[CALL_ID]"),
+        (call_end(CALL_ID="x" * 201), "data[CALL_ID]"),
+        (call_end(drop=("CALL_TYPE",)), "data[CALL_TYPE]"),
+        (call_end(CALL_TYPE="9"), "data[CALL_TYPE]"),
+        (call_end(drop=("CALL_DURATION",)), "data[CALL_DURATION]"),
+        (call_end(CALL_DURATION="-1"), "data[CALL_DURATION]"),
+        (call_end(CALL_DURATION="1.5"), "data[CALL_DURATION]"),
+        (call_end(CALL_DURATION="１２"), "data[CALL_DURATION]"),
+        (call_end(drop=("CALL_START_DATE",)), "data[CALL_START_DATE]"),
+        (call_end(CALL_START_DATE="yesterday"), "data[CALL_START_DATE]"),
+        (call_end(CALL_START_DATE="0001-01-01T00:00:00+05:00"), "data[CALL_START_DATE]"),
+        (call_end(CRM_ACTIVITY_ID="abc"), "data[CRM_ACTIVITY_ID]"),
+        (call_end(CRM_ACTIVITY_ID="-3"), "data[CRM_ACTIVITY_ID]"),
+        (
+            form(
+                [
+                    ("event", "ONVOXIMPLANTCALLEND"),
+                    ("data[CALL_ID]", "externalCall.1"),
+                    ("data[CALL_TYPE]", "1"),
+                    ("data[CRM_ACTIVITY_ID][x]", "1"),
+                    ("auth[application_token]", TOKEN),
+                ]
+            ),
+            "data[CRM_ACTIVITY_ID]",
+        ),
+        (form([("event", "ONVOXIMPLANTCALLEND"), ("auth[application_token]", TOKEN)]), "data[CALL_ID]"),
+    ],
+    ids=[
+        "no-call-id",
+        "empty-call-id",
+        "call-id-with-space",
+        "call-id-too-long",
+        "no-call-type",
+        "unknown-call-type",
+        "no-duration",
+        "negative-duration",
+        "fractional-duration",
+        "unicode-digit-duration",
+        "no-start",
+        "start-text",
+        "start-overflows",
+        "activity-text",
+        "activity-negative",
+        "activity-group",
+        "no-data",
+    ],
+)
+def test_malformed_call_end_is_400_naming_the_key(raw: bytes, names: str) -> None:
+    with pytest.raises(MalformedWebhook) as caught:
+        parse(raw)
+    assert caught.value.status == 400
+    assert caught.value.message.startswith(names)
+    assert len(caught.value.message) < 120  # an excerpt, not the whole value
+
+
+def test_duration_message_says_what_was_wrong() -> None:
+    with pytest.raises(MalformedWebhook) as caught:
+        parse(call_end(CALL_DURATION="ninety"))
+    assert caught.value.message == "data[CALL_DURATION] is not a number of seconds: 'ninety'"
+
+
+def test_call_end_with_a_wrong_or_missing_token_is_refused_before_anything_else() -> None:
+    with pytest.raises(WebhookForbidden) as forbidden:
+        parse(call_end(token="wrong", CALL_DURATION="garbage"))
+    assert forbidden.value.status == 403 and TOKEN not in forbidden.value.message
+    with pytest.raises(WebhookUnauthorized) as missing:
+        parse(call_end(token=None))
+    assert missing.value.status == 401
+
+
+_OFFSETS = st.integers(min_value=-12 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+_STARTS = st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 30), timezones=_OFFSETS)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    call_id=st.from_regex(r"[A-Za-z0-9._:-]{1,120}", fullmatch=True),
+    call_type=st.sampled_from(["1", "2", "3", "4"]),
+    user=st.integers(min_value=1, max_value=10**9),
+    duration=st.integers(min_value=0, max_value=10**8),
+    start=_STARTS,
+    code=st.sampled_from(["200", "304", "603", "603-S", "486", "480", "404", "484", "503", "OTHER"]),
+    activity=st.integers(min_value=1, max_value=10**15),
+    zeros=st.integers(min_value=0, max_value=2),
+    noise=st.text(max_size=30),
+)
+def test_any_valid_call_end_parses_to_the_same_call(
+    call_id: str,
+    call_type: str,
+    user: int,
+    duration: int,
+    start: datetime,
+    code: str,
+    activity: int,
+    zeros: int,
+    noise: str,
+) -> None:
+    start = start.replace(microsecond=0)
+    raw = call_end(
+        CALL_ID=call_id,
+        CALL_TYPE=call_type,
+        PORTAL_USER_ID=str(user),
+        CALL_DURATION=str(duration),
+        CALL_START_DATE=start.isoformat(),
+        CALL_FAILED_CODE=code,
+        CRM_ACTIVITY_ID="0" * zeros + str(activity),
+        PHONE_NUMBER=noise,
+        CALL_FAILED_REASON=noise,
+    )
+    [event] = parse(raw)
+    expected = Call(
+        key=f"act{activity}",
+        entity=None,
+        direction="out" if call_type in {"1", "4"} else "in",
+        manager=str(user),
+        started_at=start.astimezone(UTC),
+        duration=duration,
+        answered=code == "200",
+        record_url=None,
+        activity_id=str(activity),
+        source="telephony",
+    )
+    assert event.call == expected
+    assert event.kind is EventKind.CALL_ENDED and event.entity is None
+    assert event.dedupe_key == f"b24:ONVOXIMPLANTCALLEND:{call_id}"
+    assert event.occurred_at == expected.started_at and event.activity_id == str(activity)
+    # And it survives the inbox and SQS unchanged.
+    assert type(event).from_dict(event.to_dict()) == event
