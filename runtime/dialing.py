@@ -8,7 +8,7 @@ and the CRM's own call records fill in what webhooks missed.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from runtime import executor, observability
@@ -67,6 +67,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
         titles.update({e: s.title for e, s in ctx.store.get_leads(tenant, missing).items()})  # type: ignore[arg-type]
     touches = [
         dialing.Touch(
+            key=call.key,
             entity=call.entity,
             title=titles.get(call.entity, ""),
             manager=call.manager,
@@ -127,6 +128,8 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
         _sent.add((tenant, day.isoformat()))
         return run
     report = daily_report(ctx, config, day)
+    if any(touch.record_url is None for touch in report.touches):
+        _fill_recordings(ctx, config, day, report)
     run.in_plan = report.in_plan
     if report.in_plan == 0 and not report.touches:
         # Nothing to dial and nothing dialed (a new tenant, a quiet week): no message to ignore.
@@ -143,6 +146,32 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
     else:
         run.error = "some parts not sent; the next run sends the rest"
     return run
+
+
+def _fill_recordings(ctx: Context, config: TenantConfig, day: date, report: dialing.DailyReport) -> None:
+    """Bitrix24's call webhooks carry no recording: read the day's calls once so the head gets the links.
+
+    A CRM that cannot answer now leaves the links out rather than holding the report back.
+    """
+    calendar = ctx.calendar(config)
+    start = datetime.combine(day, datetime.min.time(), calendar.tz)
+    try:
+        known = {
+            call.key: call
+            for call in ctx.adapter(config).list_calls(start)
+            if call.record_url and call.entity is not None
+        }
+    except Exception as exc:
+        log.warning("tenant %s: recordings not read for the report: %s", config.tenant, exc)
+        return
+    filled = []
+    for touch in report.touches:
+        call = known.get(touch.key)
+        if touch.record_url is None and call is not None and call.entity == touch.entity:
+            ctx.store.add_recording(config.tenant, call, day)
+            touch = replace(touch, record_url=call.record_url)
+        filled.append(touch)
+    report.touches = filled
 
 
 # ---------------------------------------------------------------------------- reconciliation

@@ -121,7 +121,9 @@ class StateItem(Model):
     value = UnicodeAttribute(null=True)
     on_time = NumberAttribute(null=True)
     late = NumberAttribute(null=True)
-    counted = UnicodeSetAttribute(null=True)  # the cards (or calls) a counter has counted, so none counts twice
+    counted = UnicodeSetAttribute(
+        null=True
+    )  # the cards (or calls) a counter has counted, so none counts twice
     attempts = NumberAttribute(null=True)
     touches = NumberAttribute(null=True)
     touches_counted = UnicodeSetAttribute(null=True)

@@ -326,8 +326,23 @@ class Store:
         if call.record_url:
             item.update(actions=[CallItem.record_url.set(CallItem.record_url | call.record_url)])
         if call.answered is not None:
-            item.update(actions=[CallItem.answered.set(CallItem.answered | ("yes" if call.answered else "no"))])
+            item.update(
+                actions=[CallItem.answered.set(CallItem.answered | ("yes" if call.answered else "no"))]
+            )
         self._count(item, [CallItem.duration.set(call.duration)], CallItem.duration < call.duration)
+
+    def add_recording(self, tenant: str, call: Call, day: date) -> None:
+        """A recording learnt late: on the call and on its entry in the day's touches."""
+        assert call.entity is not None and call.record_url
+        for key in (
+            f"call#{call.entity.key}#{call.key}",
+            f"touch#{day.isoformat()}#{call.entity.key}#{call.key}",
+        ):
+            self._count(
+                CallItem(tenant, key),
+                [CallItem.record_url.set(call.record_url)],
+                CallItem.key.exists() & CallItem.record_url.does_not_exist(),
+            )
 
     def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
         try:

@@ -130,6 +130,7 @@ class PlanLead:
 class Touch:
     """A successful touch: who called, how long, and where to listen to it."""
 
+    key: str  # the call's key
     entity: EntityRef
     title: str
     manager: str | None

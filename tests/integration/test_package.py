@@ -146,10 +146,10 @@ EXPECTED_DYNAMODB = {
         "leadwatch-leads": {"BatchGetItem"},
         "leadwatch-inbox": {"PutItem", "DeleteItem"},
     },
-    # get/set_checkpoint, plan_leads (plan index), day_counts, touches_on, get_leads (titles);
-    # executor: effects_done, mark_effects.
+    # get/set_checkpoint, plan_leads (plan index), day_counts, touches_on, get_leads (titles),
+    # add_recording; executor: effects_done, mark_effects.
     "DialingReport": {
-        "leadwatch-state": {"GetItem", "PutItem", "Query", "BatchGetItem", "BatchWriteItem"},
+        "leadwatch-state": {"GetItem", "PutItem", "UpdateItem", "Query", "BatchGetItem", "BatchWriteItem"},
         "leadwatch-leads": {"BatchGetItem"},
         "leadwatch-leads/index/plan-index": {"Query"},
     },

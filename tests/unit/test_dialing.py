@@ -199,6 +199,7 @@ VIEW = dialing.ReportView(
 
 def test_report_text_escapes_names_and_links_recordings() -> None:
     touch = dialing.Touch(
+        key="act4",
         entity=lead(4),
         title="Pipes & <valves>",
         manager="7",
