@@ -20,7 +20,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from demo.replay import lose_some_webhooks, replay
-from demo.week import DAYS, WEEK_START, PlannedLead, actions_for, managers_for, on_time_by_plan, plan_week
+from demo.week import (
+    DAYS,
+    WEEK_START,
+    PlannedLead,
+    actions_for,
+    managers_for,
+    on_time_by_plan,
+    plan_week,
+    tally_calls,
+)
 from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, CrmDriver, LocalStack, SimClock
 
 
@@ -28,7 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=7, help="random seed of the generated week (default 7)")
     parser.add_argument(
-        "--leads-per-day", type=int, default=100, help="leads per working day per CRM (default 100)"
+        "--leads-per-day",
+        type=int,
+        default=40,
+        help="leads per working day per CRM (default 40; each is dialed for days, so calls are many more)",
     )
     parser.add_argument("--managers", type=int, default=20, help="managers per CRM (default 20)")
     parser.add_argument(
@@ -64,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     names = {m.crm_id: m.name for people in teams.values() for m in people}
     leads = plan_week(calendar, teams, args.leads_per_day, args.seed, days=args.days)
-    actions = actions_for(leads)
     end = WEEK_START + timedelta(days=args.days)
+    actions = actions_for(leads, calendar, dialing_until=end, seed=args.seed)
     # Leads of the last days fall due later (after a holiday: the next working day 11:00).
     settle_until = max(
         calendar.control_time(
@@ -73,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for lead in leads
     ) + timedelta(minutes=5)
+    tally_calls(actions, settle_until)
 
     print(
-        f"leadwatch demo: {len(leads)} leads for {2 * args.managers} managers in two CRMs, "
+        f"leadwatch demo: {len(leads)} leads and {sum(a.kind == 'call' for a in actions)} calls "
+        f"for {2 * args.managers} managers in two CRMs, "
         f"{WEEK_START:%a %d %b} .. {end - timedelta(days=1):%a %d %b %Y} (Europe/Moscow), seed {args.seed}"
     )
     print("starting moto (DynamoDB, SQS) and fake Bitrix24, amoCRM and Telegram servers on 127.0.0.1 ...")
@@ -89,18 +103,17 @@ def main(argv: list[str] | None = None) -> int:
             AMO_TENANT: AmoDriver(stack.amo),
         }
         lose_some_webhooks(stack, args.drop, drop_rng)
-        replay(stack, calendar, actions, drivers, settle_until)
+        replay(stack, calendar, actions, drivers, settle_until, reports=True)
         report = build_report(stack, leads, drivers, calendar, args, time.monotonic() - started)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "timeliness-report.md").write_text(report["markdown"], encoding="utf-8")
-    (args.out / "timeliness-report.json").write_text(
+    (args.out / "report.md").write_text(report["markdown"], encoding="utf-8")
+    (args.out / "report.json").write_text(
         json.dumps(report["data"], ensure_ascii=False, indent=2), encoding="utf-8"
     )
     print(report["text"])
-    print(
-        f"\nreport written to {args.out / 'timeliness-report.md'} and {args.out / 'timeliness-report.json'}"
-    )
-    return 0 if report["data"]["mismatches"] == 0 else 1
+    print(f"\nreport written to {args.out / 'report.md'} and {args.out / 'report.json'}")
+    data = report["data"]
+    return 0 if data["mismatches"] == 0 and data["dialing"]["mismatches"] == 0 else 1
 
 
 def build_report(
@@ -157,15 +170,151 @@ def build_report(
         amo_calls=amo_calls,
         wall_seconds=round(elapsed, 1),
     )
-    text = "\n\n".join(sections_text) + "\n\n" + "\n".join(facts)
+    dialing = dialing_section(stack, leads, calendar, args)
+    data["dialing"] = dialing["data"]
+    text = "\n\n".join(sections_text) + "\n\n" + "\n".join(facts) + "\n\n" + dialing["text"]
     markdown = (
-        "# leadwatch demo: timeliness of first processing\n\n"
+        "# leadwatch demo\n\n## Timeliness of first processing\n\n"
         + "\n\n".join(sections_md)
         + "\n\n"
         + "\n".join(f"- {f}" for f in facts)
+        + "\n\n## Dialing discipline\n\n"
+        + dialing["markdown"]
         + "\n"
     )
     return {"text": text, "markdown": markdown, "data": data}
+
+
+def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args) -> dict:
+    """Per manager over the week's report days, from the read API; every counter checked against the plan."""
+    first = WEEK_START.date()
+    days = calendar.working_days(first, first + timedelta(days=args.days - 1))
+    rows: dict[str, dict[str, dict]] = {}
+    for tenant in (B24_TENANT, AMO_TENANT):
+        config = stack.ctx.tenant(tenant)
+        per: dict[str, dict] = {}
+        for day in days:
+            status, body = stack.get(
+                f"/tenants/{tenant}/dialing?date={day}", headers={"X-Api-Key": stack.api_key(tenant)}
+            )
+            if status != 200:
+                raise RuntimeError(f"read API answered {status}: {body}")
+            for line in body["managers"]:
+                row = per.setdefault(
+                    config.manager_name(line["manager"]),
+                    {
+                        "lead_days": 0,
+                        "compliant": 0,
+                        "behind": 0,
+                        "untouched": 0,
+                        "touches": 0,
+                        "improper": 0,
+                    },
+                )
+                row["lead_days"] += line["in_plan"]
+                row["compliant"] += line["compliant"]
+                row["behind"] += line["behind"]
+                row["untouched"] += line["untouched"]
+            for touch in body["touches"]:
+                per.setdefault(
+                    config.manager_name(touch["manager"]),
+                    {
+                        "lead_days": 0,
+                        "compliant": 0,
+                        "behind": 0,
+                        "untouched": 0,
+                        "touches": 0,
+                        "improper": 0,
+                    },
+                )["touches"] += 1
+        start = datetime.combine(first, datetime.min.time(), calendar.tz)
+        for row in stack.ctx.store.violations(
+            tenant, start, start + timedelta(days=30), "improper_rejection"
+        ):
+            per.setdefault(
+                config.manager_name(row.manager),
+                {"lead_days": 0, "compliant": 0, "behind": 0, "untouched": 0, "touches": 0, "improper": 0},
+            )["improper"] += 1
+        rows[tenant] = per
+    # The truth: every planned call counted once on its card, every planned early rejection flagged.
+    mismatches = []
+    for tenant in (B24_TENANT, AMO_TENANT):
+        mine = [lead for lead in leads if lead.tenant == tenant and lead.crm_id]
+        states = stack.ctx.store.get_leads(tenant, [_ref(lead) for lead in mine])
+        for lead in mine:
+            state = states.get(_ref(lead))
+            got = (state.call_attempts, state.call_touches) if state else (0, 0)
+            if got != (lead.calls, lead.touches):
+                mismatches.append((lead.key, got, (lead.calls, lead.touches)))
+    planned_improper = sum(1 for lead in leads if lead.rejected_at is not None and lead.calls < 15)
+    flagged = sum(row["improper"] for per in rows.values() for row in per.values())
+    if flagged != planned_improper:
+        mismatches.append(("improper rejections", flagged, planned_improper))
+    reports = [m for m in stack.telegram.messages if "Dialing report" in m.text]
+    alerts = [m for m in stack.telegram.messages if "Improper rejection" in m.text]
+    calls = sum(lead.calls for lead in leads)
+    facts = [
+        f"calls: {calls}, counted on their cards as planned: "
+        f"{sum(1 for lead in leads if lead.crm_id) - len([m for m in mismatches if m[0] != 'improper rejections'])}"
+        f"/{sum(1 for lead in leads if lead.crm_id)} leads",
+        f"improper rejections flagged: {flagged} (planned {planned_improper}); alerts sent: {len(alerts)}",
+        f"daily dialing reports sent at 18:30 on working days ({', '.join(f'{d:%a %d.%m}' for d in days)}): "
+        f"{len(reports)} Telegram message(s)",
+    ]
+    if mismatches:
+        facts.append("DIALING MISMATCHES (lead, got, want): " + ", ".join(map(str, mismatches[:10])))
+    text_parts, md_parts = [], []
+    for tenant, per in rows.items():
+        title = f"{tenant}: dialing compliance, lead-days in plan on {len(days)} working days"
+        text_parts.append(_dialing_text(title, per))
+        md_parts.append(_dialing_markdown(title, per))
+    return {
+        "text": "\n\n".join(text_parts) + "\n\n" + "\n".join(facts),
+        "markdown": "\n\n".join(md_parts) + "\n\n" + "\n".join(f"- {f}" for f in facts),
+        "data": {
+            "tenants": rows,
+            "calls": calls,
+            "improper_rejections": flagged,
+            "planned_improper_rejections": planned_improper,
+            "reports_sent": len(reports),
+            "mismatches": len(mismatches),
+        },
+    }
+
+
+def _ref(lead: PlannedLead):
+    from workflows.events import EntityRef, EntityType
+
+    return EntityRef(EntityType.LEAD, str(lead.crm_id))
+
+
+DIALING_COLUMNS = ("lead_days", "compliant", "behind", "untouched", "touches", "improper")
+DIALING_HEADERS = ("lead-days", "3+ a day", "behind", "no call", "touches", "improper rej.")
+
+
+def _dialing_text(title: str, per: dict[str, dict]) -> str:
+    width = max([len(name) for name in per] + [7])
+    lines = [
+        title,
+        f"  {'manager':<{width}}  " + "  ".join(f"{h:>9}" for h in DIALING_HEADERS) + "  compliant",
+    ]
+    for name in sorted(per):
+        row = per[name]
+        share = row["compliant"] / row["lead_days"] * 100 if row["lead_days"] else 0.0
+        lines.append(
+            f"  {name:<{width}}  " + "  ".join(f"{row[c]:>9}" for c in DIALING_COLUMNS) + f"  {share:>8.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def _dialing_markdown(title: str, per: dict[str, dict]) -> str:
+    lines = [f"### {title}", "", "| manager | " + " | ".join(DIALING_HEADERS) + " | compliant |"]
+    lines.append("|---|" + "---:|" * (len(DIALING_HEADERS) + 1))
+    for name in sorted(per):
+        row = per[name]
+        share = row["compliant"] / row["lead_days"] * 100 if row["lead_days"] else 0.0
+        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in DIALING_COLUMNS) + f" | {share:.1f}% |")
+    return "\n".join(lines)
 
 
 def table_text(title: str, rows: list[dict]) -> str:

@@ -81,7 +81,7 @@ class PlannedLead:
     processed_at: datetime | None
     by_call: bool  # processed by a call first (an activity) rather than a stage move
     crm_id: str | None = None  # filled by the replay
-    calls: int = 0  # call attempts the plan makes on it (the truth the counters are checked against)
+    calls: int = 0  # call attempts made on it by the end of the replay (see tally_calls)
     touches: int = 0
     rejected_at: datetime | None = None
 
@@ -211,8 +211,6 @@ def actions_for(
             actions.append(Action(lead.processed_at, order + 1, "take", lead))
         if calendar is None:
             continue
-        lead.calls = 1 if first_call else 0
-        lead.touches = 1 if first_call and first_call.duration > 30 else 0
         actions += _dialing(lead, calendar, rng, order + 3, first_call is not None, dialing_until, plan_days)
     actions.sort()
     return actions
@@ -246,16 +244,28 @@ def _dialing(
         for moment in moments:
             if not calendar.is_working_time(moment):  # the lunch break
                 moment = next(b for b, _ in intervals if b > moment) + timedelta(minutes=rng.randint(1, 20))
-            call = _a_call(rng, lead, lead.calls + 1)
-            lead.calls += 1
-            lead.touches += call.duration > 30
+            call = _a_call(rng, lead, len(actions) + 1)
             actions.append(Action(moment, order + len(actions), "call", lead, call))
         if style.reject_on_day == number:
             last = max([a.at for a in actions] + [start])
-            lead.rejected_at = last + timedelta(minutes=5)
-            actions.append(Action(lead.rejected_at, order + len(actions), "reject", lead))
+            actions.append(Action(last + timedelta(minutes=5), order + len(actions), "reject", lead))
             break
     return actions
+
+
+def tally_calls(actions: list[Action], until: datetime) -> None:
+    """The truth of dialing: the calls, touches and rejections that happen by `until`, on each lead."""
+    for action in actions:
+        action.lead.calls = action.lead.touches = 0
+        action.lead.rejected_at = None
+    for action in actions:
+        if action.at > until:
+            continue
+        if action.kind == "call" and action.call is not None:
+            action.lead.calls += 1
+            action.lead.touches += action.call.duration > 30
+        elif action.kind == "reject":
+            action.lead.rejected_at = action.at
 
 
 def on_time_by_plan(
