@@ -62,3 +62,31 @@ def test_aws_setup_creates_tables_and_queues(capsys):
         assert {"leadwatch-inbox", "leadwatch-leads", "leadwatch-journal", "leadwatch-state"} <= set(names)
         urls = boto3.client("sqs").list_queues()["QueueUrls"]
         assert any(u.endswith("/leadwatch-events") for u in urls)
+
+
+def test_dialing_report_and_calls_for_any_date(aws, capsys):
+    from datetime import date
+
+    from workflows.events import Call
+
+    store = Store()
+    monday = datetime(2025, 11, 10, 7, 0, tzinfo=UTC)  # 10:00 in Moscow
+    lead = EntityRef(EntityType.LEAD, "5")
+    state = LeadState(
+        "acme-b24", lead, monday, monday + timedelta(minutes=15), "IN_PROCESS", "7", title="Sofa"
+    )
+    store.create_lead(state, monday, plan_day=date(2025, 11, 10))
+    for n, duration in enumerate([0, 75]):
+        call = Call(f"act{n}", lead, "out", "7", monday + timedelta(minutes=20 * n), duration, duration > 0)
+        store.record_call("acme-b24", call, date(2025, 11, 10), duration > 30, monday)
+    args = ["--tenants-dir", str(EXAMPLES)]
+    assert main([*args, "dialing", "acme-b24", "--date", "2025-11-10"]) == 0
+    out = capsys.readouterr().out
+    assert "Dialing report for Mon 10.11.2025" in out
+    assert "Sofa <https://acme.bitrix24.ru/crm/lead/details/5/>" in out and "2 of 3 today" in out
+    assert "<b>" not in out  # the terminal gets no markup
+    assert main([*args, "dialing", "acme-b24", "--date", "2025-11-15", "--json"]) == 0
+    assert '"working_day": false' in capsys.readouterr().out
+    assert main([*args, "calls", "acme-b24", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "2 attempt(s), 1 successful touch(es)" in out and "touch" in out
