@@ -200,41 +200,18 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
             if status != 200:
                 raise RuntimeError(f"read API answered {status}: {body}")
             for line in body["managers"]:
-                row = per.setdefault(
-                    config.manager_name(line["manager"]),
-                    {
-                        "lead_days": 0,
-                        "compliant": 0,
-                        "behind": 0,
-                        "untouched": 0,
-                        "touches": 0,
-                        "improper": 0,
-                    },
-                )
+                row = _row(per, config.manager_name(line["manager"]))
                 row["lead_days"] += line["in_plan"]
                 row["compliant"] += line["compliant"]
                 row["behind"] += line["behind"]
                 row["untouched"] += line["untouched"]
             for touch in body["touches"]:
-                per.setdefault(
-                    config.manager_name(touch["manager"]),
-                    {
-                        "lead_days": 0,
-                        "compliant": 0,
-                        "behind": 0,
-                        "untouched": 0,
-                        "touches": 0,
-                        "improper": 0,
-                    },
-                )["touches"] += 1
+                _row(per, config.manager_name(touch["manager"]))["touches"] += 1
         start = datetime.combine(first, datetime.min.time(), calendar.tz)
         for row in stack.ctx.store.violations(
             tenant, start, start + timedelta(days=30), "improper_rejection"
         ):
-            per.setdefault(
-                config.manager_name(row.manager),
-                {"lead_days": 0, "compliant": 0, "behind": 0, "untouched": 0, "touches": 0, "improper": 0},
-            )["improper"] += 1
+            _row(per, config.manager_name(row.manager))["improper"] += 1
         rows[tenant] = per
     # The truth: every planned call counted once on its card, every planned early rejection flagged.
     mismatches = []
@@ -280,6 +257,10 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
             "mismatches": len(mismatches),
         },
     }
+
+
+def _row(per: dict[str, dict], name: str) -> dict:
+    return per.setdefault(name, dict.fromkeys(DIALING_COLUMNS, 0))
 
 
 def _ref(lead: PlannedLead):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
@@ -99,28 +100,42 @@ def _authorize(ctx: Context, tenant: str) -> TenantConfig | Response:
     return config
 
 
-@bp.route("/tenants/{tenant}/timeliness", methods=["GET"])
-def timeliness(tenant: str) -> Response:
+def _observed(tenant: str, answer: Callable[[], Response]) -> Response:
+    """Run one read under the request's correlation id, with the tenant in every log line."""
     from runtime import observability
 
     request = bp.current_request
     with observability.invocation(
         (request.context or {}).get("requestId"), tenant=tenant, lambda_context=bp.lambda_context
     ):
-        return _timeliness(tenant)
+        return answer()
 
 
-def _timeliness(tenant: str) -> Response:
+@bp.route("/tenants/{tenant}/timeliness", methods=["GET"])
+def timeliness(tenant: str) -> Response:
+    return _observed(tenant, lambda: _timeliness(tenant))
+
+
+def _open(tenant: str) -> tuple[Context, TenantConfig, dict[str, str], date] | Response:
+    """The context, the tenant's configuration (key checked), the query and the tenant's today."""
     from runtime.context import get_context
-    from runtime.reports import timeliness_by_day, timeliness_by_manager
 
     ctx = get_context()
     config = _authorize(ctx, tenant)
     if isinstance(config, Response):
         return config
-    # Only `from` and `to` mean anything; other parameters are ignored, as caches and proxies add some.
+    # Only the parameters a route names mean anything; others are ignored, as caches and proxies add some.
     params = dict(bp.current_request.query_params or {})
-    today = ctx.clock().astimezone(ctx.calendar(config).tz).date()
+    return ctx, config, params, ctx.clock().astimezone(ctx.calendar(config).tz).date()
+
+
+def _timeliness(tenant: str) -> Response:
+    from runtime.reports import timeliness_by_day, timeliness_by_manager
+
+    opened = _open(tenant)
+    if isinstance(opened, Response):
+        return opened
+    ctx, config, params, today = opened
     try:
         last = _day(params, "to", today)
         first = _day(params, "from", _days_before(last, DEFAULT_DAYS))
@@ -145,25 +160,16 @@ def _timeliness(tenant: str) -> Response:
 
 @bp.route("/tenants/{tenant}/dialing", methods=["GET"])
 def dialing_report(tenant: str) -> Response:
-    from runtime import observability
-
-    request = bp.current_request
-    with observability.invocation(
-        (request.context or {}).get("requestId"), tenant=tenant, lambda_context=bp.lambda_context
-    ):
-        return _dialing_report(tenant)
+    return _observed(tenant, lambda: _dialing_report(tenant))
 
 
 def _dialing_report(tenant: str) -> Response:
-    from runtime.context import get_context
     from runtime.dialing import daily_report, report_text
 
-    ctx = get_context()
-    config = _authorize(ctx, tenant)
-    if isinstance(config, Response):
-        return config
-    params = dict(bp.current_request.query_params or {})
-    today = ctx.clock().astimezone(ctx.calendar(config).tz).date()
+    opened = _open(tenant)
+    if isinstance(opened, Response):
+        return opened
+    ctx, config, params, today = opened
     try:
         day = _day(params, "date", today)
     except ValueError as exc:
@@ -177,13 +183,7 @@ def _dialing_report(tenant: str) -> Response:
 
 @bp.route("/tenants/{tenant}/leads/{lead}/calls", methods=["GET"])
 def lead_calls(tenant: str, lead: str) -> Response:
-    from runtime import observability
-
-    request = bp.current_request
-    with observability.invocation(
-        (request.context or {}).get("requestId"), tenant=tenant, lambda_context=bp.lambda_context
-    ):
-        return _lead_calls(tenant, lead)
+    return _observed(tenant, lambda: _lead_calls(tenant, lead))
 
 
 def _entity(lead: str):
@@ -202,13 +202,12 @@ def _entity(lead: str):
 
 
 def _lead_calls(tenant: str, lead: str) -> Response:
-    from runtime.context import get_context
     from workflows import dialing
 
-    ctx = get_context()
-    config = _authorize(ctx, tenant)
-    if isinstance(config, Response):
-        return config
+    opened = _open(tenant)
+    if isinstance(opened, Response):
+        return opened
+    ctx, config, _, _ = opened
     try:
         entity = _entity(lead)
     except ValueError as exc:

@@ -291,3 +291,21 @@ def test_a_proper_rejection_has_no_effects() -> None:
     rejected = state("JUNK", rejected_at=NOW)
     assert dialing.rejection_effects(rejected, 15, 0, RULES, VIEW) == []
     assert dialing.rejection_effects(rejected, 40, 3, RULES, VIEW) == []
+
+
+def test_a_long_report_splits_under_4096_with_whole_tags() -> None:
+    from crm_adapters.telegram import MAX_MESSAGE_LENGTH, split_message, visible_length
+
+    leads = [plan_lead(n, n % 3, manager=str(n % 7)) for n in range(400)]
+    report = dialing.build_report(date(2025, 11, 11), leads, [], RULES)
+    text = dialing.render_report(report, VIEW, RULES)
+    parts = split_message(text)
+    assert len(parts) > 1
+    for part in parts:
+        assert visible_length(part) <= MAX_MESSAGE_LENGTH
+        for tag in ("a", "b"):
+            assert len(re.findall(f"<{tag}[ >]", part)) == part.count(f"</{tag}>")
+    # Nothing lost: every lead's link is in exactly one part.
+    for n in range(400):
+        if n % 3 < RULES.attempts_per_day:
+            assert sum(f"/lead/{n}/?" in part for part in parts) == 1
