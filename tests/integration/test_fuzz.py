@@ -327,11 +327,15 @@ DATES = st.one_of(
 @st.composite
 def api_queries(draw: st.DrawFn) -> str:
     pairs: list[tuple[str, str]] = []
-    for name in ("from", "to"):
+    for name in ("from", "to", "date"):
         if draw(st.booleans()):
             pairs.append((name, draw(DATES)))
+    if draw(st.booleans()):
+        pairs.append(("format", draw(st.sampled_from(["text", "json", ""]) | HEADER_TEXT)))
     pairs += draw(
-        st.lists(st.tuples(st.sampled_from(["from", "to", "tenant", "x"]) | HEADER_TEXT, DATES), max_size=3)
+        st.lists(
+            st.tuples(st.sampled_from(["from", "to", "date", "tenant", "x"]) | HEADER_TEXT, DATES), max_size=3
+        )
     )
     query = urlencode(pairs, quote_via=quote)
     if draw(st.booleans()):  # raw bytes a client might not escape
@@ -373,7 +377,15 @@ def test_read_api_never_fails_on_any_request(stack: LocalStack, data: st.DataObj
     )
     if key is not None:
         headers["X-Api-Key"] = key
-    path = f"/tenants/{quote(segment, safe='')}/timeliness" + (f"?{query}" if query else "")
+    route = data.draw(st.sampled_from(["timeliness", "dialing", "calls"]), label="route")
+    if route == "calls":
+        lead = data.draw(
+            st.sampled_from(["1", "lead:1", "deal:2", "0", "-1", "9" * 40, "task:3"]) | ANY_TEXT, label="lead"
+        )
+        tail = f"leads/{quote(lead, safe='')}/calls"
+    else:
+        tail = route
+    path = f"/tenants/{quote(segment, safe='')}/{tail}" + (f"?{query}" if query else "")
     response = stack.client.http.get(path, headers=headers)
     payload = check(stack, response, path, headers)
     known = segment in (B24_TENANT, AMO_TENANT)
@@ -382,11 +394,17 @@ def test_read_api_never_fails_on_any_request(stack: LocalStack, data: st.DataObj
         assert response.status_code == 404
     elif not holds_key:
         assert response.status_code == 401 and set(payload) == {"error"}
+    elif route == "calls":
+        assert response.status_code in (200, 400, 404)  # 404: a card leadwatch does not hold
     else:
         assert response.status_code in (200, 400)
-        if response.status_code == 200:
+        if response.status_code == 200 and route == "timeliness":
             assert (
                 set(payload) == {"tenant", "from", "to", "managers", "days"} and payload["tenant"] == segment
+            )
+        if response.status_code == 200 and route == "dialing":
+            assert payload["tenant"] == segment and {"untouched", "behind", "managers", "touches"} <= set(
+                payload
             )
 
 
