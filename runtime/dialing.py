@@ -27,8 +27,15 @@ CALLS_CHECKPOINT = "reconcile-calls"
 # long call that ended after the last run is still found.
 CALLS_OVERLAP = timedelta(hours=1)
 
-# Warm functions remember the reports they sent, so most minutes cost no read at all.
-_sent: set[tuple[str, str]] = set()
+
+def _sent(ctx: Context) -> set[tuple[str, str]]:
+    """The (tenant, day) reports this warm function already knows are out, so most minutes cost no
+    read at all. Kept on the context: a new context (another deployment, a test's stack) starts empty."""
+    sent = getattr(ctx, "_dialing_reports_sent", None)
+    if sent is None:
+        sent = set()
+        ctx._dialing_reports_sent = sent  # type: ignore[attr-defined]
+    return sent
 
 
 # ---------------------------------------------------------------------------- the report
@@ -106,7 +113,7 @@ def send_due_reports(ctx: Context, now: datetime | None = None) -> dict[str, Rep
             continue
         calendar = ctx.calendar(config)
         day = dialing.report_due(now, calendar, ctx.dialing_rules(config), calendar.tz)
-        if day is None or (config.tenant, day.isoformat()) in _sent:
+        if day is None or (config.tenant, day.isoformat()) in _sent(ctx):
             continue
         observability.bind(tenant=config.tenant)
         try:
@@ -125,7 +132,7 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
     tenant = config.tenant
     run = ReportRun(day=day.isoformat())
     if ctx.store.get_checkpoint(tenant, REPORT_CHECKPOINT) == day.isoformat():
-        _sent.add((tenant, day.isoformat()))
+        _sent(ctx).add((tenant, day.isoformat()))
         return run
     report = daily_report(ctx, config, day)
     if any(touch.record_url is None for touch in report.touches):
@@ -134,7 +141,7 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
     if report.in_plan == 0 and not report.touches:
         # Nothing to dial and nothing dialed (a new tenant, a quiet week): no message to ignore.
         ctx.store.set_checkpoint(tenant, REPORT_CHECKPOINT, day.isoformat())
-        _sent.add((tenant, day.isoformat()))
+        _sent(ctx).add((tenant, day.isoformat()))
         return run
     parts = [part for part in split_message(report_text(ctx, config, report)) if visible_text(part).strip()]
     effects = [Notify(dialing.report_effect_id(tenant, day, index), part) for index, part in enumerate(parts)]
@@ -142,7 +149,7 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
     run.sent_parts = outcome.performed
     if outcome.all_done([e.effect_id for e in effects]):
         ctx.store.set_checkpoint(tenant, REPORT_CHECKPOINT, day.isoformat())
-        _sent.add((tenant, day.isoformat()))
+        _sent(ctx).add((tenant, day.isoformat()))
     else:
         run.error = "some parts not sent; the next run sends the rest"
     return run

@@ -206,6 +206,7 @@ class Store:
             crm_modified_at=_ts(state.crm_modified_at),
             plan_bucket=f"{state.tenant}#{plan_day.isoformat()}" if plan_day else None,
             rejected_at=_ts(state.rejected_at),
+            rejection_checked=_ts(state.rejection_checked),
         )
         return _save_once(item, LeadItem.entity.does_not_exist())
 

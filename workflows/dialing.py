@@ -25,6 +25,8 @@ from workflows.events import Call, EntityRef
 VIOLATION_TYPE = "improper_rejection"
 _ONE_DAY = timedelta(days=1)
 _SEARCH_LIMIT_DAYS = 400  # a calendar with no working day in a year is a broken calendar
+# A card whose rejection is this close to its creation was created in the rejected stage.
+CREATED_REJECTED = timedelta(minutes=1)
 
 
 class PlanCalendar(Protocol):
@@ -326,7 +328,11 @@ def observe_stage(state: Any, stage_changed_at: datetime | None, rules: DialingR
     """
     if rules.is_rejected(state.stage):
         if state.rejected_at is None:
-            return replace(state, rejected_at=stage_changed_at or now)
+            moment = stage_changed_at or now
+            if moment - state.created_at <= CREATED_REJECTED:
+                # Born rejected (a robot's spam filter, an import): nobody moved it, nothing to judge.
+                return replace(state, rejected_at=moment, rejection_checked=moment)
+            return replace(state, rejected_at=moment)
         return state
     if state.rejected_at is not None or state.rejection_checked is not None:
         return replace(state, rejected_at=None, rejection_checked=None)

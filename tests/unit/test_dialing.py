@@ -309,3 +309,12 @@ def test_a_long_report_splits_under_4096_with_whole_tags() -> None:
     for n in range(400):
         if n % 3 < RULES.attempts_per_day:
             assert sum(f"/lead/{n}/?" in part for part in parts) == 1
+
+
+def test_a_card_born_rejected_is_not_judged() -> None:
+    """A robot's spam filter or an import creates cards straight in "junk": no manager moved them."""
+    born = state("JUNK")
+    seen = dialing.observe_stage(born, born.created_at + timedelta(seconds=20), RULES, NOW)
+    assert seen.rejected_at is not None and not dialing.needs_rejection_check(seen)
+    moved = dialing.observe_stage(born, born.created_at + timedelta(minutes=5), RULES, NOW)
+    assert dialing.needs_rejection_check(moved)
