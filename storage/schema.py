@@ -56,6 +56,22 @@ def queue_definitions(path: Path = TEMPLATE) -> dict[str, dict[str, Any]]:
     }
 
 
+def _add_missing_indexes(dynamodb_client: Any, name: str, props: dict[str, Any]) -> None:
+    """An existing table from an older release gets the indexes added since (DynamoDB builds them
+    in place, one per UpdateTable call); `aws-setup` is thereby also the upgrade."""
+    table = dynamodb_client.describe_table(TableName=name)["Table"]
+    have = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+    for index in props.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] in have:
+            continue
+        keys = {k["AttributeName"] for k in index["KeySchema"]}
+        dynamodb_client.update_table(
+            TableName=name,
+            AttributeDefinitions=[a for a in props["AttributeDefinitions"] if a["AttributeName"] in keys],
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+
+
 def create_tables(dynamodb_client: Any, prefix: str = "") -> dict[str, str]:
     """Create every table of the template (idempotent). Returns logical id -> table name."""
     names: dict[str, str] = {}
@@ -64,6 +80,7 @@ def create_tables(dynamodb_client: Any, prefix: str = "") -> dict[str, str]:
         name = prefix + props["TableName"]
         names[logical] = name
         if name in existing:
+            _add_missing_indexes(dynamodb_client, name, props)
             continue
         params: dict[str, Any] = {
             "TableName": name,

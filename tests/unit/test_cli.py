@@ -90,3 +90,30 @@ def test_dialing_report_and_calls_for_any_date(aws, capsys):
     assert main([*args, "calls", "acme-b24", "5"]) == 0
     out = capsys.readouterr().out
     assert "2 attempt(s), 1 successful touch(es)" in out and "touch" in out
+
+
+def test_aws_setup_adds_the_indexes_a_new_release_brings(capsys):
+    """A leads table made by an older release (due index only) gets the plan index."""
+    import boto3
+    from moto import mock_aws
+
+    from storage.schema import table_definitions
+
+    props = next(p for p in table_definitions().values() if p["TableName"] == "leadwatch-leads")
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="leadwatch-leads",
+            AttributeDefinitions=[
+                a for a in props["AttributeDefinitions"] if a["AttributeName"] != "plan_bucket"
+            ],
+            KeySchema=props["KeySchema"],
+            BillingMode="PAY_PER_REQUEST",
+            GlobalSecondaryIndexes=[
+                i for i in props["GlobalSecondaryIndexes"] if i["IndexName"] == "due-index"
+            ],
+        )
+        assert main(["aws-setup"]) == 0
+        indexes = client.describe_table(TableName="leadwatch-leads")["Table"]["GlobalSecondaryIndexes"]
+        assert {i["IndexName"] for i in indexes} == {"due-index", "plan-index"}
+        assert main(["aws-setup"]) == 0  # and again: nothing left to add
