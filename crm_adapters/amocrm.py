@@ -607,16 +607,6 @@ class AmoCrmAdapter:
         except ValueError:
             raise CrmUnavailable(f"amoCRM HTTP {response.status_code}: the answer is not JSON") from None
 
-    @staticmethod
-    def _leads_of(body: Any) -> list[Mapping[str, Any]]:
-        if body is None:
-            return []
-        embedded = body.get("_embedded") if isinstance(body, dict) else None
-        leads = embedded.get("leads") if isinstance(embedded, dict) else None
-        if not isinstance(leads, list):
-            raise CrmUnavailable("amoCRM answered a lead list without _embedded.leads")
-        return [lead for lead in leads if isinstance(lead, Mapping)]
-
     def get_leads(self, entities: list[EntityRef]) -> dict[EntityRef, LeadSnapshot | None]:
         found: dict[EntityRef, LeadSnapshot | None] = {e: None for e in entities}
         ids = sorted({int(e.id) for e in entities if e.type is EntityType.LEAD and _DIGITS.match(e.id)})
@@ -626,7 +616,7 @@ class AmoCrmAdapter:
             params.append(("limit", min(len(chunk), PAGE_LIMIT)))
             for page in range(1, MAX_PAGES + 1):
                 body = self._call("GET", "/api/v4/leads", params=[*params, ("page", page)])
-                leads = self._leads_of(body)
+                leads = _embedded(body, "leads")
                 for lead in leads:
                     snapshot = snapshot_from_api(lead)
                     # Only what was asked: a server that ignored the filter must not add cards.
@@ -652,7 +642,7 @@ class AmoCrmAdapter:
             params += [("order[id]", "asc"), ("limit", PAGE_LIMIT)]
             for page in range(1, MAX_PAGES + 1):
                 body = self._call("GET", "/api/v4/leads/notes", params=[*params, ("page", page)])
-                notes = self._notes_of(body)
+                notes = _embedded(body, "notes")
                 for note in notes:
                     activity = activity_from_note(note)
                     # Only what was asked: a server that ignored the filter must not credit
@@ -665,16 +655,6 @@ class AmoCrmAdapter:
             else:
                 raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of notes")
         return found
-
-    @staticmethod
-    def _notes_of(body: Any) -> list[Mapping[str, Any]]:
-        if body is None:
-            return []  # 204: no note matches
-        embedded = body.get("_embedded") if isinstance(body, dict) else None
-        notes = embedded.get("notes") if isinstance(embedded, dict) else None
-        if not isinstance(notes, list):
-            raise CrmUnavailable("amoCRM answered a note list without _embedded.notes")
-        return [note for note in notes if isinstance(note, Mapping)]
 
     def list_calls(self, since: datetime) -> Iterator[Call]:
         """Calls amoCRM recorded at or after `since`: the events feed names them, their notes hold them.
@@ -695,7 +675,7 @@ class AmoCrmAdapter:
             params: list[tuple[str, Any]] = [("filter[id][]", i) for i in chunk] + [("limit", limit)]
             for page in range(1, MAX_PAGES + 1):
                 body = self._call("GET", "/api/v4/leads/notes", params=[*params, ("page", page)])
-                notes = self._notes_of(body)
+                notes = _embedded(body, "notes")
                 for note in notes:
                     activity = activity_from_note(note)
                     # Only what was asked, once: a server that ignored the filter or a page
@@ -721,7 +701,7 @@ class AmoCrmAdapter:
         # place down: a note may be seen twice (the set keeps it once), never skipped.
         for page in range(1, MAX_PAGES + 1):
             body = self._call("GET", "/api/v4/events", params=[*params, ("page", page)])
-            events = self._events_of(body)
+            events = _embedded(body, "events")
             for event in events:
                 if event.get("type") not in _CALL_EVENT_TYPES or event.get("entity_type") != "lead":
                     continue  # a call on a contact or company names no card
@@ -732,16 +712,6 @@ class AmoCrmAdapter:
             if len(events) < EVENTS_LIMIT or not _has_next(body):
                 return found
         raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of call events")
-
-    @staticmethod
-    def _events_of(body: Any) -> list[Mapping[str, Any]]:
-        if body is None:
-            return []  # 204: no event matches
-        embedded = body.get("_embedded") if isinstance(body, dict) else None
-        events = embedded.get("events") if isinstance(embedded, dict) else None
-        if not isinstance(events, list):
-            raise CrmUnavailable("amoCRM answered an event list without _embedded.events")
-        return [event for event in events if isinstance(event, Mapping)]
 
     def list_changed_leads(self, since: datetime) -> Iterator[LeadSnapshot]:
         """Leads changed at or after `since`, oldest change first.
@@ -765,7 +735,7 @@ class AmoCrmAdapter:
                 ("page", page),
             ]
             body = self._call("GET", "/api/v4/leads", params=params)
-            leads = self._leads_of(body)
+            leads = _embedded(body, "leads")
             last_ts: int | None = None
             for lead in leads:
                 snapshot = snapshot_from_api(lead)
@@ -853,6 +823,17 @@ class AmoCrmAdapter:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _embedded(body: Any, name: str) -> list[Mapping[str, Any]]:
+    """The items of a HAL list answer (`_embedded.<name>`); None (HTTP 204) is an empty list."""
+    if body is None:
+        return []
+    embedded = body.get("_embedded") if isinstance(body, dict) else None
+    items = embedded.get(name) if isinstance(embedded, dict) else None
+    if not isinstance(items, list):
+        raise CrmUnavailable(f"amoCRM answered a {name[:-1]} list without _embedded.{name}")
+    return [item for item in items if isinstance(item, Mapping)]
+
+
 def _has_next(body: Any) -> bool:
     links = body.get("_links") if isinstance(body, dict) else None
     return isinstance(links, dict) and isinstance(links.get("next"), dict)

@@ -911,19 +911,30 @@ class FakeAmoCrm(FakeServer):
                     _problem(400, "Bad Request", f"order[{order_field}]={direction} is not supported")
                 )
             leads.sort(key=lambda lead, f=order_field: lead[f], reverse=direction == "desc")
-        chunk = leads[(page - 1) * limit : page * limit]
+        return self._page(query, "/api/v4/leads", "leads", leads, self._wire, page, limit)
+
+    def _page(
+        self,
+        query: list[tuple[str, str]],
+        path: str,
+        name: str,
+        items: list[Any],
+        wire: Callable[[Any], Any],
+        page: int,
+        limit: int,
+    ) -> Reply:
+        """One HAL page of `items`, each put on the wire: 204 past the end, next/prev/first links."""
+        chunk = [wire(item) for item in items[(page - 1) * limit : page * limit]]
         if not chunk:
             return Reply(204, b"", content_type=HAL)
         base = [(k, v) for k, v in query if k not in ("page", "limit")]
-        links: dict[str, Any] = {"self": {"href": self._href(base, page, limit)}}
-        if page * limit < len(leads):
-            links["next"] = {"href": self._href(base, page + 1, limit)}
+        links: dict[str, Any] = {"self": {"href": self._href(base, page, limit, path)}}
+        if page * limit < len(items):
+            links["next"] = {"href": self._href(base, page + 1, limit, path)}
         if page > 1:
-            links["first"] = {"href": self._href(base, 1, limit)}
-            links["prev"] = {"href": self._href(base, page - 1, limit)}
-        return self._hal(
-            {"_page": page, "_links": links, "_embedded": {"leads": [self._wire(x) for x in chunk]}}
-        )
+            links["first"] = {"href": self._href(base, 1, limit, path)}
+            links["prev"] = {"href": self._href(base, page - 1, limit, path)}
+        return self._hal({"_page": page, "_links": links, "_embedded": {name: chunk}})
 
     def _href(self, base: list[tuple[str, str]], page: int, limit: int, path: str = "/api/v4/leads") -> str:
         root = self.url if self._httpd is not None else self.account_url
@@ -965,20 +976,7 @@ class FakeAmoCrm(FakeServer):
                     _problem(400, "Bad Request", f"order[{order_field}]={direction} is not supported")
                 )
             notes.sort(key=lambda note, f=order_field: note[f], reverse=direction == "desc")
-        chunk = notes[(page - 1) * limit : page * limit]
-        if not chunk:
-            return Reply(204, b"", content_type=HAL)
-        path = "/api/v4/leads/notes"
-        base = [(k, v) for k, v in query if k not in ("page", "limit")]
-        links: dict[str, Any] = {"self": {"href": self._href(base, page, limit, path)}}
-        if page * limit < len(notes):
-            links["next"] = {"href": self._href(base, page + 1, limit, path)}
-        if page > 1:
-            links["first"] = {"href": self._href(base, 1, limit, path)}
-            links["prev"] = {"href": self._href(base, page - 1, limit, path)}
-        return self._hal(
-            {"_page": page, "_links": links, "_embedded": {"notes": [self._note_wire(n) for n in chunk]}}
-        )
+        return self._page(query, "/api/v4/leads/notes", "notes", notes, self._note_wire, page, limit)
 
     # ---- GET /api/v4/events
     def _events(self, request: Request, hooks: list[bytes]) -> Reply:
@@ -1018,20 +1016,7 @@ class FakeAmoCrm(FakeServer):
         ordered = [
             e for _, e in sorted(enumerate(chosen), key=lambda p: (p[1]["created_at"], p[0]), reverse=True)
         ]
-        chunk = ordered[(page - 1) * limit : page * limit]
-        if not chunk:
-            return Reply(204, b"", content_type=HAL)
-        path = "/api/v4/events"
-        base = [(k, v) for k, v in query if k not in ("page", "limit")]
-        links: dict[str, Any] = {"self": {"href": self._href(base, page, limit, path)}}
-        if page * limit < len(ordered):
-            links["next"] = {"href": self._href(base, page + 1, limit, path)}
-        if page > 1:
-            links["first"] = {"href": self._href(base, 1, limit, path)}
-            links["prev"] = {"href": self._href(base, page - 1, limit, path)}
-        return self._hal(
-            {"_page": page, "_links": links, "_embedded": {"events": [self._event_wire(e) for e in chunk]}}
-        )
+        return self._page(query, "/api/v4/events", "events", ordered, self._event_wire, page, limit)
 
     def _event_wire(self, event: dict[str, Any]) -> dict[str, Any]:
         plural = _EVENT_ENTITY_PATHS[event["entity_type"]]
