@@ -106,24 +106,24 @@ class ReportRun:
 
 def send_due_reports(ctx: Context, now: datetime | None = None) -> dict[str, ReportRun]:
     """Every tenant whose report time has come today (a working day) and whose report is not out yet."""
-    now = now or ctx.clock()
-    runs: dict[str, ReportRun] = {}
-    for config in ctx.registry:
+    when = now or ctx.clock()
+
+    def due(config: TenantConfig) -> date | None:
         if not config.dialing.enabled:
-            continue
+            return None
         calendar = ctx.calendar(config)
-        day = dialing.report_due(now, calendar, ctx.dialing_rules(config), calendar.tz)
-        if day is None or (config.tenant, day.isoformat()) in _sent(ctx):
-            continue
-        observability.bind(tenant=config.tenant)
-        try:
-            runs[config.tenant] = _send_report(ctx, config, day)
-        except Exception as exc:
-            log.exception("tenant %s: dialing report failed", config.tenant)
-            observability.crm_failure(config.tenant, exc)
-            runs[config.tenant] = ReportRun(day=day.isoformat(), error=type(exc).__name__)
-    observability.unbind("tenant")
-    return runs
+        day = dialing.report_due(when, calendar, ctx.dialing_rules(config), calendar.tz)
+        return None if day is None or (config.tenant, day.isoformat()) in _sent(ctx) else day
+
+    def run(config: TenantConfig) -> ReportRun | None:
+        day = due(config)
+        return None if day is None else _send_report(ctx, config, day)
+
+    def failed(config: TenantConfig, exc: Exception) -> ReportRun:
+        day = due(config)
+        return ReportRun(day=day.isoformat() if day else None, error=type(exc).__name__)
+
+    return observability.per_tenant(ctx.registry, "dialing report", run, failed, log)
 
 
 def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:

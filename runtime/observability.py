@@ -28,9 +28,9 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics
@@ -218,6 +218,36 @@ def error_kind(exc: BaseException) -> str | None:
     if isinstance(exc, CrmError):
         return "unavailable" if exc.retryable else "rejected"
     return None
+
+
+_Result = TypeVar("_Result")
+
+
+def per_tenant(
+    configs: Iterable[Any],
+    what: str,
+    run: Callable[[Any], _Result | None],
+    failed: Callable[[Any, Exception], _Result],
+    logger: logging.Logger,
+) -> dict[str, _Result]:
+    """One schedule's work, tenant by tenant, each under its tenant's log keys.
+
+    A tenant whose work raises is logged, counted as a CRM error and reported through
+    `failed`; the other tenants go on. `run` returns None for a tenant with nothing to do.
+    """
+    results: dict[str, _Result] = {}
+    for config in configs:
+        bind(tenant=config.tenant)
+        try:
+            result = run(config)
+        except Exception as exc:
+            logger.exception("tenant %s: %s failed", config.tenant, what)
+            crm_failure(config.tenant, exc)
+            result = failed(config, exc)
+        if result is not None:
+            results[config.tenant] = result
+    unbind("tenant")
+    return results
 
 
 def crm_failure(tenant: str, exc: BaseException) -> None:

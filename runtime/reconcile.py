@@ -36,18 +36,14 @@ class ReconcileReport:
 
 
 def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileReport]:
-    now = now or ctx.clock()
-    reports = {}
-    for config in ctx.registry:
-        observability.bind(tenant=config.tenant)
-        try:
-            reports[config.tenant] = reconcile_tenant(ctx, config, now)
-        except Exception as exc:
-            log.exception("tenant %s: reconciliation failed", config.tenant)
-            observability.crm_failure(config.tenant, exc)
-            reports[config.tenant] = ReconcileReport(error=type(exc).__name__)
-    observability.unbind("tenant")
-    return reports
+    when = now or ctx.clock()
+    return observability.per_tenant(
+        ctx.registry,
+        "reconciliation",
+        lambda config: reconcile_tenant(ctx, config, when),
+        lambda _, exc: ReconcileReport(error=type(exc).__name__),
+        log,
+    )
 
 
 def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> ReconcileReport:

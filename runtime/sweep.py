@@ -39,20 +39,14 @@ class SweepReport:
 
 
 def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
-    now = now or ctx.clock()
-    reports = {}
-    for config in ctx.registry:
-        if not config.timeliness.enabled:
-            continue
-        observability.bind(tenant=config.tenant)
-        try:
-            reports[config.tenant] = sweep_tenant(ctx, config, now)
-        except Exception as exc:
-            log.exception("tenant %s: sweep failed", config.tenant)
-            observability.crm_failure(config.tenant, exc)
-            reports[config.tenant] = SweepReport(errors={"sweep": type(exc).__name__})
-    observability.unbind("tenant")
-    return reports
+    when = now or ctx.clock()
+    return observability.per_tenant(
+        ctx.registry,
+        "sweep",
+        lambda config: sweep_tenant(ctx, config, when) if config.timeliness.enabled else None,
+        lambda _, exc: SweepReport(errors={"sweep": type(exc).__name__}),
+        log,
+    )
 
 
 def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepReport:
