@@ -22,7 +22,6 @@ import json
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +42,7 @@ from crm_adapters.base import (
     WriteResult,
 )
 from crm_adapters.formdata import FormError, parse_form
-from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
+from crm_adapters.http import HttpClient, Transport
 from tenancy.config import AmoCrmConfig, SecretRef
 from workflows.effects import FieldValue, SetCardFields
 from workflows.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
@@ -412,11 +411,7 @@ class AmoCrmAdapter:
         config: AmoCrmConfig,
         resolve: Callable[[SecretRef], str],
         *,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
-        policy: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (5.0, 20.0),
+        transport: Transport | None = None,
         rate: float = 7.0,
         burst: int = 6,  # one below the service's 7: a request that arrives a hair early is not a 429
         bulk_size: int = BULK_LIMIT,
@@ -428,11 +423,8 @@ class AmoCrmAdapter:
         self.base_url = config.base_url.rstrip("/")
         self.bulk_size = bulk_size
         self._resolve = resolve
-        self._session = session
-        self._sleep = sleep
-        self._policy = policy
-        self._timeout = timeout
-        self.limiter = RateLimiter(rate, burst, clock=monotonic, sleep=sleep)
+        self._transport = transport or Transport()
+        self.limiter = self._transport.limiter(rate, burst)
         self._client: HttpClient | None = None
         self._token: str | None = None
         self._lock = threading.Lock()
@@ -576,15 +568,7 @@ class AmoCrmAdapter:
         token = self._resolve(self.config.access_token)
         with self._lock:
             if self._client is None or token != self._token:
-                self._client = HttpClient(
-                    classify,
-                    limiter=self.limiter,
-                    policy=self._policy,
-                    session=self._session,
-                    sleep=self._sleep,
-                    timeout=self._timeout,
-                    secrets=(token,),
-                )
+                self._client = self._transport.client(classify, self.limiter, (token,))
                 self._token = token
             return self._client, token
 

@@ -35,7 +35,7 @@ from crm_adapters.base import (
     WriteResult,
 )
 from crm_adapters.formdata import FormError, encode_form, parse_form
-from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
+from crm_adapters.http import HttpClient, Transport
 from tenancy.config import Bitrix24Config, SecretRef
 from workflows.effects import FieldValue, SetCardFields
 from workflows.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
@@ -239,24 +239,18 @@ class Bitrix24Adapter:
         config: Bitrix24Config,
         resolve: Callable[[SecretRef], str],
         *,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
-        policy: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (5.0, 20.0),
+        transport: Transport | None = None,
         rate: float = 2.0,
         burst: int = 50,
     ):
         self.tenant = tenant
         self.config = config
         self._resolve = resolve
-        self._session = session
-        self._sleep = sleep
-        self._monotonic = monotonic
-        self._policy = policy
-        self._timeout = timeout
-        self._rate = rate
-        self._burst = burst
+        self._transport = transport or Transport()
+        # The real bucket is shared with whatever else calls the portal from our IP, and our
+        # clock and the portal's never agree exactly: keep a little of the burst spare.
+        headroom = max(1, burst // 10) if burst > 1 else 0
+        self.limiter = self._transport.limiter(rate, burst - headroom)
         self._lock = threading.Lock()
         self._app_token: str | None = None
         self._code: str | None = None
@@ -278,21 +272,7 @@ class Bitrix24Adapter:
         with self._lock:
             if self._client is None:
                 self._code = self._resolve(self.config.webhook_code)
-                # The real bucket is shared with whatever else calls the portal from our IP, and
-                # our clock and the portal's never agree exactly: keep a little of the burst spare.
-                headroom = max(1, self._burst // 10) if self._burst > 1 else 0
-                limiter = RateLimiter(
-                    self._rate, self._burst - headroom, clock=self._monotonic, sleep=self._sleep
-                )
-                self._client = HttpClient(
-                    classify,
-                    limiter=limiter,
-                    policy=self._policy,
-                    session=self._session,
-                    sleep=self._sleep,
-                    timeout=self._timeout,
-                    secrets=(self._code,),
-                )
+                self._client = self._transport.client(classify, self.limiter, (self._code,))
             return self._client, self._code or ""
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

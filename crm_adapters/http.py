@@ -143,3 +143,32 @@ class HttpClient:
             error.args = (self.redact(str(error)),)
             raise error
         return response
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How an adapter talks HTTP, the same for every CRM: session, waits, retries, timeouts.
+
+    Tests and the local stack pass virtual `sleep` / `monotonic` so pacing and backoff
+    move a clock instead of waiting.
+    """
+
+    session: requests.Session | None = None
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    policy: RetryPolicy | None = None
+    timeout: tuple[float, float] = (5.0, 20.0)
+
+    def limiter(self, rate: float, burst: int) -> RateLimiter:
+        return RateLimiter(rate, burst, clock=self.monotonic, sleep=self.sleep)
+
+    def client(self, classify: Classify, limiter: RateLimiter, secrets: tuple[str, ...]) -> HttpClient:
+        return HttpClient(
+            classify,
+            limiter=limiter,
+            policy=self.policy,
+            session=self.session,
+            sleep=self.sleep,
+            timeout=self.timeout,
+            secrets=secrets,
+        )

@@ -28,7 +28,7 @@ from typing import Any
 import requests
 import yaml
 
-from crm_adapters.http import RetryPolicy
+from crm_adapters.http import RetryPolicy, Transport
 from fakes.amocrm import FakeAmoCrm
 from fakes.bitrix24 import FakeBitrix24
 from fakes.telegram import FakeTelegram
@@ -348,29 +348,17 @@ class LocalStack:
         scale = self.crm_rate_scale
         policy = RetryPolicy(attempts=5, base_delay=0.05, max_delay=2.0, budget=10.0)
 
+        transport = Transport(
+            sleep=self.sleeps, monotonic=self.sleeps.monotonic, policy=policy, timeout=self.crm_timeout
+        )
+
         def adapter_factory(config, secrets):
             if config.crm.kind == "bitrix24":
                 return Bitrix24Adapter(
-                    config.tenant,
-                    config.crm,
-                    secrets,
-                    sleep=self.sleeps,
-                    monotonic=self.sleeps.monotonic,
-                    policy=policy,
-                    timeout=self.crm_timeout,
-                    rate=2.0 * scale,
-                    burst=50,
+                    config.tenant, config.crm, secrets, transport=transport, rate=2.0 * scale, burst=50
                 )
             return AmoCrmAdapter(
-                config.tenant,
-                config.crm,
-                secrets,
-                sleep=self.sleeps,
-                monotonic=self.sleeps.monotonic,
-                policy=policy,
-                timeout=self.crm_timeout,
-                rate=7.0 * scale,
-                burst=6,
+                config.tenant, config.crm, secrets, transport=transport, rate=7.0 * scale, burst=6
             )
 
         def notifier_factory(config, secrets):

@@ -16,7 +16,7 @@ import requests
 
 from crm_adapters.amocrm import AmoCrmAdapter, activity_from_note
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, WebhookRequest
-from crm_adapters.http import RetryPolicy
+from crm_adapters.http import RetryPolicy, Transport
 from fakes.amocrm import (
     FakeAmoCrm,
     bad_gateway,
@@ -110,8 +110,10 @@ def make_adapter(
         "acme-amo",
         config,
         lambda ref: secrets[ref.env or ""],
-        sleep=time.sleep if real_sleep else (sleep or Sleeps()),
-        policy=policy or RetryPolicy(attempts=5, base_delay=0.01, max_delay=2.0, budget=30.0),
+        transport=Transport(
+            sleep=time.sleep if real_sleep else (sleep or Sleeps()),
+            policy=policy or RetryPolicy(attempts=5, base_delay=0.01, max_delay=2.0, budget=30.0),
+        ),
         rate=rate,
         burst=burst,
         bulk_size=bulk_size,

@@ -17,7 +17,7 @@ import requests
 
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable
 from crm_adapters.bitrix24 import Bitrix24Adapter
-from crm_adapters.http import RetryPolicy
+from crm_adapters.http import RetryPolicy, Transport
 from fakes.bitrix24 import (
     FakeBitrix24,
     internal_error,
@@ -106,8 +106,7 @@ def make_adapter(
         "acme",
         config,
         lambda ref: secrets[ref.env or ""],
-        sleep=sleep or Sleeps(),
-        policy=policy,
+        transport=Transport(sleep=sleep or Sleeps(), policy=policy),
         rate=rate,
         burst=burst,
     )
