@@ -248,7 +248,8 @@ def test_webhooks_never_fail_on_any_input(
     query = data.draw(hook_query(stack), label="query")
     path = f"/hooks/{tenant}" + (f"?{query}" if query else "")
     response = stack.client.http.post(path, headers={"Content-Type": content_type}, body=body)
-    check(stack, response, path, body)
+    # Chalice's 415 quotes the content type back: whatever the caller put there it already holds.
+    check(stack, response, path, body, content_type)
     if len(body) > MAX_BODY and response.status_code != 415:
         assert response.status_code == 413
 
