@@ -53,9 +53,10 @@ class SimClock:
         with self._lock:
             self._now = moment.astimezone(UTC)
 
-    def advance(self, delta: timedelta) -> datetime:
+    def advance(self, delta: timedelta | float) -> datetime:
+        """Moves the clock on by `delta` (a timedelta or seconds)."""
         with self._lock:
-            self._now += delta
+            self._now += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
             return self._now
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlencode
 
@@ -15,38 +14,12 @@ import pytest
 
 from crm_adapters.base import CrmRateLimited, CrmUnavailable, WebhookRequest
 from fakes.bitrix24 import FakeBitrix24, internal_error, query_limit_exceeded
-from tests.integration.test_bitrix24_adapter import CODE, T0, TOKEN, Clock, Sleeps, lead, make_adapter, rest
-from workflows.events import Call, EntityRef, EntityType, EventKind
+from tests.integration.bitrix24.helpers import CODE, T0, TOKEN, Clock, Sleeps, deal, lead, make_adapter, rest
+from workflows.events import Call, EventKind
 
 pytestmark = pytest.mark.integration
 
 RECORD = "https://acme.bitrix24.ru/disk/downloadFile/{n}/?&ncc=1&filename=call{n}.mp3"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-def portal() -> Iterator[FakeBitrix24]:
-    server = FakeBitrix24(webhook_code=CODE, application_token=TOKEN)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def fake(portal: FakeBitrix24, clock: Clock) -> FakeBitrix24:
-    portal.reset()
-    portal.clock = clock
-    return portal
-
-
-def deal(ident: str) -> EntityRef:
-    return EntityRef(EntityType.DEAL, ident)
 
 
 def sent(fake: FakeBitrix24, method: str) -> list[dict]:

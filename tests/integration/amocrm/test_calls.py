@@ -4,7 +4,6 @@ contacts left out, 204s, the `since` window, notes read by id within the query b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -16,7 +15,7 @@ from crm_adapters.amocrm import MAX_QUERY_CHARS, AmoCrmAdapter, activity_from_no
 from crm_adapters.base import CrmRateLimited, CrmUnavailable, WebhookRequest
 from fakes.amocrm import FakeAmoCrm, internal_error, too_many_requests, too_many_requests_problem
 from fakes.server import LeakyBucket
-from tests.integration.test_amocrm_adapter import START, TOKEN, Clock, Sleeps, lead_ref, make_adapter
+from tests.integration.amocrm.helpers import START, TOKEN, Clock, Sleeps, lead_ref, make_adapter
 from workflows.events import Call, EntityRef, EntityType
 
 pytestmark = pytest.mark.integration
@@ -24,28 +23,6 @@ pytestmark = pytest.mark.integration
 EVENTS = "/api/v4/events"
 NOTES = "/api/v4/leads/notes"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[tuple[FakeAmoCrm, Clock]]:
-    # One running server for the module; each test resets it. Only the rate tests are about limits.
-    clock = Clock()
-    server = FakeAmoCrm(token=TOKEN, rate=10_000, burst=10_000, clock=clock)
-    server.start()
-    yield server, clock
-    server.stop()
-
-
-@pytest.fixture
-def clock(shared: tuple[FakeAmoCrm, Clock]) -> Clock:
-    shared[1].set(START)
-    return shared[1]
-
-
-@pytest.fixture
-def fake(shared: tuple[FakeAmoCrm, Clock], clock: Clock) -> FakeAmoCrm:
-    shared[0].reset()
-    return shared[0]
 
 
 def hooked_calls(fake: FakeAmoCrm, adapter: AmoCrmAdapter) -> dict[str, Call]:

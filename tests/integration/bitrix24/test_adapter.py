@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,8 +14,7 @@ import pytest
 import requests
 
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable
-from crm_adapters.bitrix24 import Bitrix24Adapter
-from crm_adapters.http import RetryPolicy, Transport
+from crm_adapters.http import RetryPolicy
 from fakes.bitrix24 import (
     FakeBitrix24,
     internal_error,
@@ -25,95 +22,11 @@ from fakes.bitrix24 import (
     query_limit_exceeded,
     slow,
 )
-from tenancy.config import Bitrix24Config, SecretRef
+from tests.integration.bitrix24.helpers import CODE, T0, TOKEN, Clock, Sleeps, deal, lead, make_adapter, rest
 from workflows.effects import SetCardFields
 from workflows.events import EntityRef, EntityType
 
 pytestmark = pytest.mark.integration
-
-CODE = "b24-webhook-code-Zx81"
-TOKEN = "b24-app-token-Qw77"
-T0 = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, start: datetime = T0):
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def set(self, moment: datetime) -> None:
-        with self._lock:
-            self.now = moment
-
-
-class Sleeps:
-    """Records the waits asked for instead of waiting, so retries cost no time."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-def portal() -> Iterator[FakeBitrix24]:
-    # One server for the module (stopping one costs ~0.5 s); `fake` resets it per test.
-    server = FakeBitrix24(webhook_code=CODE, application_token=TOKEN)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def fake(portal: FakeBitrix24, clock: Clock) -> FakeBitrix24:
-    portal.reset()
-    portal.clock = clock
-    return portal
-
-
-def make_adapter(
-    fake: FakeBitrix24,
-    *,
-    code: str = CODE,
-    entities: tuple[str, ...] = ("lead", "deal"),
-    sleep: Callable[[float], None] | None = None,
-    rate: float = 2.0,
-    burst: int = 50,
-    policy: RetryPolicy | None = None,
-) -> Bitrix24Adapter:
-    config = Bitrix24Config(
-        kind="bitrix24",
-        base_url=fake.url,
-        webhook_user_id=1,
-        webhook_code=SecretRef(env="B24_CODE"),
-        application_token=SecretRef(env="B24_TOKEN"),
-        entities=list(entities),
-    )
-    secrets = {"B24_CODE": code, "B24_TOKEN": TOKEN}
-    return Bitrix24Adapter(
-        "acme",
-        config,
-        lambda ref: secrets[ref.env or ""],
-        transport=Transport(sleep=sleep or Sleeps(), policy=policy),
-        rate=rate,
-        burst=burst,
-    )
-
-
-def lead(ident: str) -> EntityRef:
-    return EntityRef(EntityType.LEAD, ident)
 
 
 def batch_commands(fake: FakeBitrix24) -> list[int]:
@@ -420,12 +333,6 @@ def test_card_url(fake: FakeBitrix24) -> None:
 
 
 # ----------------------------------------------------------------------------- the fake portal itself
-def rest(fake: FakeBitrix24, method: str, **kwargs: Any) -> requests.Response:
-    method_name = kwargs.pop("http", "POST")
-    timeout = kwargs.pop("timeout", 5)
-    return requests.request(method_name, f"{fake.url}/rest/1/{CODE}/{method}", timeout=timeout, **kwargs)
-
-
 def test_fake_get_with_php_style_query_and_filter_prefixes(fake: FakeBitrix24) -> None:
     for n in range(4):
         fake.create_lead(
@@ -543,10 +450,6 @@ def test_fake_slow_fault_performs_the_call_and_answers_late(fake: FakeBitrix24) 
 
 
 # ----------------------------------------------------------------------------- activities on cards
-def deal(ident: str) -> EntityRef:
-    return EntityRef(EntityType.DEAL, ident)
-
-
 def activity_commands(fake: FakeBitrix24) -> list[dict[str, list[str]]]:
     """Every crm.activity.list command sent inside a batch, as its parsed query."""
     found = []

@@ -8,15 +8,13 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import requests
 
 from crm_adapters.amocrm import AmoCrmAdapter, activity_from_note
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, WebhookRequest
-from crm_adapters.http import RetryPolicy, Transport
 from fakes.amocrm import (
     FakeAmoCrm,
     bad_gateway,
@@ -26,102 +24,20 @@ from fakes.amocrm import (
 )
 from fakes.server import LeakyBucket
 from tenancy.config import AmoCrmConfig, SecretRef
+from tests.integration.amocrm.helpers import (
+    INTAKE,
+    START,
+    TOKEN,
+    VERDICT,
+    Clock,
+    Sleeps,
+    lead_ref,
+    make_adapter,
+)
 from workflows.effects import SetCardFields
 from workflows.events import EntityRef, EntityType
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "amo-long-lived-token-Lk52"
-INTAKE, VERDICT = "584211", "584213"
-START = datetime(2025, 10, 29, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    """The fake account's clock: still unless a test moves it."""
-
-    def __init__(self, start: datetime = START):
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def set(self, moment: datetime) -> None:
-        with self._lock:
-            self.now = moment
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[tuple[FakeAmoCrm, Clock]]:
-    # One running server for the module (a stop costs half a second); each test resets it.
-    # The limit is generous: only the rate-limit test below is about the limit.
-    clock = Clock()
-    server = FakeAmoCrm(token=TOKEN, rate=10_000, burst=10_000, clock=clock)
-    server.start()
-    yield server, clock
-    server.stop()
-
-
-@pytest.fixture
-def clock(shared: tuple[FakeAmoCrm, Clock]) -> Clock:
-    shared[1].set(START)
-    return shared[1]
-
-
-@pytest.fixture
-def fake(shared: tuple[FakeAmoCrm, Clock], clock: Clock) -> FakeAmoCrm:
-    shared[0].reset()
-    return shared[0]
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-def make_adapter(
-    fake: FakeAmoCrm,
-    *,
-    token: str = TOKEN,
-    sleep: Sleeps | None = None,
-    rate: float = 10_000,
-    burst: int = 10_000,
-    bulk_size: int = 50,
-    policy: RetryPolicy | None = None,
-    real_sleep: bool = False,
-) -> AmoCrmAdapter:
-    config = AmoCrmConfig(
-        kind="amocrm",
-        base_url=fake.url,
-        access_token=SecretRef(env="AMO_TOKEN"),
-        hook_secret=SecretRef(env="AMO_HOOK"),
-        account_id=fake.account_id,
-    )
-    secrets = {"AMO_TOKEN": token, "AMO_HOOK": "hook-secret"}
-    return AmoCrmAdapter(
-        "acme-amo",
-        config,
-        lambda ref: secrets[ref.env or ""],
-        transport=Transport(
-            sleep=time.sleep if real_sleep else (sleep or Sleeps()),
-            policy=policy or RetryPolicy(attempts=5, base_delay=0.01, max_delay=2.0, budget=30.0),
-        ),
-        rate=rate,
-        burst=burst,
-        bulk_size=bulk_size,
-    )
-
-
-def lead_ref(lead_id: str) -> EntityRef:
-    return EntityRef(EntityType.LEAD, lead_id)
 
 
 def stamp_writes(ids: list[str], when: datetime = START) -> list[SetCardFields]:
