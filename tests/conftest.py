@@ -6,7 +6,7 @@ import pytest
 from hypothesis import settings
 
 # CI must pass or fail on the code, not on the draw: there every property test runs the same
-# examples each time; local runs keep exploring, and what they find becomes a fixed example.
+# examples each time; local runs keep exploring new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
