@@ -32,9 +32,9 @@ LIBS = "import boto3, pynamodb.models, chalice.app, requests"
 APP = "import app"
 # Everything the handlers import lazily on their first invocation (context only).
 HANDLERS = (
-    "import app, runtime.context, runtime.ingress, runtime.worker, runtime.sweep, runtime.reconcile, "
-    "runtime.reports, storage.store, crm_adapters.bitrix24, crm_adapters.amocrm, crm_adapters.telegram, "
-    "tenancy.config, tenancy.secrets, workflows.calendar, workflows.timeliness"
+    "import app, leadwatch.context, leadwatch.ingress, leadwatch.dispatch, workflows.timeliness.sweep, leadwatch.reconcile, "
+    "workflows.timeliness.queries, leadwatch.store.dynamodb, crm_adapters.bitrix24, crm_adapters.amocrm, leadwatch.telegram, "
+    "leadwatch.config, leadwatch.secrets, leadwatch.calendar, workflows.timeliness.rules"
 )
 SIDES = {"app_ms": APP, "libs_ms": LIBS, "all_handlers_ms": HANDLERS}
 PROBE = "import sys, time; sys.path.insert(0, '.'); t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
@@ -96,7 +96,7 @@ def import_profile(bundle: Path, statement: str) -> dict[str, int]:
     return cumulative
 
 
-OWN = {"app", "functions", "runtime", "storage", "crm_adapters", "tenancy", "workflows"}
+OWN = {"app", "functions", "leadwatch", "crm_adapters", "workflows"}
 
 
 def heaviest_extra(bundle: Path, statement: str = APP, limit: int = 5) -> list[tuple[str, float]]:

@@ -119,7 +119,7 @@ class AwsCalls:
     def install(self, clients: Iterable[Any] = ()) -> AwsCalls:
         import botocore.session
 
-        from storage.models import MODELS
+        from leadwatch.store.models import MODELS
 
         self._counting = True
         for client in clients:

@@ -25,7 +25,7 @@ def _http_calls(stack) -> int:
 
 
 def measure() -> list[Figure]:
-    from fakes.stack import AmoDriver, BitrixDriver, LocalStack, SimClock
+    from leadwatch.testing.stack import AmoDriver, BitrixDriver, LocalStack, SimClock
 
     figures: list[Figure] = []
     with LocalStack(SimClock(T0), aws="inprocess") as stack:

@@ -50,8 +50,8 @@ def measure(
     profile: Path | None = None,
 ) -> list[Figure]:
     from demo.week import DAYS, WEEK_START, actions_for, managers_for, plan_week
-    from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
-    from workflows.calendar import BusinessCalendar
+    from leadwatch.calendar import BusinessCalendar
+    from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 
     days = days or DAYS
     started = time.perf_counter()

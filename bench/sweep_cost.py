@@ -10,7 +10,7 @@ never processed, so the sweep re-reads them from the fake Bitrix24 and calls the
 (journal row and a Telegram message each). The 1,000 due cards exist in the fake portal
 so the verdict write-back succeeds.
 
-Measured: one `runtime.sweep.sweep_tenant` call; every DynamoDB read's items (Query and
+Measured: one `workflows.timeliness.sweep.sweep_tenant` call; every DynamoDB read's items (Query and
 Scan: ScannedCount, GetItem: 0/1, BatchGetItem: len(Responses)) summed, divided by the
 items due. The CRM and Telegram run at their real limits on the stack's virtual clock
 (waits move the clock, they do not take wall time).
@@ -34,8 +34,8 @@ FUTURE_IDS_FROM = 10_000_000
 
 
 def _write_leads(stack, tenant: str, due_ids: list[str], total: int, rng: random.Random) -> None:
-    from storage.models import LeadItem
-    from storage.store import due_bucket
+    from leadwatch.store.dynamodb import due_bucket
+    from leadwatch.store.models import LeadItem
 
     now = NOW.astimezone(UTC)
     with LeadItem.batch_write() as batch:
@@ -68,8 +68,8 @@ def _write_leads(stack, tenant: str, due_ids: list[str], total: int, rng: random
 
 
 def measure(open_leads: int = OPEN_LEADS, due: int = DUE) -> list[Figure]:
-    from fakes.stack import B24_TENANT, LocalStack, SimClock
-    from runtime.sweep import sweep_tenant
+    from leadwatch.testing.stack import B24_TENANT, LocalStack, SimClock
+    from workflows.timeliness.sweep import sweep_tenant
 
     rng = random.Random(11)
     with LocalStack(SimClock(NOW), aws="inprocess") as stack:

@@ -2,7 +2,7 @@
 
 For each n, a fresh fake (Bitrix24: leaky bucket 2 req/s, burst 50; amoCRM: 7 req/s,
 burst 7 -- the real services' limits, draining by the real clock) holds n leads, and a
-fresh adapter built as production builds it (`runtime.context.default_adapter`'s
+fresh adapter built as production builds it (`leadwatch.context.default_adapter`'s
 defaults: its own limiter and retry policy, real `time.sleep`, real `time.monotonic`)
 writes one verdict field on each with one `set_fields` call. Counted from the fake's
 request log: write requests, and answers 503 QUERY_LIMIT_EXCEEDED / 429. The fastest the
@@ -34,9 +34,9 @@ CREATED = datetime(2025, 11, 12, 6, 0, tzinfo=UTC)
 def _setup(kind: str):
     from crm_adapters.amocrm import AmoCrmAdapter
     from crm_adapters.bitrix24 import Bitrix24Adapter
-    from fakes.amocrm import FakeAmoCrm
-    from fakes.bitrix24 import FakeBitrix24
-    from tenancy.config import AmoCrmConfig, Bitrix24Config, SecretRef
+    from leadwatch.config import AmoCrmConfig, Bitrix24Config, SecretRef
+    from leadwatch.testing.amocrm import FakeAmoCrm
+    from leadwatch.testing.bitrix24 import FakeBitrix24
 
     rate, burst, _, _, _ = CRMS[kind]
     secrets = {"CODE": "bench-webhook-code", "TOKEN": "bench-app-token", "AMO": "bench-amo-token"}
@@ -83,8 +83,8 @@ def _setup(kind: str):
 
 
 def _measure_one(kind: str, n: int, fake, make_adapter, create, verdict) -> list[Figure]:
-    from workflows.effects import SetCardFields
-    from workflows.events import EntityRef, EntityType
+    from leadwatch.effects import SetCardFields
+    from leadwatch.events import EntityRef, EntityType
 
     rate, burst, per_call, path, limited_status = CRMS[kind]
     fake.reset()

@@ -43,9 +43,9 @@ from crm_adapters.base import (
 )
 from crm_adapters.formdata import FormError, parse_form
 from crm_adapters.http import HttpClient, Transport
-from tenancy.config import AmoCrmConfig, SecretRef
-from workflows.effects import FieldValue, SetCardFields
-from workflows.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from leadwatch.config import AmoCrmConfig, SecretRef
+from leadwatch.effects import FieldValue, SetCardFields
+from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
 
 PAGE_LIMIT = 250  # leads-api: "limit ... (Максимум – 250)"
 BULK_LIMIT = 250  # Kommo limitations: at most 250 entities added or updated per request

@@ -2,7 +2,7 @@
 
 Everything CRM-specific (payload shapes, status ids, field formats, pagination,
 limits, error codes) stays behind `CrmAdapter`. Callers see normalized
-`workflows.events` types and the errors below.
+`leadwatch.events` types and the errors below.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from workflows.effects import SetCardFields
-from workflows.events import Activity, Call, CrmEvent, EntityRef, LeadSnapshot
+from leadwatch.effects import SetCardFields
+from leadwatch.events import Activity, Call, CrmEvent, EntityRef, LeadSnapshot
 
 
 class WebhookRejected(Exception):

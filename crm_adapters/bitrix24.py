@@ -36,9 +36,9 @@ from crm_adapters.base import (
 )
 from crm_adapters.formdata import FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, Transport
-from tenancy.config import Bitrix24Config, SecretRef
-from workflows.effects import FieldValue, SetCardFields
-from workflows.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from leadwatch.config import Bitrix24Config, SecretRef
+from leadwatch.effects import FieldValue, SetCardFields
+from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
 
 BATCH_LIMIT = 50
 _DIGITS = re.compile(r"^[0-9]{1,18}$")

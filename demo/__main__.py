@@ -30,7 +30,15 @@ from demo.week import (
     plan_week,
     tally_calls,
 )
-from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, CrmDriver, LocalStack, SimClock
+from leadwatch.testing.stack import (
+    AMO_TENANT,
+    B24_TENANT,
+    AmoDriver,
+    BitrixDriver,
+    CrmDriver,
+    LocalStack,
+    SimClock,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     clock = SimClock(WEEK_START - timedelta(minutes=1))
-    from workflows.calendar import BusinessCalendar
+    from leadwatch.calendar import BusinessCalendar
 
     hours = [
         (datetime.strptime(a, "%H:%M").time(), datetime.strptime(b, "%H:%M").time())
@@ -264,7 +272,7 @@ def _row(per: dict[str, dict], name: str) -> dict:
 
 
 def _ref(lead: PlannedLead):
-    from workflows.events import EntityRef, EntityType
+    from leadwatch.events import EntityRef, EntityType
 
     return EntityRef(EntityType.LEAD, str(lead.crm_id))
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, time, timedelta
 
 from demo.week import MSK, Action, PlannedLead
-from fakes.stack import AMO_TENANT, B24_TENANT, CrmDriver, LocalStack
+from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, CrmDriver, LocalStack
 
 
 def replay(

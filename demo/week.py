@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from workflows.calendar import BusinessCalendar
+from leadwatch.calendar import BusinessCalendar
 
 MSK = ZoneInfo("Europe/Moscow")
 # Wed 29 Oct .. Tue 4 Nov 2025 in Russia: nights, a working Saturday (1 Nov, shortened before the

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from chalice import Blueprint, Response
 
 if TYPE_CHECKING:
-    from runtime.context import Context
-    from tenancy.config import TenantConfig
+    from leadwatch.config import TenantConfig
+    from leadwatch.context import Context
 
 bp = Blueprint(__name__)
 log = logging.getLogger("leadwatch.api")
@@ -74,7 +74,7 @@ def _authorize(ctx: Context, tenant: str) -> TenantConfig | Response:
     uniform 401 would cost operators a clear answer to a typo and protect nothing. What the key
     guards is the data, and no answer other than a 200 carries any.
     """
-    from tenancy.secrets import SecretMissing
+    from leadwatch.secrets import SecretMissing
 
     config = ctx.tenant(tenant)
     if config is None:
@@ -102,7 +102,7 @@ def _authorize(ctx: Context, tenant: str) -> TenantConfig | Response:
 
 def _observed(tenant: str, answer: Callable[[], Response]) -> Response:
     """Run one read under the request's correlation id, with the tenant in every log line."""
-    from runtime import observability
+    from leadwatch import observability
 
     request = bp.current_request
     with observability.invocation(
@@ -118,7 +118,7 @@ def timeliness(tenant: str) -> Response:
 
 def _open(tenant: str) -> tuple[Context, TenantConfig, dict[str, str], date] | Response:
     """The context, the tenant's configuration (key checked), the query and the tenant's today."""
-    from runtime.context import get_context
+    from leadwatch.context import get_context
 
     ctx = get_context()
     config = _authorize(ctx, tenant)
@@ -130,7 +130,7 @@ def _open(tenant: str) -> tuple[Context, TenantConfig, dict[str, str], date] | R
 
 
 def _timeliness(tenant: str) -> Response:
-    from runtime.reports import timeliness_by_day, timeliness_by_manager
+    from workflows.timeliness.queries import timeliness_by_day, timeliness_by_manager
 
     opened = _open(tenant)
     if isinstance(opened, Response):
@@ -164,7 +164,7 @@ def dialing_report(tenant: str) -> Response:
 
 
 def _dialing_report(tenant: str) -> Response:
-    from runtime.dialing import daily_report, report_text
+    from workflows.dialing.report import daily_report, report_text
 
     opened = _open(tenant)
     if isinstance(opened, Response):
@@ -188,7 +188,7 @@ def lead_calls(tenant: str, lead: str) -> Response:
 
 def _entity(lead: str):
     """`42` is lead 42; `deal:42` (or `lead:42`) names the card type."""
-    from workflows.events import EntityRef, EntityType
+    from leadwatch.events import EntityRef, EntityType
 
     kind, _, ident = lead.rpartition(":")
     if not ident.isdigit() or len(ident) > 20 or int(ident) == 0:
@@ -202,7 +202,7 @@ def _entity(lead: str):
 
 
 def _lead_calls(tenant: str, lead: str) -> Response:
-    from workflows import dialing
+    from workflows.dialing import rules as dialing
 
     opened = _open(tenant)
     if isinstance(opened, Response):

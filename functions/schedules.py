@@ -13,9 +13,9 @@ RECONCILE_MINUTES = int(os.environ.get("LEADWATCH_RECONCILE_MINUTES", "10"))
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES), name="deadline_sweep")
 def deadline_sweep(event) -> dict:
-    from runtime import observability
-    from runtime.context import get_context
-    from runtime.sweep import sweep
+    from leadwatch import observability
+    from leadwatch.context import get_context
+    from workflows.timeliness.sweep import sweep
 
     with observability.invocation(event.event_id, lambda_context=event.context) as log:
         ctx = get_context()
@@ -38,9 +38,9 @@ def deadline_sweep(event) -> dict:
 
 @bp.schedule(Rate(RECONCILE_MINUTES, unit=Rate.MINUTES), name="reconcile")
 def reconcile(event) -> dict:
-    from runtime import observability
-    from runtime.context import get_context
-    from runtime.reconcile import reconcile as run
+    from leadwatch import observability
+    from leadwatch.context import get_context
+    from leadwatch.reconcile import reconcile as run
 
     with observability.invocation(event.event_id, lambda_context=event.context) as log:
         reports = run(get_context())
@@ -60,9 +60,9 @@ def reconcile(event) -> dict:
 # tenants live in different time zones and calendars, which one cron expression cannot follow.
 @bp.schedule(Rate(1, unit=Rate.MINUTES), name="dialing_report")
 def dialing_report(event) -> dict:
-    from runtime import observability
-    from runtime.context import get_context
-    from runtime.dialing import send_due_reports
+    from leadwatch import observability
+    from leadwatch.context import get_context
+    from workflows.dialing.report import send_due_reports
 
     with observability.invocation(event.event_id, lambda_context=event.context) as log:
         runs = send_due_reports(get_context())

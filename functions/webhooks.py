@@ -1,4 +1,4 @@
-"""POST /hooks/{tenant}: the CRMs' webhooks. Thin glue over runtime.ingress."""
+"""POST /hooks/{tenant}: the CRMs' webhooks. Thin glue over leadwatch.ingress."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ def _json(status: int, body: dict) -> Response:
 
 @bp.route("/hooks/{tenant}", methods=["POST"], content_types=CONTENT_TYPES)
 def receive_webhook(tenant: str) -> Response:
-    from runtime import observability
-    from runtime.context import get_context
-    from runtime.ingress import receive
+    from leadwatch import observability
+    from leadwatch.context import get_context
+    from leadwatch.ingress import receive
 
     request = bp.current_request
-    # The delivery's request id until its events are parsed; then their dedupe keys (runtime.ingress).
+    # The delivery's request id until its events are parsed; then their dedupe keys (leadwatch.ingress).
     request_id = (request.context or {}).get("requestId")
     with observability.invocation(request_id, tenant=tenant, lambda_context=bp.lambda_context) as log:
         body = request.raw_body or b""

@@ -1,4 +1,4 @@
-"""The SQS worker: thin glue from a queue batch to runtime.worker, reporting partial failures."""
+"""The SQS worker: thin glue from a queue batch to leadwatch.dispatch, reporting partial failures."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ QUEUE_NAME = os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events")
 
 @bp.on_sqs_message(queue=QUEUE_NAME, batch_size=10, name="worker")
 def process_events(event) -> dict:
-    from runtime import observability
-    from runtime.context import get_context
-    from runtime.worker import Message, handle
+    from leadwatch import observability
+    from leadwatch.context import get_context
+    from leadwatch.dispatch import Message, handle
 
     messages = [Message(record.to_dict()["messageId"], record.body) for record in event]
     correlation = observability.correlation_of([m.message_id for m in messages])

@@ -22,8 +22,8 @@ def aws():
     import boto3
     from moto import mock_aws
 
-    from storage.models import bind
-    from storage.schema import create_queues, create_tables
+    from leadwatch.store.models import bind
+    from leadwatch.store.schema import create_queues, create_tables
 
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="eu-central-1")

@@ -9,8 +9,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, CrmDriver, LocalStack, SimClock
-from workflows.events import EntityRef, EntityType
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.testing.stack import (
+    AMO_TENANT,
+    B24_TENANT,
+    AmoDriver,
+    BitrixDriver,
+    CrmDriver,
+    LocalStack,
+    SimClock,
+)
 
 MSK = ZoneInfo("Europe/Moscow")
 MONDAY_9 = datetime(2025, 11, 10, 9, 0, tzinfo=MSK)  # a plain week: Mon 10 .. Fri 14 Nov 2025

@@ -17,9 +17,9 @@ import pytest
 
 from demo.replay import replay
 from demo.week import actions_for, managers_for, on_time_by_plan, plan_week
-from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
-from workflows.calendar import BusinessCalendar
-from workflows.events import EntityRef, EntityType
+from leadwatch.calendar import BusinessCalendar
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 
 SEED = 20251112
 MSK = ZoneInfo("Europe/Moscow")
@@ -123,10 +123,10 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
     until = max(calendar.control_time(lead.created_at, timedelta(minutes=15), time(11)) for lead in leads)
 
     with LocalStack(clock, aws="inprocess", crm_timeout=(1.0, 0.3)) as stack:
-        import fakes.amocrm as amo_faults
-        import fakes.bitrix24 as b24_faults
-        import fakes.telegram as telegram_faults
-        import runtime.worker
+        import leadwatch.dispatch
+        import leadwatch.testing.amocrm as amo_faults
+        import leadwatch.testing.bitrix24 as b24_faults
+        import leadwatch.testing.telegram as telegram_faults
 
         wire = FaultyWire(stack, random.Random(SEED + 1))
         stack.bitrix.deliver = wire.wire(B24_TENANT)
@@ -144,7 +144,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
         for body in poison:
             stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
         # One worker invocation dies after doing its work, before answering.
-        real_perform = runtime.worker.executor.perform
+        real_perform = leadwatch.dispatch.executor.perform
         calls = {"n": 0}
 
         def perform_then_crash(*args, **kwargs):
@@ -154,7 +154,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
                 raise LambdaDied("the Lambda died mid-batch, after doing its work")
             return outcome
 
-        runtime.worker.executor.perform = perform_then_crash
+        leadwatch.dispatch.executor.perform = perform_then_crash
         try:
             drivers = {B24_TENANT: BitrixDriver(stack.bitrix), AMO_TENANT: AmoDriver(stack.amo)}
             replay(
@@ -177,7 +177,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
             stack.pump()
             stack.sweep()
         finally:
-            runtime.worker.executor.perform = real_perform
+            leadwatch.dispatch.executor.perform = real_perform
 
         assert wire.delivered >= DELIVERIES, wire.delivered
         assert wire.duplicates > 0.08 * DELIVERIES and wire.reordered > 0.08 * DELIVERIES

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
-from runtime.ingress import MAX_BODY
-from tenancy.config import SecretRef, TenantRegistry
+from leadwatch.config import SecretRef, TenantRegistry
+from leadwatch.ingress import MAX_BODY
+from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 
 pytestmark = pytest.mark.integration
 

@@ -22,11 +22,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, CrmDriver, LocalStack, SimClock
-from storage.store import Store, due_bucket
-from workflows.effects import Violation
-from workflows.events import EntityRef, EntityType
-from workflows.timeliness import LeadState
+from leadwatch.effects import Violation
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.store.dynamodb import Store, due_bucket
+from leadwatch.testing.stack import (
+    AMO_TENANT,
+    B24_TENANT,
+    AmoDriver,
+    BitrixDriver,
+    CrmDriver,
+    LocalStack,
+    SimClock,
+)
+from workflows.timeliness.rules import LeadState
 
 pytestmark = pytest.mark.integration
 

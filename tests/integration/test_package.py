@@ -45,9 +45,7 @@ def test_app_imports_from_the_unzipped_bundle_in_a_clean_interpreter(package, tm
         "functions/",
         "crm_adapters/",
         "workflows/",
-        "runtime/",
-        "storage/",
-        "tenancy/",
+        "leadwatch/",
         "config/",
     ):
         assert any(n == top or n.startswith(top) for n in names), f"{top} missing from the bundle"
@@ -57,10 +55,10 @@ def test_app_imports_from_the_unzipped_bundle_in_a_clean_interpreter(package, tm
         "import sys; sys.path.insert(0, '.');"
         "import app;"
         "import functions.worker, functions.schedules, functions.webhooks, functions.api;"
-        "import runtime.ingress, runtime.worker, runtime.sweep, runtime.reconcile;"
-        "import crm_adapters.bitrix24, crm_adapters.amocrm, crm_adapters.telegram, workflows.calendar;"
+        "import leadwatch.ingress, leadwatch.dispatch, workflows.timeliness.sweep, leadwatch.reconcile;"
+        "import crm_adapters.bitrix24, crm_adapters.amocrm, leadwatch.telegram, leadwatch.calendar;"
         # What the handlers import on their first invocation (Powertools comes from requirements.txt).
-        "import runtime.observability as o; o.logger(); o.metrics();"
+        "import leadwatch.observability as o; o.logger(); o.metrics();"
         "print(sorted(app.app.routes))"
     )
     python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable

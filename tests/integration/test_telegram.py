@@ -10,8 +10,8 @@ import requests
 
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable
 from crm_adapters.http import RetryPolicy
-from crm_adapters.telegram import InvalidMessage, TelegramNotifier, TelegramRejected, escape, link
-from fakes.telegram import FakeTelegram, bad_gateway, internal_error, slow, too_many_requests
+from leadwatch.telegram import InvalidMessage, TelegramNotifier, TelegramRejected, escape, link
+from leadwatch.testing.telegram import FakeTelegram, bad_gateway, internal_error, slow, too_many_requests
 
 pytestmark = pytest.mark.integration
 

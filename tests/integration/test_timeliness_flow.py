@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fakes.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
+from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 
 MSK = ZoneInfo("Europe/Moscow")
 TUESDAY_10 = datetime(2025, 11, 11, 10, 0, tzinfo=MSK)
@@ -123,7 +123,7 @@ def test_the_same_webhook_three_times_is_one_lead_and_one_message(stack, crm):
 
 
 def _entity(lead_id: str):
-    from workflows.events import EntityRef, EntityType
+    from leadwatch.events import EntityRef, EntityType
 
     return EntityRef(EntityType.LEAD, lead_id)
 
@@ -165,16 +165,16 @@ def test_crm_errors_during_the_sweep_are_retried_nothing_lost_nothing_doubled(st
     stack.clock.set(t0 + timedelta(minutes=16))
     fake = stack.bitrix if crm.tenant == B24_TENANT else stack.amo
     if crm.tenant == B24_TENANT:
-        from fakes.bitrix24 import internal_error, query_limit_exceeded
+        from leadwatch.testing.bitrix24 import internal_error, query_limit_exceeded
 
         fake.fail_next(query_limit_exceeded, times=2)
         fake.fail_next(internal_error, times=1)
     else:
-        from fakes.amocrm import bad_gateway, too_many_requests
+        from leadwatch.testing.amocrm import bad_gateway, too_many_requests
 
         fake.fail_next(too_many_requests, times=2)
         fake.fail_next(bad_gateway, times=1)
-    from fakes.telegram import too_many_requests as telegram_429
+    from leadwatch.testing.telegram import too_many_requests as telegram_429
 
     stack.telegram.fail_next(telegram_429(retry_after=2), times=1)
     stack.settle()
@@ -192,7 +192,8 @@ def test_a_crm_outage_leaves_leads_due_until_it_is_over(stack, crm):
     stack.clock.set(t0 + timedelta(minutes=16))
     fake = stack.bitrix if crm.tenant == B24_TENANT else stack.amo
     module = __import__(
-        f"fakes.{'bitrix24' if crm.tenant == B24_TENANT else 'amocrm'}", fromlist=["internal_error"]
+        f"leadwatch.testing.{'bitrix24' if crm.tenant == B24_TENANT else 'amocrm'}",
+        fromlist=["internal_error"],
     )
     fake.fail_randomly(1.0, module.internal_error)
     stack.sweep()
@@ -213,7 +214,7 @@ def test_overlapping_sweeps_alert_once(stack, crm):
     leads = [crm.create(f"Overlap {n}", "8", t0) for n in range(5)]
     stack.pump()
     stack.clock.set(t0 + timedelta(minutes=16))
-    from runtime.sweep import sweep
+    from workflows.timeliness.sweep import sweep
 
     threads = [threading.Thread(target=sweep, args=(stack.ctx,)) for _ in range(3)]
     for thread in threads:

@@ -23,9 +23,9 @@ from crm_adapters.base import (
     WebhookRequest,
     WebhookUnauthorized,
 )
-from fakes.amocrm import FakeAmoCrm
-from tenancy.config import AmoCrmConfig, SecretRef
-from workflows.events import Call, CrmEvent, EntityRef, EntityType, EventKind
+from leadwatch.config import AmoCrmConfig, SecretRef
+from leadwatch.events import Call, CrmEvent, EntityRef, EntityType, EventKind
+from leadwatch.testing.amocrm import FakeAmoCrm
 
 HOOK_SECRET = "hook-secret-Vb93"
 START = datetime(2025, 10, 29, 9, 30, tzinfo=UTC)

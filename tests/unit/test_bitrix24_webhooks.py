@@ -19,9 +19,9 @@ from crm_adapters.base import (
     WebhookUnauthorized,
 )
 from crm_adapters.bitrix24 import Bitrix24Adapter
-from fakes.bitrix24 import FakeBitrix24
-from tenancy.config import Bitrix24Config, SecretRef
-from workflows.events import Call, EntityRef, EntityType, EventKind
+from leadwatch.config import Bitrix24Config, SecretRef
+from leadwatch.events import Call, EntityRef, EntityType, EventKind
+from leadwatch.testing.bitrix24 import FakeBitrix24
 
 TOKEN = "app-token-Qw77"
 CODE = "webhook-code-Zx81"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workflows.calendar import BusinessCalendar, CalendarOverride, calendar_from_config
+from leadwatch.calendar import BusinessCalendar, CalendarOverride, calendar_from_config
 
 MSK = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -262,7 +262,7 @@ def test_next_control_start_includes_the_instant_itself() -> None:
 
 
 def test_holiday_tables_are_built_once_per_process() -> None:
-    from workflows.calendar import _country_year
+    from leadwatch.calendar import _country_year
 
     ru().control_time(msk(2025, 11, 1, 19), REACTION, CONTROL)
     built = _country_year.cache_info().misses
@@ -425,7 +425,7 @@ def test_working_days_inclusive() -> None:
 
 
 def test_calendar_from_config() -> None:
-    from tenancy.config import CalendarConfig
+    from leadwatch.config import CalendarConfig
 
     cfg = CalendarConfig.model_validate(
         {
@@ -449,7 +449,7 @@ def test_calendar_from_config() -> None:
 
 
 def test_workflows_calendar_is_pure() -> None:
-    source = Path(__file__).resolve().parents[2] / "workflows" / "calendar.py"
+    source = Path(__file__).resolve().parents[2] / "leadwatch" / "calendar.py"
     tree = ast.parse(source.read_text())
     imported = set()
     for node in ast.walk(tree):

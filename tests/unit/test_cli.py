@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from cli.main import main
-from storage.store import Store
-from workflows.events import EntityRef, EntityType
-from workflows.timeliness import LeadState
+from leadwatch.cli import main
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.store.dynamodb import Store
+from workflows.timeliness.rules import LeadState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 
@@ -67,7 +67,7 @@ def test_aws_setup_creates_tables_and_queues(capsys):
 def test_dialing_report_and_calls_for_any_date(aws, capsys):
     from datetime import date
 
-    from workflows.events import Call
+    from leadwatch.events import Call
 
     store = Store()
     monday = datetime(2025, 11, 10, 7, 0, tzinfo=UTC)  # 10:00 in Moscow
@@ -97,7 +97,7 @@ def test_aws_setup_adds_the_indexes_a_new_release_brings(capsys):
     import boto3
     from moto import mock_aws
 
-    from storage.schema import table_definitions
+    from leadwatch.store.schema import table_definitions
 
     props = next(p for p in table_definitions().values() if p["TableName"] == "leadwatch-leads")
     with mock_aws():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tenancy.config import ConfigError, TenantRegistry, load_tenant_file, parse_tenant
-from tenancy.secrets import SecretMissing, SecretResolver
+from leadwatch.config import ConfigError, TenantRegistry, load_tenant_file, parse_tenant
+from leadwatch.secrets import SecretMissing, SecretResolver
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 

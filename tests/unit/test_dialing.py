@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflows import dialing
-from workflows.calendar import BusinessCalendar, CalendarOverride
-from workflows.effects import Notify, RecordViolation
-from workflows.events import Call, EntityRef, EntityType
-from workflows.timeliness import LeadState
+from leadwatch.calendar import BusinessCalendar, CalendarOverride
+from leadwatch.effects import Notify, RecordViolation
+from leadwatch.events import Call, EntityRef, EntityType
+from workflows.dialing import rules as dialing
+from workflows.timeliness.rules import LeadState
 
 MSK = ZoneInfo("Europe/Moscow")
 HOURS = [(time(9), time(13)), (time(14), time(18))]
@@ -294,7 +294,7 @@ def test_a_proper_rejection_has_no_effects() -> None:
 
 
 def test_a_long_report_splits_under_4096_with_whole_tags() -> None:
-    from crm_adapters.telegram import MAX_MESSAGE_LENGTH, split_message, visible_length
+    from leadwatch.telegram import MAX_MESSAGE_LENGTH, split_message, visible_length
 
     leads = [plan_lead(n, n % 3, manager=str(n % 7)) for n in range(400)]
     report = dialing.build_report(date(2025, 11, 11), leads, [], RULES)

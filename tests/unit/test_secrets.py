@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tenancy.config import SecretRef
-from tenancy.secrets import DEFAULT_TTL, RETRY_AFTER, SecretMissing, SecretResolver
+from leadwatch.config import SecretRef
+from leadwatch.secrets import DEFAULT_TTL, RETRY_AFTER, SecretMissing, SecretResolver
 
 NAME = "/leadwatch/acme-b24/webhook-code"
 REF = SecretRef(ssm=NAME)

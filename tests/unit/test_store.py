@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from storage.models import MODELS
-from storage.schema import table_definitions
-from storage.store import Store
-from workflows.effects import Violation
-from workflows.events import EntityRef, EntityType
-from workflows.timeliness import LeadState
+from leadwatch.effects import Violation
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.store.dynamodb import Store
+from leadwatch.store.models import MODELS
+from leadwatch.store.schema import table_definitions
+from workflows.timeliness.rules import LeadState
 
 NOW = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)
 
@@ -153,7 +153,7 @@ def test_a_sweep_that_died_between_count_and_close_is_not_counted_twice(aws):
     store.claim(state, "a", NOW, timedelta(minutes=5))
     store.close_verdict(state, "late", "a", NOW, "2025-11-11", "7")
     # Simulate "a" dying after counting: reopen the card as if the close never happened.
-    from storage.models import LeadItem
+    from leadwatch.store.models import LeadItem
 
     LeadItem("t1", state.entity.key).update(
         actions=[LeadItem.verdict.remove(), LeadItem.due_bucket.set("t1#2025-11-11")]
@@ -166,7 +166,7 @@ def test_a_sweep_that_died_between_count_and_close_is_not_counted_twice(aws):
 
 
 def test_a_verdict_pinned_by_a_dead_sweep_comes_back_with_the_card(aws):
-    from storage.models import LeadItem
+    from leadwatch.store.models import LeadItem
 
     store = Store()
     state = lead(1, NOW)

@@ -1,6 +1,6 @@
 """Telegram HTML helpers: escape, link, split_message.
 
-Parts are checked with the fake's validator (`fakes.telegram.parse_html`), an
+Parts are checked with the fake's validator (`leadwatch.testing.telegram.parse_html`), an
 implementation independent of the splitter's own tokenizer.
 """
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crm_adapters.telegram import (
+from leadwatch.telegram import (
     InvalidMessage,
     escape,
     link,
@@ -18,7 +18,7 @@ from crm_adapters.telegram import (
     visible_length,
     visible_text,
 )
-from fakes.telegram import EntityParseError, parse_html, utf16_length
+from leadwatch.testing.telegram import EntityParseError, parse_html, utf16_length
 
 
 def check_parts(original: str, parts: list[str], limit: int, raw_limit: int | None = None) -> None:

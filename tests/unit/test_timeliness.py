@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from workflows import timeliness
-from workflows.effects import Notify, RecordViolation, SetCardFields
-from workflows.events import Activity, EntityRef, EntityType, LeadSnapshot
+from leadwatch.effects import Notify, RecordViolation, SetCardFields
+from leadwatch.events import Activity, EntityRef, EntityType, LeadSnapshot
+from workflows.timeliness import rules as timeliness
 
 MSK = ZoneInfo("Europe/Moscow")
 LEAD = EntityRef(EntityType.LEAD, "42")

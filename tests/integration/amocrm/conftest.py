@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fakes.amocrm import FakeAmoCrm
+from leadwatch.testing.amocrm import FakeAmoCrm
 from tests.integration.amocrm.helpers import START, TOKEN, Clock
 
 

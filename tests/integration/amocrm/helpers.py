@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.http import RetryPolicy, Transport
-from fakes.amocrm import FakeAmoCrm
-from fakes.stack import SimClock as Clock
-from fakes.stack import Sleeps
-from tenancy.config import AmoCrmConfig, SecretRef
-from workflows.events import EntityRef, EntityType
+from leadwatch.config import AmoCrmConfig, SecretRef
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.testing.amocrm import FakeAmoCrm
+from leadwatch.testing.stack import SimClock as Clock
+from leadwatch.testing.stack import Sleeps
 
 __all__ = ["INTAKE", "START", "TOKEN", "VERDICT", "Clock", "Sleeps", "lead_ref", "make_adapter"]
 

@@ -15,15 +15,17 @@ import requests
 
 from crm_adapters.amocrm import AmoCrmAdapter, activity_from_note
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, WebhookRequest
-from fakes.amocrm import (
+from leadwatch.config import AmoCrmConfig, SecretRef
+from leadwatch.effects import SetCardFields
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.testing.amocrm import (
     FakeAmoCrm,
     bad_gateway,
     internal_error,
     too_many_requests,
     too_many_requests_problem,
 )
-from fakes.server import LeakyBucket
-from tenancy.config import AmoCrmConfig, SecretRef
+from leadwatch.testing.server import LeakyBucket
 from tests.integration.amocrm.helpers import (
     INTAKE,
     START,
@@ -34,8 +36,6 @@ from tests.integration.amocrm.helpers import (
     lead_ref,
     make_adapter,
 )
-from workflows.effects import SetCardFields
-from workflows.events import EntityRef, EntityType
 
 pytestmark = pytest.mark.integration
 

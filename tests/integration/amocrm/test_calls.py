@@ -13,10 +13,10 @@ import requests
 
 from crm_adapters.amocrm import MAX_QUERY_CHARS, AmoCrmAdapter, activity_from_note
 from crm_adapters.base import CrmRateLimited, CrmUnavailable, WebhookRequest
-from fakes.amocrm import FakeAmoCrm, internal_error, too_many_requests, too_many_requests_problem
-from fakes.server import LeakyBucket
+from leadwatch.events import Call, EntityRef, EntityType
+from leadwatch.testing.amocrm import FakeAmoCrm, internal_error, too_many_requests, too_many_requests_problem
+from leadwatch.testing.server import LeakyBucket
 from tests.integration.amocrm.helpers import START, TOKEN, Clock, Sleeps, lead_ref, make_adapter
-from workflows.events import Call, EntityRef, EntityType
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fakes.bitrix24 import FakeBitrix24
+from leadwatch.testing.bitrix24 import FakeBitrix24
 from tests.integration.bitrix24.helpers import CODE, T0, TOKEN, Clock
 
 

@@ -11,11 +11,11 @@ import requests
 
 from crm_adapters.bitrix24 import Bitrix24Adapter
 from crm_adapters.http import RetryPolicy, Transport
-from fakes.bitrix24 import FakeBitrix24
-from fakes.stack import SimClock as Clock
-from fakes.stack import Sleeps
-from tenancy.config import Bitrix24Config, SecretRef
-from workflows.events import EntityRef, EntityType
+from leadwatch.config import Bitrix24Config, SecretRef
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.testing.bitrix24 import FakeBitrix24
+from leadwatch.testing.stack import SimClock as Clock
+from leadwatch.testing.stack import Sleeps
 
 __all__ = ["CODE", "T0", "TOKEN", "Clock", "Sleeps", "deal", "lead", "make_adapter", "rest"]
 

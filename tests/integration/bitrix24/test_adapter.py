@@ -15,7 +15,9 @@ import requests
 
 from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable
 from crm_adapters.http import RetryPolicy
-from fakes.bitrix24 import (
+from leadwatch.effects import SetCardFields
+from leadwatch.events import EntityRef, EntityType
+from leadwatch.testing.bitrix24 import (
     FakeBitrix24,
     internal_error,
     operation_time_limit,
@@ -23,8 +25,6 @@ from fakes.bitrix24 import (
     slow,
 )
 from tests.integration.bitrix24.helpers import CODE, T0, TOKEN, Clock, Sleeps, deal, lead, make_adapter, rest
-from workflows.effects import SetCardFields
-from workflows.events import EntityRef, EntityType
 
 pytestmark = pytest.mark.integration
 

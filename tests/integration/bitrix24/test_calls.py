@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlencode
 import pytest
 
 from crm_adapters.base import CrmRateLimited, CrmUnavailable, WebhookRequest
-from fakes.bitrix24 import FakeBitrix24, internal_error, query_limit_exceeded
+from leadwatch.events import Call, EventKind
+from leadwatch.testing.bitrix24 import FakeBitrix24, internal_error, query_limit_exceeded
 from tests.integration.bitrix24.helpers import CODE, T0, TOKEN, Clock, Sleeps, deal, lead, make_adapter, rest
-from workflows.events import Call, EventKind
 
 pytestmark = pytest.mark.integration
 

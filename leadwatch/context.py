@@ -1,0 +1,209 @@
+"""The runtime's wiring: tenants, store, queue, clock, adapters and notifiers.
+
+Production builds one `Context` lazily from the environment on the first
+invocation (so importing the app stays cheap); tests and the demo install their
+own with `set_context` (simulated clock, moto endpoints, fake servers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from crm_adapters.base import CrmAdapter
+    from leadwatch.calendar import BusinessCalendar
+    from leadwatch.config import TenantConfig, TenantRegistry
+    from leadwatch.secrets import SecretResolver
+    from leadwatch.store.dynamodb import Store
+    from leadwatch.telegram import TelegramNotifier
+    from workflows.dialing.rules import DialingRules
+    from workflows.timeliness.rules import TimelinessRules
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Queue(Protocol):
+    def send(self, payloads: list[dict[str, Any]]) -> None: ...
+
+
+class SqsQueue:
+    """Sends events to the worker's SQS queue, up to 10 per call.
+
+    The template passes the queue URL in; a `chalice deploy` without the template
+    has only the queue's name, so the URL is looked up once per cold start.
+    """
+
+    def __init__(
+        self, url: str, client: Any = None, endpoint: str | None = None, name: str = "leadwatch-events"
+    ):
+        self._url = url
+        self._name = name
+        self._client = client
+        self._endpoint = endpoint
+
+    @property
+    def url(self) -> str:
+        if not self._url:
+            self._url = self.client.get_queue_url(QueueName=self._name)["QueueUrl"]
+        return self._url
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sqs", endpoint_url=self._endpoint)
+        return self._client
+
+    def send(self, payloads: list[dict[str, Any]]) -> None:
+        for start in range(0, len(payloads), 10):
+            chunk = payloads[start : start + 10]
+            entries = [
+                {"Id": str(i), "MessageBody": json.dumps(p, separators=(",", ":"))}
+                for i, p in enumerate(chunk)
+            ]
+            result = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            if result.get("Failed"):
+                raise RuntimeError(f"SQS refused {len(result['Failed'])} of {len(entries)} messages")
+
+    def send_dead_letter(self, body: str, reason: str) -> None:
+        """Park a message that can never succeed, with the reason an operator will need."""
+        self.client.send_message(
+            QueueUrl=self.url,
+            MessageBody=body,
+            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
+        )
+
+
+AdapterFactory = Callable[["TenantConfig", "SecretResolver"], "CrmAdapter"]
+NotifierFactory = Callable[["TenantConfig", "SecretResolver"], "TelegramNotifier"]
+
+
+def default_adapter(config: TenantConfig, secrets: SecretResolver) -> CrmAdapter:
+    if config.crm.kind == "bitrix24":
+        from crm_adapters.bitrix24 import Bitrix24Adapter
+
+        return Bitrix24Adapter(config.tenant, config.crm, secrets)
+    from crm_adapters.amocrm import AmoCrmAdapter
+
+    return AmoCrmAdapter(config.tenant, config.crm, secrets)
+
+
+def default_notifier(config: TenantConfig, secrets: SecretResolver) -> TelegramNotifier:
+    from leadwatch.telegram import TelegramNotifier
+
+    return TelegramNotifier(secrets(config.telegram.bot_token), api_base=config.telegram.api_base)
+
+
+@dataclass
+class Context:
+    registry: TenantRegistry
+    store: Store
+    queue: Queue
+    secrets: SecretResolver
+    clock: Clock = utc_now
+    adapter_factory: AdapterFactory = default_adapter
+    notifier_factory: NotifierFactory = default_notifier
+    sleep: Callable[[float], None] = time.sleep
+    dead_letters: SqsQueue | None = None
+    _adapters: dict[str, Any] = field(default_factory=dict)
+    _notifiers: dict[str, Any] = field(default_factory=dict)
+    _calendars: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        return self.registry.get(tenant_id)
+
+    def adapter(self, config: TenantConfig) -> CrmAdapter:
+        with self._lock:
+            if config.tenant not in self._adapters:
+                self._adapters[config.tenant] = self.adapter_factory(config, self.secrets)
+            return self._adapters[config.tenant]
+
+    def notifier(self, config: TenantConfig) -> TelegramNotifier:
+        with self._lock:
+            if config.tenant not in self._notifiers:
+                self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets)
+            return self._notifiers[config.tenant]
+
+    def calendar(self, config: TenantConfig) -> BusinessCalendar:
+        with self._lock:
+            if config.tenant not in self._calendars:
+                from leadwatch.calendar import calendar_from_config
+
+                self._calendars[config.tenant] = calendar_from_config(config.calendar)
+            return self._calendars[config.tenant]
+
+    def rules(self, config: TenantConfig) -> TimelinessRules:
+        from workflows.timeliness.rules import TimelinessRules
+
+        return TimelinessRules.from_config(config.timeliness)
+
+    def dialing_rules(self, config: TenantConfig) -> DialingRules:
+        from workflows.dialing.rules import DialingRules
+
+        return DialingRules.from_config(config.dialing)
+
+
+_context: Context | None = None
+_context_lock = threading.Lock()
+
+
+def tenants_dir() -> Path:
+    configured = os.environ.get("LEADWATCH_TENANTS_DIR")
+    if configured:
+        return Path(configured)
+    # Deployed: config/tenants sits at the bundle root next to app.py (vendored).
+    return Path(__file__).resolve().parent.parent / "config" / "tenants"
+
+
+def build_from_environment() -> Context:
+    from leadwatch.config import TenantRegistry
+    from leadwatch.secrets import SecretResolver
+    from leadwatch.store.dynamodb import Store
+    from leadwatch.store.models import bind_from_environment
+
+    bind_from_environment()
+    queue_url = os.environ.get("LEADWATCH_QUEUE_URL", "")
+    sqs_endpoint = os.environ.get("LEADWATCH_SQS_ENDPOINT") or None
+    return Context(
+        registry=TenantRegistry.from_dir(tenants_dir()),
+        store=Store(),
+        queue=SqsQueue(
+            queue_url,
+            endpoint=sqs_endpoint,
+            name=os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events"),
+        ),
+        secrets=SecretResolver(),
+        dead_letters=SqsQueue(
+            os.environ.get("LEADWATCH_DLQ_URL", ""),
+            endpoint=sqs_endpoint,
+            name=os.environ.get("LEADWATCH_DLQ_NAME", "leadwatch-events-dlq"),
+        ),
+    )
+
+
+def get_context() -> Context:
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = build_from_environment()
+        return _context
+
+
+def set_context(context: Context | None) -> None:
+    global _context
+    with _context_lock:
+        _context = context

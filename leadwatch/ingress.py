@@ -1,0 +1,114 @@
+"""The webhook hot path: authenticate, parse, store once, queue. No CRM call.
+
+A delivery is answered in milliseconds; everything slow happens in the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from crm_adapters.base import MalformedWebhook, WebhookRejected, WebhookRequest
+from leadwatch import observability
+from leadwatch.config import TenantConfig
+from leadwatch.context import Context
+from leadwatch.events import CrmEvent
+from leadwatch.secrets import SecretMissing
+
+log = logging.getLogger("leadwatch.ingress")
+
+MAX_BODY = 256 * 1024
+# An inbox item must stay under DynamoDB's 400 KB, and ten events share one SQS batch (256 KiB
+# in all on queues made before SQS allowed 1 MiB).
+MAX_EVENT_BYTES = 24 * 1024
+MAX_TITLE = 255
+# Adapters' messages may quote the offending key or value; the answer (and the kept reason)
+# stays small whatever the caller sent.
+MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+def receive(ctx: Context, tenant_id: str, body: bytes, query: dict[str, str], content_type: str) -> Answer:
+    config = ctx.tenant(tenant_id)
+    if config is None:
+        return Answer(404, {"error": _clip(f"unknown tenant {tenant_id!r}")})
+    if len(body) > MAX_BODY:
+        return _reject(ctx, config, 413, f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit", body)
+    try:
+        events = ctx.adapter(config).parse_webhook(WebhookRequest(body, query, content_type))
+    except MalformedWebhook as exc:
+        return _reject(ctx, config, 400, _clip(exc.message), body)
+    except WebhookRejected as exc:
+        log.info("tenant %s: webhook refused (%s): %s", tenant_id, exc.status, exc.message)
+        return Answer(exc.status, {"error": _clip(exc.message)})
+    except SecretMissing as exc:
+        log.error("tenant %s: cannot authenticate webhooks: %s", tenant_id, exc)
+        return Answer(503, {"error": "tenant is misconfigured; see the logs"})
+    observability.bind(correlation_id=observability.correlation_of([e.dedupe_key for e in events]))
+    try:
+        new, duplicates = accept(ctx, config, events)
+    except Exception:
+        log.exception("tenant %s: could not store or queue a webhook", tenant_id)
+        return Answer(503, {"error": "temporarily unable to accept events; please retry"})
+    return Answer(200, {"accepted": new, "duplicates": duplicates})
+
+
+def accept(ctx: Context, config: TenantConfig, events: list[CrmEvent]) -> tuple[int, int]:
+    """Store each event once (the conditional put is the dedupe) and queue the new ones.
+
+    If queueing fails, the stored events are removed again so the CRM's retry
+    (or the next reconciliation) is not mistaken for a duplicate.
+    """
+    now = ctx.clock()
+    fresh: list[CrmEvent] = []
+    for event in map(_fit, events):
+        if ctx.store.put_event(config.tenant, event.dedupe_key, event.to_dict(), now):
+            fresh.append(event)
+    if fresh:
+        try:
+            ctx.queue.send([e.to_dict() for e in fresh])
+        except Exception:
+            for event in fresh:
+                ctx.store.forget_event(config.tenant, event.dedupe_key)
+            raise
+    return len(fresh), len(events) - len(fresh)
+
+
+def _fit(event: CrmEvent) -> CrmEvent:
+    """The event, slimmed if it is too big to store and queue.
+
+    Only a card carried in an amoCRM hook can be big (a long name, many or long custom fields;
+    a control character takes six bytes as JSON). Refusing it would make the CRM retry a
+    delivery that can never fit; no workflow reads the fields and the title only labels the
+    card in a message, so dropping the one and cutting the other loses nothing that judges it.
+    """
+    if event.lead is None or _size(event) <= MAX_EVENT_BYTES:
+        return event
+    lead = replace(event.lead, title=event.lead.title[:MAX_TITLE], fields={})
+    return replace(event, lead=lead)
+
+
+def _size(event: CrmEvent) -> int:
+    return len(json.dumps(event.to_dict(), separators=(",", ":")))
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
+
+
+def _reject(ctx: Context, config: TenantConfig, status: int, reason: str, body: bytes) -> Answer:
+    ident = uuid.uuid4().hex[:12]
+    try:
+        ctx.store.put_reject(config.tenant, status, reason, body, ctx.clock(), ident)
+    except Exception:
+        log.exception("tenant %s: could not keep a rejected body", config.tenant)
+    log.info("tenant %s: webhook rejected (%s): %s [kept as %s]", config.tenant, status, reason, ident)
+    return Answer(status, {"error": reason, "kept_as": ident})

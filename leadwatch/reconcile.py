@@ -1,0 +1,92 @@
+"""Reconciliation: find what webhooks missed.
+
+Bitrix24 never redelivers a failed event and amoCRM hooks can be lost or come
+out of order, so on a schedule leadwatch lists the cards changed since its
+checkpoint and feeds those it has not seen (or has seen in another stage or
+with another owner) through the same idempotent path as webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from leadwatch import observability
+from leadwatch.config import TenantConfig
+from leadwatch.context import Context
+from leadwatch.events import CrmEvent, EventKind
+from leadwatch.ingress import accept
+
+log = logging.getLogger("leadwatch.reconcile")
+
+FIRST_LOOKBACK = timedelta(days=1)
+# Re-read a little before the checkpoint: a change committed late, or clocks a little apart.
+OVERLAP = timedelta(minutes=5)
+CHECKPOINT = "reconcile"
+
+
+@dataclass
+class ReconcileReport:
+    listed: int = 0
+    fed: int = 0
+    error: str | None = None
+    calls_listed: int = 0
+    calls_fed: int = 0
+
+
+def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileReport]:
+    when = now or ctx.clock()
+    return observability.per_tenant(
+        ctx.registry,
+        "reconciliation",
+        lambda config: reconcile_tenant(ctx, config, when),
+        lambda _, exc: ReconcileReport(error=type(exc).__name__),
+        log,
+    )
+
+
+def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> ReconcileReport:
+    report = ReconcileReport()
+    stored = ctx.store.get_checkpoint(config.tenant, CHECKPOINT)
+    since = datetime.fromisoformat(stored) - OVERLAP if stored else now - FIRST_LOOKBACK
+    snapshots = list(ctx.adapter(config).list_changed_leads(since))
+    report.listed = len(snapshots)
+    states = ctx.store.get_leads(config.tenant, [s.entity for s in snapshots])
+    events = []
+    for snapshot in snapshots:
+        state = states.get(snapshot.entity)
+        if state is not None and state.stage == snapshot.stage and state.responsible == snapshot.responsible:
+            continue
+        modified = snapshot.modified_at or snapshot.created_at
+        events.append(
+            CrmEvent(
+                tenant=config.tenant,
+                kind=EventKind.LEAD_CREATED if state is None else EventKind.LEAD_CHANGED,
+                entity=snapshot.entity,
+                dedupe_key=f"recon:{snapshot.entity.key}:{snapshot.stage}:{snapshot.responsible}:{int(modified.timestamp())}",
+                source="reconcile",
+                raw_event="reconcile",
+                occurred_at=modified,
+                lead=snapshot,
+            )
+        )
+    if events:
+        report.fed, _ = accept(ctx, config, events)
+    newest = max((s.modified_at for s in snapshots if s.modified_at), default=None)
+    # Never move the checkpoint past now: a CRM clock ahead of ours must not hide changes.
+    checkpoint = min(newest, now) if newest else max(since, now - OVERLAP)
+    ctx.store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
+    if config.dialing.enabled:
+        from workflows.dialing.report import reconcile_calls
+
+        # Its own try: a portal without telephony rights must not stop the reconciliation of cards.
+        try:
+            calls = reconcile_calls(ctx, config, now)
+        except Exception as exc:
+            log.exception("tenant %s: reconciliation of calls failed", config.tenant)
+            observability.crm_failure(config.tenant, exc)
+            report.error = f"calls: {type(exc).__name__}"
+        else:
+            report.calls_listed, report.calls_fed = calls.listed, calls.fed
+    return report

@@ -1,0 +1,1 @@
+"""The state store: every DynamoDB read and write leadwatch makes."""

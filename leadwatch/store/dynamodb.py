@@ -1,0 +1,558 @@
+"""The data access layer: every DynamoDB read and write leadwatch makes, in one place.
+
+Workflows never see this module; the runtime loads state through it and hands
+the workflows plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import PutError, UpdateError
+
+from leadwatch.effects import Violation
+from leadwatch.events import Call, EntityRef
+from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
+from workflows.timeliness.rules import LeadState
+
+INBOX_TTL = timedelta(days=14)
+LEDGER_TTL = timedelta(days=30)
+MAX_KEPT_BODY = 8 * 1024
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def due_bucket(tenant: str, due_at: datetime, stored_at: datetime) -> str:
+    """The due index partition: the UTC day the card falls due, or the day it was stored if later.
+
+    A card stored already overdue (found late by reconciliation) lands in today's
+    bucket, so every bucket before today holds only cards already due, and a
+    sweep needs to read only from the oldest bucket still holding an open card.
+    """
+    day = max(due_at, stored_at).astimezone(UTC).date()
+    return f"{tenant}#{day.isoformat()}"
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    if cause in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+        return True
+    return "ConditionalCheckFailed" in str(exc)
+
+
+def _save_once(item: Any, condition: Any) -> bool:
+    """Put an item only if it is not there yet; False when it was (the write that makes retries harmless)."""
+    try:
+        item.save(condition=condition)
+    except PutError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
+def _call_of(item: CallItem) -> Call:
+    return Call(
+        key=item.call_key,
+        entity=EntityRef.parse(item.entity),
+        direction=item.direction,
+        manager=item.manager,
+        started_at=_dt(item.started_at),  # type: ignore[arg-type]
+        duration=int(item.duration),
+        answered=None if item.answered is None else item.answered == "yes",
+        record_url=item.record_url,
+        activity_id=item.activity_id,
+        source=item.source or "",
+    )
+
+
+@dataclass(frozen=True)
+class StatRow:
+    day: str
+    manager: str
+    on_time: int
+    late: int
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    violation_id: str
+    type: str
+    entity: str
+    manager: str | None
+    occurred_at: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    key: str
+    received_at: datetime
+    status: int
+    reason: str
+    body: str
+
+
+class Store:
+    """DynamoDB through PynamoDB. Every method is scoped to one tenant."""
+
+    # ----- inbox
+    def put_event(self, tenant: str, dedupe_key: str, payload: dict[str, Any], now: datetime) -> bool:
+        """Store an event once. False when it is already there (a redelivery)."""
+        item = InboxItem(
+            tenant,
+            f"event#{dedupe_key}",
+            kind="event",
+            received_at=now.timestamp(),
+            payload=json.dumps(payload, separators=(",", ":")),
+            expires_at=now + INBOX_TTL,
+        )
+        return _save_once(item, InboxItem.key.does_not_exist())
+
+    def forget_event(self, tenant: str, dedupe_key: str) -> None:
+        """Undo put_event when the event could not be queued, so the CRM's retry is not taken for a duplicate."""
+        InboxItem(tenant, f"event#{dedupe_key}").delete()
+
+    def put_reject(
+        self, tenant: str, status: int, reason: str, body: bytes, now: datetime, ident: str
+    ) -> None:
+        text = body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
+        InboxItem(
+            tenant,
+            f"reject#{now.astimezone(UTC).isoformat()}#{ident}",
+            kind="reject",
+            received_at=now.timestamp(),
+            status=status,
+            reason=reason[:1000],
+            body=text,
+            expires_at=now + INBOX_TTL,
+        ).save()
+
+    def rejects(self, tenant: str) -> list[RejectRow]:
+        return [
+            RejectRow(item.key, _dt(item.received_at), int(item.status), item.reason or "", item.body or "")  # type: ignore[arg-type]
+            for item in InboxItem.query(tenant, InboxItem.key.startswith("reject#"))
+        ]
+
+    def events(self, tenant: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(item.payload)
+            for item in InboxItem.query(tenant, InboxItem.key.startswith("event#"))
+            if item.payload
+        ]
+
+    # ----- leads
+    @staticmethod
+    def _to_state(item: LeadItem) -> LeadState:
+        return LeadState(
+            tenant=item.tenant,
+            entity=EntityRef.parse(item.entity),
+            created_at=_dt(item.created_at),  # type: ignore[arg-type]
+            due_at=_dt(item.due_at),  # type: ignore[arg-type]
+            stage=item.stage,
+            responsible=item.responsible,
+            title=item.title or "",
+            processed_at=_dt(item.processed_at),
+            processed_how=item.processed_how,
+            crm_modified_at=_dt(item.crm_modified_at),
+            verdict=item.verdict,
+            verdict_at=_dt(item.verdict_at),
+            pending_verdict=item.verdict_pending,
+            rejected_at=_dt(item.rejected_at),
+            rejection_checked=_dt(item.rejection_checked),
+            call_attempts=int(item.call_attempts or 0),
+            call_touches=int(item.call_touches or 0),
+        )
+
+    def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
+        keys = sorted({(tenant, e.key) for e in entities})
+        found: dict[EntityRef, LeadState] = {}
+        if not keys:
+            return found
+        for item in LeadItem.batch_get(keys):
+            state = self._to_state(item)
+            found[state.entity] = state
+        return found
+
+    def get_lead(self, tenant: str, entity: EntityRef) -> LeadState | None:
+        return self.get_leads(tenant, [entity]).get(entity)
+
+    def create_lead(self, state: LeadState, now: datetime, plan_day: date | None = None) -> bool:
+        """Store a newly seen card. False when another worker stored it first.
+
+        `plan_day` is day 1 of its dialing plan: the card joins that day's plan bucket.
+        """
+        item = LeadItem(
+            state.tenant,
+            state.entity.key,
+            created_at=state.created_at.timestamp(),
+            due_at=state.due_at.timestamp(),
+            due_bucket=due_bucket(state.tenant, state.due_at, now),
+            stage=state.stage,
+            responsible=state.responsible,
+            title=state.title or None,
+            processed_at=_ts(state.processed_at),
+            processed_how=state.processed_how,
+            crm_modified_at=_ts(state.crm_modified_at),
+            plan_bucket=f"{state.tenant}#{plan_day.isoformat()}" if plan_day else None,
+            rejected_at=_ts(state.rejected_at),
+            rejection_checked=_ts(state.rejection_checked),
+        )
+        return _save_once(item, LeadItem.entity.does_not_exist())
+
+    def update_lead(self, state: LeadState) -> None:
+        """Record a later sighting. Processing, once recorded, is never moved or erased."""
+        item = LeadItem(state.tenant, state.entity.key)
+        actions = [
+            LeadItem.stage.set(state.stage),
+            LeadItem.responsible.set(state.responsible)
+            if state.responsible
+            else LeadItem.responsible.remove(),
+            LeadItem.title.set(state.title) if state.title else LeadItem.title.remove(),
+        ]
+        if state.crm_modified_at is not None:
+            actions.append(LeadItem.crm_modified_at.set(state.crm_modified_at.timestamp()))
+        if state.processed_at is not None:
+            actions.append(LeadItem.processed_at.set(LeadItem.processed_at | state.processed_at.timestamp()))
+            actions.append(
+                LeadItem.processed_how.set(LeadItem.processed_how | (state.processed_how or "stage"))
+            )
+        if state.rejected_at is not None:
+            # The first sighting of a rejection fixes its moment; a later event must not move it.
+            actions.append(LeadItem.rejected_at.set(LeadItem.rejected_at | state.rejected_at.timestamp()))
+        else:
+            actions += [LeadItem.rejected_at.remove(), LeadItem.rejection_checked.remove()]
+        item.update(actions=actions, condition=LeadItem.entity.exists())
+
+    def mark_rejection_checked(self, state: LeadState) -> None:
+        """The rejection seen at `state.rejected_at` is judged; a later rejection will be judged anew."""
+        if state.rejected_at is None:
+            return
+        stamp = state.rejected_at.timestamp()
+        try:
+            LeadItem(state.tenant, state.entity.key).update(
+                actions=[LeadItem.rejection_checked.set(stamp)], condition=LeadItem.rejected_at == stamp
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    # ----- calls (dialing discipline)
+    def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
+        """Keep a call and count it once on its card (total) and on its day, whatever paths bring it.
+
+        No read-modify-write: every counter is a conditional ADD that also adds the call's key
+        to the counter's set of counted calls, so concurrent calls all count and a call seen
+        again (another path, a redelivery, a retry after a crash) counts nothing. Returns
+        True when the call was new to leadwatch.
+        """
+        assert call.entity is not None, "a call is recorded on its card"
+        lead_key = call.entity.key
+        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call)
+        new = _save_once(item, CallItem.key.does_not_exist())
+        if not new:
+            self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
+        self._count(
+            LeadItem(tenant, lead_key),
+            [LeadItem.call_attempts.add(1), LeadItem.calls_counted.add({call.key})],
+            LeadItem.entity.exists() & ~LeadItem.calls_counted.contains(call.key),
+        )
+        day_counter = StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}")
+        self._count(
+            day_counter,
+            [StateItem.attempts.add(1), StateItem.counted.add({call.key})],
+            ~StateItem.counted.contains(call.key),
+        )
+        if touch:
+            self.record_touch(tenant, call, day)
+        return new
+
+    def record_touch(self, tenant: str, call: Call, day: date) -> None:
+        """Count a successful touch once (it may be learnt after the attempt: a longer duration later)."""
+        assert call.entity is not None
+        lead_key = call.entity.key
+        self._call_item(tenant, f"touch#{day.isoformat()}#{lead_key}#{call.key}", call).save()
+        self._count(
+            LeadItem(tenant, lead_key),
+            [LeadItem.call_touches.add(1), LeadItem.touches_counted.add({call.key})],
+            LeadItem.entity.exists() & ~LeadItem.touches_counted.contains(call.key),
+        )
+        self._count(
+            StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}"),
+            [StateItem.touches.add(1), StateItem.touches_counted.add({call.key})],
+            ~StateItem.touches_counted.contains(call.key),
+        )
+
+    @staticmethod
+    def _count(item: Any, actions: list[Any], condition: Any) -> bool:
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _call_item(tenant: str, key: str, call: Call) -> CallItem:
+        assert call.entity is not None
+        return CallItem(
+            tenant,
+            key,
+            entity=call.entity.key,
+            call_key=call.key,
+            direction=call.direction,
+            manager=call.manager,
+            started_at=call.started_at.timestamp(),
+            duration=call.duration,
+            answered=None if call.answered is None else ("yes" if call.answered else "no"),
+            record_url=call.record_url,
+            source=call.source or None,
+            activity_id=call.activity_id,
+        )
+
+    def _merge_call(self, tenant: str, key: str, call: Call) -> None:
+        """Another path told more about a known call: keep the longest duration and any recording."""
+        item = CallItem(tenant, key)
+        if call.record_url:
+            item.update(actions=[CallItem.record_url.set(CallItem.record_url | call.record_url)])
+        if call.answered is not None:
+            item.update(
+                actions=[CallItem.answered.set(CallItem.answered | ("yes" if call.answered else "no"))]
+            )
+        self._count(item, [CallItem.duration.set(call.duration)], CallItem.duration < call.duration)
+
+    def add_recording(self, tenant: str, call: Call, day: date) -> None:
+        """A recording learnt late: on the call and on its entry in the day's touches."""
+        assert call.entity is not None and call.record_url
+        for key in (
+            f"call#{call.entity.key}#{call.key}",
+            f"touch#{day.isoformat()}#{call.entity.key}#{call.key}",
+        ):
+            self._count(
+                CallItem(tenant, key),
+                [CallItem.record_url.set(call.record_url)],
+                CallItem.key.exists() & CallItem.record_url.does_not_exist(),
+            )
+
+    def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
+        try:
+            return _call_of(CallItem.get(tenant, f"call#{entity.key}#{key}"))
+        except CallItem.DoesNotExist:
+            return None
+
+    def known_calls(self, tenant: str, pairs: Iterable[tuple[EntityRef, str]]) -> dict[str, Call]:
+        """The calls leadwatch already holds among (card, call key) pairs, by call key."""
+        keys = sorted({(tenant, f"call#{entity.key}#{key}") for entity, key in pairs})
+        if not keys:
+            return {}
+        return {item.call_key: _call_of(item) for item in CallItem.batch_get(keys)}
+
+    def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
+        items = CallItem.query(tenant, CallItem.key.startswith(f"call#{entity.key}#"))
+        return sorted((_call_of(item) for item in items), key=lambda c: (c.started_at, c.key))
+
+    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
+        """(attempts, touches) per card on one local day."""
+        prefix = f"calls#day#{day.isoformat()}#"
+        return {
+            EntityRef.parse(item.key.removeprefix(prefix)): (int(item.attempts or 0), int(item.touches or 0))
+            for item in StateItem.query(tenant, StateItem.key.startswith(prefix))
+        }
+
+    def touches_on(self, tenant: str, day: date) -> list[Call]:
+        items = CallItem.query(tenant, CallItem.key.startswith(f"touch#{day.isoformat()}#"))
+        return sorted((_call_of(item) for item in items), key=lambda c: (c.started_at, c.key))
+
+    def plan_leads(self, tenant: str, first_days: Iterable[date]) -> list[tuple[date, LeadState]]:
+        """The cards whose dialing plan starts on one of these days (the plan index only)."""
+        found = []
+        for day in sorted(set(first_days)):
+            for item in LeadItem.plan_index.query(f"{tenant}#{day.isoformat()}"):
+                found.append((day, self._to_state(item)))
+        return found
+
+    def due_leads(
+        self, tenant: str, now: datetime, since: date, limit: int = 1000
+    ) -> Iterator[tuple[date, LeadState]]:
+        """Open cards whose control time has come, with their day bucket, from `since` to today.
+
+        Reads the sparse due index only: what it returns is what is due.
+        """
+        day = since
+        today = now.astimezone(UTC).date()
+        remaining = limit
+        while day <= today and remaining > 0:
+            bucket = f"{tenant}#{day.isoformat()}"
+            for item in LeadItem.due_index.query(bucket, LeadItem.due_at <= now.timestamp(), limit=remaining):
+                remaining -= 1
+                yield day, self._to_state(item)
+            day += timedelta(days=1)
+
+    def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
+        """Take a due card for this sweep, so an overlapping sweep leaves it alone."""
+        item = LeadItem(state.tenant, state.entity.key)
+        try:
+            item.update(
+                actions=[
+                    LeadItem.claim_token.set(token),
+                    LeadItem.claim_until.set((now + hold).timestamp()),
+                ],
+                condition=LeadItem.due_bucket.exists()
+                & (LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release(self, state: LeadState, token: str) -> None:
+        item = LeadItem(state.tenant, state.entity.key)
+        try:
+            item.update(
+                actions=[LeadItem.claim_token.remove(), LeadItem.claim_until.remove()],
+                condition=LeadItem.claim_token == token,
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    def close_verdict(
+        self, state: LeadState, verdict: str, token: str, now: datetime, day: str, manager: str
+    ) -> bool:
+        """Count the card for its manager and mark it done, only if this sweep still holds it.
+
+        Three conditional writes, no read and no transaction (which costs double):
+        the verdict is first pinned on the card under the claim, then counted (the
+        counter remembers which cards it counted), then the card is closed. A sweep
+        that dies in between leaves the card due with its pinned verdict; the next
+        sweep finishes the job with that same verdict and counts it once.
+        """
+        lead = LeadItem(state.tenant, state.entity.key)
+        held = (LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist()
+        try:
+            lead.update(actions=[LeadItem.verdict_pending.set(verdict)], condition=held)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False  # not (or no longer) this sweep's card: it must not count it either
+            raise
+        counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
+        field = StateItem.on_time if verdict == "on_time" else StateItem.late
+        try:
+            counter.update(
+                actions=[field.add(1), StateItem.counted.add({state.entity.key})],
+                condition=~StateItem.counted.contains(state.entity.key),
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+        try:
+            lead.update(
+                actions=[
+                    LeadItem.verdict.set(verdict),
+                    LeadItem.verdict_at.set(now.timestamp()),
+                    LeadItem.due_bucket.remove(),
+                    LeadItem.claim_token.remove(),
+                    LeadItem.claim_until.remove(),
+                    LeadItem.verdict_pending.remove(),
+                ],
+                condition=held,
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def close_deleted(self, state: LeadState, now: datetime) -> None:
+        """The card is gone from the CRM: nothing to judge, stop watching it."""
+        LeadItem(state.tenant, state.entity.key).update(
+            actions=[
+                LeadItem.verdict.set("deleted"),
+                LeadItem.verdict_at.set(now.timestamp()),
+                LeadItem.due_bucket.remove(),
+                LeadItem.claim_token.remove(),
+                LeadItem.claim_until.remove(),
+            ]
+        )
+
+    # ----- effect ledger
+    def effects_done(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        keys = sorted({(tenant, f"effect#{i}") for i in effect_ids})
+        if not keys:
+            return set()
+        return {item.key.removeprefix("effect#") for item in StateItem.batch_get(keys)}
+
+    def mark_effects(self, tenant: str, effect_ids: Iterable[str], now: datetime) -> None:
+        with StateItem.batch_write() as batch:
+            for effect_id in effect_ids:
+                batch.save(
+                    StateItem(tenant, f"effect#{effect_id}", at=now.timestamp(), expires_at=now + LEDGER_TTL)
+                )
+
+    # ----- journal
+    def put_violation(self, tenant: str, violation: Violation, now: datetime) -> bool:
+        """Record a violation once; False when it was already in the journal."""
+        item = JournalItem(
+            tenant,
+            f"{violation.occurred_at.astimezone(UTC).isoformat()}#{violation.violation_id}",
+            violation_id=violation.violation_id,
+            type=violation.type,
+            entity=violation.entity.key,
+            manager=violation.manager,
+            occurred_at=violation.occurred_at.timestamp(),
+            recorded_at=now.timestamp(),
+            details=json.dumps(violation.details, ensure_ascii=False, default=str),
+        )
+        return _save_once(item, JournalItem.key.does_not_exist())
+
+    def violations(
+        self, tenant: str, start: datetime, end: datetime, type: str | None = None
+    ) -> list[JournalRow]:
+        lower = start.astimezone(UTC).isoformat()
+        upper = end.astimezone(UTC).isoformat() + "\uffff"
+        rows = []
+        for item in JournalItem.query(tenant, JournalItem.key.between(lower, upper)):
+            if type and item.type != type:
+                continue
+            rows.append(
+                JournalRow(
+                    item.violation_id,
+                    item.type,
+                    item.entity,
+                    item.manager,
+                    _dt(item.occurred_at),  # type: ignore[arg-type]
+                    json.loads(item.details or "{}"),
+                )
+            )
+        return rows
+
+    # ----- checkpoints and statistics
+    def get_checkpoint(self, tenant: str, name: str) -> str | None:
+        try:
+            return StateItem.get(tenant, f"checkpoint#{name}").value
+        except StateItem.DoesNotExist:
+            return None
+
+    def set_checkpoint(self, tenant: str, name: str, value: str) -> None:
+        StateItem(tenant, f"checkpoint#{name}", value=value).save()
+
+    def timeliness_stats(self, tenant: str, first: date, last: date) -> list[StatRow]:
+        lower = f"stats#timeliness#{first.isoformat()}"
+        upper = f"stats#timeliness#{last.isoformat()}#\uffff"
+        rows = []
+        for item in StateItem.query(tenant, StateItem.key.between(lower, upper)):
+            _, _, day, manager = item.key.split("#", 3)
+            rows.append(StatRow(day, manager, int(item.on_time or 0), int(item.late or 0)))
+        return rows

@@ -1,0 +1,1121 @@
+"""A fake Bitrix24 portal: the incoming-webhook REST API and the outbound CRM events.
+
+It speaks the wire formats of the real portal (see /work/shared/CRM-PROTOCOLS.md
+sections 1 and 2, verified against bitrix24/b24restdocs): REST at
+`/rest/{user}/{code}/{method}[.json]` with GET query strings, JSON or form
+bodies; the `{"result", "time"}` envelope; list pages of 50 with `total` and
+`next`; `batch` with its PHP-style empty `[]` members; every number a string
+and every date `YYYY-MM-DDThh:mm:ss+03:00`; the per-portal leaky bucket (503
+QUERY_LIMIT_EXCEEDED). Changes made through the Python API (`create_lead`,
+`update_lead`, `add_activity`, `add_call`, ...) emit the outbound event as the real
+form-encoded body and hand it to `self.deliver`.
+
+Telephony: `add_call` records a finished call as a real portal does (a call activity, a
+`voximplant.statistic.get` row, then ONCRMACTIVITYADD and the flat-`data` ONVOXIMPLANTCALLEND).
+
+Not modelled: `$result[...]` references between batch commands, multifields
+(PHONE, EMAIL), user fields' types, access rights, the operating-time limit
+(inject `operation_time_limit` instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from zoneinfo import ZoneInfo
+
+from crm_adapters.formdata import FormError, encode_form, parse_form
+from leadwatch.testing.server import FakeServer, Fault, LeakyBucket, Reply, Request, slow_fault
+
+PAGE_SIZE = 50
+BATCH_LIMIT = 50
+# A portal's operating-time counter resets on a 10-minute window; the envelope shows when.
+OPERATING_WINDOW = 600
+
+_REST_PATH = re.compile(r"^/rest/([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(\.json)?/?$")
+_FILTER_KEY = re.compile(r"^(>=|<=|!@|!=|>|<|=|@|!)?(.+)$")
+_POSITIVE_INT = re.compile(r"^[0-9]+$")
+
+# (STATUS_ID, NAME, SEMANTICS, SORT). Semantics: P in progress, S success, F failure.
+LEAD_STATUSES: list[tuple[str, str, str, int]] = [
+    ("NEW", "Unassigned", "P", 10),
+    ("IN_PROCESS", "In progress", "P", 20),
+    ("PROCESSED", "Processed", "P", 30),
+    ("JUNK", "Junk lead", "F", 40),
+    ("CONVERTED", "Good lead", "S", 50),
+]
+DEAL_STAGES: list[tuple[str, str, str, int]] = [
+    ("NEW", "New", "P", 10),
+    ("PREPARATION", "Preparing documents", "P", 20),
+    ("PREPAYMENT_INVOICE", "Prepayment invoice", "P", 30),
+    ("EXECUTING", "In progress", "P", 40),
+    ("FINAL_INVOICE", "Final invoice", "P", 50),
+    ("WON", "Deal won", "S", 60),
+    ("LOSE", "Deal lost", "F", 70),
+]
+
+# Outbound event handler ids, as the portal's webhook settings would number them.
+EVENT_HANDLER_IDS = {
+    "ONCRMLEADADD": "412",
+    "ONCRMLEADUPDATE": "413",
+    "ONCRMDEALADD": "414",
+    "ONCRMDEALUPDATE": "415",
+    "ONCRMACTIVITYADD": "416",
+    "ONVOXIMPLANTCALLEND": "417",
+}
+
+# CALL_FAILED_CODE -> CALL_FAILED_REASON, as the statistics show them (voximplant-statistic-get.md).
+CALL_FAILED_REASONS = {
+    "200": "",
+    "304": "Missed call",
+    "603": "Declined",
+    "603-S": "Call canceled",
+    "403": "Forbidden",
+    "404": "Invalid number",
+    "486": "Busy",
+    "484": "Direction unavailable",
+    "503": "Direction unavailable",
+    "480": "Temporarily unavailable",
+    "402": "Insufficient funds",
+    "423": "Blocked",
+    "OTHER": "Undefined",
+}
+# CRM_ENTITY_TYPE -> the activity's OWNER_TYPE_ID.
+CALL_ENTITY_TYPES = {"LEAD": 1, "DEAL": 2, "CONTACT": 3, "COMPANY": 4}
+# CALL_TYPE 1 outgoing and 4 callback are the manager dialing out (activity DIRECTION 2).
+_OUTGOING_CALL_TYPES = {1, 4}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ----------------------------------------------------------------------------- faults
+def _error(status: int, code: str, description: str, **extra: Any) -> Reply:
+    return Reply.json(status, {"error": code, "error_description": description, **extra})
+
+
+def query_limit_exceeded(request: Request) -> Reply:
+    """503 QUERY_LIMIT_EXCEEDED: the portal's leaky bucket is full."""
+    return _error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+
+
+def internal_error(request: Request) -> Reply:
+    return _error(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+
+# How far ahead `operation_time_limit` puts `operating_reset_at`.
+OPERATING_RESET_SECONDS = 2
+
+
+def operation_time_limit(request: Request) -> Reply:
+    """429 OPERATION_TIME_LIMIT, with a `time` block whose `operating_reset_at` is ~2 s ahead."""
+    start = time.time()
+    return _error(
+        429,
+        "OPERATION_TIME_LIMIT",
+        "Method is blocked due to operation time limit.",
+        time={"start": start, "operating_reset_at": int(start) + OPERATING_RESET_SECONDS},
+    )
+
+
+def slow(seconds: float) -> Fault:
+    """A fault that answers after `seconds`, with the real reply (see leadwatch.testing.server.slow_fault)."""
+    return slow_fault(seconds, internal_error)
+
+
+class ApiError(Exception):
+    """A REST method's error answer: HTTP status, Bitrix24 code (often empty) and text."""
+
+    def __init__(self, status: int, code: str, description: str):
+        super().__init__(f"{status} {code}: {description}")
+        self.status = status
+        self.code = code
+        self.description = description
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "error_description": self.description}
+
+
+def _not_found() -> ApiError:
+    # b24restdocs crm-lead-get.md: an empty code, the text in error_description.
+    return ApiError(400, "", "Not found")
+
+
+# ----------------------------------------------------------------------------- tables
+@dataclass
+class _Table:
+    """One CRM entity type's rows, with what its fields are made of."""
+
+    name: str  # lead, deal, activity
+    numeric: frozenset[str]
+    dates: frozenset[str]
+    stage_field: str | None
+    stages: dict[str, str]  # stage id -> semantics
+    add_event: str
+    update_event: str | None
+    read_only: frozenset[str]
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_id: int = 1
+
+    def find(self, raw_id: Any) -> tuple[int, dict[str, Any]]:
+        ident = _positive_id(raw_id)
+        row = self.rows.get(ident)
+        if row is None:
+            raise _not_found()
+        return ident, row
+
+
+_COMMON_NUMERIC = {"ID", "ASSIGNED_BY_ID", "CREATED_BY_ID", "MODIFY_BY_ID", "MOVED_BY_ID", "LAST_ACTIVITY_BY"}
+_COMMON_DATES = {"DATE_CREATE", "DATE_MODIFY", "MOVED_TIME", "DATE_CLOSED", "LAST_ACTIVITY_TIME"}
+_READ_ONLY = {
+    "ID",
+    "DATE_CREATE",
+    "DATE_MODIFY",
+    "MOVED_TIME",
+    "MOVED_BY_ID",
+    "CREATED_BY_ID",
+    "MODIFY_BY_ID",
+}
+
+
+def _positive_id(raw: Any) -> int:
+    text = str(raw).strip() if raw is not None and not isinstance(raw, bool) else ""
+    if not _POSITIVE_INT.match(text) or int(text) <= 0:
+        raise ApiError(400, "", "ID is not defined or invalid")
+    return int(text)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A PHP array from JSON (list/dict), a form group ({"0": ..}) or a lone value."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return list(value.values())
+    return [value]
+
+
+def _php_array(members: Mapping[str, Any]) -> dict[str, Any] | list[Any]:
+    """How PHP's json_encode writes an array: empty or 0..n-1 keys -> a JSON list."""
+    keys = list(members)
+    if keys == [str(i) for i in range(len(keys))]:
+        return list(members.values())
+    return dict(members)
+
+
+def _lookup(params: Mapping[str, Any], name: str) -> Any:
+    """Top-level REST parameters are case-insensitive (`id` and `ID` both work)."""
+    if name in params:
+        return params[name]
+    lowered = name.lower()
+    for key, value in params.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+class FakeBitrix24(FakeServer):
+    name = "bitrix24"
+
+    def __init__(
+        self,
+        webhook_user_id: int = 1,
+        webhook_code: str = "code",
+        application_token: str = "apptoken",
+        domain: str = "acme.bitrix24.ru",
+        member_id: str = "m1",
+        rate: float = 2.0,
+        burst: int = 50,
+        clock: Callable[[], datetime] = _utc_now,
+        *,
+        timezone: str = "Europe/Moscow",
+        emit_on_rest_writes: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__()
+        self.webhook_user_id = webhook_user_id
+        self.webhook_code = webhook_code
+        self.application_token = application_token
+        self.domain = domain
+        self.member_id = member_id
+        self.clock = clock
+        self.zone = ZoneInfo(timezone)
+        self.emit_on_rest_writes = emit_on_rest_writes
+        # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands still
+        # would never drain it.
+        self.monotonic = monotonic
+        self.bucket = LeakyBucket(rate, burst, clock=monotonic)
+        self.outbox: list[bytes] = []
+        self.deliver: Callable[[bytes], None] = self.outbox.append
+        # REST writes actually applied, in order: (method, id). Lets a test see that a retried
+        # batch wrote each card exactly once.
+        self.applied: list[tuple[str, str]] = []
+        # voximplant.statistic.get rows by ID: telephony's own call log, apart from the CRM tables.
+        self._statistic: dict[int, dict[str, Any]] = {}
+        self._tables = {
+            "lead": _Table(
+                "lead",
+                frozenset(_COMMON_NUMERIC),
+                frozenset(_COMMON_DATES),
+                "STATUS_ID",
+                {s[0]: s[2] for s in LEAD_STATUSES},
+                "ONCRMLEADADD",
+                "ONCRMLEADUPDATE",
+                frozenset(_READ_ONLY | {"STATUS_SEMANTIC_ID"}),
+            ),
+            "deal": _Table(
+                "deal",
+                frozenset(_COMMON_NUMERIC | {"CATEGORY_ID", "LEAD_ID"}),
+                frozenset(_COMMON_DATES),
+                "STAGE_ID",
+                {s[0]: s[2] for s in DEAL_STAGES},
+                "ONCRMDEALADD",
+                "ONCRMDEALUPDATE",
+                frozenset(_READ_ONLY | {"STAGE_SEMANTIC_ID", "CATEGORY_ID"}),
+            ),
+            "activity": _Table(
+                "activity",
+                frozenset(
+                    {
+                        "ID",
+                        "OWNER_ID",
+                        "OWNER_TYPE_ID",
+                        "TYPE_ID",
+                        "DIRECTION",
+                        "RESPONSIBLE_ID",
+                        "AUTHOR_ID",
+                        "EDITOR_ID",
+                        "STATUS",
+                        "PRIORITY",
+                    }
+                ),
+                frozenset({"CREATED", "LAST_UPDATED", "START_TIME", "END_TIME", "DEADLINE"}),
+                None,
+                {},
+                "ONCRMACTIVITYADD",
+                None,
+                frozenset({"ID", "CREATED", "LAST_UPDATED", "EDITOR_ID"}),
+            ),
+        }
+
+    # ------------------------------------------------------------------ Python API
+    def create_lead(
+        self,
+        title: str = "",
+        assigned_by_id: str = "1",
+        status_id: str = "NEW",
+        created_at: datetime | None = None,
+        **uf: Any,
+    ) -> str:
+        fields = {"TITLE": title, "ASSIGNED_BY_ID": assigned_by_id, "STATUS_ID": status_id, **_upper(uf)}
+        return self._create_and_emit("lead", fields, created_at)
+
+    def update_lead(self, lead_id: str | int, *, at: datetime | None = None, **fields: Any) -> None:
+        self._update_and_emit("lead", lead_id, _upper(fields), at)
+
+    def lead(self, lead_id: str | int) -> dict[str, Any]:
+        return self._read("lead", lead_id)
+
+    def create_deal(
+        self,
+        title: str = "",
+        assigned_by_id: str = "1",
+        stage_id: str = "NEW",
+        created_at: datetime | None = None,
+        category_id: str = "0",
+        **uf: Any,
+    ) -> str:
+        fields = {
+            "TITLE": title,
+            "ASSIGNED_BY_ID": assigned_by_id,
+            "STAGE_ID": stage_id,
+            "CATEGORY_ID": category_id,
+            **_upper(uf),
+        }
+        return self._create_and_emit("deal", fields, created_at)
+
+    def update_deal(self, deal_id: str | int, *, at: datetime | None = None, **fields: Any) -> None:
+        self._update_and_emit("deal", deal_id, _upper(fields), at)
+
+    def deal(self, deal_id: str | int) -> dict[str, Any]:
+        return self._read("deal", deal_id)
+
+    def add_activity(
+        self,
+        owner_id: str | int,
+        *,
+        owner_type_id: int = 1,
+        type_id: int = 2,
+        direction: int = 2,
+        responsible_id: str = "1",
+        completed: bool = True,
+        created_at: datetime | None = None,
+        subject: str = "",
+        duration: int = 0,
+    ) -> str:
+        """An activity made by hand or by an app (no telephony statistics row). START_TIME is the
+        creation moment and END_TIME `duration` seconds later."""
+        moment = self._now(created_at)
+        fields = {
+            "OWNER_ID": owner_id,
+            "OWNER_TYPE_ID": owner_type_id,
+            "TYPE_ID": type_id,
+            "DIRECTION": direction,
+            "RESPONSIBLE_ID": responsible_id,
+            "COMPLETED": "Y" if completed else "N",
+            "SUBJECT": subject,
+            "START_TIME": moment,
+            "END_TIME": moment + timedelta(seconds=duration),
+        }
+        return self._create_and_emit("activity", fields, moment)
+
+    def add_call(
+        self,
+        lead_id: str | int,
+        *,
+        user_id: str | int,
+        started_at: datetime,
+        duration: int,
+        failed_code: str = "200",
+        call_type: int = 1,
+        record_url: str | None = None,
+        entity_type: str = "LEAD",
+        activity: bool = True,
+        emit: bool = True,
+    ) -> dict[str, Any]:
+        """A finished telephony call on the CRM object `entity_type` `lead_id`, as the portal
+        records it: a call activity (unless `activity` is False), a statistics row and, when
+        `emit`, ONCRMACTIVITYADD then ONVOXIMPLANTCALLEND.
+
+        Returns {"call_id", "activity_id" (None without an activity), "statistic_id", "events"}:
+        `events` are the two bodies in delivery order, also when `emit` is False (a test can then
+        lose them or deliver them late). The recording URL is kept only for an answered call."""
+        owner_type_id = CALL_ENTITY_TYPES.get(entity_type.upper())
+        if owner_type_id is None:
+            raise ValueError(f"entity_type must be one of {sorted(CALL_ENTITY_TYPES)}, got {entity_type!r}")
+        if duration < 0:
+            raise ValueError("a call cannot last a negative number of seconds")
+        if call_type not in {1, 2, 3, 4, 5}:
+            raise ValueError(f"call_type must be 1-5, got {call_type!r}")
+        start = self._now(started_at)
+        outgoing = call_type in _OUTGOING_CALL_TYPES
+        answered = failed_code == "200"
+        with self.lock:
+            stat_id = max(self._statistic, default=0) + 1
+            digest = hashlib.md5(f"{self.domain}:{stat_id}".encode(), usedforsecurity=False).hexdigest()
+            call_id = f"externalCall.{digest}.{int(start.timestamp())}"
+            events: list[tuple[str, str]] = []
+            activity_id: str | None = None
+            if activity:
+                activity_id, event = self._insert(
+                    self._tables["activity"],
+                    {
+                        "OWNER_ID": lead_id,
+                        "OWNER_TYPE_ID": owner_type_id,
+                        "TYPE_ID": 2,
+                        "DIRECTION": 2 if outgoing else 1,
+                        "RESPONSIBLE_ID": user_id,
+                        "PROVIDER_ID": "VOXIMPLANT_CALL",
+                        "PROVIDER_TYPE_ID": "CALL",
+                        "ORIGIN_ID": f"VI_{call_id}",
+                        "COMPLETED": "Y",
+                        "SUBJECT": "Outgoing call" if outgoing else "Incoming call",
+                        "START_TIME": start,
+                        "END_TIME": start + timedelta(seconds=duration),
+                    },
+                    start,
+                    by=str(user_id),
+                )
+                events.append(event)
+            recorded = record_url if answered and record_url else None
+            self._statistic[stat_id] = {
+                "ID": str(stat_id),
+                "PORTAL_USER_ID": str(user_id),
+                "PORTAL_NUMBER": "reg1",
+                "PHONE_NUMBER": f"+7999{stat_id:07d}",
+                "CALL_ID": call_id,
+                "EXTERNAL_CALL_ID": None,
+                "CALL_CATEGORY": "external",
+                "CALL_LOG": None,
+                "CALL_DURATION": str(duration),
+                "CALL_START_DATE": start,
+                "CALL_RECORD_URL": recorded,
+                "CALL_VOTE": None,
+                "COST": "0.0000",
+                "COST_CURRENCY": "RUB",
+                "CALL_FAILED_CODE": failed_code,
+                "CALL_FAILED_REASON": CALL_FAILED_REASONS.get(failed_code, "Undefined"),
+                "CRM_ENTITY_TYPE": entity_type.upper(),
+                "CRM_ENTITY_ID": str(lead_id),
+                "CRM_ACTIVITY_ID": activity_id,
+                "REST_APP_ID": None,
+                "REST_APP_NAME": None,
+                "TRANSCRIPT_ID": None,
+                "TRANSCRIPT_PENDING": "N",
+                "SESSION_ID": None,
+                "REDIAL_ATTEMPT": None,
+                "COMMENT": None,
+                "RECORD_DURATION": str(duration) if recorded else None,
+                # The only number the real API sends as a JSON int.
+                "RECORD_FILE_ID": 9000 + stat_id if recorded else None,
+                "CALL_TYPE": str(call_type),
+            }
+            bodies = [self.event_body(event, ident) for event, ident in events]
+            bodies.append(self.call_end_body(call_id))
+        if emit:
+            for body in bodies:
+                self.deliver(body)
+        return {
+            "call_id": call_id,
+            "activity_id": activity_id,
+            "statistic_id": str(stat_id),
+            "events": bodies,
+        }
+
+    def call_statistic(self, call_id: str) -> dict[str, Any]:
+        """The voximplant.statistic.get row of a call, as the API shows it."""
+        with self.lock:
+            for row in self._statistic.values():
+                if row["CALL_ID"] == call_id:
+                    return self._wire(row, None, include_uf=False)
+        raise KeyError(f"no call {call_id}")
+
+    def call_end_body(self, call_id: str) -> bytes:
+        """The ONVOXIMPLANTCALLEND form body: flat `data`, no FIELDS, no card and no recording."""
+        with self.lock:
+            row = next((r for r in self._statistic.values() if r["CALL_ID"] == call_id), None)
+            if row is None:
+                raise KeyError(f"no call {call_id}")
+            data = {
+                key: row[key]
+                for key in (
+                    "CALL_ID",
+                    "CALL_TYPE",
+                    "PHONE_NUMBER",
+                    "PORTAL_NUMBER",
+                    "PORTAL_USER_ID",
+                    "CALL_DURATION",
+                    "CALL_START_DATE",
+                    "COST",
+                    "COST_CURRENCY",
+                    "CALL_FAILED_CODE",
+                    "CALL_FAILED_REASON",
+                    "CRM_ACTIVITY_ID",
+                )
+            }
+        data["CALL_START_DATE"] = self._format_date(data["CALL_START_DATE"])
+        if data["CRM_ACTIVITY_ID"] is None:
+            del data["CRM_ACTIVITY_ID"]  # PHP's http_build_query leaves a null out
+        return self._event_form("ONVOXIMPLANTCALLEND", data)
+
+    def activity(self, activity_id: str | int) -> dict[str, Any]:
+        return self._read("activity", activity_id)
+
+    def event_body(self, event: str, entity_id: str) -> bytes:
+        """The form body Bitrix24 POSTs to an outgoing-webhook handler for `event`."""
+        return self._event_form(event, {"FIELDS": {"ID": str(entity_id)}})
+
+    def _event_form(self, event: str, data: Mapping[str, Any]) -> bytes:
+        code = event.upper()
+        return encode_form(
+            {
+                "event": code,
+                "event_handler_id": EVENT_HANDLER_IDS.get(code, "400"),
+                "data": dict(data),
+                "ts": str(int(self.clock().timestamp())),
+                "auth": {
+                    "domain": self.domain,
+                    "client_endpoint": f"https://{self.domain}/rest/",
+                    "server_endpoint": "https://oauth.bitrix.info/rest/",
+                    "member_id": self.member_id,
+                    "application_token": self.application_token,
+                },
+            }
+        )
+
+    def _create_and_emit(self, table: str, fields: dict[str, Any], created_at: datetime | None) -> str:
+        with self.lock:
+            ident, event = self._insert(self._tables[table], fields, created_at, by="1")
+        self._emit([event])
+        return ident
+
+    def _update_and_emit(
+        self, table: str, raw_id: str | int, fields: dict[str, Any], at: datetime | None
+    ) -> None:
+        with self.lock:
+            try:
+                _ident, row = self._tables[table].find(raw_id)
+            except ApiError:
+                raise KeyError(f"no {table} {raw_id}") from None
+            event = self._change(self._tables[table], row, fields, at, by=fields.get("MODIFY_BY_ID", "1"))
+        self._emit([event] if event else [])
+
+    def _read(self, table: str, raw_id: str | int) -> dict[str, Any]:
+        with self.lock:
+            try:
+                _ident, row = self._tables[table].find(raw_id)
+            except ApiError:
+                raise KeyError(f"no {table} {raw_id}") from None
+            return self._wire(row, None, include_uf=True)
+
+    def _emit(self, events: list[tuple[str, str]]) -> None:
+        # Called without self.lock held: a receiver may call the portal's REST API back.
+        for event, ident in events:
+            self.deliver(self.event_body(event, ident))
+
+    # ------------------------------------------------------------------ storage
+    def _now(self, at: datetime | None = None) -> datetime:
+        moment = at or self.clock()
+        if moment.tzinfo is None:
+            raise ValueError("the fake portal needs aware datetimes")
+        # The portal stores seconds; a sub-second part would break `>=` filters on echoed values.
+        return moment.astimezone(UTC).replace(microsecond=0)
+
+    def _insert(
+        self, table: _Table, fields: Mapping[str, Any], created_at: datetime | None, by: str
+    ) -> tuple[str, tuple[str, str]]:
+        now = self._now(created_at)
+        ident = table.next_id
+        table.next_id += 1
+        row: dict[str, Any]
+        if table.name == "activity":
+            row = {
+                "ID": str(ident),
+                "OWNER_ID": "0",
+                "OWNER_TYPE_ID": "1",
+                "TYPE_ID": "2",
+                "PROVIDER_ID": "",
+                "PROVIDER_TYPE_ID": "",
+                "SUBJECT": "",
+                "DIRECTION": "2",
+                "COMPLETED": "N",
+                "STATUS": "1",
+                "PRIORITY": "2",
+                "RESPONSIBLE_ID": by,
+                "AUTHOR_ID": by,
+                "EDITOR_ID": by,
+                "DESCRIPTION": "",
+                "CREATED": now,
+                "LAST_UPDATED": now,
+                "START_TIME": now,
+                "END_TIME": now,
+                "DEADLINE": now,
+            }
+            self._assign(table, row, fields)
+            if not row["PROVIDER_ID"]:
+                row["PROVIDER_ID"] = {
+                    "1": "CRM_MEETING",
+                    "2": "VOXIMPLANT_CALL",
+                    "3": "CRM_TASKS_TASK",
+                    "4": "CRM_EMAIL",
+                }.get(row["TYPE_ID"], "REST_APP")
+            if "AUTHOR_ID" not in fields:
+                row["AUTHOR_ID"] = row["RESPONSIBLE_ID"]
+            row["STATUS"] = "2" if row["COMPLETED"] == "Y" else "1"
+            owner = self._tables.get({"1": "lead", "2": "deal"}.get(row["OWNER_TYPE_ID"], ""))
+            if owner is not None:
+                card = owner.rows.get(int(row["OWNER_ID"])) if row["OWNER_ID"].isdigit() else None
+                if card is not None:
+                    card["LAST_ACTIVITY_TIME"] = now
+                    card["LAST_ACTIVITY_BY"] = row["RESPONSIBLE_ID"]
+        else:
+            row = {
+                "ID": str(ident),
+                "TITLE": "",
+                "OPENED": "Y",
+                "CURRENCY_ID": "RUB",
+                "OPPORTUNITY": "0.00",
+                "ASSIGNED_BY_ID": by,
+                "CREATED_BY_ID": by,
+                "MODIFY_BY_ID": by,
+                "MOVED_BY_ID": by,
+                "DATE_CREATE": now,
+                "DATE_MODIFY": now,
+                "MOVED_TIME": now,
+                "DATE_CLOSED": None,
+                "LAST_ACTIVITY_BY": by,
+                "LAST_ACTIVITY_TIME": now,
+            }
+            if table.name == "lead":
+                row.update({"STATUS_ID": "NEW", "STATUS_SEMANTIC_ID": "P", "SOURCE_ID": "CALL", "NAME": ""})
+            else:
+                row.update(
+                    {
+                        "STAGE_ID": "NEW",
+                        "STAGE_SEMANTIC_ID": "P",
+                        "CATEGORY_ID": "0",
+                        "CLOSED": "N",
+                        "LEAD_ID": None,
+                    }
+                )
+                # CATEGORY_ID is immutable after creation, but settable on add.
+                if "CATEGORY_ID" in fields:
+                    row["CATEGORY_ID"] = str(fields["CATEGORY_ID"])
+            self._assign(table, row, fields)
+            self._semantics(table, row, now)
+        table.rows[ident] = row
+        return str(ident), (table.add_event, str(ident))
+
+    def _change(
+        self, table: _Table, row: dict[str, Any], fields: Mapping[str, Any], at: datetime | None, by: Any
+    ) -> tuple[str, str] | None:
+        now = self._now(at)
+        stage_before = row.get(table.stage_field) if table.stage_field else None
+        self._assign(table, row, fields)
+        if table.stage_field and row.get(table.stage_field) != stage_before:
+            row["MOVED_TIME"] = now
+            row["MOVED_BY_ID"] = str(by)
+            self._semantics(table, row, now)
+        if table.name == "activity":
+            row["LAST_UPDATED"] = now
+            row["STATUS"] = "2" if row.get("COMPLETED") == "Y" else "1"
+            return None
+        row["DATE_MODIFY"] = now
+        row["MODIFY_BY_ID"] = str(by)
+        return (table.update_event, row["ID"]) if table.update_event else None
+
+    def _semantics(self, table: _Table, row: dict[str, Any], now: datetime) -> None:
+        if table.stage_field is None:
+            return
+        semantic = table.stages.get(str(row.get(table.stage_field)), "P")
+        row["STATUS_SEMANTIC_ID" if table.name == "lead" else "STAGE_SEMANTIC_ID"] = semantic
+        row["DATE_CLOSED"] = now if semantic in {"S", "F"} else None
+        if table.name == "deal":
+            row["CLOSED"] = "Y" if semantic in {"S", "F"} else "N"
+
+    def _assign(self, table: _Table, row: dict[str, Any], fields: Mapping[str, Any]) -> None:
+        for raw_key, value in fields.items():
+            key = str(raw_key).upper()
+            if key in table.read_only:
+                continue
+            row[key] = self._store_value(table, key, value)
+
+    def _store_value(self, table: _Table, key: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if key in table.dates:
+            return self._parse_date(value) if value != "" else None
+        if isinstance(value, list | tuple | Mapping):
+            return [self._scalar(v) for v in _as_list(value)]
+        if key in table.numeric:
+            return str(int(value)) if str(value).strip().lstrip("-").isdigit() else str(value)
+        return self._scalar(value)
+
+    @staticmethod
+    def _scalar(value: Any) -> Any:
+        if isinstance(value, bool):
+            return "Y" if value else "N"
+        if isinstance(value, datetime):
+            return value
+        return str(value) if value is not None else None
+
+    def _parse_date(self, value: Any) -> datetime:
+        if isinstance(value, datetime):
+            moment = value
+        else:
+            text = str(value).strip()
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                try:
+                    moment = datetime.strptime(text, "%d.%m.%Y %H:%M:%S")
+                except ValueError:
+                    raise ApiError(400, "", f"Invalid date value: {text[:40]}") from None
+        if moment.tzinfo is None:
+            # A date without an offset is in the portal's time zone, as the real portal reads it.
+            moment = moment.replace(tzinfo=self.zone)
+        return moment.astimezone(UTC).replace(microsecond=0)
+
+    def _format_date(self, moment: datetime) -> str:
+        return moment.astimezone(self.zone).isoformat(timespec="seconds")
+
+    def _wire(self, row: Mapping[str, Any], select: list[str] | None, include_uf: bool) -> dict[str, Any]:
+        """A stored row as the API shows it: dates in the portal zone, "" for an empty date."""
+        if select:
+            wanted = {s.upper() for s in select}
+            keep_std = "*" in wanted
+            keep_uf = "UF_*" in wanted
+        else:
+            wanted, keep_std, keep_uf = set(), True, include_uf
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            is_uf = key.startswith("UF_")
+            if not (key == "ID" or key in wanted or (keep_uf if is_uf else keep_std)):
+                continue
+            if isinstance(value, datetime):
+                out[key] = self._format_date(value)
+            elif isinstance(value, list):
+                out[key] = [self._format_date(v) if isinstance(v, datetime) else v for v in value]
+            elif value is None and key in _COMMON_DATES:
+                out[key] = ""
+            else:
+                out[key] = value
+        return out
+
+    # ------------------------------------------------------------------ HTTP
+    def start(self) -> FakeBitrix24:
+        super().start()
+        assert self._httpd is not None
+        # The base handler writes headers and body in two sends; with Nagle's algorithm on, a
+        # keep-alive client (requests.Session) then waits ~40 ms for a delayed ACK per answer,
+        # which would hide the leaky bucket behind the latency.
+        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
+        report = self._httpd.handle_error
+
+        def quiet_disconnects(request: Any, client_address: Any) -> None:
+            # A client that timed out on a `slow` fault hangs up before the late answer: expected.
+            if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+                return
+            report(request, client_address)
+
+        self._httpd.handle_error = quiet_disconnects  # type: ignore[method-assign]
+        return self
+
+    def reset(self) -> None:
+        """Forget every card, activity, event, log entry and fault, as a fresh portal would be
+        (tests share one running server instead of paying for a start and stop each)."""
+        with self.lock:
+            for table in self._tables.values():
+                table.rows.clear()
+                table.next_id = 1
+            self._statistic.clear()
+            self.outbox.clear()
+            self.deliver = self.outbox.append
+            self.applied.clear()
+            self.emit_on_rest_writes = False
+            self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
+        self.clear_faults()
+        self.clear_log()
+
+    def handle(self, request: Request) -> Reply:
+        match = _REST_PATH.match(request.path)
+        if not match:
+            return _error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+        user, code, method = match.group(1), match.group(2), match.group(3).lower()
+        if user != str(self.webhook_user_id) or not hmac.compare_digest(
+            code.encode(), self.webhook_code.encode()
+        ):
+            return _error(401, "NO_AUTH_FOUND", "Wrong authorization data")
+        if not self.bucket.admit():
+            return query_limit_exceeded(request)
+        try:
+            params = self._params(request)
+        except (FormError, ValueError) as exc:
+            return _error(400, "INVALID_REQUEST", f"Request is not valid: {exc}")
+        events: list[tuple[str, str]] = []
+        started = time.perf_counter()
+        try:
+            with self.lock:
+                if method == "batch":
+                    payload = self._batch(params, events)
+                else:
+                    result, total, next_start = self._call(method, params, events)
+                    payload = {"result": result}
+                    if next_start is not None:
+                        payload["next"] = next_start
+                    if total is not None:
+                        payload["total"] = total
+                payload["time"] = self._time(started, with_operating=True)
+        except ApiError as exc:
+            return Reply.json(exc.status, exc.body())
+        finally:
+            if self.emit_on_rest_writes:
+                self._emit(events)
+        return Reply.json(200, payload)
+
+    def _params(self, request: Request) -> dict[str, Any]:
+        params: dict[str, Any] = _form_tree(request.query)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.body:
+            if content_type == "application/json":
+                body = json.loads(request.body.decode("utf-8"))
+                if not isinstance(body, dict):
+                    raise ValueError("a JSON body must be an object")
+                params.update(body)
+            else:
+                params.update(_form_tree(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True)))
+        return params
+
+    def _time(self, started: float, with_operating: bool) -> dict[str, Any]:
+        finish = self.clock().timestamp()
+        duration = time.perf_counter() - started
+        start = finish - duration
+        block: dict[str, Any] = {
+            "start": start,
+            "finish": finish,
+            "duration": duration,
+            "processing": duration,
+            "date_start": self._format_date(datetime.fromtimestamp(start, UTC)),
+            "date_finish": self._format_date(datetime.fromtimestamp(finish, UTC)),
+        }
+        if with_operating:
+            block["operating_reset_at"] = int(start) + OPERATING_WINDOW
+            block["operating"] = 0
+        return block
+
+    def _batch(self, params: Mapping[str, Any], events: list[tuple[str, str]]) -> dict[str, Any]:
+        cmd = _lookup(params, "cmd")
+        if isinstance(cmd, list):
+            cmd = {str(i): c for i, c in enumerate(cmd)}
+        if not isinstance(cmd, Mapping) or not cmd:
+            raise ApiError(400, "ERROR_BATCH_EMPTY", "Empty batch")
+        if len(cmd) > BATCH_LIMIT:
+            raise ApiError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
+        halt = str(_lookup(params, "halt") or "0").lower() in {"1", "true", "y"}
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        totals: dict[str, Any] = {}
+        nexts: dict[str, Any] = {}
+        times: dict[str, Any] = {}
+        for key, command in cmd.items():
+            started = time.perf_counter()
+            try:
+                method, _, query = str(command).partition("?")
+                method = method.strip().lower()
+                if method == "batch":
+                    raise ApiError(
+                        405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
+                    )
+                try:
+                    sub = _form_tree(parse_qsl(query, keep_blank_values=True))
+                except FormError as exc:
+                    raise ApiError(400, "INVALID_REQUEST", str(exc)) from None
+                result, total, next_start = self._call(method, sub, events)
+            except ApiError as exc:
+                errors[str(key)] = exc.body()
+                if halt:
+                    break
+                continue
+            results[str(key)] = result
+            if total is not None:
+                totals[str(key)] = total
+            if next_start is not None:
+                nexts[str(key)] = next_start
+            times[str(key)] = self._time(started, with_operating=False)
+        return {
+            "result": {
+                "result": _php_array(results),
+                "result_error": _php_array(errors),
+                "result_total": _php_array(totals),
+                "result_next": _php_array(nexts),
+                "result_time": _php_array(times),
+            }
+        }
+
+    def _call(
+        self, method: str, params: Mapping[str, Any], events: list[tuple[str, str]]
+    ) -> tuple[Any, int | None, int | None]:
+        """Run one method under self.lock. Returns (result, total, next) - the last two for lists."""
+        if method == "crm.status.list":
+            return self._status_list(params)
+        if method == "voximplant.statistic.get":
+            return self._statistic_get(params)
+        parts = method.split(".")
+        if len(parts) == 3 and parts[0] == "crm" and parts[1] in self._tables:
+            table = self._tables[parts[1]]
+            action = parts[2]
+            if action == "get":
+                _ident, row = table.find(_lookup(params, "id"))
+                return self._wire(row, None, include_uf=True), None, None
+            if action == "list":
+                return self._list(table, params)
+            if action == "add":
+                fields = _lookup(params, "fields")
+                if not isinstance(fields, Mapping):
+                    raise ApiError(400, "", "Parameter 'fields' must be array.")
+                ident, event = self._insert(table, _upper(fields), None, by=str(self.webhook_user_id))
+                self.applied.append((method, ident))
+                events.append(event)
+                return int(ident), None, None
+            if action == "update" and table.name != "activity":
+                _ident, row = table.find(_lookup(params, "id"))
+                fields = _lookup(params, "fields")
+                if not isinstance(fields, Mapping):
+                    raise ApiError(400, "", "Parameter 'fields' must be array.")
+                event = self._change(table, row, _upper(fields), None, by=self.webhook_user_id)
+                self.applied.append((method, row["ID"]))
+                if event:
+                    events.append(event)
+                return True, None, None
+        raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+
+    def _status_list(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        items: list[dict[str, Any]] = []
+        ident = 1
+        for entity, statuses in (("STATUS", LEAD_STATUSES), ("DEAL_STAGE", DEAL_STAGES)):
+            for status_id, name, semantics, sort in statuses:
+                items.append(
+                    {
+                        "ID": str(ident),
+                        "ENTITY_ID": entity,
+                        "STATUS_ID": status_id,
+                        "NAME": name,
+                        "NAME_INIT": name,
+                        "SORT": str(sort),
+                        "SYSTEM": "Y",
+                        "CATEGORY_ID": "0" if entity == "DEAL_STAGE" else None,
+                        "COLOR": "#39A8EF",
+                        "SEMANTICS": None if semantics == "P" else semantics,
+                        "EXTRA": {
+                            "SEMANTICS": {"P": "process", "S": "success", "F": "failure"}[semantics],
+                            "COLOR": "#39A8EF",
+                        },
+                    }
+                )
+                ident += 1
+        rows = [r for r in items if _matches(r, _filter_of(params), _STATUS_TYPES)]
+        rows = _ordered(rows, _lookup(params, "order") or {"SORT": "ASC"}, _STATUS_TYPES)
+        return rows, len(rows), None
+
+    def _list(self, table: _Table, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        types = _FieldTypes(table.numeric | {"SORT"}, table.dates, self._parse_date)
+        rows = [r for r in table.rows.values() if _matches(r, _filter_of(params), types)]
+        rows = _ordered(rows, _lookup(params, "order") or {}, types)
+        select = [str(s) for s in _as_list(_lookup(params, "select"))]
+        return self._page(rows, params, select)
+
+    def _statistic_get(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        """voximplant.statistic.get: UPPERCASE FILTER, SORT (a field) and ORDER (ASC/DESC), start."""
+        rows = [r for r in self._statistic.values() if _matches(r, _filter_of(params), self._stat_types())]
+        sort = _lookup(params, "sort")
+        order = {str(sort): str(_lookup(params, "order") or "ASC")} if isinstance(sort, str) and sort else {}
+        return self._page(_ordered(rows, order, self._stat_types()), params, [])
+
+    def _stat_types(self) -> _FieldTypes:
+        return _FieldTypes(_STAT_NUMERIC, frozenset({"CALL_START_DATE"}), self._parse_date)
+
+    def _page(
+        self, rows: list[dict[str, Any]], params: Mapping[str, Any], select: list[str]
+    ) -> tuple[Any, int | None, int | None]:
+        """One page of 50 from `start`, with the list envelope's total and next."""
+        try:
+            start = int(str(_lookup(params, "start") or 0))
+        except ValueError:
+            start = 0
+        if start < 0:
+            # start=-1 switches off the COUNT: no total, no next (b24restdocs huge-data.md).
+            page = rows[:PAGE_SIZE]
+            return [self._wire(r, select, include_uf=False) for r in page], None, None
+        page = rows[start : start + PAGE_SIZE]
+        next_start = start + PAGE_SIZE if start + PAGE_SIZE < len(rows) else None
+        return [self._wire(r, select, include_uf=False) for r in page], len(rows), next_start
+
+
+# ----------------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class _FieldTypes:
+    numeric: frozenset[str]
+    dates: frozenset[str]
+    parse_date: Callable[[Any], datetime]
+
+    def coerce(self, key: str, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if key in self.dates:
+            return value if isinstance(value, datetime) else self.parse_date(value)
+        if key in self.numeric:
+            try:
+                return int(str(value))
+            except ValueError:
+                return None
+        return str(value)
+
+
+def _parse_iso_utc(value: Any) -> datetime:
+    moment = datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+_STAT_NUMERIC = frozenset(
+    {
+        "ID",
+        "PORTAL_USER_ID",
+        "CALL_DURATION",
+        "CALL_TYPE",
+        "CRM_ENTITY_ID",
+        "CRM_ACTIVITY_ID",
+        "RECORD_DURATION",
+        "RECORD_FILE_ID",
+        "CALL_VOTE",
+    }
+)
+_STATUS_TYPES = _FieldTypes(frozenset({"ID", "SORT"}), frozenset(), _parse_iso_utc)
+
+
+def _filter_of(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = _lookup(params, "filter")
+    return value if isinstance(value, Mapping) else {}
+
+
+def _matches(row: Mapping[str, Any], conditions: Mapping[str, Any], types: _FieldTypes) -> bool:
+    for raw_key, wanted in conditions.items():
+        match = _FILTER_KEY.match(str(raw_key))
+        if not match:
+            continue
+        op, key = match.group(1) or "=", match.group(2).upper()
+        have = types.coerce(key, row.get(key))
+        if op in {"@", "!@"}:
+            options = {types.coerce(key, v) for v in _as_list(wanted)}
+            inside = have in options
+            if inside != (op == "@"):
+                return False
+            continue
+        if isinstance(wanted, list | tuple | Mapping):
+            # A list value without a prefix means IN, as in the real filter.
+            inside = have in {types.coerce(key, v) for v in _as_list(wanted)}
+            if inside == (op in {"!", "!="}):
+                return False
+            continue
+        want = types.coerce(key, wanted)
+        if op in {"=", "!", "!="}:
+            if (have == want) == (op != "="):
+                return False
+            continue
+        if have is None or want is None:
+            return False
+        try:
+            ok = {">=": have >= want, ">": have > want, "<=": have <= want, "<": have < want}[op]
+        except TypeError:
+            return False
+        if not ok:
+            return False
+    return True
+
+
+def _ordered(rows: list[dict[str, Any]], order: Any, types: _FieldTypes) -> list[dict[str, Any]]:
+    result = sorted(rows, key=lambda r: int(r["ID"]))
+    if not isinstance(order, Mapping):
+        return result
+    for raw_key, direction in reversed(list(order.items())):
+        key = str(raw_key).upper()
+        descending = str(direction).upper() == "DESC"
+
+        def sort_key(row: dict[str, Any], key: str = key) -> tuple[int, Any]:
+            value = types.coerce(key, row.get(key))
+            return (0, "") if value is None else (1, value)
+
+        result.sort(key=sort_key, reverse=descending)
+    return result
+
+
+def _form_tree(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """PHP-style pairs (`fields[TITLE]=x`, `select[]=ID`) as nested dicts."""
+    pairs = [(k, v) for k, v in pairs if k]
+    if not pairs:
+        return {}
+    return parse_form(urlencode(pairs))
+
+
+def _upper(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).upper(): v for k, v in fields.items()}

@@ -1,0 +1,1 @@
+"""Dialing discipline: attempts per plan day, touches, improper rejections."""

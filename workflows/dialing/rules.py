@@ -1,0 +1,381 @@
+"""Dialing discipline (DOMAIN.md section 2), as pure decisions.
+
+The plan: every lead is dialed `attempts_per_day` times on each of its first
+`plan_days` working days, and at least `min_attempts` times in total before it
+may be rejected. Day 1 of the plan is the local day of the lead's control time
+(the moment the timeliness rule expects the first reaction), so a lead that
+arrives in the evening or on a weekend starts its plan on the next working day;
+a holiday is never a plan day, so the window stretches over it.
+
+Every call attempt counts, answered or not; a call longer than `touch_seconds`
+is a successful touch. Nothing here performs I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
+from html import escape
+from typing import Any, Protocol
+
+from leadwatch.effects import Effect, Notify, RecordViolation, Violation
+from leadwatch.events import Call, EntityRef
+
+VIOLATION_TYPE = "improper_rejection"
+_ONE_DAY = timedelta(days=1)
+_SEARCH_LIMIT_DAYS = 400  # a calendar with no working day in a year is a broken calendar
+# A card whose rejection is this close to its creation was created in the rejected stage.
+CREATED_REJECTED = timedelta(minutes=1)
+
+
+class PlanCalendar(Protocol):
+    def is_working_day(self, day: date) -> bool: ...
+
+    def add_working_days(self, day: date, n: int) -> date: ...
+
+
+@dataclass(frozen=True)
+class DialingRules:
+    attempts_per_day: int = 3
+    plan_days: int = 5
+    min_attempts: int = 15
+    touch_seconds: int = 30
+    report_time: time = time(18, 30)
+    rejected_stages: frozenset[str] = frozenset()
+    closed_stages: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> DialingRules:
+        """From a `leadwatch.config.DialingConfig` (duck-typed to keep workflows free of config I/O)."""
+        return cls(
+            attempts_per_day=cfg.attempts_per_day,
+            plan_days=cfg.plan_days,
+            min_attempts=cfg.min_attempts_before_rejection,
+            touch_seconds=cfg.touch_seconds,
+            report_time=cfg.report_time,
+            rejected_stages=frozenset(cfg.rejected_stages or ()),
+            closed_stages=frozenset(cfg.closed_stages or ()),
+        )
+
+    def is_touch(self, call: Call) -> bool:
+        """A successful touch: the conversation lasted longer than the threshold (exactly 30 s is not)."""
+        return call.duration > self.touch_seconds and call.answered is not False
+
+    def is_rejected(self, stage: str) -> bool:
+        return stage in self.rejected_stages
+
+    def is_finished(self, stage: str) -> bool:
+        """Out of the plan: rejected or closed (won, converted): nobody has to dial it any more."""
+        return stage in self.rejected_stages or stage in self.closed_stages
+
+
+# ---------------------------------------------------------------------------- plan arithmetic
+
+
+def first_plan_day(due_at: datetime, tz: Any) -> date:
+    """Day 1 of a lead's plan: the local day of its control time (always a working day)."""
+    return due_at.astimezone(tz).date()
+
+
+def plan_days(first: date, calendar: PlanCalendar, rules: DialingRules) -> list[date]:
+    """The working days of the plan, from day 1 on."""
+    start = calendar.add_working_days(first, 0)
+    days = [start]
+    while len(days) < rules.plan_days:
+        days.append(calendar.add_working_days(days[-1], 1))
+    return days
+
+
+def plan_starts_covering(day: date, calendar: PlanCalendar, rules: DialingRules) -> list[date]:
+    """Every day 1 whose plan includes `day`: the last `plan_days` working days up to `day`.
+
+    Empty when `day` is not a working day (no plan has a non-working day).
+    """
+    if not calendar.is_working_day(day):
+        return []
+    starts: list[date] = []
+    current = day
+    for _ in range(_SEARCH_LIMIT_DAYS + rules.plan_days):
+        if calendar.is_working_day(current):
+            starts.append(current)
+            if len(starts) == rules.plan_days:
+                break
+        current -= _ONE_DAY
+    return starts
+
+
+def call_day(call: Call, tz: Any) -> date:
+    """The local day an attempt counts under."""
+    return call.started_at.astimezone(tz).date()
+
+
+# ---------------------------------------------------------------------------- daily report
+
+
+@dataclass(frozen=True)
+class PlanLead:
+    """One lead in its plan window on the report day, with its counts."""
+
+    entity: EntityRef
+    title: str
+    manager: str | None
+    stage: str
+    first_day: date
+    day_number: int  # 1..plan_days
+    attempts_today: int
+    attempts_total: int
+    touches_total: int
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A successful touch: who called, how long, and where to listen to it."""
+
+    key: str  # the call's key
+    entity: EntityRef
+    title: str
+    manager: str | None
+    started_at: datetime
+    duration: int
+    record_url: str | None
+
+
+@dataclass(frozen=True)
+class ManagerLine:
+    manager: str | None
+    in_plan: int
+    compliant: int
+    behind: int
+    untouched: int
+
+
+@dataclass
+class DailyReport:
+    day: date
+    working_day: bool
+    untouched: list[PlanLead] = field(default_factory=list)  # no attempt today
+    behind: list[PlanLead] = field(default_factory=list)  # 1 .. attempts_per_day-1 today
+    compliant: list[PlanLead] = field(default_factory=list)
+    managers: list[ManagerLine] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+
+    @property
+    def in_plan(self) -> int:
+        return len(self.untouched) + len(self.behind) + len(self.compliant)
+
+    def to_dict(self) -> dict[str, Any]:
+        def lead(item: PlanLead) -> dict[str, Any]:
+            return {
+                "lead": item.entity.key,
+                "title": item.title,
+                "manager": item.manager,
+                "stage": item.stage,
+                "plan_day": item.day_number,
+                "first_day": item.first_day.isoformat(),
+                "attempts_today": item.attempts_today,
+                "attempts_total": item.attempts_total,
+                "touches_total": item.touches_total,
+            }
+
+        return {
+            "day": self.day.isoformat(),
+            "working_day": self.working_day,
+            "in_plan": self.in_plan,
+            "untouched": [lead(i) for i in self.untouched],
+            "behind": [lead(i) for i in self.behind],
+            "compliant": [lead(i) for i in self.compliant],
+            "managers": [vars(m) for m in self.managers],
+            "touches": [
+                {
+                    "lead": t.entity.key,
+                    "title": t.title,
+                    "manager": t.manager,
+                    "started_at": t.started_at.isoformat(),
+                    "duration": t.duration,
+                    "record_url": t.record_url,
+                }
+                for t in self.touches
+            ],
+        }
+
+
+def build_report(
+    day: date,
+    leads: Iterable[PlanLead],
+    touches: Iterable[Touch],
+    rules: DialingRules,
+    *,
+    working_day: bool = True,
+) -> DailyReport:
+    """Sort the leads of the plan window by today's attempts; finished leads (rejected, won) are out."""
+    report = DailyReport(day=day, working_day=working_day)
+    per_manager: dict[str | None, list[int]] = {}
+    ordered = sorted(leads, key=lambda item: (item.manager or "", item.first_day, item.entity))
+    for item in ordered:
+        if rules.is_finished(item.stage):
+            continue
+        counts = per_manager.setdefault(item.manager, [0, 0, 0, 0])
+        counts[0] += 1
+        if item.attempts_today >= rules.attempts_per_day:
+            report.compliant.append(item)
+            counts[1] += 1
+        elif item.attempts_today > 0:
+            report.behind.append(item)
+            counts[2] += 1
+        else:
+            report.untouched.append(item)
+            counts[3] += 1
+    report.managers = [
+        ManagerLine(manager, *counts)
+        for manager, counts in sorted(per_manager.items(), key=lambda pair: pair[0] or "")
+    ]
+    report.touches = sorted(touches, key=lambda t: (t.started_at, t.entity))
+    return report
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """How to show cards and people to the head."""
+
+    card_url: Callable[[EntityRef], str]
+    manager_name: Callable[[str | None], str]
+    tz: Any
+
+
+def _title(title: str, entity: EntityRef) -> str:
+    raw = title or f"{entity.type.value} #{entity.id}"
+    return escape(raw if len(raw) <= 120 else raw[:119] + "…")
+
+
+def _card(item: PlanLead | Touch, view: ReportView) -> str:
+    return f'<a href="{escape(view.card_url(item.entity), quote=True)}">{_title(item.title, item.entity)}</a>'
+
+
+def render_report(report: DailyReport, view: ReportView, rules: DialingRules) -> str:
+    """The report as Telegram HTML, one line per item, so it can be split between lines."""
+    lines = [f"📞 <b>Dialing report for {report.day:%a %d.%m.%Y}</b>"]
+    lines.append(
+        f"In plan: {report.in_plan} · compliant ({rules.attempts_per_day}+ today): {len(report.compliant)}"
+        f" · behind: {len(report.behind)} · no attempt today: {len(report.untouched)}"
+    )
+    if report.managers:
+        lines += ["", "<b>By manager</b> (in plan / compliant / behind / untouched)"]
+        for line in report.managers:
+            lines.append(
+                f"• {escape(view.manager_name(line.manager))}: "
+                f"{line.in_plan} / {line.compliant} / {line.behind} / {line.untouched}"
+            )
+    if report.untouched:
+        lines += ["", f"<b>No attempt today</b> ({len(report.untouched)})"]
+        for item in report.untouched:
+            lines.append(
+                f"• {_card(item, view)} — {escape(view.manager_name(item.manager))}, "
+                f"day {item.day_number}/{rules.plan_days}, {item.attempts_total} attempts in total"
+            )
+    if report.behind:
+        lines += ["", f"<b>Behind plan today</b> ({len(report.behind)})"]
+        for item in report.behind:
+            lines.append(
+                f"• {_card(item, view)} — {escape(view.manager_name(item.manager))}, "
+                f"{item.attempts_today} of {rules.attempts_per_day} today, day {item.day_number}/{rules.plan_days}"
+            )
+    lines += ["", f"<b>Successful touches today</b> ({len(report.touches)})"]
+    if not report.touches:
+        lines.append("none")
+    for touch in report.touches:
+        minutes, seconds = divmod(touch.duration, 60)
+        record = (
+            f' · <a href="{escape(touch.record_url, quote=True)}">recording</a>' if touch.record_url else ""
+        )
+        lines.append(
+            f"• {touch.started_at.astimezone(view.tz):%H:%M} {_card(touch, view)} — "
+            f"{escape(view.manager_name(touch.manager))}, {minutes}:{seconds:02d}{record}"
+        )
+    return "\n".join(lines)
+
+
+def report_due(now: datetime, calendar: PlanCalendar, rules: DialingRules, tz: Any) -> date | None:
+    """The day whose report should go out now: today, on a working day from the report time on."""
+    local = now.astimezone(tz)
+    if not calendar.is_working_day(local.date()) or local.time() < rules.report_time:
+        return None
+    return local.date()
+
+
+def report_effect_id(tenant: str, day: date, part: int) -> str:
+    return f"report:dialing:{tenant}:{day.isoformat()}:{part}"
+
+
+# ---------------------------------------------------------------------------- rejections
+
+
+class DialingState(Protocol):
+    tenant: str
+    entity: EntityRef
+    stage: str
+    responsible: str | None
+    title: str
+    rejected_at: datetime | None
+    rejection_checked: datetime | None
+
+
+def observe_stage(state: Any, stage_changed_at: datetime | None, rules: DialingRules, now: datetime) -> Any:
+    """Note when a card enters a rejected stage (and forget it when the card leaves it).
+
+    `state` is a LeadState whose `stage` is already the card's new stage; the rejection
+    moment is the CRM's stage-change time when it tells one.
+    """
+    if rules.is_rejected(state.stage):
+        if state.rejected_at is None:
+            moment = stage_changed_at or now
+            if moment - state.created_at <= CREATED_REJECTED:
+                # Born rejected (a robot's spam filter, an import): nobody moved it, nothing to judge.
+                return replace(state, rejected_at=moment, rejection_checked=moment)
+            return replace(state, rejected_at=moment)
+        return state
+    if state.rejected_at is not None or state.rejection_checked is not None:
+        return replace(state, rejected_at=None, rejection_checked=None)
+    return state
+
+
+def needs_rejection_check(state: Any) -> bool:
+    return state.rejected_at is not None and state.rejection_checked != state.rejected_at
+
+
+def rejection_effects(
+    state: Any, attempts: int, touches: int, rules: DialingRules, view: ReportView
+) -> list[Effect]:
+    """An improper rejection (fewer attempts than the minimum) is a violation and an alert; else nothing."""
+    if state.rejected_at is None or attempts >= rules.min_attempts:
+        return []
+    stamp = int(state.rejected_at.timestamp())
+    violation = Violation(
+        violation_id=f"{VIOLATION_TYPE}:{state.entity.key}:{stamp}",
+        type=VIOLATION_TYPE,
+        entity=state.entity,
+        manager=state.responsible,
+        occurred_at=state.rejected_at,
+        details={
+            "stage": state.stage,
+            "attempts": attempts,
+            "touches": touches,
+            "required": rules.min_attempts,
+            "title": state.title,
+        },
+    )
+    url = escape(view.card_url(state.entity), quote=True)
+    text = "\n".join(
+        [
+            "🚫 <b>Improper rejection</b>",
+            f'<a href="{url}">{_title(state.title, state.entity)}</a>',
+            f"Manager: {escape(view.manager_name(state.responsible))}",
+            f"Rejected {state.rejected_at.astimezone(view.tz):%a %d.%m %H:%M} after {attempts} call "
+            f"attempt{'s' if attempts != 1 else ''} of the {rules.min_attempts} required"
+            f" ({touches} successful touch{'es' if touches != 1 else ''})",
+        ]
+    )
+    return [
+        RecordViolation(violation),
+        Notify(f"alert:{VIOLATION_TYPE}:{state.tenant}:{state.entity.key}:{stamp}", text),
+    ]

@@ -1,0 +1,1 @@
+"""Timeliness control: was each new lead processed by its control time?"""

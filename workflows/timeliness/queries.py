@@ -1,0 +1,71 @@
+"""Read side: per-manager timeliness statistics and the violation journal."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+from leadwatch.config import TenantConfig
+from leadwatch.context import Context
+
+
+@dataclass(frozen=True)
+class ManagerTimeliness:
+    manager: str
+    name: str
+    leads: int
+    on_time: int
+    late: int
+
+    @property
+    def share_late(self) -> float:
+        return self.late / self.leads if self.leads else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "share_late": round(self.share_late, 4)}
+
+
+def timeliness_by_manager(
+    ctx: Context, config: TenantConfig, first: date, last: date
+) -> list[ManagerTimeliness]:
+    totals: dict[str, list[int]] = {}
+    for row in ctx.store.timeliness_stats(config.tenant, first, last):
+        counts = totals.setdefault(row.manager, [0, 0])
+        counts[0] += row.on_time
+        counts[1] += row.late
+    rows = [
+        ManagerTimeliness(
+            manager, config.manager_name(None if manager == "unassigned" else manager), on + late, on, late
+        )
+        for manager, (on, late) in totals.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.share_late, r.name))
+
+
+def timeliness_by_day(ctx: Context, config: TenantConfig, first: date, last: date) -> list[dict[str, Any]]:
+    return [
+        {
+            "day": r.day,
+            "manager": r.manager,
+            "name": config.manager_name(r.manager),
+            "on_time": r.on_time,
+            "late": r.late,
+        }
+        for r in ctx.store.timeliness_stats(config.tenant, first, last)
+    ]
+
+
+def format_table(rows: list[ManagerTimeliness], title: str) -> str:
+    width = max([len(r.name) for r in rows] + [7])
+    lines = [title, f"{'manager':<{width}}  {'leads':>5}  {'on time':>7}  {'late':>5}  {'late %':>6}"]
+    for r in rows:
+        lines.append(
+            f"{r.name:<{width}}  {r.leads:>5}  {r.on_time:>7}  {r.late:>5}  {r.share_late * 100:>5.1f}%"
+        )
+    total_on = sum(r.on_time for r in rows)
+    total_late = sum(r.late for r in rows)
+    total = total_on + total_late
+    share = total_late / total * 100 if total else 0.0
+    lines.append(f"{'TOTAL':<{width}}  {total:>5}  {total_on:>7}  {total_late:>5}  {share:>5.1f}%")
+    return "\n".join(lines)

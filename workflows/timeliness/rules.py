@@ -1,0 +1,255 @@
+"""Timeliness of first processing (DOMAIN.md section 1), as pure decisions.
+
+Intake: a card seen for the first time gets its intake time (the CRM's creation
+time) and its control time from the business calendar, and the intake timestamp
+is written to the card. Observation: every later sighting of the card (webhook,
+read, reconciliation) may show it processed: moved out of the "not yet
+processed" stages, or touched by the responsible manager. Verdict: at the
+control time the card is on time if it was processed no later than its control
+time; a late card gets a violation and one Telegram message to the head.
+
+Nothing here performs I/O or reads a clock: `now` and the calendar come in,
+state and effects go out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
+from html import escape
+from typing import Any, Protocol
+
+from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields, Violation
+from leadwatch.events import Activity, EntityRef, LeadSnapshot
+
+ON_TIME = "on_time"
+LATE = "late"
+VIOLATION_TYPE = "late_first_processing"
+
+
+class Calendar(Protocol):
+    def control_time(self, created: datetime, reaction: timedelta, control_start: time) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class TimelinessRules:
+    control_start: time
+    reaction: timedelta
+    unprocessed_stages: frozenset[str]
+    intake_field: str
+    verdict_field: str
+    verdict_yes: Any
+    verdict_no: Any
+    activity_counts_as_processed: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TimelinessRules:
+        """From a `leadwatch.config.TimelinessConfig` (duck-typed to keep workflows free of config I/O)."""
+        return cls(
+            control_start=cfg.control_start,
+            reaction=timedelta(minutes=cfg.reaction_minutes),
+            unprocessed_stages=frozenset(cfg.unprocessed_stages),
+            intake_field=cfg.intake_field,
+            verdict_field=cfg.verdict_field,
+            verdict_yes=cfg.verdict_values.yes,
+            verdict_no=cfg.verdict_values.no,
+            activity_counts_as_processed=cfg.activity_counts_as_processed,
+        )
+
+
+@dataclass(frozen=True)
+class LeadState:
+    """What leadwatch keeps about one watched card."""
+
+    tenant: str
+    entity: EntityRef
+    created_at: datetime
+    due_at: datetime
+    stage: str
+    responsible: str | None
+    title: str = ""
+    processed_at: datetime | None = None
+    processed_how: str | None = None
+    crm_modified_at: datetime | None = None
+    verdict: str | None = None
+    verdict_at: datetime | None = None
+    # A verdict whose effects were all done by a sweep that died before closing the card.
+    pending_verdict: str | None = None
+    # Dialing discipline (workflows.dialing): when the card entered a rejected stage, and which
+    # rejection was already judged; the call counters are read-only here (the store adds to them).
+    rejected_at: datetime | None = None
+    rejection_checked: datetime | None = None
+    call_attempts: int = 0
+    call_touches: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.verdict is None
+
+
+@dataclass
+class Decision:
+    """The outcome of one workflow step: the state to store (None: unchanged) and effects."""
+
+    state: LeadState | None = None
+    effects: list[Effect] = field(default_factory=list)
+    created: bool = False
+
+
+def _processed_at(snapshot: LeadSnapshot, rules: TimelinessRules, seen_at: datetime) -> datetime | None:
+    """When the card left the unprocessed stages, as exactly as the CRM tells."""
+    if snapshot.stage in rules.unprocessed_stages:
+        return None
+    return snapshot.stage_changed_at or snapshot.modified_at or seen_at
+
+
+def intake_effect_id(tenant: str, entity: EntityRef) -> str:
+    return f"intake:{tenant}:{entity.key}"
+
+
+def verdict_effect_id(tenant: str, entity: EntityRef) -> str:
+    return f"verdict:{tenant}:{entity.key}"
+
+
+def alert_effect_id(tenant: str, entity: EntityRef) -> str:
+    return f"alert:late:{tenant}:{entity.key}"
+
+
+def observe(
+    tenant: str,
+    state: LeadState | None,
+    snapshot: LeadSnapshot,
+    calendar: Calendar,
+    rules: TimelinessRules,
+    now: datetime,
+) -> Decision:
+    """A card as the CRM shows it: intake it if new, else track stage, owner and processing.
+
+    The intake stamp is asked for on every sighting: the executor's ledger turns
+    it into a no-op once written, and so a write that failed the first time is
+    retried by the next event about the card.
+    """
+    if state is None:
+        created = snapshot.created_at
+        processed = _processed_at(snapshot, rules, now)
+        state = LeadState(
+            tenant=tenant,
+            entity=snapshot.entity,
+            created_at=created,
+            due_at=calendar.control_time(created, rules.reaction, rules.control_start),
+            stage=snapshot.stage,
+            responsible=snapshot.responsible,
+            title=snapshot.title,
+            processed_at=max(processed, created) if processed else None,
+            processed_how="stage" if processed else None,
+            crm_modified_at=snapshot.modified_at,
+        )
+        return Decision(state=state, effects=[intake_stamp(state, rules)], created=True)
+
+    stamp = [intake_stamp(state, rules)] if state.open else []
+    # An older sighting (out-of-order amoCRM hooks, a slow reconciliation) must not roll the card back.
+    if snapshot.modified_at and state.crm_modified_at and snapshot.modified_at < state.crm_modified_at:
+        return Decision(effects=stamp)
+    updated = replace(
+        state,
+        stage=snapshot.stage,
+        responsible=snapshot.responsible,
+        title=snapshot.title or state.title,
+        crm_modified_at=snapshot.modified_at or state.crm_modified_at,
+    )
+    if updated.processed_at is None:
+        processed = _processed_at(snapshot, rules, now)
+        if processed is not None:
+            updated = replace(updated, processed_at=max(processed, state.created_at), processed_how="stage")
+    return Decision(state=updated if updated != state else None, effects=stamp)
+
+
+def intake_stamp(state: LeadState, rules: TimelinessRules) -> SetCardFields:
+    return SetCardFields(
+        intake_effect_id(state.tenant, state.entity), state.entity, {rules.intake_field: state.created_at}
+    )
+
+
+# Contact with the client, or a written note of it. A task scheduled for later is not processing.
+PROCESSING_ACTIVITIES = frozenset({"call", "email", "meeting", "note"})
+
+
+def observe_activity(state: LeadState | None, activity: Activity, rules: TimelinessRules) -> Decision:
+    """A call, e-mail or note on the card: processing, if the responsible manager did it."""
+    if state is None or state.processed_at is not None or not rules.activity_counts_as_processed:
+        return Decision()
+    if activity.kind not in PROCESSING_ACTIVITIES:
+        return Decision()
+    if state.responsible is not None and activity.author not in (None, state.responsible):
+        return Decision()
+    when = max(activity.created_at, state.created_at)
+    return Decision(state=replace(state, processed_at=when, processed_how=f"activity:{activity.kind}"))
+
+
+@dataclass(frozen=True)
+class CardView:
+    """How to show a card to the head: its link and its manager's name."""
+
+    url: str
+    manager_name: str
+
+
+def decide_verdict(
+    state: LeadState, rules: TimelinessRules, view: CardView, tz: Any
+) -> tuple[str, list[Effect]]:
+    """The verdict for a card whose control time has come, and what it sets off."""
+    on_time = state.processed_at is not None and state.processed_at <= state.due_at
+    verdict = ON_TIME if on_time else LATE
+    effects: list[Effect] = [
+        SetCardFields(
+            verdict_effect_id(state.tenant, state.entity),
+            state.entity,
+            {rules.verdict_field: rules.verdict_yes if on_time else rules.verdict_no},
+        )
+    ]
+    if not on_time:
+        details = {
+            "created_at": state.created_at.isoformat(),
+            "due_at": state.due_at.isoformat(),
+            "stage": state.stage,
+            "processed_at": state.processed_at.isoformat() if state.processed_at else None,
+            "title": state.title,
+        }
+        effects.append(
+            RecordViolation(
+                Violation(
+                    violation_id=f"{VIOLATION_TYPE}:{state.entity.key}",
+                    type=VIOLATION_TYPE,
+                    entity=state.entity,
+                    manager=state.responsible,
+                    occurred_at=state.due_at,
+                    details=details,
+                )
+            )
+        )
+        effects.append(Notify(alert_effect_id(state.tenant, state.entity), late_message(state, view, tz)))
+    return verdict, effects
+
+
+def late_message(state: LeadState, view: CardView, tz: Any) -> str:
+    created = state.created_at.astimezone(tz)
+    due = state.due_at.astimezone(tz)
+    # A card title is whatever the CRM holds; a message must stay far below Telegram's 4096 characters.
+    raw_title = state.title or f"{state.entity.type.value} #{state.entity.id}"
+    title = escape(raw_title if len(raw_title) <= 200 else raw_title[:199] + "…")
+    lines = [
+        "⏰ <b>Lead not processed on time</b>",
+        f'<a href="{escape(view.url, quote=True)}">{title}</a>',
+        f"Manager: {escape(view.manager_name)}",
+        f"Arrived: {created:%a %d.%m %H:%M}, due: {due:%a %d.%m %H:%M}",
+    ]
+    if state.processed_at is not None:
+        lines.append(f"Processed only at {state.processed_at.astimezone(tz):%a %d.%m %H:%M}")
+    else:
+        lines.append(f"Still in stage {escape(state.stage)}")
+    return "\n".join(lines)
+
+
+def stats_day(state: LeadState, tz: Any) -> str:
+    """The day a card counts under in per-manager statistics: its local arrival date."""
+    return state.created_at.astimezone(tz).date().isoformat()

@@ -1,0 +1,174 @@
+"""The deadline sweep: every minute, verdicts for the cards whose control time has come.
+
+Reads only the due cards (the sparse due index), claims each with a conditional
+write so an overlapping sweep leaves it alone, performs the verdict's effects,
+and closes the card (verdict + per-manager counter) in one transaction. A card
+whose effects did not all succeed is released and stays due for the next sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from crm_adapters.base import CrmError
+from leadwatch import executor, observability
+from leadwatch.config import TenantConfig
+from leadwatch.context import Context
+from workflows.timeliness import rules as timeliness
+from workflows.timeliness.rules import LeadState
+
+log = logging.getLogger("leadwatch.sweep")
+
+FIRST_LOOKBACK = timedelta(days=7)  # where the very first sweep of a tenant starts reading
+CHECKPOINT = "sweep"  # the oldest day bucket that may still hold an open card
+CLAIM_HOLD = timedelta(minutes=5)
+MAX_PER_SWEEP = 1000
+
+
+@dataclass
+class SweepReport:
+    due: int = 0
+    closed: int = 0
+    late: int = 0
+    retried_later: int = 0
+    skipped: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
+    when = now or ctx.clock()
+    return observability.per_tenant(
+        ctx.registry,
+        "sweep",
+        lambda config: sweep_tenant(ctx, config, when) if config.timeliness.enabled else None,
+        lambda _, exc: SweepReport(errors={"sweep": type(exc).__name__}),
+        log,
+    )
+
+
+def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepReport:
+    report = SweepReport()
+    store = ctx.store
+    today = now.astimezone(UTC).date()
+    stored = store.get_checkpoint(config.tenant, CHECKPOINT)
+    since = date.fromisoformat(stored) if stored else (now - FIRST_LOOKBACK).date()
+    due = list(store.due_leads(config.tenant, now, since=since, limit=MAX_PER_SWEEP))
+    report.due = len(due)
+    token = uuid.uuid4().hex
+    claimed = []
+    still_open: set[date] = set()  # buckets that keep an open card after this sweep
+    for day, state in due:
+        if store.claim(state, token, now, CLAIM_HOLD):
+            claimed.append((day, state))
+        else:
+            still_open.add(day)
+    report.skipped = len(due) - len(claimed)
+    adapter = ctx.adapter(config)
+    calendar = ctx.calendar(config)
+    rules = ctx.rules(config)
+    try:
+        claimed = _refresh_unprocessed(ctx, config, claimed, now)
+    except CrmError as exc:
+        # Without a fresh look a lost webhook could turn into a false "late": try again next minute.
+        log.warning("tenant %s: cannot re-read due cards, sweep postponed: %s", config.tenant, exc)
+        observability.crm_failure(config.tenant, exc)
+        for day, state in claimed:
+            store.release(state, token)
+            still_open.add(day)
+        report.retried_later = len(claimed)
+        report.errors["refresh"] = str(exc)
+        claimed = []
+    plans = []
+    effects = []
+    for _, state in claimed:
+        if state is None:
+            continue
+        if state.pending_verdict is not None:
+            plans.append((state, state.pending_verdict, []))  # acted on already: only count and close
+            continue
+        view = timeliness.CardView(adapter.card_url(state.entity), config.manager_name(state.responsible))
+        verdict, lead_effects = timeliness.decide_verdict(state, rules, view, calendar.tz)
+        plans.append((state, verdict, [e.effect_id for e in lead_effects]))
+        effects.extend(lead_effects)
+    outcome = executor.perform(ctx, config, effects) if effects else executor.Outcome()
+    days = {state.entity: day for day, state in claimed if state is not None}
+    for state, verdict, ids in plans:
+        if not outcome.all_done(ids):
+            still_open.add(days[state.entity])
+            store.release(state, token)
+            report.retried_later += 1
+            for effect_id in ids:
+                if effect_id in outcome.failed:
+                    report.errors[effect_id] = outcome.failed[effect_id]
+            continue
+        stats_day = timeliness.stats_day(state, calendar.tz)
+        if store.close_verdict(state, verdict, token, now, stats_day, state.responsible or "unassigned"):
+            report.closed += 1
+            report.late += verdict == timeliness.LATE
+            observability.verdict(config.tenant, verdict)
+            log.info(
+                "tenant %s: %s is %s",
+                config.tenant,
+                state.entity.key,
+                verdict,
+                extra={"lead": state.entity.key},
+            )
+    # Past buckets hold only cards already due, so one that yielded nothing still open is empty for
+    # good. Yesterday is read again for an hour after midnight UTC: a worker whose clock lags may
+    # still write there. A full page may have left cards unread: then keep reading from the same place.
+    since_midnight = now.astimezone(UTC) - datetime.combine(today, datetime.min.time(), UTC)
+    floor = today - timedelta(days=1) if since_midnight < timedelta(hours=1) else today
+    checkpoint = since if len(due) >= MAX_PER_SWEEP else min(still_open | {floor})
+    if checkpoint.isoformat() != stored:
+        store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
+    return report
+
+
+def _refresh_unprocessed(
+    ctx: Context, config: TenantConfig, claimed: list[tuple[date, LeadState]], now: datetime
+) -> list[tuple[date, LeadState | None]]:
+    """Look again at the cards about to be called late: the card, then its activities.
+
+    Bitrix24 never redelivers a lost event and amoCRM hooks can be lost, so the
+    stored state may miss a stage change or a call; the CRM does not. Both reads
+    are batched (one call per 50 cards on Bitrix24, per 250 on amoCRM), and only
+    cards still looking unprocessed are read. A card deleted from the CRM is
+    closed without a verdict (None).
+    """
+    adapter = ctx.adapter(config)
+    calendar = ctx.calendar(config)
+    rules = ctx.rules(config)
+    current: dict = {state.entity: state for _, state in claimed}
+    suspects = [
+        entity
+        for entity, state in current.items()
+        if state.processed_at is None and state.pending_verdict is None
+    ]
+    if not suspects:
+        return list(claimed)
+    cards = adapter.get_leads(suspects)
+    changed = set()
+    for entity in suspects:
+        card = cards.get(entity)
+        if card is None:
+            ctx.store.close_deleted(current[entity], now)
+            current[entity] = None
+            continue
+        decision = timeliness.observe(config.tenant, current[entity], card, calendar, rules, now)
+        if decision.state is not None:
+            current[entity] = decision.state
+            changed.add(entity)
+    still = [e for e in suspects if current[e] is not None and current[e].processed_at is None]
+    if still and rules.activity_counts_as_processed:
+        for entity, activities in adapter.activities_on(still).items():
+            for activity in sorted(activities, key=lambda a: a.created_at):
+                decision = timeliness.observe_activity(current[entity], activity, rules)
+                if decision.state is not None:
+                    current[entity] = decision.state
+                    changed.add(entity)
+    for entity in changed:
+        ctx.store.update_lead(current[entity])
+    return [(day, current[state.entity]) for day, state in claimed]
