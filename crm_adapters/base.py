@@ -62,6 +62,11 @@ class CrmUnavailable(CrmError):
         super().__init__(message, retryable=True, status=status)
 
 
+class OutcomeUnknown(CrmUnavailable):
+    """The request was sent and no answer came (a read timeout, a connection dropped after sending):
+    it may or may not have taken effect. Retrying is safe only for an idempotent request."""
+
+
 class CrmRejected(CrmError):
     """The CRM refused the request itself (bad id, bad field, no rights)."""
 

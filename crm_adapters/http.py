@@ -5,6 +5,11 @@ retried with exponential backoff (honouring the server's `retry_after`), and
 gives up within a time budget so a Lambda never sleeps past its timeout. What
 still fails is raised as a `CrmError` and left for the next run. Time and
 sleep are injected so tests and benchmarks do not wait for real.
+
+A request that may have reached the server without an answer coming back (a read
+timeout, a connection dropped after sending) raises `OutcomeUnknown`. It is retried
+only when the caller says the request is idempotent (reads, setting a field); a
+Telegram message is not, so it is never sent again blindly.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from urllib3.exceptions import MaxRetryError
 
-from crm_adapters.base import CrmError, CrmUnavailable
+from crm_adapters.base import CrmError, CrmUnavailable, OutcomeUnknown
 
 Classify = Callable[[requests.Response], CrmError | None]
 
@@ -108,7 +114,10 @@ class HttpClient:
         json: Any = None,
         data: Any = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
     ) -> requests.Response:
+        """Send, retrying what can be retried. `idempotent=False`: a request that may have arrived
+        (OutcomeUnknown) is not sent again, as doing it twice would show (a chat message)."""
         waited = 0.0
         attempt = 0
         while True:
@@ -116,6 +125,8 @@ class HttpClient:
                 return self._once(method, url, params=params, json=json, data=data, headers=headers)
             except CrmError as error:
                 attempt += 1
+                if isinstance(error, OutcomeUnknown) and not idempotent:
+                    raise
                 if not error.retryable or attempt >= self.policy.attempts:
                     raise
                 delay = self.policy.delay(attempt - 1, error, self._rng)
@@ -134,15 +145,30 @@ class HttpClient:
         self.calls += 1
         try:
             response = self._session.request(method, url, timeout=self._timeout, **kwargs)
-        except requests.Timeout:
-            raise CrmUnavailable(f"{method} {self.redact(url)}: timed out") from None
         except requests.RequestException as exc:
-            raise CrmUnavailable(f"{method} {self.redact(url)}: {type(exc).__name__}") from None
+            what = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+            if _maybe_delivered(exc):
+                raise OutcomeUnknown(f"{method} {self.redact(url)}: {what} after sending") from None
+            raise CrmUnavailable(f"{method} {self.redact(url)}: {what}") from None
         error = self._classify(response)
         if error is not None:
             error.args = (self.redact(str(error)),)
             raise error
         return response
+
+
+def _maybe_delivered(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached the server. Only a failure to connect (refused, no such
+    host, connect timeout, TLS handshake: urllib3 gives those up as MaxRetryError) or to build the
+    request says surely not; a read timeout or a connection dropped later may follow delivery."""
+    if isinstance(exc, requests.ConnectionError):
+        return not (exc.args and isinstance(exc.args[0], MaxRetryError))
+    return isinstance(
+        exc,
+        requests.ReadTimeout
+        | requests.exceptions.ChunkedEncodingError
+        | requests.exceptions.ContentDecodingError,
+    )
 
 
 @dataclass(frozen=True)

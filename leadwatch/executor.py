@@ -1,107 +1,236 @@
 """Performs the effects workflows return: CRM writes batched per adapter, journal
-rows, Telegram messages. Each external effect is recorded in the ledger when it
-succeeds and skipped when it is already there, so running the same effects again
-(a redelivered event, an overlapping or retried sweep) repeats nothing.
+rows, Telegram messages.
+
+Exactly once under concurrency: each external effect is claimed in the effect ledger
+(`leadwatch.store.ledger`) before it is performed, so of two workers racing over the
+same effects (two webhooks of one card, overlapping sweeps or reports) only one
+performs each. Then:
+
+- success: confirmed (done);
+- a definite failure (an error answer, nothing sent): released, the next run retries;
+- no answer after sending (`OutcomeUnknown`): a CRM field write is released (writing a
+  value again is harmless); a Telegram message is settled as unconfirmed, never sent
+  again, and journalled once (type `unconfirmed_message`) so a person can look;
+- claimed by another worker: skipped and reported as `held`; not done for this caller,
+  whose retry (the SQS redelivery, the next sweep) finds it done.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from crm_adapters.base import CrmError
+from crm_adapters.base import CrmError, OutcomeUnknown
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
 from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields
 from leadwatch.secrets import SecretMissing
 
+if TYPE_CHECKING:  # the ledger module loads PynamoDB; the executor reaches it through ctx.store
+    from leadwatch.store.ledger import ClaimResult, EffectLedger, LedgerEntry
+
 log = logging.getLogger("leadwatch.executor")
+
+# How long a claim keeps other workers off an effect. Longer than any function's timeout (60 s at
+# most): a claimant still alive is never taken over; one that died is, after this.
+LEASE = timedelta(minutes=2)
 
 
 @dataclass
 class Outcome:
-    done: set[str] = field(default_factory=set)
-    failed: dict[str, str] = field(default_factory=dict)
-    performed: int = 0  # effects performed now (not found in the ledger)
+    done: set[str] = field(default_factory=set)  # settled: performed now or before, or unconfirmed
+    failed: dict[str, str] = field(default_factory=dict)  # effect id -> why (retry later)
+    performed: int = 0  # effects performed now (not found in the ledger), confirmed
+    # Being performed by another worker, or a message queued behind one that is: retry later.
+    held: set[str] = field(default_factory=set)
+    unconfirmed: set[str] = field(default_factory=set)  # sent without an answer (also in `done`)
 
     def all_done(self, effect_ids: list[str]) -> bool:
         return all(i in self.done for i in effect_ids)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One perform call: its tenant, its ledger and the owner its claims carry."""
+
+    ctx: Context
+    config: TenantConfig
+    ledger: EffectLedger
+    owner: str
+
+    @property
+    def tenant(self) -> str:
+        return self.config.tenant
+
+    def claim(self, effect_ids: list[str]) -> dict[str, ClaimResult]:
+        return self.ledger.claim_many(self.tenant, effect_ids, self.owner, self.ctx.clock(), LEASE)
+
+    def claim_one(self, effect_id: str, known: LedgerEntry | None) -> ClaimResult:
+        return self.ledger.claim_unless(known, self.tenant, effect_id, self.owner, self.ctx.clock(), LEASE)
+
+    def confirm(self, effect_id: str) -> None:
+        if not self.ledger.confirm(self.tenant, effect_id, self.owner, self.ctx.clock()):
+            # Our lease ran out and another worker took the effect over: it may be done twice.
+            log.warning("tenant %s: effect %s was taken over before it was confirmed", self.tenant, effect_id)
+
+    def release(self, effect_id: str) -> None:
+        self.ledger.release(self.tenant, effect_id, self.owner)
+
+
 def perform(ctx: Context, config: TenantConfig, effects: list[Effect]) -> Outcome:
-    tenant = config.tenant
     unique: dict[str, Effect] = {}
     for effect in effects:
         unique.setdefault(effect.effect_id, effect)
     outcome = Outcome()
     if not unique:
         return outcome
-    ledgered = [i for i, e in unique.items() if not isinstance(e, RecordViolation)]
-    outcome.done |= ctx.store.effects_done(tenant, ledgered)
+    run = _Run(ctx, config, ctx.store.ledger, uuid.uuid4().hex)
 
-    writes = [e for e in unique.values() if isinstance(e, SetCardFields) and e.effect_id not in outcome.done]
+    writes = [e for e in unique.values() if isinstance(e, SetCardFields)]
     if writes:
-        _write_cards(ctx, config, writes, outcome)
+        _write_cards(run, writes, outcome)
 
     for effect in unique.values():
         if isinstance(effect, RecordViolation):
             # A conditional put: a second write of the same violation keeps one row.
-            if ctx.store.put_violation(tenant, effect.violation, ctx.clock()):
-                observability.violation(tenant, effect.violation.type)
+            if ctx.store.put_violation(config.tenant, effect.violation, ctx.clock()):
+                observability.violation(config.tenant, effect.violation.type)
             outcome.done.add(effect.effect_id)
 
-    messages = [e for e in unique.values() if isinstance(e, Notify) and e.effect_id not in outcome.done]
+    messages = [e for e in unique.values() if isinstance(e, Notify)]
     if messages:
-        _notify(ctx, config, messages, outcome)
+        _notify(run, messages, outcome)
     return outcome
 
 
-def _write_cards(ctx: Context, config: TenantConfig, writes: list[SetCardFields], outcome: Outcome) -> None:
+def _sort_claims(claims: dict[str, ClaimResult], outcome: Outcome) -> list[str]:
+    """Note what is settled or held elsewhere; return the ids this run holds now."""
+    mine = []
+    for effect_id, claim in claims.items():
+        if claim.claimed:
+            mine.append(effect_id)
+        elif claim.held:
+            outcome.held.add(effect_id)
+        else:
+            outcome.done.add(effect_id)
+            if claim.unconfirmed:
+                outcome.unconfirmed.add(effect_id)
+    return mine
+
+
+def _write_cards(run: _Run, writes: list[SetCardFields], outcome: Outcome) -> None:
+    mine = set(_sort_claims(run.claim([w.effect_id for w in writes]), outcome))
+    writes = [w for w in writes if w.effect_id in mine]
+    if not writes:
+        return
     try:
-        result = ctx.adapter(config).set_fields(writes)
-    except SecretMissing as exc:
-        log.error("tenant %s: cannot write to the CRM: %s", config.tenant, exc)
+        result = run.ctx.adapter(run.config).set_fields(writes)
+    except BaseException as exc:
+        # Nothing to say any write happened, and writing a field again is harmless: let them go.
+        for write in writes:
+            run.release(write.effect_id)
+        if not isinstance(exc, SecretMissing):
+            raise
+        log.error("tenant %s: cannot write to the CRM: %s", run.tenant, exc)
         outcome.failed.update({w.effect_id: str(exc) for w in writes})
         return
-    if result.succeeded:
-        ctx.store.mark_effects(config.tenant, result.succeeded, ctx.clock())
+    for effect_id in result.succeeded:
+        run.confirm(effect_id)
     outcome.done |= result.succeeded
     outcome.performed += len(result.succeeded)
     leads = {w.effect_id: w.entity.key for w in writes}
     for effect_id, error in result.failed.items():
+        # Failed or unknown (OutcomeUnknown): either way a later write of the same value is safe.
+        run.release(effect_id)
         outcome.failed[effect_id] = str(error)
         log.warning(
             "tenant %s: CRM write %s failed: %s",
-            config.tenant,
+            run.tenant,
             effect_id,
             error,
             extra={"lead": leads.get(effect_id)},
         )
-        observability.crm_failure(config.tenant, error)
+        observability.crm_failure(run.tenant, error)
 
 
-def _notify(ctx: Context, config: TenantConfig, messages: list[Notify], outcome: Outcome) -> None:
+def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
     try:
-        notifier = ctx.notifier(config)
+        notifier = run.ctx.notifier(run.config)
     except SecretMissing as exc:
-        log.error("tenant %s: cannot send Telegram messages: %s", config.tenant, exc)
+        log.error("tenant %s: cannot send Telegram messages: %s", run.tenant, exc)
         outcome.failed.update({m.effect_id: str(exc) for m in messages})
         return
+    # One read spares a claim for each message already sent (a redelivery, a retried report).
+    known = run.ledger.entries(run.tenant, [m.effect_id for m in messages])
     for index, message in enumerate(messages):
+        later = messages[index + 1 :]
+        # Claimed one at a time, just before sending: a lease covers one send, and the parts of a
+        # report go out in order (one held part stops this run before the next).
+        claim = run.claim_one(message.effect_id, known.get(message.effect_id))
+        if not claim.claimed:
+            _sort_claims({message.effect_id: claim}, outcome)
+            if claim.held:
+                # Whoever holds it is sending this list too: it sends the rest, in order.
+                outcome.held |= {m.effect_id for m in later}
+                return
+            continue
         try:
-            notifier.send(config.telegram.chat_id, message.text)
+            notifier.send(run.config.telegram.chat_id, message.text)
+        except OutcomeUnknown as exc:
+            _unconfirmed(run, message, exc, outcome)
+            _defer(later, "deferred: Telegram did not answer", outcome)
+            return
         except CrmError as exc:
-            log.warning("tenant %s: Telegram message %s failed: %s", config.tenant, message.effect_id, exc)
-            observability.telegram_failure(config.tenant, exc)
+            run.release(message.effect_id)  # an error answer: Telegram did not post it
+            log.warning("tenant %s: Telegram message %s failed: %s", run.tenant, message.effect_id, exc)
+            observability.telegram_failure(run.tenant, exc)
             outcome.failed[message.effect_id] = str(exc)
             if exc.retryable:
                 # Telegram is still throttling or down after the retries: leave the rest for the next run.
-                for later in messages[index + 1 :]:
-                    outcome.failed[later.effect_id] = "deferred: Telegram unavailable"
+                _defer(later, "deferred: Telegram unavailable", outcome)
                 return
             continue
-        # Recorded one by one: a crash between two sends must not resend the first.
-        ctx.store.mark_effects(config.tenant, [message.effect_id], ctx.clock())
+        except BaseException as exc:
+            # Not an answer we understand (a bug, the runtime stopping us): it may have gone out.
+            _unconfirmed(run, message, exc, outcome)
+            raise
+        # Confirmed one by one: a crash between two sends must not resend the first.
+        run.confirm(message.effect_id)
         outcome.done.add(message.effect_id)
         outcome.performed += 1
+
+
+def _defer(messages: list[Notify], reason: str, outcome: Outcome) -> None:
+    for message in messages:
+        outcome.failed[message.effect_id] = reason
+
+
+def _unconfirmed(run: _Run, message: Notify, exc: BaseException, outcome: Outcome) -> None:
+    """Sent, no answer: settle it so it is never sent again, and journal it once for a person."""
+    from leadwatch.store.ledger import UNCONFIRMED_TYPE
+
+    now = run.ctx.clock()
+    detail = f"{type(exc).__name__}: {exc}"
+    log.warning(
+        "tenant %s: Telegram message %s may or may not have been delivered (%s); it will not be resent",
+        run.tenant,
+        message.effect_id,
+        detail,
+    )
+    observability.telegram_failure(run.tenant, exc)
+    if run.ledger.mark_unconfirmed(run.tenant, message.effect_id, run.owner, now, detail):
+        run.ledger.record_unconfirmed(
+            run.tenant,
+            message.effect_id,
+            f"telegram:{run.config.telegram.chat_id}",
+            detail,
+            {"text": message.text},
+            now,
+        )
+        observability.violation(run.tenant, UNCONFIRMED_TYPE)
+    outcome.done.add(message.effect_id)
+    outcome.unconfirmed.add(message.effect_id)

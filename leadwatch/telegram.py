@@ -352,7 +352,8 @@ class TelegramNotifier:
         Raises InvalidMessage (a ValueError) without sending if the text is
         over 4096 characters after entity parsing (use `split_message` or
         `send_long`), has no visible text, or has malformed markup; CrmError
-        subclasses for what Telegram answers.
+        subclasses for what Telegram answers; OutcomeUnknown (not retried) when the
+        request left and no answer came: the message may have been delivered.
         """
         try:
             tokens = _tokenize(html_text)
@@ -372,7 +373,9 @@ class TelegramNotifier:
         if disable_notification:
             payload["disable_notification"] = True
         self._limiter(str(chat_id)).acquire()
-        response = self.http.request("POST", f"{self._methods}/sendMessage", json=payload)
+        # Not idempotent: a send that timed out after leaving may have been delivered, and a retry
+        # would post the message twice. It raises OutcomeUnknown instead, for the caller to record.
+        response = self.http.request("POST", f"{self._methods}/sendMessage", json=payload, idempotent=False)
         return int(response.json()["result"]["message_id"])
 
     def send_long(

@@ -16,6 +16,7 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
+from leadwatch.store.ledger import EffectLedger
 from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
 from workflows.timeliness.rules import LeadState
 
@@ -488,18 +489,15 @@ class Store:
         )
 
     # ----- effect ledger
+    ledger = EffectLedger(LEDGER_TTL)  # claims, confirmations, releases: leadwatch.store.ledger
+
     def effects_done(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
-        keys = sorted({(tenant, f"effect#{i}") for i in effect_ids})
-        if not keys:
-            return set()
-        return {item.key.removeprefix("effect#") for item in StateItem.batch_get(keys)}
+        """Settled effects: done, or unconfirmed (attempted with an unknown outcome; never retried)."""
+        return self.ledger.done(tenant, effect_ids)
 
     def mark_effects(self, tenant: str, effect_ids: Iterable[str], now: datetime) -> None:
-        with StateItem.batch_write() as batch:
-            for effect_id in effect_ids:
-                batch.save(
-                    StateItem(tenant, f"effect#{effect_id}", at=now.timestamp(), expires_at=now + LEDGER_TTL)
-                )
+        """Record effects as done without claiming them (the executor claims; see EffectLedger)."""
+        self.ledger.mark_done(tenant, effect_ids, now)
 
     # ----- journal
     def put_violation(self, tenant: str, violation: Violation, now: datetime) -> bool:

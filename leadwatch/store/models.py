@@ -129,6 +129,12 @@ class StateItem(Model):
     touches_counted = UnicodeSetAttribute(null=True)
     at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)
+    # The effect ledger (`effect#<id>`, leadwatch.store.ledger): claimed / done / unconfirmed; a row
+    # without a status is done (written before effects were claimed).
+    status = UnicodeAttribute(null=True)
+    owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    detail = UnicodeAttribute(null=True)
 
 
 class CallItem(Model):

@@ -112,6 +112,9 @@ def test_cfn_lint_reports_no_errors(package):
 # making a call, change these on purpose. PynamoDB: save=PutItem, update=UpdateItem, delete=DeleteItem,
 # get=GetItem, query=Query, batch_get=BatchGetItem, batch_write=BatchWriteItem; a TransactWrite update
 # is authorised as UpdateItem (ConditionCheckItem only for a transaction's ConditionCheck, unused).
+# The executor's effect ledger (leadwatch.store.ledger) in the state table: claim_many / entries
+# (BatchGetItem, strongly consistent), claim (conditional PutItem), confirm and mark_unconfirmed
+# (conditional UpdateItem), release (conditional DeleteItem); record_unconfirmed puts a journal row.
 EXPECTED_DYNAMODB = {
     # receive_webhook: put_event, forget_event (queueing failed), put_reject; timeliness: timeliness_stats;
     # calls: get_lead, calls_of; dialing report: plan_leads (plan index), day_counts, touches_on, get_leads.
@@ -122,19 +125,26 @@ EXPECTED_DYNAMODB = {
         "leadwatch-leads/index/plan-index": {"Query"},
     },
     # get_leads, create_lead, update_lead, mark_rejection_checked; record_call (call item put,
-    # conditional counter updates), calls_of (rejection check); executor: effects_done, mark_effects,
-    # put_violation (an improper rejection is the worker's violation).
+    # conditional counter updates), calls_of (rejection check); executor: put_violation (an improper
+    # rejection is the worker's violation), and the effect ledger (above).
     "Worker": {
         "leadwatch-leads": {"BatchGetItem", "PutItem", "UpdateItem"},
-        "leadwatch-state": {"BatchGetItem", "BatchWriteItem", "PutItem", "UpdateItem", "Query"},
+        "leadwatch-state": {"BatchGetItem", "BatchWriteItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
         "leadwatch-journal": {"PutItem"},
     },
     # get/set_checkpoint, due_leads (due index), claim, release, close_deleted, update_lead,
-    # close_verdict (transaction: lead + counter), executor: effects_done, mark_effects, put_violation.
+    # close_verdict (transaction: lead + counter), executor: put_violation, the effect ledger.
     "DeadlineSweep": {
         "leadwatch-leads": {"GetItem", "UpdateItem"},  # close_verdict reads the claim before counting
         "leadwatch-leads/index/due-index": {"Query"},
-        "leadwatch-state": {"GetItem", "PutItem", "UpdateItem", "BatchGetItem", "BatchWriteItem"},
+        "leadwatch-state": {
+            "GetItem",
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "BatchGetItem",
+            "BatchWriteItem",
+        },
         "leadwatch-journal": {"PutItem"},
     },
     # get/set_checkpoint, get_leads, then ingress.accept: put_event, forget_event.
@@ -145,9 +155,18 @@ EXPECTED_DYNAMODB = {
         "leadwatch-inbox": {"PutItem", "DeleteItem"},
     },
     # get/set_checkpoint, plan_leads (plan index), day_counts, touches_on, get_leads (titles),
-    # add_recording; executor: effects_done, mark_effects.
+    # add_recording; executor: the effect ledger (and a journal row for an unconfirmed report part).
     "DialingReport": {
-        "leadwatch-state": {"GetItem", "PutItem", "UpdateItem", "Query", "BatchGetItem", "BatchWriteItem"},
+        "leadwatch-state": {
+            "GetItem",
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "Query",
+            "BatchGetItem",
+            "BatchWriteItem",
+        },
+        "leadwatch-journal": {"PutItem"},
         "leadwatch-leads": {"BatchGetItem"},
         "leadwatch-leads/index/plan-index": {"Query"},
     },

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable
+from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, OutcomeUnknown
 from crm_adapters.http import RetryPolicy
 from leadwatch.telegram import InvalidMessage, TelegramNotifier, TelegramRejected, escape, link
 from leadwatch.testing.telegram import FakeTelegram, bad_gateway, internal_error, slow, too_many_requests
@@ -112,14 +113,37 @@ def test_persistent_500_gives_up_after_the_policy(fake: FakeTelegram, notifier: 
     assert fake.messages == []
 
 
-def test_timeout_is_retried(fake: FakeTelegram, slept: RecordingSleep) -> None:
+def test_a_send_that_times_out_is_not_sent_again(fake: FakeTelegram, slept: RecordingSleep) -> None:
+    # The request left: Telegram may have posted it. A resend could post it twice, so the
+    # notifier says it does not know instead (the executor records the message as unconfirmed).
     notifier = TelegramNotifier(
         TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, rate=50.0, timeout=(1.0, 0.1)
     )
-    fake.fail_next(slow(0.3))
-    notifier.send(CHAT, "late but there")
-    assert len(fake.messages) == 1 and len(slept.waits) == 1
-    assert [r.fault for r in fake.requests("/sendMessage")] == ["slow", None]
+    fake.fail_next(slow(0.3, then=fake.handle))
+    with pytest.raises(OutcomeUnknown) as caught:
+        notifier.send(CHAT, "late but there")
+    assert "timed out" in str(caught.value) and TOKEN not in str(caught.value)
+    assert [r.fault for r in fake.requests("/sendMessage")] == ["slow"]
+    assert len(fake.messages) == 1 and slept.waits == []
+
+
+def test_a_send_that_never_connected_is_retried(fake: FakeTelegram, slept: RecordingSleep) -> None:
+    # Nothing listens there: the request surely did not arrive, so trying again is safe.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    notifier = TelegramNotifier(TOKEN, api_base=f"http://127.0.0.1:{port}", sleep=slept, policy=POLICY)
+    with pytest.raises(CrmUnavailable) as caught:
+        notifier.send(CHAT, "nobody there")
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert notifier.http.calls == POLICY.attempts and len(slept.waits) == POLICY.attempts - 1
+
+
+def test_a_read_that_times_out_is_retried(fake: FakeTelegram, slept: RecordingSleep) -> None:
+    notifier = TelegramNotifier(TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, timeout=(1.0, 0.1))
+    fake.fail_next(slow(0.3), when=lambda r: r.path.endswith("/getMe"))
+    assert notifier.get_me()["is_bot"] is True
+    assert [r.fault for r in fake.requests("/getMe")] == ["slow", None]
 
 
 def test_wrong_token_is_rejected_and_never_shown(fake: FakeTelegram, slept: RecordingSleep) -> None:
