@@ -1,14 +1,11 @@
-"""leadwatch's Chalice app: wiring only. The handlers live in functions/."""
+"""leadwatch's Chalice app: wiring only. The framework's functions live in functions/, the
+control processes in workflows/ (the list in workflows/__init__.py is the registry); every
+schedule and route of a process is built from it."""
 
-from chalice import Chalice
+from functions.build import build_app
+from leadwatch.registry import ProcessRegistry
+from workflows import PROCESSES
 
-from functions.api import bp as api
-from functions.schedules import bp as schedules
-from functions.webhooks import bp as webhooks
-from functions.worker import bp as worker
-
-app = Chalice(app_name="leadwatch")
-app.register_blueprint(webhooks)
-app.register_blueprint(api)
-app.register_blueprint(worker)
-app.register_blueprint(schedules)
+app, handlers = build_app(ProcessRegistry(PROCESSES))
+# Lambda calls a scheduled function as `app.<name>`: each must be an attribute of this module.
+globals().update(handlers)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chalice import Blueprint, Response
-
-bp = Blueprint(__name__)
+from chalice import Chalice, Response
 
 # amoCRM and Bitrix24 post forms; JSON and text are accepted so a wrong body gets our 400, not Chalice's 415.
 CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/json", "text/plain", "multipart/form-data"]
@@ -20,16 +18,26 @@ def _json(status: int, body: dict) -> Response:
     )
 
 
-@bp.route("/hooks/{tenant}", methods=["POST"], content_types=CONTENT_TYPES)
-def receive_webhook(tenant: str) -> Response:
+def register(app: Chalice) -> None:
+    app.route("/hooks/{tenant}", methods=["POST"], content_types=CONTENT_TYPES)(_handler(app))
+
+
+def _handler(app: Chalice):
+    def receive_webhook(tenant: str) -> Response:
+        return _receive(app, tenant)
+
+    return receive_webhook
+
+
+def _receive(app: Chalice, tenant: str) -> Response:
     from leadwatch import observability
     from leadwatch.context import get_context
     from leadwatch.ingress import receive
 
-    request = bp.current_request
+    request = app.current_request
     # The delivery's request id until its events are parsed; then their dedupe keys (leadwatch.ingress).
     request_id = (request.context or {}).get("requestId")
-    with observability.invocation(request_id, tenant=tenant, lambda_context=bp.lambda_context) as log:
+    with observability.invocation(request_id, tenant=tenant, lambda_context=app.lambda_context) as log:
         body = request.raw_body or b""
         query = dict(request.query_params or {})  # amoCRM's carries the hook secret: never logged
         content_type = request.headers.get("content-type", "")

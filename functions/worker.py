@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from chalice import Blueprint
-
-bp = Blueprint(__name__)
+from chalice import Chalice
 
 QUEUE_NAME = os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events")
 
 
-@bp.on_sqs_message(queue=QUEUE_NAME, batch_size=10, name="worker")
-def process_events(event) -> dict:
+def worker(event) -> dict:
     from leadwatch import observability
     from leadwatch.context import get_context
     from leadwatch.dispatch import Message, handle
@@ -30,3 +28,8 @@ def process_events(event) -> dict:
         )
         # Needs FunctionResponseTypes: [ReportBatchItemFailures] on the event source (infra/resources.yaml).
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in report.failed]}
+
+
+def register(app: Chalice) -> dict[str, Any]:
+    """The worker on the app; returned by name for app.py to expose as `app.worker` (Lambda's handler)."""
+    return {"worker": app.on_sqs_message(queue=QUEUE_NAME, batch_size=10, name="worker")(worker)}

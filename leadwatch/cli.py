@@ -1,11 +1,12 @@
-"""`leadwatch`: the command line.
+"""`leadwatch`: the command line. The framework's commands, and one per process query:
 
   leadwatch check-config [DIR]                      validate tenant files
-  leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
+  leadwatch processes                               the processes and what each declares
   leadwatch violations TENANT [--from D] [--to D]   the violation journal
+  leadwatch aws-setup [--worker-function NAME]      tables and queues for `chalice deploy`
+  leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
   leadwatch dialing TENANT [--date D] [--json]      the dialing report of a day (default today)
   leadwatch calls TENANT LEAD [--json]              a card's call attempts and touches
-  leadwatch aws-setup [--worker-function NAME]      tables and queues for `chalice deploy`
 
 Reads the same DynamoDB tables as the functions: in AWS with your credentials,
 locally with LEADWATCH_DYNAMODB_ENDPOINT pointing at moto's server.
@@ -19,6 +20,10 @@ import os
 import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from leadwatch.process import Process, Query
 
 
 def _day(text: str) -> date:
@@ -28,29 +33,55 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-11-05") from None
 
 
+def _add_query(commands: Any, query: Query) -> None:
+    sub = commands.add_parser(query.name, help=query.help, description=query.help)
+    sub.add_argument("tenant", help="tenant id (its file name without .yaml)")
+    for param in query.params:
+        if param.in_path:
+            sub.add_argument(param.name, help=param.help)
+        elif param.kind == "flag":
+            sub.add_argument(f"--{param.name}", action="store_true", help=param.help)
+        else:
+            sub.add_argument(
+                f"--{param.name}",
+                dest=f"param_{param.name}",
+                type=_day if param.kind == "date" else str,
+                help=param.help,
+            )
+    sub.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
+
+
+def _query_params(query: Query, args: argparse.Namespace) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for param in query.params:
+        value = getattr(args, param.name if param.in_path else f"param_{param.name}", None)
+        if value not in (None, False):
+            params[param.name] = value.isoformat() if isinstance(value, date) else str(value)
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
+    from leadwatch.registry import default_registry
+
+    processes = default_registry()
     parser = argparse.ArgumentParser(prog="leadwatch", description="leadwatch command line")
     parser.add_argument("--tenants-dir", type=Path, help="tenant YAML directory (default: config/tenants)")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate tenant files")
     check.add_argument("directory", nargs="?", type=Path)
-    for name, help_text in (
-        ("timeliness", "per-manager timeliness"),
-        ("violations", "the violation journal"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("tenant")
-        sub.add_argument("--from", dest="first", type=_day)
-        sub.add_argument("--to", dest="last", type=_day)
-        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    report = commands.add_parser("dialing", help="the dialing report of a day")
-    report.add_argument("tenant")
-    report.add_argument("--date", dest="day", type=_day, help="default: today in the tenant's time zone")
-    report.add_argument("--json", action="store_true")
-    calls = commands.add_parser("calls", help="a card's call attempts and touches")
-    calls.add_argument("tenant")
-    calls.add_argument("lead", help="lead id, or deal:ID")
-    calls.add_argument("--json", action="store_true")
+    commands.add_parser(
+        "processes", help="the control processes: events, schedules, state, routes, permissions"
+    )
+    violations = commands.add_parser("violations", help="the violation journal of every process")
+    violations.add_argument("tenant")
+    violations.add_argument(
+        "--from", dest="first", type=_day, help="first day (default: six days before --to)"
+    )
+    violations.add_argument("--to", dest="last", type=_day, help="last day (default: today)")
+    violations.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    queries = {query.name: (process, query) for process, query in processes.queries()}
+    for _, query in queries.values():
+        _add_query(commands, query)
     setup = commands.add_parser("aws-setup", help="create the tables and queues (for `chalice deploy`)")
     setup.add_argument(
         "--worker-function",
@@ -60,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "aws-setup":
         return aws_setup(args.worker_function)
+    if args.command == "processes":
+        return processes_command(processes)
 
     from leadwatch.config import ConfigError, TenantRegistry
     from leadwatch.context import tenants_dir
 
     directory = getattr(args, "directory", None) or args.tenants_dir or tenants_dir()
     try:
-        registry = TenantRegistry.from_dir(directory)
+        registry = TenantRegistry.from_dir(directory, processes.tenant_model())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -84,23 +117,34 @@ def main(argv: list[str] | None = None) -> int:
     from leadwatch.store.models import bind_from_environment
 
     bind_from_environment()
-    ctx = Context(registry=registry, store=Store(), queue=SqsQueue(""), secrets=SecretResolver())
-    if args.command == "dialing":
-        return dialing_command(ctx, config, args.day, args.json)
-    if args.command == "calls":
-        return calls_command(ctx, config, args.lead, args.json)
-    last = args.last or datetime.now(ctx.calendar(config).tz).date()
-    first = args.first or last - timedelta(days=6)
-    if args.command == "timeliness":
-        from workflows.timeliness.queries import format_table, timeliness_by_manager
+    ctx = Context(
+        registry=registry, store=Store(), queue=SqsQueue(""), secrets=SecretResolver(), processes=processes
+    )
+    if args.command in queries:
+        return query_command(ctx, config, *queries[args.command], args)
+    return violations_command(ctx, config, args)
 
-        rows = timeliness_by_manager(ctx, config, first, last)
-        if args.json:
-            print(json.dumps([r.to_dict() for r in rows], ensure_ascii=False, indent=2))
-        else:
-            print(format_table(rows, f"Timeliness, {config.tenant}, {first} .. {last}"))
-        return 0
+
+def query_command(ctx: Any, config: Any, process: Process, query: Query, args: argparse.Namespace) -> int:
+    from leadwatch.process import QueryError, resolve
+
+    if not ctx.processes.is_running(config, process.name):
+        print(f"{process.title} is off for tenant {config.tenant!r}", file=sys.stderr)
+        return 2
+    today = datetime.now(ctx.calendar(config).tz).date()
+    try:
+        result = resolve(query.run)(ctx, config, today, _query_params(query, args))
+    except QueryError as exc:
+        print(exc, file=sys.stderr)
+        return 2 if exc.status == 400 else 1
+    print(json.dumps(result.data, ensure_ascii=False, indent=2) if args.json else result.text)
+    return 0
+
+
+def violations_command(ctx: Any, config: Any, args: argparse.Namespace) -> int:
     tz = ctx.calendar(config).tz
+    last = args.last or datetime.now(tz).date()
+    first = args.first or last - timedelta(days=6)
     start = datetime.combine(first, time.min, tz)
     end = datetime.combine(last, time.max, tz)
     rows = ctx.store.violations(config.tenant, start, end)
@@ -121,59 +165,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def dialing_command(ctx, config, day: date | None, as_json: bool) -> int:
-    import html
-    import re
-
-    from workflows.dialing.report import daily_report, report_text
-
-    day = day or datetime.now(ctx.calendar(config).tz).date()
-    report = daily_report(ctx, config, day)
-    if as_json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
-        return 0
-    text = report_text(ctx, config, report)
-    # The Telegram text, read in a terminal: links become "title <url>", the rest loses its tags.
-    text = re.sub(r'<a href="([^"]*)">(.*?)</a>', lambda m: f"{m.group(2)} <{m.group(1)}>", text)
-    print(html.unescape(re.sub(r"</?[a-z]+>", "", text)))
-    if not report.working_day:
-        print(f"({day} is not a working day: no plan day, no report is sent)")
-    return 0
-
-
-def calls_command(ctx, config, lead: str, as_json: bool) -> int:
-    from leadwatch.events import EntityRef, EntityType
-
-    kind, _, ident = lead.rpartition(":")
-    try:
-        entity = EntityRef(EntityType(kind or "lead"), ident)
-    except ValueError:
-        print(f"{lead!r}: give a lead id, or deal:ID", file=sys.stderr)
-        return 2
-    state = ctx.store.get_lead(config.tenant, entity)
-    if state is None:
-        print(f"leadwatch holds no card {entity.key} for {config.tenant}", file=sys.stderr)
-        return 1
-    calls = ctx.store.calls_of(config.tenant, entity)
-    rules = ctx.dialing_rules(config)
-    tz = ctx.calendar(config).tz
-    if as_json:
-        print(
-            json.dumps(
-                [{**vars(c), "entity": entity.key, "started_at": c.started_at.isoformat()} for c in calls],
-                ensure_ascii=False,
-                indent=2,
+def processes_command(processes: Any) -> int:
+    for item in processes.describe():
+        print(f"{item['name']}: {item['title']}")
+        if item["description"]:
+            print(f"  {item['description']}")
+        print(f"  tenant file section: {item['config_section']}:")
+        if item["requires"]:
+            print(f"  runs where these run too: {', '.join(item['requires'])}")
+        print(f"  events: {', '.join(item['events']) or '-'}")
+        for schedule in item["schedules"]:
+            print(
+                f"  schedule: {schedule['function']} every {schedule['every_minutes']} min "
+                f"({schedule['description']})"
             )
-        )
-        return 0
-    print(f"{entity.key} {state.title!r}, {config.manager_name(state.responsible)}, stage {state.stage}")
-    for call in calls:
-        touch = "touch" if rules.is_touch(call) else ""
-        print(
-            f"  {call.started_at.astimezone(tz):%Y-%m-%d %H:%M}  {call.direction:<3} {call.duration:>5}s  "
-            f"{config.manager_name(call.manager):<20} {touch:<5} {call.record_url or ''}"
-        )
-    print(f"{state.call_attempts} attempt(s), {state.call_touches} successful touch(es)")
+        if item["reconciles"]:
+            print("  reconciliation: feeds what its webhooks missed, with the framework's reconciliation")
+        for state in item["state"]:
+            indexes = f" [indexes: {', '.join(state['indexes'])}]" if state["indexes"] else ""
+            print(f"  state: {state['table']}: {state['keys']}{indexes}")
+        print(f"  effects: {', '.join(item['effects']) or '-'}")
+        for route, command in zip(item["routes"], item["commands"], strict=True):
+            print(f"  route: {route}")
+            print(f"  command: {command}")
+        for permission in item["permissions"]:
+            print(
+                f"  permission: {permission['function']}: {', '.join(permission['actions'])} on "
+                f"{permission['resource']} ({permission['why']})"
+            )
+        print()
     return 0
 
 

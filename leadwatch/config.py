@@ -8,13 +8,23 @@ Secrets are never in the file: a secret is named by reference,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from datetime import date, time
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -25,8 +35,14 @@ class ConfigError(Exception):
     """A tenant file is missing, unreadable or invalid. The message is for a human."""
 
 
-class _Strict(BaseModel):
+class Section(BaseModel):
+    """Base of every part of a tenant file, a process's section included: unknown keys are
+    mistakes (reported with the key), and a loaded configuration never changes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Strict = Section
 
 
 class SecretRef(_Strict):
@@ -55,7 +71,7 @@ class SecretRef(_Strict):
         return f"environment variable {self.env}" if self.env else f"SSM parameter {self.ssm}"
 
 
-def _parse_clock(text: str) -> time:
+def parse_clock(text: str) -> time:
     hours, _, minutes = text.partition(":")
     try:
         value = time(int(hours), int(minutes))
@@ -241,80 +257,6 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
-class VerdictValues(_Strict):
-    yes: str | int | bool = "Y"
-    no: str | int | bool = "N"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_booleans(cls, value: Any) -> Any:
-        # YAML 1.1 reads the bare keys `yes:` and `no:` as booleans.
-        if isinstance(value, dict):
-            return {
-                ({True: "yes", False: "no"}.get(k, k) if isinstance(k, bool) else k): v
-                for k, v in value.items()
-            }
-        return value
-
-
-class TimelinessConfig(_Strict):
-    enabled: bool = True
-    control_start: time = time(11, 0)
-    reaction_minutes: int = Field(default=15, ge=1, le=24 * 60)
-    unprocessed_stages: list[str] = Field(min_length=1)
-    intake_field: str = Field(description="CRM field id that receives the intake timestamp")
-    verdict_field: str = Field(description="CRM field id that receives the on-time verdict")
-    verdict_values: VerdictValues = Field(default_factory=VerdictValues)
-    # An activity (call, e-mail, comment) by the responsible manager counts as processing.
-    activity_counts_as_processed: bool = True
-
-    @field_validator("control_start", mode="before")
-    @classmethod
-    def _clock(cls, value: Any) -> Any:
-        return _parse_clock(value) if isinstance(value, str) else value
-
-    @field_validator("unprocessed_stages", mode="before")
-    @classmethod
-    def _stage_text(cls, value: Any) -> Any:
-        return [str(v) for v in value] if isinstance(value, list) else value
-
-    @field_validator("intake_field", "verdict_field", mode="before")
-    @classmethod
-    def _field_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
-
-
-class DialingConfig(_Strict):
-    """Dialing discipline (DOMAIN.md section 2): the plan every new lead is dialed by."""
-
-    enabled: bool = True
-    attempts_per_day: int = Field(default=3, ge=1, le=50)
-    plan_days: int = Field(default=5, ge=1, le=60, description="working days from intake")
-    min_attempts_before_rejection: int = Field(default=15, ge=0, le=1000)
-    touch_seconds: int = Field(
-        default=30, ge=0, le=3600, description="a call longer than this is a successful touch"
-    )
-    report_time: time = time(18, 30)
-    # None: the CRM's own rejected/closed stages (Bitrix24 JUNK / CONVERTED, amoCRM 143 / 142).
-    rejected_stages: list[str] | None = Field(default=None, min_length=1)
-    closed_stages: list[str] | None = None
-
-    @field_validator("report_time", mode="before")
-    @classmethod
-    def _clock(cls, value: Any) -> Any:
-        return _parse_clock(value) if isinstance(value, str) else value
-
-    @field_validator("rejected_stages", "closed_stages", mode="before")
-    @classmethod
-    def _stage_text(cls, value: Any) -> Any:
-        return [str(v) for v in value] if isinstance(value, list) else value
-
-
-# Stages every account has: Bitrix24's lead statuses, amoCRM's fixed "lost" and "won" in each pipeline.
-DEFAULT_REJECTED_STAGES = {"bitrix24": ["JUNK"], "amocrm": ["143"]}
-DEFAULT_CLOSED_STAGES = {"bitrix24": ["CONVERTED"], "amocrm": ["142"]}
-
-
 class TelegramConfig(_Strict):
     chat_id: str
     bot_token: SecretRef
@@ -332,11 +274,15 @@ class TelegramConfig(_Strict):
 
 
 class TenantConfig(_Strict):
+    """The framework's part of a tenant file. The model a deployment loads adds one section per
+    registered process (`tenant_model`), under the process's name."""
+
+    # Checks across sections (a process's `check`), run once every section is valid.
+    _section_checks: ClassVar[tuple[Callable[[Any], None], ...]] = ()
+
     tenant: str
     crm: Annotated[Bitrix24Config | AmoCrmConfig, Field(discriminator="kind")]
     calendar: CalendarConfig
-    timeliness: TimelinessConfig
-    dialing: DialingConfig = Field(default_factory=DialingConfig)
     telegram: TelegramConfig
     api_key: SecretRef | None = Field(default=None, description="key for the read API")
     managers: dict[str, str] = Field(default_factory=dict, description="CRM user id -> display name")
@@ -354,43 +300,19 @@ class TenantConfig(_Strict):
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     @model_validator(mode="after")
-    def _control_start_reachable(self) -> TenantConfig:
-        closes = [iv.end for day in WEEKDAYS for iv in getattr(self.calendar.hours, day)]
-        if closes and self.timeliness.control_start >= max(closes):
-            raise ValueError(
-                f"timeliness.control_start {self.timeliness.control_start:%H:%M} is at or after the latest "
-                f"closing time {max(closes):%H:%M}: carried-over leads would never be checked"
-            )
+    def _across_sections(self) -> TenantConfig:
+        for check in type(self)._section_checks:
+            check(self)
         return self
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_dialing_stages(cls, data: Any) -> Any:
-        # The defaults depend on the CRM, so they are filled in before the frozen models are built.
-        if not isinstance(data, dict) or not isinstance(data.get("crm"), dict):
-            return data
-        kind = data["crm"].get("kind")
-        dialing = data.get("dialing", {})
-        if kind not in DEFAULT_REJECTED_STAGES or not isinstance(dialing, dict):
-            return data
-        dialing = dict(dialing)
-        dialing.setdefault("rejected_stages", DEFAULT_REJECTED_STAGES[kind])
-        dialing.setdefault("closed_stages", DEFAULT_CLOSED_STAGES[kind])
-        return {**data, "dialing": dialing}
+    def section(self, process: str) -> Any:
+        """The tenant's settings for one process (its defaults when the file has no section)."""
+        return getattr(self, process)
 
-    @model_validator(mode="after")
-    def _dialing_stages(self) -> TenantConfig:
-        rejected = set(self.dialing.rejected_stages or ())
-        both = rejected & set(self.dialing.closed_stages or ())
-        if both:
-            raise ValueError(f"dialing: stages {sorted(both)} are both rejected_stages and closed_stages")
-        unprocessed = rejected & set(self.timeliness.unprocessed_stages)
-        if unprocessed:
-            raise ValueError(
-                f"dialing.rejected_stages {sorted(unprocessed)} are also timeliness.unprocessed_stages: "
-                "a rejected lead would count as never processed"
-            )
-        return self
+    def enabled(self, process: str) -> bool:
+        """Whether a process runs for this tenant: a process switched off reads, writes and sends nothing."""
+        section = getattr(self, process, None)
+        return section is not None and bool(getattr(section, "enabled", True))
 
     def manager_name(self, manager_id: str | None) -> str:
         if manager_id is None:
@@ -422,7 +344,28 @@ def _format_errors(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_tenant(text: str, source: str) -> TenantConfig:
+def tenant_model(
+    sections: Iterable[tuple[str, type[BaseModel]]], checks: Iterable[Callable[[Any], None]] = ()
+) -> type[TenantConfig]:
+    """The tenant file's model with one section per process, each optional: a section left out
+    is validated from `{}` (so its defaults apply, with the same context as a written one)."""
+    fields: dict[str, Any] = {
+        name: (model, Field(default_factory=dict, validate_default=True)) for name, model in sections
+    }
+    model = create_model("TenantConfig", __base__=TenantConfig, **fields)
+    model._section_checks = tuple(checks)
+    return model
+
+
+@cache
+def default_model() -> type[TenantConfig]:
+    """The tenant model of this deployment's registered processes."""
+    from leadwatch.registry import default_registry
+
+    return default_registry().tenant_model()
+
+
+def parse_tenant(text: str, source: str, model: type[TenantConfig] | None = None) -> TenantConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -430,18 +373,21 @@ def parse_tenant(text: str, source: str) -> TenantConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level")
     try:
-        config = TenantConfig.model_validate(data)
+        crm = data.get("crm")
+        # Sections whose defaults depend on the CRM (its own stage ids) read the kind from here.
+        context = {"crm_kind": crm.get("kind") if isinstance(crm, dict) else None}
+        config = (model or default_model()).model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
     return config
 
 
-def load_tenant_file(path: Path) -> TenantConfig:
+def load_tenant_file(path: Path, model: type[TenantConfig] | None = None) -> TenantConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    config = parse_tenant(text, str(path))
+    config = parse_tenant(text, str(path), model)
     if config.tenant != path.stem:
         raise ConfigError(f"{path}: tenant: {config.tenant!r} must match the file name ({path.stem!r})")
     return config
@@ -454,14 +400,14 @@ class TenantRegistry:
         self._tenants = dict(tenants)
 
     @classmethod
-    def from_dir(cls, directory: Path) -> TenantRegistry:
+    def from_dir(cls, directory: Path, model: type[TenantConfig] | None = None) -> TenantRegistry:
         if not directory.is_dir():
             raise ConfigError(f"{directory}: tenant directory does not exist")
         tenants: dict[str, TenantConfig] = {}
         problems: list[str] = []
         for path in sorted(directory.glob("*.yaml")):
             try:
-                config = load_tenant_file(path)
+                config = load_tenant_file(path, model)
             except ConfigError as exc:
                 problems.append(str(exc))
                 continue
@@ -472,6 +418,12 @@ class TenantRegistry:
 
     def get(self, tenant: str) -> TenantConfig | None:
         return self._tenants.get(tenant)
+
+    def put(self, config: TenantConfig) -> TenantConfig | None:
+        """Add or replace one tenant (a reloaded file, a test's variant); returns the one it replaced."""
+        previous = self._tenants.get(config.tenant)
+        self._tenants[config.tenant] = config
+        return previous
 
     def __iter__(self):
         return iter(self._tenants.values())

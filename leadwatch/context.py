@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from crm_adapters.base import CrmAdapter
     from leadwatch.calendar import BusinessCalendar
     from leadwatch.config import TenantConfig, TenantRegistry
+    from leadwatch.registry import ProcessRegistry
     from leadwatch.secrets import SecretResolver
+    from leadwatch.state import ProcessState, StateStore
     from leadwatch.store.dynamodb import Store
     from leadwatch.telegram import TelegramNotifier
-    from workflows.dialing.rules import DialingRules
-    from workflows.timeliness.rules import TimelinessRules
 
 Clock = Callable[[], datetime]
 
@@ -118,10 +118,24 @@ class Context:
     notifier_factory: NotifierFactory = default_notifier
     sleep: Callable[[float], None] = time.sleep
     dead_letters: SqsQueue | None = None
+    processes: ProcessRegistry = field(default_factory=lambda: _default_processes())
+    # Where processes keep their own state (`state()`); DynamoDB unless a test or replay says otherwise.
+    state_store: StateStore | None = None
     _adapters: dict[str, Any] = field(default_factory=dict)
     _notifiers: dict[str, Any] = field(default_factory=dict)
     _calendars: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def state(self, process: str) -> ProcessState:
+        """One process's own state (its namespace only)."""
+        from leadwatch import observability
+        from leadwatch.state import ProcessState
+
+        if self.state_store is None:
+            from leadwatch.store.process_state import DynamoState
+
+            self.state_store = DynamoState()
+        return ProcessState(self.state_store, process, on_stale=observability.stale_write)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return self.registry.get(tenant_id)
@@ -146,15 +160,11 @@ class Context:
                 self._calendars[config.tenant] = calendar_from_config(config.calendar)
             return self._calendars[config.tenant]
 
-    def rules(self, config: TenantConfig) -> TimelinessRules:
-        from workflows.timeliness.rules import TimelinessRules
 
-        return TimelinessRules.from_config(config.timeliness)
+def _default_processes() -> ProcessRegistry:
+    from leadwatch.registry import default_registry
 
-    def dialing_rules(self, config: TenantConfig) -> DialingRules:
-        from workflows.dialing.rules import DialingRules
-
-        return DialingRules.from_config(config.dialing)
+    return default_registry()
 
 
 _context: Context | None = None

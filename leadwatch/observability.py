@@ -43,7 +43,8 @@ VERDICTS = "Verdicts"  # dimensions: tenant, verdict (on_time | late)
 VIOLATIONS = "Violations"  # dimensions: tenant, type
 CRM_ERRORS = "CrmErrors"  # dimensions: tenant, kind (rate_limited | unavailable | rejected)
 TELEGRAM_ERRORS = "TelegramErrors"  # dimensions: tenant, kind
-QUEUE_DEPTH = "QueueDepth"  # the events queue's ApproximateNumberOfMessages, once per sweep
+STALE_WRITES = "StaleWrites"  # dimensions: process; a state write that lost to a newer one
+QUEUE_DEPTH = "QueueDepth"  # the events queue's ApproximateNumberOfMessages, once per reconciliation run
 
 MAX_KEY_CHARS = 200  # a bound key (tenant from a URL, joined ids) stays small
 
@@ -198,6 +199,11 @@ def crm_error(tenant: str, kind: str, count: int = 1) -> None:
     """CRM calls that failed after the HTTP client's retries (rate_limited | unavailable | rejected)."""
     if count:
         _record(CRM_ERRORS, count, tenant=tenant, kind=kind)
+
+
+def stale_write(process: str, count: int = 1) -> None:
+    """A state write refused because the state had moved on (a newer snapshot, another worker)."""
+    _record(STALE_WRITES, count, process=process)
 
 
 def queue_depth(n: int) -> None:

@@ -9,14 +9,16 @@ with another owner) through the same idempotent path as webhooks.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
 from leadwatch.events import CrmEvent, EventKind
 from leadwatch.ingress import accept
+from leadwatch.process import resolve
 
 log = logging.getLogger("leadwatch.reconcile")
 
@@ -31,14 +33,14 @@ class ReconcileReport:
     listed: int = 0
     fed: int = 0
     error: str | None = None
-    calls_listed: int = 0
-    calls_fed: int = 0
+    # What each process's own reconciliation fed (a process's `reconcile` hook), by process.
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileReport]:
     when = now or ctx.clock()
     return observability.per_tenant(
-        ctx.registry,
+        [config for config in ctx.registry if ctx.processes.running(config)],
         "reconciliation",
         lambda config: reconcile_tenant(ctx, config, when),
         lambda _, exc: ReconcileReport(error=type(exc).__name__),
@@ -77,16 +79,16 @@ def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> Recon
     # Never move the checkpoint past now: a CRM clock ahead of ours must not hide changes.
     checkpoint = min(newest, now) if newest else max(since, now - OVERLAP)
     ctx.store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
-    if config.dialing.enabled:
-        from workflows.dialing.report import reconcile_calls
-
-        # Its own try: a portal without telephony rights must not stop the reconciliation of cards.
+    for process in ctx.processes.running(config):
+        if process.reconcile is None:
+            continue
+        # Each its own try: a portal without telephony rights must not stop the reconciliation of cards.
         try:
-            calls = reconcile_calls(ctx, config, now)
+            found = resolve(process.reconcile)(ctx, config, now)
         except Exception as exc:
-            log.exception("tenant %s: reconciliation of calls failed", config.tenant)
+            log.exception("tenant %s: reconciliation of %s failed", config.tenant, process.name)
             observability.crm_failure(config.tenant, exc)
-            report.error = f"calls: {type(exc).__name__}"
+            report.error = f"{process.name}: {type(exc).__name__}"
         else:
-            report.calls_listed, report.calls_fed = calls.listed, calls.fed
+            report.processes[process.name] = asdict(found) if is_dataclass(found) else dict(found or {})
     return report

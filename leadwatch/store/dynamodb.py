@@ -44,6 +44,10 @@ def due_bucket(tenant: str, due_at: datetime, stored_at: datetime) -> str:
     return f"{tenant}#{day.isoformat()}"
 
 
+def _plan_bucket(tenant: str, day: date | None) -> str | None:
+    return f"{tenant}#{day.isoformat()}" if day else None
+
+
 def _conditional_failed(exc: Exception) -> bool:
     cause = getattr(exc, "cause_response_code", None)
     if cause in ("ConditionalCheckFailedException", "TransactionCanceledException"):
@@ -173,6 +177,7 @@ class Store:
             rejection_checked=_dt(item.rejection_checked),
             call_attempts=int(item.call_attempts or 0),
             call_touches=int(item.call_touches or 0),
+            plan_day=date.fromisoformat(item.plan_bucket.rpartition("#")[2]) if item.plan_bucket else None,
         )
 
     def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
@@ -205,32 +210,69 @@ class Store:
             processed_at=_ts(state.processed_at),
             processed_how=state.processed_how,
             crm_modified_at=_ts(state.crm_modified_at),
-            plan_bucket=f"{state.tenant}#{plan_day.isoformat()}" if plan_day else None,
+            plan_bucket=_plan_bucket(state.tenant, plan_day or state.plan_day),
             rejected_at=_ts(state.rejected_at),
             rejection_checked=_ts(state.rejection_checked),
         )
         return _save_once(item, LeadItem.entity.does_not_exist())
 
-    def update_lead(self, state: LeadState) -> None:
-        """Record a later sighting. Processing, once recorded, is never moved or erased."""
+    def update_lead(self, state: LeadState) -> bool:
+        """Record a later sighting; False when the stored card is newer (the sighting is stale).
+
+        The card's stage, owner and title move only forward in the CRM's modification time, so a
+        worker holding an older snapshot cannot roll the card back. Processing, once recorded, is
+        never moved or erased, and is recorded even from a stale sighting (an activity proves it).
+        """
         item = LeadItem(state.tenant, state.entity.key)
+        processed = []
+        if state.processed_at is not None:
+            processed = [
+                LeadItem.processed_at.set(LeadItem.processed_at | state.processed_at.timestamp()),
+                LeadItem.processed_how.set(LeadItem.processed_how | (state.processed_how or "stage")),
+            ]
         actions = [
             LeadItem.stage.set(state.stage),
             LeadItem.responsible.set(state.responsible)
             if state.responsible
             else LeadItem.responsible.remove(),
             LeadItem.title.set(state.title) if state.title else LeadItem.title.remove(),
+            *processed,
         ]
+        condition = LeadItem.entity.exists()
         if state.crm_modified_at is not None:
-            actions.append(LeadItem.crm_modified_at.set(state.crm_modified_at.timestamp()))
-        if state.processed_at is not None:
-            actions.append(LeadItem.processed_at.set(LeadItem.processed_at | state.processed_at.timestamp()))
+            modified = state.crm_modified_at.timestamp()
+            actions.append(LeadItem.crm_modified_at.set(modified))
+            condition &= LeadItem.crm_modified_at.does_not_exist() | (LeadItem.crm_modified_at <= modified)
+        try:
+            item.update(actions=actions, condition=condition)
+            return True
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+        from leadwatch import observability
+
+        observability.stale_write("timeliness")
+        if processed:
+            item.update(actions=processed, condition=LeadItem.entity.exists())
+        return False
+
+    def note_dialing(self, state: LeadState) -> None:
+        """Dialing's part of a card: its plan day, and when it entered a rejected stage (or left it)."""
+        item = LeadItem(state.tenant, state.entity.key)
+        actions: list[Any] = []
+        if state.plan_day is not None:
             actions.append(
-                LeadItem.processed_how.set(LeadItem.processed_how | (state.processed_how or "stage"))
+                LeadItem.plan_bucket.set(LeadItem.plan_bucket | _plan_bucket(state.tenant, state.plan_day))
             )
         if state.rejected_at is not None:
             # The first sighting of a rejection fixes its moment; a later event must not move it.
             actions.append(LeadItem.rejected_at.set(LeadItem.rejected_at | state.rejected_at.timestamp()))
+            if state.rejection_checked is not None:
+                actions.append(
+                    LeadItem.rejection_checked.set(
+                        LeadItem.rejection_checked | state.rejection_checked.timestamp()
+                    )
+                )
         else:
             actions += [LeadItem.rejected_at.remove(), LeadItem.rejection_checked.remove()]
         item.update(actions=actions, condition=LeadItem.entity.exists())

@@ -18,6 +18,7 @@ _BASE_NAMES = {
     "JournalItem": ("LEADWATCH_JOURNAL_TABLE", "leadwatch-journal"),
     "StateItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "CallItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
+    "ProcessItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
 }
 
 
@@ -158,7 +159,22 @@ class CallItem(Model):
     activity_id = UnicodeAttribute(null=True)
 
 
-MODELS: tuple[type[Model], ...] = (InboxItem, LeadItem, JournalItem, StateItem, CallItem)
+class ProcessItem(Model):
+    """A record of a process's own state (`leadwatch.state`): `p#<process>#<key>`, in the state table."""
+
+    class Meta(_Meta):
+        table_name = "leadwatch-state"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    data = UnicodeAttribute(null=True)  # JSON
+    version = NumberAttribute(null=True)
+    order = NumberAttribute(null=True, attr_name="ord")
+    total = NumberAttribute(null=True)
+    counted = UnicodeSetAttribute(null=True)
+
+
+MODELS: tuple[type[Model], ...] = (InboxItem, LeadItem, JournalItem, StateItem, CallItem, ProcessItem)
 
 
 def bind(*, host: str | None = None, region: str | None = None, prefix: str = "") -> None:

@@ -180,11 +180,18 @@ class LocalStack:
         managers: dict[str, str] | None = None,
         aws: str = "server",
         crm_timeout: tuple[float, float] = (5.0, 20.0),
+        processes: Any = None,
+        tenant_sections: dict[str, dict[str, Any]] | None = None,
     ):
+        """`processes`: the registry to run (default: the deployment's, workflows.PROCESSES); a
+        process author passes one with their own process. `tenant_sections`: extra sections
+        written into both tenant files (a process's settings), by section name."""
         if aws not in ("server", "inprocess"):
             raise ValueError(f"aws must be 'server' or 'inprocess', got {aws!r}")
         self.aws = aws
         self.crm_timeout = crm_timeout
+        self.processes = processes
+        self.tenant_sections = tenant_sections or {}
         self.clock = clock
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="leadwatch-"))
         self.sleeps = Sleeps(real=real_sleep)
@@ -332,6 +339,7 @@ class LocalStack:
             managers=self.managers,
         )
         for data in (b24, amo):
+            data.update(self.tenant_sections)
             (directory / f"{data['tenant']}.yaml").write_text(
                 yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
             )
@@ -373,8 +381,13 @@ class LocalStack:
                 burst=2,
             )
 
+        from leadwatch.registry import default_registry
+
+        processes = self.processes or default_registry()
+        self.processes = processes
         self.ctx = Context(
-            registry=TenantRegistry.from_dir(self.tenants_dir),
+            processes=processes,
+            registry=TenantRegistry.from_dir(self.tenants_dir, processes.tenant_model()),
             store=Store(),
             queue=SqsQueue(self.queue_url, client=self.sqs),
             secrets=SecretResolver(environ=self.secrets),
@@ -387,10 +400,12 @@ class LocalStack:
         set_context(self.ctx)
         from chalice.test import Client
 
-        import app as leadwatch_app
+        from functions.build import build_app
 
-        self.app = leadwatch_app.app
-        self.client = Client(self.app, stage_name="dev", project_dir=str(Path(leadwatch_app.__file__).parent))
+        # The project folder (its .chalice/config.json gives the functions their settings).
+        project = Path(__file__).resolve().parents[2]
+        self.app, self.handlers = build_app(processes)
+        self.client = Client(self.app, stage_name="dev", project_dir=str(project))
         if self.http:
             from chalice.config import Config
             from chalice.local import ChaliceRequestHandler, LocalDevServer
@@ -508,15 +523,22 @@ class LocalStack:
         )
         return self.client.lambda_.invoke(name, event).payload
 
+    def run_schedule(self, process: str, schedule: str) -> dict:
+        """Invoke one process schedule's Lambda, as EventBridge would."""
+        return self._scheduled(f"{process}_{schedule}")
+
     def sweep(self) -> dict:
-        return self._scheduled("deadline_sweep")
+        return self._scheduled("timeliness_sweep")
 
     def reconcile(self) -> dict:
         return self._scheduled("reconcile")
 
     def reconcile_fed(self) -> int:
         """Run reconciliation; how many events (cards and calls) it fed into the queue."""
-        return sum(report.get("fed", 0) + report.get("calls_fed", 0) for report in self.reconcile().values())
+        return sum(
+            report.get("fed", 0) + sum(p.get("fed", 0) for p in report.get("processes", {}).values())
+            for report in self.reconcile().values()
+        )
 
     def dialing_report(self) -> dict:
         return self._scheduled("dialing_report")

@@ -93,7 +93,7 @@ def test_template_has_tables_queue_schedules_and_partial_batch_failures(package)
     assert worker_events["WorkerSqsEventSource"]["Properties"]["FunctionResponseTypes"] == [
         "ReportBatchItemFailures"
     ]
-    sweep_events = resources["DeadlineSweep"]["Properties"]["Events"]
+    sweep_events = resources["TimelinessSweep"]["Properties"]["Events"]
     assert any(e["Properties"]["Schedule"] == "rate(1 minute)" for e in sweep_events.values())
     reconcile_events = resources["Reconcile"]["Properties"]["Events"]
     assert any(e["Properties"]["Schedule"] == "rate(10 minutes)" for e in reconcile_events.values())
@@ -134,7 +134,7 @@ EXPECTED_DYNAMODB = {
     },
     # get/set_checkpoint, due_leads (due index), claim, release, close_deleted, update_lead,
     # close_verdict (transaction: lead + counter), executor: put_violation, the effect ledger.
-    "DeadlineSweep": {
+    "TimelinessSweep": {
         "leadwatch-leads": {"GetItem", "UpdateItem"},  # close_verdict reads the claim before counting
         "leadwatch-leads/index/due-index": {"Query"},
         "leadwatch-state": {
@@ -178,8 +178,9 @@ EXPECTED_SQS = {
     # The worker parks poison messages in the dead-letter queue itself, with their reason.
     "Worker": {"leadwatch-events": SQS_CONSUME, "leadwatch-events-dlq": SQS_SEND},
     # One GetQueueAttributes per sweep for the QueueDepth metric (GetQueueUrl without the template's URL).
-    "DeadlineSweep": {"leadwatch-events": {"GetQueueAttributes", "GetQueueUrl"}},
-    "Reconcile": {"leadwatch-events": SQS_SEND},
+    "TimelinessSweep": {},
+    # Reconciliation feeds the queue, and reads its depth once a run for the QueueDepth metric.
+    "Reconcile": {"leadwatch-events": SQS_SEND | {"GetQueueAttributes"}},
     "DialingReport": {},
 }
 

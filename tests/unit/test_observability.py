@@ -98,6 +98,7 @@ def test_handlers_write_json_lines_with_tenant_lead_and_correlation_id_and_emf_m
     stack.bitrix.clear_faults()
     stack.clock.advance(timedelta(minutes=1))
     stack.settle()
+    stack.reconcile()  # reads the queue depth
     out, err = capsys.readouterr()
     assert_no_secret(stack, out, err)
     assert err == ""  # in Lambda everything goes to stdout

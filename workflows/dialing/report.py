@@ -11,13 +11,14 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from leadwatch import executor, observability
+from leadwatch import executor
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
 from leadwatch.effects import Notify
 from leadwatch.events import Call, CrmEvent, EntityRef, EventKind
 from leadwatch.ingress import accept
 from workflows.dialing import rules as dialing
+from workflows.dialing.rules import DialingRules
 
 log = logging.getLogger("leadwatch.dialing")
 
@@ -45,7 +46,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
     """The dialing report of one local day, from the plan index and the day's counters."""
     tenant = config.tenant
     calendar = ctx.calendar(config)
-    plan = ctx.dialing_rules(config)
+    plan = DialingRules.from_config(config.dialing)
     starts = dialing.plan_starts_covering(day, calendar, plan)
     in_window = ctx.store.plan_leads(tenant, starts) if starts else []
     counts = ctx.store.day_counts(tenant, day)
@@ -93,7 +94,7 @@ def report_view(ctx: Context, config: TenantConfig) -> dialing.ReportView:
 
 
 def report_text(ctx: Context, config: TenantConfig, report: dialing.DailyReport) -> str:
-    return dialing.render_report(report, report_view(ctx, config), ctx.dialing_rules(config))
+    return dialing.render_report(report, report_view(ctx, config), DialingRules.from_config(config.dialing))
 
 
 @dataclass
@@ -104,26 +105,13 @@ class ReportRun:
     in_plan: int = 0
 
 
-def send_due_reports(ctx: Context, now: datetime | None = None) -> dict[str, ReportRun]:
-    """Every tenant whose report time has come today (a working day) and whose report is not out yet."""
-    when = now or ctx.clock()
-
-    def due(config: TenantConfig) -> date | None:
-        if not config.dialing.enabled:
-            return None
-        calendar = ctx.calendar(config)
-        day = dialing.report_due(when, calendar, ctx.dialing_rules(config), calendar.tz)
-        return None if day is None or (config.tenant, day.isoformat()) in _sent(ctx) else day
-
-    def run(config: TenantConfig) -> ReportRun | None:
-        day = due(config)
-        return None if day is None else _send_report(ctx, config, day)
-
-    def failed(config: TenantConfig, exc: Exception) -> ReportRun:
-        day = due(config)
-        return ReportRun(day=day.isoformat() if day else None, error=type(exc).__name__)
-
-    return observability.per_tenant(ctx.registry, "dialing report", run, failed, log)
+def send_due_report(ctx: Context, config: TenantConfig, now: datetime) -> ReportRun | None:
+    """The tenant's report, once its report time has come today (a working day) and it is not out yet."""
+    calendar = ctx.calendar(config)
+    day = dialing.report_due(now, calendar, DialingRules.from_config(config.dialing), calendar.tz)
+    if day is None or (config.tenant, day.isoformat()) in _sent(ctx):
+        return None
+    return _send_report(ctx, config, day)
 
 
 def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
@@ -231,3 +219,10 @@ def _call_event(tenant: str, call: Call) -> CrmEvent:
         occurred_at=call.started_at,
         call=call,
     )
+
+
+def send_due_reports(ctx: Context, now: datetime | None = None) -> dict[str, ReportRun]:
+    """Run the report schedule over every tenant now, as its Lambda does (tests, the demo, the bench)."""
+    from leadwatch.scheduling import run_process_schedule
+
+    return run_process_schedule(ctx, "dialing", "report", now)

@@ -1,4 +1,4 @@
-"""Read side: per-manager timeliness statistics and the violation journal."""
+"""Read side: per-manager timeliness statistics (the `timeliness` query of the API and the CLI)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
+from leadwatch.params import period
+from leadwatch.process import QueryResult
 
 
 @dataclass(frozen=True)
@@ -69,3 +71,17 @@ def format_table(rows: list[ManagerTimeliness], title: str) -> str:
     share = total_late / total * 100 if total else 0.0
     lines.append(f"{'TOTAL':<{width}}  {total:>5}  {total_on:>7}  {total_late:>5}  {share:>5.1f}%")
     return "\n".join(lines)
+
+
+def timeliness(ctx: Context, config: TenantConfig, today: date, params: dict[str, str]) -> QueryResult:
+    """On time / late per manager over a period, and per manager and day."""
+    first, last = period(params, today)
+    managers = timeliness_by_manager(ctx, config, first, last)
+    data = {
+        "tenant": config.tenant,
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "managers": [m.to_dict() for m in managers],
+        "days": timeliness_by_day(ctx, config, first, last),
+    }
+    return QueryResult(data, format_table(managers, f"Timeliness, {config.tenant}, {first} .. {last}"))

@@ -15,7 +15,7 @@ state and effects go out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from html import escape
 from typing import Any, Protocol
 
@@ -81,6 +81,7 @@ class LeadState:
     rejection_checked: datetime | None = None
     call_attempts: int = 0
     call_touches: int = 0
+    plan_day: date | None = None  # day 1 of its dialing plan
 
     @property
     def open(self) -> bool:

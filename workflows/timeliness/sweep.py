@@ -39,14 +39,10 @@ class SweepReport:
 
 
 def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
-    when = now or ctx.clock()
-    return observability.per_tenant(
-        ctx.registry,
-        "sweep",
-        lambda config: sweep_tenant(ctx, config, when) if config.timeliness.enabled else None,
-        lambda _, exc: SweepReport(errors={"sweep": type(exc).__name__}),
-        log,
-    )
+    """Run the sweep over every tenant now, as its Lambda does (tests, the demo, the bench)."""
+    from leadwatch.scheduling import run_process_schedule
+
+    return run_process_schedule(ctx, "timeliness", "sweep", now)
 
 
 def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepReport:
@@ -68,7 +64,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
     report.skipped = len(due) - len(claimed)
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
-    rules = ctx.rules(config)
+    rules = timeliness.TimelinessRules.from_config(config.timeliness)
     try:
         claimed = _refresh_unprocessed(ctx, config, claimed, now)
     except CrmError as exc:
@@ -140,7 +136,7 @@ def _refresh_unprocessed(
     """
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
-    rules = ctx.rules(config)
+    rules = timeliness.TimelinessRules.from_config(config.timeliness)
     current: dict = {state.entity: state for _, state in claimed}
     suspects = [
         entity

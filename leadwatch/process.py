@@ -1,0 +1,173 @@
+"""What a control process declares: the one object the framework builds everything from.
+
+A process lives in one folder (`workflows/<name>/`) and exposes one `Process` in its
+`process.py`. The declaration names code by reference ("module:attribute") instead of
+importing it, so listing the processes costs nothing on a Lambda's cold start: each piece
+is imported the first time it runs, by the function that runs it.
+
+What the framework does with each part:
+- `events`: the worker hands the process every batch of those events for tenants where
+  it is enabled (`on_events`); a process that raises fails only its own work.
+- `schedules`: one scheduled Lambda each, running the job once per tenant where the
+  process is enabled; one tenant's failure does not stop the others.
+- `queries`: each is both a read API route (`GET /tenants/{tenant}/<path>`, behind the
+  tenant's API key) and a CLI command (`leadwatch <name> TENANT ...`).
+- `config`: the pydantic model of the process's section in the tenant YAML (its key is
+  the process name); every field has a default, so a file without the section is valid.
+- `state`, `effects`, `permissions`: what the process owns and may do, checked against the
+  infrastructure template and the functions' IAM policies by the test suite.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+
+
+def resolve(reference: str) -> Any:
+    """The object a "package.module:attribute" reference names, imported now."""
+    module, _, attribute = reference.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"{reference!r} is not a 'module:attribute' reference")
+    target: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A job run on a timer, once per tenant: `run(ctx, config, now)` returns a report
+    (a dataclass or dict, logged and returned by the Lambda) or None when there was nothing to do."""
+
+    name: str
+    every_minutes: int
+    run: str
+    description: str
+    timeout_seconds: int = 55
+
+
+ParamKind = Literal["str", "date", "flag"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One input of a query: a path segment (`in_path`, a positional in the CLI) or an option."""
+
+    name: str
+    help: str
+    kind: ParamKind = "str"
+    in_path: bool = False
+
+
+@dataclass(frozen=True)
+class Query:
+    """A read over the process's state, served by the API and the CLI from one function.
+
+    `run(ctx, config, today, **params)` returns a `QueryResult`; a bad parameter raises
+    `QueryError` (400 from the API, exit code 2 from the CLI). `today` is the tenant's
+    local date (the usual default for a period).
+    """
+
+    name: str
+    path: str
+    run: str
+    help: str
+    params: tuple[Param, ...] = ()
+
+    @property
+    def path_params(self) -> list[Param]:
+        return [p for p in self.params if p.in_path]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    data: dict[str, Any]
+    text: str
+
+
+class QueryError(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class StateDecl:
+    """A piece of state a process owns: a table of the template, the key namespace it writes
+    there and the indexes it queries."""
+
+    table: str
+    keys: str
+    indexes: tuple[str, ...] = ()
+
+
+# The functions a permission can be granted to: the framework's own (webhooks and read API
+# share the API handler; the worker; core reconciliation) or one of the process's schedules.
+FunctionRole = Literal["api", "worker", "reconcile"] | str
+
+
+@dataclass(frozen=True)
+class Permission:
+    """AWS actions a function of the deployment needs for this process's work.
+
+    `function` is "api", "worker", "reconcile" or the name of one of the process's schedules;
+    `resource` is "table:<name>", "index:<table>/<index>", "queue:<name>" or "ssm".
+    """
+
+    function: FunctionRole
+    resource: str
+    actions: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    title: str
+    config: str
+    events: tuple[str, ...] = ()
+    on_events: str | None = None
+    schedules: tuple[Schedule, ...] = ()
+    queries: tuple[Query, ...] = ()
+    state: tuple[StateDecl, ...] = ()
+    effects: tuple[str, ...] = ()
+    permissions: tuple[Permission, ...] = ()
+    # Called by the framework's reconciliation (every few minutes, per tenant where the process is
+    # enabled): `reconcile(ctx, config, now)` feeds what webhooks missed and returns counts.
+    reconcile: str | None = None
+    # Checks across sections of one tenant file: `check(tenant_config)` raises ValueError.
+    check: str | None = None
+    # Processes whose state this one reads: it runs for a tenant only where they run too.
+    requires: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"process name {self.name!r}: use 2-31 lowercase letters, digits and _")
+        if bool(self.events) != bool(self.on_events):
+            raise ValueError(f"process {self.name!r}: declare both events and on_events, or neither")
+        names = [s.name for s in self.schedules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"process {self.name!r}: schedule names repeat: {names}")
+        for schedule in self.schedules:
+            if not _NAME.match(schedule.name):
+                raise ValueError(
+                    f"process {self.name!r}: schedule name {schedule.name!r} is not a plain name"
+                )
+        functions = {"api", "worker", "reconcile", *names}
+        for permission in self.permissions:
+            if permission.function not in functions:
+                raise ValueError(
+                    f"process {self.name!r}: a permission for {permission.function!r}, which is neither "
+                    f"a framework function (api, worker, reconcile) nor one of its schedules"
+                )
+
+    def function_name(self, schedule: Schedule) -> str:
+        """The Lambda (Chalice handler) name of one of this process's schedules."""
+        return f"{self.name}_{schedule.name}"

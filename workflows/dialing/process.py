@@ -1,0 +1,87 @@
+"""Dialing discipline, as the framework sees it."""
+
+from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl
+
+PROCESS = Process(
+    name="dialing",
+    title="Dialing discipline",
+    description=(
+        "Every lead is dialed a set number of times on each of its first working days; the head "
+        "gets the day's under-dialed leads at report time, and a rejection after too few attempts "
+        "is journaled and alerted."
+    ),
+    config="workflows.dialing.config:DialingConfig",
+    check="workflows.dialing.config:check",
+    # Its plan starts at the lead's control time, which timeliness keeps on the card.
+    requires=("timeliness",),
+    events=(
+        "lead.created",
+        "lead.changed",
+        "lead.stage_changed",
+        "lead.responsible_changed",
+        "activity.added",
+        "call.ended",
+    ),
+    on_events="workflows.dialing.service:on_events",
+    reconcile="workflows.dialing.report:reconcile_calls",
+    schedules=(
+        Schedule(
+            name="report",
+            every_minutes=1,
+            run="workflows.dialing.report:send_due_report",
+            # Every minute, but a tenant's report goes out once a working day at its own local
+            # report time: tenants live in different zones and calendars.
+            description="the day's dialing report at each tenant's report time",
+        ),
+    ),
+    queries=(
+        Query(
+            name="dialing",
+            path="dialing",
+            run="workflows.dialing.queries:report",
+            help="the dialing report of a day",
+            params=(
+                Param("date", "the day, YYYY-MM-DD (default: today in the tenant's time zone)", kind="date"),
+                Param("format", "'text' adds the Telegram message to the JSON"),
+            ),
+        ),
+        Query(
+            name="calls",
+            path="leads/{lead}/calls",
+            run="workflows.dialing.queries:calls",
+            help="a card's call attempts and successful touches",
+            params=(Param("lead", "lead id, or deal:ID", in_path=True),),
+        ),
+    ),
+    state=(
+        StateDecl("leads", "<card key>: plan day, rejection moment, call counters", ("plan-index",)),
+        StateDecl(
+            "state",
+            "call#<card>#<call>, touch#<day>#<card>#<call>, calls#day#<day>#<card>, checkpoint#dialing-*",
+        ),
+        StateDecl("journal", "improper_rejection violations"),
+    ),
+    effects=("Notify", "RecordViolation"),
+    permissions=(
+        Permission("worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection"),
+        Permission(
+            "worker",
+            "table:state",
+            ("BatchGetItem", "BatchWriteItem", "PutItem", "UpdateItem", "Query"),
+            "calls, counters, effect ledger",
+        ),
+        Permission("worker", "table:journal", ("PutItem",), "improper rejections"),
+        Permission("report", "index:leads/plan-index", ("Query",), "the leads in plan"),
+        Permission("report", "table:leads", ("BatchGetItem",), "titles"),
+        Permission(
+            "report",
+            "table:state",
+            ("GetItem", "PutItem", "UpdateItem", "Query", "BatchGetItem", "BatchWriteItem"),
+            "counters, recordings, checkpoint, effect ledger",
+        ),
+        Permission("reconcile", "table:state", ("GetItem", "PutItem", "BatchGetItem"), "known calls"),
+        Permission("api", "table:leads", ("BatchGetItem",), "a card's calls, the report"),
+        Permission("api", "index:leads/plan-index", ("Query",), "the report"),
+        Permission("api", "table:state", ("Query",), "calls and counters"),
+    ),
+)

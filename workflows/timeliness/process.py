@@ -1,0 +1,61 @@
+"""Timeliness control, as the framework sees it."""
+
+from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl
+
+CARD_EVENTS = ("lead.created", "lead.changed", "lead.stage_changed", "lead.responsible_changed")
+
+PROCESS = Process(
+    name="timeliness",
+    title="Timeliness control",
+    description=(
+        "Every new lead must be processed by its control time (the reaction time counted in the "
+        "tenant's working hours, carried-over leads by the control start); the verdict goes into "
+        "the card, a late lead to the journal and to the head in Telegram."
+    ),
+    config="workflows.timeliness.config:TimelinessConfig",
+    check="workflows.timeliness.config:check",
+    events=(*CARD_EVENTS, "activity.added", "call.ended"),
+    on_events="workflows.timeliness.service:on_events",
+    schedules=(
+        Schedule(
+            name="sweep",
+            every_minutes=1,
+            run="workflows.timeliness.sweep:sweep_tenant",
+            description="verdicts for the cards whose control time has come",
+        ),
+    ),
+    queries=(
+        Query(
+            name="timeliness",
+            path="timeliness",
+            run="workflows.timeliness.queries:timeliness",
+            help="on time / late per manager over a period",
+            params=(
+                Param("from", "first day, YYYY-MM-DD (default: six days before --to)", kind="date"),
+                Param("to", "last day, YYYY-MM-DD (default: today in the tenant's time zone)", kind="date"),
+            ),
+        ),
+    ),
+    state=(
+        StateDecl(
+            "leads", "<card key> (created, control time, stage, owner, processing, verdict)", ("due-index",)
+        ),
+        StateDecl("state", "stats#timeliness#<day>#<manager>, checkpoint#sweep"),
+        StateDecl("journal", "late_first_processing violations"),
+    ),
+    effects=("SetCardFields", "Notify", "RecordViolation"),
+    permissions=(
+        Permission("worker", "table:leads", ("BatchGetItem", "PutItem", "UpdateItem"), "card state"),
+        Permission("worker", "table:state", ("BatchGetItem", "BatchWriteItem", "PutItem"), "effect ledger"),
+        Permission("sweep", "table:leads", ("GetItem", "UpdateItem"), "claim, close, verdict"),
+        Permission("sweep", "index:leads/due-index", ("Query",), "the cards falling due"),
+        Permission(
+            "sweep",
+            "table:state",
+            ("GetItem", "PutItem", "UpdateItem", "BatchGetItem", "BatchWriteItem"),
+            "checkpoint, per-manager counters, effect ledger",
+        ),
+        Permission("sweep", "table:journal", ("PutItem",), "late leads"),
+        Permission("api", "table:state", ("Query",), "statistics"),
+    ),
+)
