@@ -62,26 +62,28 @@ PROCESS = Process(
         StateDecl("journal", "improper_rejection violations"),
     ),
     effects=("Notify", "RecordViolation"),
+    # The effect ledger and the journal rows of its effects are the framework's, and so is feeding
+    # the calls it reconciles through the queue (leadwatch.iam).
     permissions=(
-        Permission("worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection"),
         Permission(
-            "worker",
-            "table:state",
-            ("BatchGetItem", "BatchWriteItem", "PutItem", "UpdateItem", "Query"),
-            "calls, counters, effect ledger",
+            "worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection, call counts"
         ),
-        Permission("worker", "table:journal", ("PutItem",), "improper rejections"),
+        Permission(
+            "worker", "table:state", ("PutItem", "Query", "UpdateItem"), "calls, day counters; a card's calls"
+        ),
         Permission("report", "index:leads/plan-index", ("Query",), "the leads in plan"),
-        Permission("report", "table:leads", ("BatchGetItem",), "titles"),
+        Permission("report", "table:leads", ("BatchGetItem",), "titles of touched cards"),
         Permission(
             "report",
             "table:state",
-            ("GetItem", "PutItem", "UpdateItem", "Query", "BatchGetItem", "BatchWriteItem"),
-            "counters, recordings, checkpoint, effect ledger",
+            ("GetItem", "PutItem", "Query", "UpdateItem"),
+            "checkpoint, day counters, touches, recordings",
         ),
-        Permission("reconcile", "table:state", ("GetItem", "PutItem", "BatchGetItem"), "known calls"),
-        Permission("api", "table:leads", ("BatchGetItem",), "a card's calls, the report"),
+        Permission(
+            "reconcile", "table:state", ("BatchGetItem", "GetItem", "PutItem"), "known calls, checkpoint"
+        ),
         Permission("api", "index:leads/plan-index", ("Query",), "the report"),
-        Permission("api", "table:state", ("Query",), "calls and counters"),
+        Permission("api", "table:leads", ("BatchGetItem",), "a card; titles"),
+        Permission("api", "table:state", ("Query",), "a card's calls; day counters, touches"),
     ),
 )

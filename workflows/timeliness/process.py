@@ -44,18 +44,16 @@ PROCESS = Process(
         StateDecl("journal", "late_first_processing violations"),
     ),
     effects=("SetCardFields", "Notify", "RecordViolation"),
+    # The effect ledger and the journal rows of its effects are the framework's (leadwatch.iam).
     permissions=(
-        Permission("worker", "table:leads", ("BatchGetItem", "PutItem", "UpdateItem"), "card state"),
-        Permission("worker", "table:state", ("BatchGetItem", "BatchWriteItem", "PutItem"), "effect ledger"),
-        Permission("sweep", "table:leads", ("GetItem", "UpdateItem"), "claim, close, verdict"),
-        Permission("sweep", "index:leads/due-index", ("Query",), "the cards falling due"),
         Permission(
-            "sweep",
-            "table:state",
-            ("GetItem", "PutItem", "UpdateItem", "BatchGetItem", "BatchWriteItem"),
-            "checkpoint, per-manager counters, effect ledger",
+            "worker", "table:leads", ("BatchGetItem", "PutItem", "UpdateItem"), "read, create, update cards"
         ),
-        Permission("sweep", "table:journal", ("PutItem",), "late leads"),
+        Permission("sweep", "index:leads/due-index", ("Query",), "the cards falling due"),
+        Permission("sweep", "table:leads", ("UpdateItem",), "claim, release, refresh, close"),
+        Permission(
+            "sweep", "table:state", ("GetItem", "PutItem", "UpdateItem"), "checkpoint, manager counters"
+        ),
         Permission("api", "table:state", ("Query",), "statistics"),
     ),
 )
