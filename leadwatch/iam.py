@@ -12,6 +12,14 @@ Who gets what:
   events from a `reconcile` hook goes through `leadwatch.ingress.accept`, which the framework's
   reconciliation grants already.
 
+Actions are read off the code paths (every DynamoDB call is in leadwatch.store): PynamoDB's
+save=PutItem, update=UpdateItem, delete=DeleteItem, get=GetItem, query=Query, batch_get=BatchGetItem,
+batch_write=BatchWriteItem (a condition or ReturnValues needs nothing more; PynamoDB 6 never calls
+DescribeTable); boto3 SQS send_message(_batch)=SendMessage, get_queue_url=GetQueueUrl (only when
+the template's URL is absent), get_queue_attributes=GetQueueAttributes. A process's own records
+(`ctx.state`, leadwatch.store.process_state) are in the state table: get=GetItem, get_many=BatchGetItem,
+query=Query, create=PutItem, update/advance/count=UpdateItem.
+
 The policy files (`.chalice/policy-<function>.json`) and the `lambda_functions` of every stage in
 `.chalice/config.json` are written from here; the unit tests fail when they differ from what the
 registry gives. Regenerate from the project directory:

@@ -1,8 +1,8 @@
 """`chalice package` produces a bundle that works: the app imports in a clean
 interpreter from the unzipped package, and the template (with infra/ merged)
 holds the tables, queue and schedules and is clean under cfn-lint, each function's
-role grants only the table and queue actions its code uses, and the dead-letter queue
-has an alarm."""
+role is the policy leadwatch.iam generates from the declarations (and the most sensitive
+grants are pinned by hand), and the dead-letter queue has an alarm."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chalice.utils import to_cfn_resource_name
+
+from leadwatch import iam
+from leadwatch.registry import ProcessRegistry
+from workflows import PROCESSES
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -108,81 +113,20 @@ def test_cfn_lint_reports_no_errors(package):
 
 
 # ----- IAM: each function's role grants only what its code path uses.
-# Derived from the code (storage/store.py is every DynamoDB call); when a code path starts or stops
-# making a call, change these on purpose. PynamoDB: save=PutItem, update=UpdateItem, delete=DeleteItem,
-# get=GetItem, query=Query, batch_get=BatchGetItem, batch_write=BatchWriteItem; a TransactWrite update
-# is authorised as UpdateItem (ConditionCheckItem only for a transaction's ConditionCheck, unused).
-# The executor's effect ledger (leadwatch.store.ledger) in the state table: claim_many / entries
-# (BatchGetItem, strongly consistent), claim (conditional PutItem), confirm and mark_unconfirmed
-# (conditional UpdateItem), release (conditional DeleteItem); record_unconfirmed puts a journal row.
-EXPECTED_DYNAMODB = {
-    # receive_webhook: put_event, forget_event (queueing failed), put_reject; timeliness: timeliness_stats;
-    # calls: get_lead, calls_of; dialing report: plan_leads (plan index), day_counts, touches_on, get_leads.
-    "APIHandler": {
-        "leadwatch-inbox": {"PutItem", "DeleteItem"},
-        "leadwatch-state": {"Query"},
-        "leadwatch-leads": {"BatchGetItem"},
-        "leadwatch-leads/index/plan-index": {"Query"},
-    },
-    # get_leads, create_lead, update_lead, mark_rejection_checked; record_call (call item put,
-    # conditional counter updates), calls_of (rejection check); executor: put_violation (an improper
-    # rejection is the worker's violation), and the effect ledger (above).
-    "Worker": {
-        "leadwatch-leads": {"BatchGetItem", "PutItem", "UpdateItem"},
-        "leadwatch-state": {"BatchGetItem", "BatchWriteItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
-        "leadwatch-journal": {"PutItem"},
-    },
-    # get/set_checkpoint, due_leads (due index), claim, release, close_deleted, update_lead,
-    # close_verdict (transaction: lead + counter), executor: put_violation, the effect ledger.
-    "TimelinessSweep": {
-        "leadwatch-leads": {"GetItem", "UpdateItem"},  # close_verdict reads the claim before counting
-        "leadwatch-leads/index/due-index": {"Query"},
-        "leadwatch-state": {
-            "GetItem",
-            "PutItem",
-            "UpdateItem",
-            "DeleteItem",
-            "BatchGetItem",
-            "BatchWriteItem",
-        },
-        "leadwatch-journal": {"PutItem"},
-    },
-    # get/set_checkpoint, get_leads, then ingress.accept: put_event, forget_event.
-    # ... and calls: known_calls.
-    "Reconcile": {
-        "leadwatch-state": {"GetItem", "PutItem", "BatchGetItem"},
-        "leadwatch-leads": {"BatchGetItem"},
-        "leadwatch-inbox": {"PutItem", "DeleteItem"},
-    },
-    # get/set_checkpoint, plan_leads (plan index), day_counts, touches_on, get_leads (titles),
-    # add_recording; executor: the effect ledger (and a journal row for an unconfirmed report part).
-    "DialingReport": {
-        "leadwatch-state": {
-            "GetItem",
-            "PutItem",
-            "UpdateItem",
-            "DeleteItem",
-            "Query",
-            "BatchGetItem",
-            "BatchWriteItem",
-        },
-        "leadwatch-journal": {"PutItem"},
-        "leadwatch-leads": {"BatchGetItem"},
-        "leadwatch-leads/index/plan-index": {"Query"},
-    },
-}
-SQS_SEND = {"SendMessage", "GetQueueUrl"}  # SqsQueue: send_message_batch, get_queue_url without the URL
+# The policies are generated from the declarations (leadwatch.iam: the framework's grants, the
+# executor's for each process's effects, each process's own); tests/unit/test_iam.py keeps the
+# files in .chalice/ equal to them. Here: what `chalice package` makes of them is exactly that.
+REGISTRY = ProcessRegistry(PROCESSES)
+
+
+def _resource_name(function: str) -> str:
+    """The SAM resource of a Chalice function: CamelCase of its name, the API handler by its own."""
+    return "APIHandler" if function == "api_handler" else to_cfn_resource_name(function)
+
+
+FUNCTIONS = {_resource_name(name): name for name in iam.functions(REGISTRY)}
+TABLE_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
 SQS_CONSUME = {"ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "ChangeMessageVisibility"}
-EXPECTED_SQS = {
-    "APIHandler": {"leadwatch-events": SQS_SEND},
-    # The worker parks poison messages in the dead-letter queue itself, with their reason.
-    "Worker": {"leadwatch-events": SQS_CONSUME, "leadwatch-events-dlq": SQS_SEND},
-    # One GetQueueAttributes per sweep for the QueueDepth metric (GetQueueUrl without the template's URL).
-    "TimelinessSweep": {},
-    # Reconciliation feeds the queue, and reads its depth once a run for the QueueDepth metric.
-    "Reconcile": {"leadwatch-events": SQS_SEND | {"GetQueueAttributes"}},
-    "DialingReport": {},
-}
 
 
 def _as_list(value) -> list:
@@ -217,12 +161,22 @@ def _grants(statements: list[dict], service: str, prefix: str = "") -> dict[str,
     return grants
 
 
+def _expected(function: str, service: str, prefix: str = "") -> dict[str, set[str]]:
+    return _grants(iam.policy_for(FUNCTIONS[function], REGISTRY)["Statement"], service, prefix)
+
+
 def test_every_function_has_a_role_of_its_own(package):
     resources = _template(package)["Resources"]
     functions = sorted(n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function")
-    assert functions == sorted(EXPECTED_DYNAMODB), "a new function needs its own policy file and expectations"
+    assert functions == sorted(FUNCTIONS), "a new function needs its grants in leadwatch/iam.py"
     roles = {resources[f]["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions}
     assert len(roles) == len(functions)
+
+
+def test_each_role_is_its_functions_generated_policy(package):
+    resources = _template(package)["Resources"]
+    for function, name in FUNCTIONS.items():
+        assert _role_statements(resources, function) == iam.policy_for(name, REGISTRY)["Statement"], function
 
 
 def test_no_role_grants_wildcard_actions_or_unscoped_table_and_queue_access(package):
@@ -244,27 +198,50 @@ def test_no_role_grants_wildcard_actions_or_unscoped_table_and_queue_access(pack
                         assert "*" not in target.split(":", 5)[5], f"{name}: {target}"
 
 
-def test_each_function_gets_exactly_its_table_actions(package):
+def test_each_function_gets_exactly_its_table_and_queue_actions(package):
     resources = _template(package)["Resources"]
-    for function, expected in EXPECTED_DYNAMODB.items():
-        granted = _grants(_role_statements(resources, function), "dynamodb", "table/")
-        assert granted == expected, function
-
-
-def test_only_the_worker_consumes_the_queue_and_senders_only_send(package):
-    resources = _template(package)["Resources"]
-    for function, expected in EXPECTED_SQS.items():
-        granted = _grants(_role_statements(resources, function), "sqs")
-        assert granted == expected, function
+    for function in FUNCTIONS:
+        statements = _role_statements(resources, function)
+        assert _grants(statements, "dynamodb", "table/") == _expected(function, "dynamodb", "table/"), (
+            function
+        )
+        assert _grants(statements, "sqs") == _expected(function, "sqs"), function
 
 
 def test_secrets_and_logs_are_scoped(package):
     resources = _template(package)["Resources"]
-    for function in EXPECTED_DYNAMODB:
+    for function in FUNCTIONS:
         statements = _role_statements(resources, function)
         assert _grants(statements, "ssm", "parameter/") == {"leadwatch/*": {"GetParameter"}}, function
+        assert _grants(statements, "logs", "log-group:") == {
+            "/aws/lambda/*": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"}
+        }, function
         services = {a.split(":", 1)[0] for s in statements for a in _as_list(s["Action"])}
         assert services <= {"dynamodb", "sqs", "ssm", "logs"}, function
+
+
+def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
+    """A hand-written pin, independent of leadwatch.iam: a declaration that widens one of these
+    fails here even when the generated files are in step."""
+    resources = _template(package)["Resources"]
+    tables = {f: _grants(_role_statements(resources, f), "dynamodb", "table/") for f in FUNCTIONS}
+    queues = {f: _grants(_role_statements(resources, f), "sqs") for f in FUNCTIONS}
+    # The API handler (public webhooks, read API) writes only the inbox, and queues events.
+    for table in ("leadwatch-leads", "leadwatch-state", "leadwatch-journal"):
+        assert not tables["APIHandler"].get(table, set()) & TABLE_WRITES, table
+    assert tables["APIHandler"]["leadwatch-inbox"] == {"PutItem", "DeleteItem"}
+    assert queues["APIHandler"] == {"leadwatch-events": {"SendMessage", "GetQueueUrl"}}
+    # Only webhooks and reconciliation store events; only the worker consumes them or parks poison.
+    assert {f for f, t in tables.items() if "leadwatch-inbox" in t} == {"APIHandler", "Reconcile"}
+    for function, granted in queues.items():
+        if function != "Worker":
+            assert not any(actions & (SQS_CONSUME - {"GetQueueAttributes"}) for actions in granted.values())
+            assert "leadwatch-events-dlq" not in granted, function
+    assert queues["Worker"]["leadwatch-events"] == SQS_CONSUME
+    # The journal is append-only; nothing scans a table (a scan reads every tenant).
+    for function, granted in tables.items():
+        assert granted.get("leadwatch-journal", {"PutItem"}) == {"PutItem"}, function
+        assert not any("Scan" in actions for actions in granted.values()), function
 
 
 def test_dead_letter_queue_has_an_alarm_with_a_topic(package):
