@@ -1,0 +1,672 @@
+"""The state store in memory: `StoreProtocol` for unit tests of processes and replays.
+
+It keeps what DynamoDB keeps, the way `leadwatch.store.dynamodb` keeps it (times as unix
+seconds, sort keys built from the same strings, payloads and details through JSON), so what a
+caller observes is the same on both; tests/contract/test_store_contract.py holds both to that.
+One lock makes each method atomic, as each of DynamoDB's conditional writes is; a method that
+DynamoDB does in several writes is one step here, which only removes interleavings.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+from leadwatch.effects import Violation
+from leadwatch.events import Call, EntityRef
+
+# The value types still live beside the DynamoDB code (so importing this loads PynamoDB);
+# see the note in leadwatch.store.interface.
+from leadwatch.store.dynamodb import MAX_KEPT_BODY, JournalRow, RejectRow, StatRow, due_bucket
+from leadwatch.store.ledger import (
+    _MAX_DETAIL,
+    UNCONFIRMED_TYPE,
+    ClaimResult,
+    ClaimState,
+    LedgerEntry,
+    Status,
+    _result_of,
+)
+from workflows.timeliness.rules import LeadState
+
+_V = TypeVar("_V")
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _plan_bucket(tenant: str, day: date | None) -> str | None:
+    return f"{tenant}#{day.isoformat()}" if day else None
+
+
+def _kept(call: Call) -> Call:
+    """A call as DynamoDB gives it back: its start in UTC, no source as ""."""
+    return replace(call, started_at=_dt(call.started_at.timestamp()), source=call.source or "")
+
+
+@dataclass
+class _Lead:
+    """One card, field for field as `LeadItem` holds it."""
+
+    created_at: float
+    due_at: float
+    due_bucket: str | None
+    stage: str
+    responsible: str | None
+    title: str | None
+    processed_at: float | None = None
+    processed_how: str | None = None
+    crm_modified_at: float | None = None
+    verdict: str | None = None
+    verdict_at: float | None = None
+    verdict_pending: str | None = None
+    claim_token: str | None = None
+    claim_until: float | None = None
+    plan_bucket: str | None = None
+    call_attempts: int = 0
+    call_touches: int = 0
+    calls_counted: set[str] = field(default_factory=set)
+    touches_counted: set[str] = field(default_factory=set)
+    rejected_at: float | None = None
+    rejection_checked: float | None = None
+
+    def state(self, tenant: str, entity: str) -> LeadState:
+        return LeadState(
+            tenant=tenant,
+            entity=EntityRef.parse(entity),
+            created_at=_dt(self.created_at),  # type: ignore[arg-type]
+            due_at=_dt(self.due_at),  # type: ignore[arg-type]
+            stage=self.stage,
+            responsible=self.responsible,
+            title=self.title or "",
+            processed_at=_dt(self.processed_at),
+            processed_how=self.processed_how,
+            crm_modified_at=_dt(self.crm_modified_at),
+            verdict=self.verdict,
+            verdict_at=_dt(self.verdict_at),
+            pending_verdict=self.verdict_pending,
+            rejected_at=_dt(self.rejected_at),
+            rejection_checked=_dt(self.rejection_checked),
+            call_attempts=self.call_attempts,
+            call_touches=self.call_touches,
+            plan_day=date.fromisoformat(self.plan_bucket.rpartition("#")[2]) if self.plan_bucket else None,
+        )
+
+
+@dataclass
+class _Counter:
+    """A counter that remembers what it counted, so nothing counts twice."""
+
+    attempts: int = 0
+    touches: int = 0
+    counted: set[str] = field(default_factory=set)
+    touches_counted: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Stat:
+    on_time: int = 0
+    late: int = 0
+    counted: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Effect:
+    status: Status
+    owner: str | None
+    lease_until: float | None
+    at: float
+    detail: str | None = None
+
+    def entry(self, effect_id: str) -> LedgerEntry:
+        return LedgerEntry(
+            effect_id, self.status, self.owner, _dt(self.lease_until), _dt(self.at), self.detail
+        )
+
+
+@dataclass(frozen=True)
+class _Violation:
+    violation_id: str
+    type: str
+    entity: str
+    manager: str | None
+    occurred_at: float
+    details: str  # JSON, as DynamoDB keeps it: what `default=str` made of the values stays a string
+
+
+class _Journal:
+    """The violation journal, shared by the store and its ledger. Callers hold the lock."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, _Violation]] = {}
+
+    def put_once(self, tenant: str, occurred_at: datetime, row: _Violation) -> bool:
+        rows = self.rows.setdefault(tenant, {})
+        key = f"{occurred_at.astimezone(UTC).isoformat()}#{row.violation_id}"
+        if key in rows:
+            return False
+        rows[key] = row
+        return True
+
+
+class MemoryLedger:
+    """`EffectLedgerProtocol` in memory: the transitions of `leadwatch.store.ledger`, each atomic."""
+
+    def __init__(self, lock: threading.RLock, journal: _Journal) -> None:
+        self._lock = lock
+        self._journal = journal
+        self._rows: dict[str, dict[str, _Effect]] = {}
+
+    def _table(self, tenant: str) -> dict[str, _Effect]:
+        return self._rows.setdefault(tenant, {})
+
+    def claim(self, tenant: str, effect_id: str, owner: str, now: datetime, lease: timedelta) -> ClaimResult:
+        with self._lock:
+            rows = self._table(tenant)
+            row = rows.get(effect_id)
+            lapsed = (
+                row is not None
+                and row.status is Status.CLAIMED
+                and row.lease_until is not None
+                and row.lease_until < now.timestamp()
+            )
+            if row is not None and not lapsed:
+                return _result_of(row.entry(effect_id))
+            rows[effect_id] = _Effect(Status.CLAIMED, owner, (now + lease).timestamp(), now.timestamp())
+            return ClaimResult(effect_id, ClaimState.CLAIMED)
+
+    def claim_many(
+        self, tenant: str, effect_ids: Iterable[str], owner: str, now: datetime, lease: timedelta
+    ) -> dict[str, ClaimResult]:
+        ids = list(dict.fromkeys(effect_ids))
+        known = self.entries(tenant, ids)
+        return {i: self.claim_unless(known.get(i), tenant, i, owner, now, lease) for i in ids}
+
+    def claim_unless(
+        self,
+        entry: LedgerEntry | None,
+        tenant: str,
+        effect_id: str,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> ClaimResult:
+        if entry is not None and (entry.settled or entry.live_claim(now)):
+            return _result_of(entry)
+        return self.claim(tenant, effect_id, owner, now, lease)
+
+    def confirm(self, tenant: str, effect_id: str, owner: str, now: datetime) -> bool:
+        return self._settle(tenant, effect_id, owner, now, Status.DONE, None)
+
+    def mark_unconfirmed(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:
+        return self._settle(tenant, effect_id, owner, now, Status.UNCONFIRMED, detail)
+
+    def release(self, tenant: str, effect_id: str, owner: str) -> bool:
+        with self._lock:
+            rows = self._table(tenant)
+            if not self._held_by(rows.get(effect_id), owner):
+                return False
+            del rows[effect_id]
+            return True
+
+    def mark_done(self, tenant: str, effect_ids: Iterable[str], now: datetime) -> None:
+        with self._lock:
+            rows = self._table(tenant)
+            for effect_id in dict.fromkeys(effect_ids):
+                rows[effect_id] = _Effect(Status.DONE, None, None, now.timestamp())
+
+    def entries(self, tenant: str, effect_ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        with self._lock:
+            rows = self._table(tenant)
+            return {i: rows[i].entry(i) for i in set(effect_ids) if i in rows}
+
+    def done(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        return {i for i, entry in self.entries(tenant, effect_ids).items() if entry.settled}
+
+    def unconfirmed(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        return {
+            i for i, entry in self.entries(tenant, effect_ids).items() if entry.status is Status.UNCONFIRMED
+        }
+
+    def record_unconfirmed(
+        self, tenant: str, effect_id: str, subject: str, detail: str, details: dict[str, Any], now: datetime
+    ) -> bool:
+        row = _Violation(
+            violation_id=f"unconfirmed:{effect_id}",
+            type=UNCONFIRMED_TYPE,
+            entity=subject,
+            manager=None,
+            occurred_at=now.timestamp(),
+            details=json.dumps(
+                {"effect_id": effect_id, "detail": detail[:_MAX_DETAIL], **details},
+                ensure_ascii=False,
+                default=str,
+            ),
+        )
+        with self._lock:
+            return self._journal.put_once(tenant, now, row)
+
+    @staticmethod
+    def _held_by(row: _Effect | None, owner: str) -> bool:
+        return row is not None and row.owner == owner and row.status is Status.CLAIMED
+
+    def _settle(
+        self, tenant: str, effect_id: str, owner: str, now: datetime, status: Status, detail: str | None
+    ) -> bool:
+        with self._lock:
+            row = self._table(tenant).get(effect_id)
+            if row is None or not self._held_by(row, owner):
+                return False
+            row.status = status
+            row.at = now.timestamp()
+            row.lease_until = None
+            if detail is not None:
+                row.detail = detail[:_MAX_DETAIL] or "-"
+            return True
+
+
+class MemoryStore:
+    """`StoreProtocol` in memory (see the module docstring). Expiry (TTL) is not modelled."""
+
+    def __init__(self) -> None:
+        # Re-entrant: record_call counts its touch through record_touch under the same lock.
+        self._lock = threading.RLock()
+        self._inbox: dict[str, dict[str, str]] = {}  # event key -> payload JSON
+        self._rejects: dict[str, dict[str, RejectRow]] = {}
+        self._leads: dict[str, dict[str, _Lead]] = {}
+        self._calls: dict[str, dict[str, Call]] = {}  # "call#<card>#<key>" and "touch#<day>#<card>#<key>"
+        self._day_counters: dict[str, dict[str, _Counter]] = {}  # "<day>#<card>"
+        self._stats: dict[str, dict[str, _Stat]] = {}  # "stats#timeliness#<day>#<manager>"
+        self._checkpoints: dict[str, dict[str, str]] = {}
+        self._journal = _Journal()
+        self._ledger = MemoryLedger(self._lock, self._journal)
+
+    @staticmethod
+    def _part(tables: dict[str, dict[str, _V]], tenant: str) -> dict[str, _V]:
+        return tables.setdefault(tenant, {})
+
+    # ----- inbox
+    def put_event(self, tenant: str, dedupe_key: str, payload: dict[str, Any], now: datetime) -> bool:
+        text = json.dumps(payload, separators=(",", ":"))
+        with self._lock:
+            events = self._part(self._inbox, tenant)
+            if dedupe_key in events:
+                return False
+            events[dedupe_key] = text
+            return True
+
+    def forget_event(self, tenant: str, dedupe_key: str) -> None:
+        with self._lock:
+            self._part(self._inbox, tenant).pop(dedupe_key, None)
+
+    def put_reject(
+        self, tenant: str, status: int, reason: str, body: bytes, now: datetime, ident: str
+    ) -> None:
+        key = f"reject#{now.astimezone(UTC).isoformat()}#{ident}"
+        text = body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
+        row = RejectRow(key, _dt(now.timestamp()), status, reason[:1000], text)  # type: ignore[arg-type]
+        with self._lock:
+            self._part(self._rejects, tenant)[key] = row
+
+    def rejects(self, tenant: str) -> list[RejectRow]:
+        with self._lock:
+            rows = self._part(self._rejects, tenant)
+            return [rows[k] for k in sorted(rows)]
+
+    def events(self, tenant: str) -> list[dict[str, Any]]:
+        with self._lock:
+            events = self._part(self._inbox, tenant)
+            texts = [events[k] for k in sorted(events)]
+        return [json.loads(text) for text in texts]
+
+    # ----- leads
+    def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
+        with self._lock:
+            leads = self._part(self._leads, tenant)
+            return {e: leads[e.key].state(tenant, e.key) for e in set(entities) if e.key in leads}
+
+    def get_lead(self, tenant: str, entity: EntityRef) -> LeadState | None:
+        return self.get_leads(tenant, [entity]).get(entity)
+
+    def create_lead(self, state: LeadState, now: datetime, plan_day: date | None = None) -> bool:
+        # Only what a sighting knows: verdicts and counters start empty, as in DynamoDB.
+        lead = _Lead(
+            created_at=state.created_at.timestamp(),
+            due_at=state.due_at.timestamp(),
+            due_bucket=due_bucket(state.tenant, state.due_at, now),
+            stage=state.stage,
+            responsible=state.responsible,
+            title=state.title or None,
+            processed_at=_ts(state.processed_at),
+            processed_how=state.processed_how,
+            crm_modified_at=_ts(state.crm_modified_at),
+            plan_bucket=_plan_bucket(state.tenant, plan_day or state.plan_day),
+            rejected_at=_ts(state.rejected_at),
+            rejection_checked=_ts(state.rejection_checked),
+        )
+        with self._lock:
+            leads = self._part(self._leads, state.tenant)
+            if state.entity.key in leads:
+                return False
+            leads[state.entity.key] = lead
+            return True
+
+    def update_lead(self, state: LeadState) -> bool:
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is None:
+                # DynamoDB raises here when the sighting carries processing (a bug, see the contract suite).
+                return False
+            if state.processed_at is not None:
+                if lead.processed_at is None:
+                    lead.processed_at = state.processed_at.timestamp()
+                if lead.processed_how is None:
+                    lead.processed_how = state.processed_how or "stage"
+            modified = _ts(state.crm_modified_at)
+            if modified is not None and lead.crm_modified_at is not None and lead.crm_modified_at > modified:
+                stale = True
+            else:
+                stale = False
+                lead.stage = state.stage
+                lead.responsible = state.responsible or None
+                lead.title = state.title or None
+                if modified is not None:
+                    lead.crm_modified_at = modified
+        if stale:
+            from leadwatch import observability  # as the DynamoDB store does: loaded when needed
+
+            observability.stale_write("timeliness")
+        return not stale
+
+    def note_dialing(self, state: LeadState) -> None:
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is None:
+                raise LookupError(f"{state.tenant}: no card {state.entity.key} to note dialing on")
+            if state.plan_day is not None and lead.plan_bucket is None:
+                lead.plan_bucket = _plan_bucket(state.tenant, state.plan_day)
+            if state.rejected_at is None:
+                lead.rejected_at = lead.rejection_checked = None
+                return
+            # The first sighting of a rejection fixes its moment; a later event must not move it.
+            if lead.rejected_at is None:
+                lead.rejected_at = state.rejected_at.timestamp()
+            if state.rejection_checked is not None and lead.rejection_checked is None:
+                lead.rejection_checked = state.rejection_checked.timestamp()
+
+    def mark_rejection_checked(self, state: LeadState) -> None:
+        if state.rejected_at is None:
+            return
+        stamp = state.rejected_at.timestamp()
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is not None and lead.rejected_at == stamp:
+                lead.rejection_checked = stamp
+
+    # ----- calls (dialing discipline)
+    def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
+        assert call.entity is not None, "a call is recorded on its card"
+        lead_key = call.entity.key
+        with self._lock:
+            calls = self._part(self._calls, tenant)
+            key = f"call#{lead_key}#{call.key}"
+            kept = calls.get(key)
+            calls[key] = _kept(call) if kept is None else self._merged(kept, call)
+            lead = self._part(self._leads, tenant).get(lead_key)
+            if lead is not None and call.key not in lead.calls_counted:
+                lead.calls_counted.add(call.key)
+                lead.call_attempts += 1
+            counter = self._day_counter(tenant, day, lead_key)
+            if call.key not in counter.counted:
+                counter.counted.add(call.key)
+                counter.attempts += 1
+            if touch:
+                self.record_touch(tenant, call, day)
+            return kept is None
+
+    def record_touch(self, tenant: str, call: Call, day: date) -> None:
+        assert call.entity is not None
+        lead_key = call.entity.key
+        with self._lock:
+            # Overwritten by every report, unmerged: as DynamoDB does (see the contract suite).
+            self._part(self._calls, tenant)[f"touch#{day.isoformat()}#{lead_key}#{call.key}"] = _kept(call)
+            lead = self._part(self._leads, tenant).get(lead_key)
+            if lead is not None and call.key not in lead.touches_counted:
+                lead.touches_counted.add(call.key)
+                lead.call_touches += 1
+            counter = self._day_counter(tenant, day, lead_key)
+            if call.key not in counter.touches_counted:
+                counter.touches_counted.add(call.key)
+                counter.touches += 1
+
+    def _day_counter(self, tenant: str, day: date, lead_key: str) -> _Counter:
+        return self._part(self._day_counters, tenant).setdefault(f"{day.isoformat()}#{lead_key}", _Counter())
+
+    @staticmethod
+    def _merged(kept: Call, call: Call) -> Call:
+        """Another path told more about a known call: keep the longest duration and any recording."""
+        return replace(
+            kept,
+            record_url=call.record_url if kept.record_url is None and call.record_url else kept.record_url,
+            answered=call.answered if kept.answered is None else kept.answered,
+            duration=max(kept.duration, call.duration),
+        )
+
+    def add_recording(self, tenant: str, call: Call, day: date) -> None:
+        assert call.entity is not None and call.record_url
+        with self._lock:
+            calls = self._part(self._calls, tenant)
+            for key in (
+                f"call#{call.entity.key}#{call.key}",
+                f"touch#{day.isoformat()}#{call.entity.key}#{call.key}",
+            ):
+                kept = calls.get(key)
+                if kept is not None and kept.record_url is None:
+                    calls[key] = replace(kept, record_url=call.record_url)
+
+    def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
+        with self._lock:
+            return self._part(self._calls, tenant).get(f"call#{entity.key}#{key}")
+
+    def known_calls(self, tenant: str, pairs: Iterable[tuple[EntityRef, str]]) -> dict[str, Call]:
+        with self._lock:
+            calls = self._part(self._calls, tenant)
+            keys = sorted({f"call#{entity.key}#{key}" for entity, key in pairs})
+            return {calls[k].key: calls[k] for k in keys if k in calls}
+
+    def _calls_under(self, tenant: str, prefix: str) -> list[Call]:
+        with self._lock:
+            found = [c for k, c in self._part(self._calls, tenant).items() if k.startswith(prefix)]
+        return sorted(found, key=lambda c: (c.started_at, c.key))
+
+    def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
+        return self._calls_under(tenant, f"call#{entity.key}#")
+
+    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
+        prefix = f"{day.isoformat()}#"
+        with self._lock:
+            counters = self._part(self._day_counters, tenant)
+            return {
+                EntityRef.parse(k.removeprefix(prefix)): (c.attempts, c.touches)
+                for k, c in counters.items()
+                if k.startswith(prefix)
+            }
+
+    def touches_on(self, tenant: str, day: date) -> list[Call]:
+        return self._calls_under(tenant, f"touch#{day.isoformat()}#")
+
+    def plan_leads(self, tenant: str, first_days: Iterable[date]) -> list[tuple[date, LeadState]]:
+        found = []
+        with self._lock:
+            leads = self._part(self._leads, tenant)
+            for day in sorted(set(first_days)):
+                bucket = _plan_bucket(tenant, day)
+                found += [
+                    (day, leads[k].state(tenant, k)) for k in sorted(leads) if leads[k].plan_bucket == bucket
+                ]
+        return found
+
+    # ----- the deadline sweep
+    def due_leads(
+        self, tenant: str, now: datetime, since: date, limit: int = 1000
+    ) -> Iterator[tuple[date, LeadState]]:
+        day = since
+        today = now.astimezone(UTC).date()
+        remaining = limit
+        while day <= today and remaining > 0:
+            bucket = f"{tenant}#{day.isoformat()}"
+            with self._lock:
+                # The due index: the bucket's cards ordered by due time, up to now.
+                leads = self._part(self._leads, tenant)
+                due = sorted(
+                    (lead.due_at, key)
+                    for key, lead in leads.items()
+                    if lead.due_bucket == bucket and lead.due_at <= now.timestamp()
+                )[:remaining]
+                states = [leads[key].state(tenant, key) for _, key in due]
+            # Yield outside the lock: the caller may write to the store between cards.
+            for state in states:
+                remaining -= 1
+                yield day, state
+            day += timedelta(days=1)
+
+    def next_due(self, tenant: str, now: datetime, horizon_days: int = 31) -> datetime | None:
+        day = now.astimezone(UTC).date()
+        with self._lock:
+            leads = self._part(self._leads, tenant).values()
+            for _ in range(horizon_days):
+                bucket = f"{tenant}#{day.isoformat()}"
+                later = [
+                    lead.due_at
+                    for lead in leads
+                    if lead.due_bucket == bucket and lead.due_at > now.timestamp()
+                ]
+                if later:
+                    return _dt(min(later))
+                day += timedelta(days=1)
+        return None
+
+    def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is None or lead.due_bucket is None:
+                return False
+            if lead.claim_until is not None and lead.claim_until >= now.timestamp():
+                return False
+            lead.claim_token = token
+            lead.claim_until = (now + hold).timestamp()
+            return True
+
+    def release(self, state: LeadState, token: str) -> None:
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is not None and lead.claim_token == token:
+                lead.claim_token = lead.claim_until = None
+
+    def close_verdict(
+        self, state: LeadState, verdict: str, token: str, now: datetime, day: str, manager: str
+    ) -> bool:
+        # DynamoDB's three writes (pin, count, close) in one step: nothing can die in between here,
+        # and what it leaves is what DynamoDB leaves when all three succeed.
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is None or lead.claim_token != token or lead.verdict is not None:
+                return False  # not (or no longer) this sweep's card: it must not count it either
+            stat = self._part(self._stats, state.tenant).setdefault(
+                f"stats#timeliness#{day}#{manager}", _Stat()
+            )
+            if state.entity.key not in stat.counted:
+                stat.counted.add(state.entity.key)
+                if verdict == "on_time":
+                    stat.on_time += 1
+                else:
+                    stat.late += 1
+            lead.verdict = verdict
+            lead.verdict_at = now.timestamp()
+            lead.due_bucket = lead.claim_token = lead.claim_until = lead.verdict_pending = None
+            return True
+
+    def close_deleted(self, state: LeadState, now: datetime) -> None:
+        with self._lock:
+            lead = self._part(self._leads, state.tenant).get(state.entity.key)
+            if lead is None:
+                return  # DynamoDB stores a card with no fields here (a bug, see the contract suite)
+            lead.verdict = "deleted"
+            lead.verdict_at = now.timestamp()
+            lead.due_bucket = lead.claim_token = lead.claim_until = None
+
+    # ----- effects
+    @property
+    def ledger(self) -> MemoryLedger:
+        return self._ledger
+
+    def effects_done(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        return self._ledger.done(tenant, effect_ids)
+
+    def mark_effects(self, tenant: str, effect_ids: Iterable[str], now: datetime) -> None:
+        self._ledger.mark_done(tenant, effect_ids, now)
+
+    # ----- journal
+    def put_violation(self, tenant: str, violation: Violation, now: datetime) -> bool:
+        row = _Violation(
+            violation_id=violation.violation_id,
+            type=violation.type,
+            entity=violation.entity.key,
+            manager=violation.manager,
+            occurred_at=violation.occurred_at.timestamp(),
+            details=json.dumps(violation.details, ensure_ascii=False, default=str),
+        )
+        with self._lock:
+            return self._journal.put_once(tenant, violation.occurred_at, row)
+
+    def violations(
+        self, tenant: str, start: datetime, end: datetime, type: str | None = None
+    ) -> list[JournalRow]:
+        # The same string range as DynamoDB's sort key condition, so the same rows fall inside.
+        lower = start.astimezone(UTC).isoformat()
+        upper = end.astimezone(UTC).isoformat() + "\uffff"
+        with self._lock:
+            rows = self._journal.rows.get(tenant, {})
+            found = [rows[k] for k in sorted(rows) if lower <= k <= upper]
+        return [
+            JournalRow(
+                r.violation_id,
+                r.type,
+                r.entity,
+                r.manager,
+                _dt(r.occurred_at),
+                json.loads(r.details),  # type: ignore[arg-type]
+            )
+            for r in found
+            if not type or r.type == type
+        ]
+
+    # ----- checkpoints and statistics
+    def get_checkpoint(self, tenant: str, name: str) -> str | None:
+        with self._lock:
+            return self._part(self._checkpoints, tenant).get(name)
+
+    def set_checkpoint(self, tenant: str, name: str, value: str) -> None:
+        with self._lock:
+            self._part(self._checkpoints, tenant)[name] = value
+
+    def timeliness_stats(self, tenant: str, first: date, last: date) -> list[StatRow]:
+        lower = f"stats#timeliness#{first.isoformat()}"
+        upper = f"stats#timeliness#{last.isoformat()}#\uffff"
+        with self._lock:
+            stats = self._part(self._stats, tenant)
+            rows = []
+            for key in sorted(stats):
+                if lower <= key <= upper:
+                    _, _, day, manager = key.split("#", 3)
+                    rows.append(StatRow(day, manager, stats[key].on_time, stats[key].late))
+            return rows
