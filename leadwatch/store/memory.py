@@ -116,7 +116,6 @@ class _Counter:
 class _Stat:
     on_time: int = 0
     late: int = 0
-    counted: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -584,12 +583,11 @@ class MemoryStore:
             stat = self._part(self._stats, state.tenant).setdefault(
                 f"stats#timeliness#{day}#{manager}", _Stat()
             )
-            if state.entity.key not in stat.counted:
-                stat.counted.add(state.entity.key)
-                if verdict == "on_time":
-                    stat.on_time += 1
-                else:
-                    stat.late += 1
+            # No set of counted cards as in DynamoDB: a card closes once here, so it counts once.
+            if verdict == "on_time":
+                stat.on_time += 1
+            else:
+                stat.late += 1
             lead.verdict = verdict
             lead.verdict_at = now.timestamp()
             lead.due_bucket = lead.claim_token = lead.claim_until = lead.verdict_pending = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -917,53 +918,67 @@ def _race(n: int, work: Callable[[int], object]) -> list[object]:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a missing lock shows
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors
     return results
 
 
+# A race is lost only now and then: every test runs several rounds.
+ROUNDS = 20
+
+
 def test_racing_calls_each_count_once_in_memory():
-    store = MemoryStore()
-    store.create_lead(lead(42), NOW)
-    # 50 distinct calls, every fifth a touch, each reported by two paths at once.
-    new = _race(100, lambda i: store.record_call("t1", call(i % 50, duration=40), DAY, i % 5 == 0, NOW))
-    assert sum(bool(n) for n in new) == 50  # each call was new to exactly one path
-    got = store.get_lead("t1", ref(42))
-    assert (got.call_attempts, got.call_touches) == (50, 10)
-    assert store.day_counts("t1", DAY) == {ref(42): (50, 10)}
-    assert len(store.calls_of("t1", ref(42))) == 50
-    assert len(store.touches_on("t1", DAY)) == 10
+    for _ in range(ROUNDS // 2):
+        store = MemoryStore()
+        store.create_lead(lead(42), NOW)
+        # 50 distinct calls, every fifth a touch, each reported by two paths at once.
+        new = _race(100, lambda i, store=store: store.record_call("t1", call(i % 50), DAY, i % 5 == 0, NOW))
+        assert sum(bool(n) for n in new) == 50  # each call was new to exactly one path
+        got = store.get_lead("t1", ref(42))
+        assert (got.call_attempts, got.call_touches) == (50, 10)
+        assert store.day_counts("t1", DAY) == {ref(42): (50, 10)}
+        assert len(store.calls_of("t1", ref(42))) == 50
+        assert len(store.touches_on("t1", DAY)) == 10
 
 
 def test_racing_claims_of_one_effect_have_one_winner_in_memory():
     book = MemoryStore().ledger
-    results = _race(40, lambda i: book.claim("t1", "e1", f"w{i}", NOW, LEASE))
-    winners = [r for r in results if r.claimed]  # type: ignore[union-attr]
-    assert len(winners) == 1
-    holder = book.entries("t1", ["e1"])["e1"].owner
-    assert {r.holder for r in results if r.held} == {holder}  # type: ignore[union-attr]
+    for n in range(ROUNDS):
+        results = _race(40, lambda i, n=n: book.claim("t1", f"e{n}", f"w{i}", NOW, LEASE))
+        assert sum(r.claimed for r in results) == 1  # type: ignore[attr-defined]
+        holder = book.entries("t1", [f"e{n}"])[f"e{n}"].owner
+        assert {r.holder for r in results if r.held} == {holder}  # type: ignore[attr-defined]
 
 
 def test_racing_claim_many_gives_each_effect_one_owner_in_memory():
-    book = MemoryStore().ledger
     ids = [f"e{n}" for n in range(30)]
-    results = _race(20, lambda i: book.claim_many("t1", ids[i % 10 :] + ids[: i % 10], f"w{i}", NOW, LEASE))
-    for effect_id in ids:
-        owners = [f"w{i}" for i, r in enumerate(results) if r[effect_id].claimed]  # type: ignore[index]
-        assert owners == [book.entries("t1", [effect_id])[effect_id].owner]
+    for _ in range(ROUNDS // 2):
+        book = MemoryStore().ledger
+        results = _race(
+            20, lambda i, book=book: book.claim_many("t1", ids[i % 10 :] + ids[: i % 10], f"w{i}", NOW, LEASE)
+        )
+        for effect_id in ids:
+            owners = [f"w{i}" for i, r in enumerate(results) if r[effect_id].claimed]  # type: ignore[index]
+            assert owners == [book.entries("t1", [effect_id])[effect_id].owner]
 
 
 def test_racing_sweeps_claim_and_count_a_card_once_in_memory():
     store = MemoryStore()
-    store.create_lead(lead(1), NOW)
+    for n in range(ROUNDS):
+        store.create_lead(lead(n), NOW)
 
-    def sweep(i: int) -> bool:
-        return store.claim(lead(1), f"s{i}", NOW, HOLD) and store.close_verdict(
-            lead(1), "late", f"s{i}", NOW, "2025-11-11", "7"
-        )
+        def sweep(i: int, n: int = n) -> bool:
+            return store.claim(lead(n), f"s{i}", NOW, HOLD) and store.close_verdict(
+                lead(n), "late", f"s{i}", NOW, "2025-11-11", "7"
+            )
 
-    assert sum(bool(r) for r in _race(30, sweep)) == 1
-    assert [(r.on_time, r.late) for r in store.timeliness_stats("t1", DAY, DAY)] == [(0, 1)]
+        assert sum(bool(r) for r in _race(30, sweep)) == 1
+    assert [(r.on_time, r.late) for r in store.timeliness_stats("t1", DAY, DAY)] == [(0, ROUNDS)]
