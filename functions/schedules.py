@@ -1,11 +1,11 @@
-"""EventBridge schedules: one Lambda per process schedule (built from the registry) and the
-framework's reconciliation. Each runs its job once per tenant where its process is enabled."""
+"""EventBridge schedules: one small Lambda per process schedule (built from the registry) and the
+framework's reconciliation. Each only dispatches: one job per tenant with due work goes to the
+jobs queue (leadwatch.scheduling), where the jobs Lambda runs it."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalice import Chalice, Rate
@@ -17,23 +17,18 @@ if TYPE_CHECKING:
 RECONCILE_MINUTES = int(os.environ.get("LEADWATCH_RECONCILE_MINUTES", "10"))
 
 
-def _as_dict(report: Any) -> dict:
-    return asdict(report) if is_dataclass(report) else dict(report)
-
-
-def scheduled_job(process: Process, schedule: Schedule) -> Callable[[Any], dict]:
+def dispatcher(process: Process, schedule: Schedule) -> Callable[[Any], dict]:
     """The Lambda handler of one process schedule."""
 
     def handler(event) -> dict:
         from leadwatch import observability
         from leadwatch.context import get_context
-        from leadwatch.scheduling import run_schedule
+        from leadwatch.scheduling import as_dict, dispatch
 
         with observability.invocation(event.event_id, lambda_context=event.context) as log:
-            reports = run_schedule(get_context(), process, schedule)
-            for tenant, report in reports.items():
-                log.info(f"{schedule.name}: %s", _as_dict(report), extra={"tenant": tenant})
-            return {tenant: _as_dict(report) for tenant, report in reports.items()}
+            done = dispatch(get_context(), process, schedule)
+            log.info(f"{process.name} {schedule.name}: %d of %d tenants due", done.due, done.tenants)
+            return as_dict(done)
 
     handler.__name__ = handler.__qualname__ = process.function_name(schedule)
     return handler
@@ -42,7 +37,7 @@ def scheduled_job(process: Process, schedule: Schedule) -> Callable[[Any], dict]
 def reconcile(event) -> dict:
     from leadwatch import observability
     from leadwatch.context import get_context
-    from leadwatch.reconcile import reconcile as run
+    from leadwatch.scheduling import as_dict, dispatch_reconcile
 
     with observability.invocation(event.event_id, lambda_context=event.context) as log:
         ctx = get_context()
@@ -50,16 +45,9 @@ def reconcile(event) -> dict:
             depth = observability.queue_depth_of(ctx.queue)
             if depth is not None:
                 observability.queue_depth(depth)
-        reports = run(ctx)
-        for tenant, report in reports.items():
-            log.info(
-                "reconcile: %d changed cards listed, %d fed; processes: %s",
-                report.listed,
-                report.fed,
-                report.processes,
-                extra={"tenant": tenant},
-            )
-        return {tenant: _as_dict(report) for tenant, report in reports.items()}
+        done = dispatch_reconcile(ctx)
+        log.info("reconcile: %d tenants", done.due)
+        return as_dict(done)
 
 
 def register(app: Chalice, processes: ProcessRegistry) -> dict[str, Any]:
@@ -71,6 +59,6 @@ def register(app: Chalice, processes: ProcessRegistry) -> dict[str, Any]:
     for process, schedule in processes.schedules():
         name = process.function_name(schedule)
         handlers[name] = app.schedule(Rate(schedule.every_minutes, unit=Rate.MINUTES), name=name)(
-            scheduled_job(process, schedule)
+            dispatcher(process, schedule)
         )
     return handlers

@@ -118,6 +118,10 @@ class Context:
     notifier_factory: NotifierFactory = default_notifier
     sleep: Callable[[float], None] = time.sleep
     dead_letters: SqsQueue | None = None
+    # Where schedules put their per-tenant jobs (leadwatch.scheduling).
+    jobs: Queue | None = None
+    # Told of every job run with its report (tests and the demo read the reports through it).
+    job_observer: Callable[[Any, dict[str, Any]], None] | None = None
     processes: ProcessRegistry = field(default_factory=lambda: _default_processes())
     # Where processes keep their own state (`state()`); DynamoDB unless a test or replay says otherwise.
     state_store: StateStore | None = None
@@ -136,6 +140,12 @@ class Context:
 
             self.state_store = DynamoState()
         return ProcessState(self.state_store, process, on_stale=observability.stale_write)
+
+    def wake(self, tenant: str, process: str, schedule: str, at: datetime) -> None:
+        """Have a process schedule's job run for this tenant at `at` or earlier."""
+        from leadwatch.scheduling import wake
+
+        wake(self, tenant, process, schedule, at)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return self.registry.get(tenant_id)
@@ -201,6 +211,11 @@ def build_from_environment() -> Context:
             os.environ.get("LEADWATCH_DLQ_URL", ""),
             endpoint=sqs_endpoint,
             name=os.environ.get("LEADWATCH_DLQ_NAME", "leadwatch-events-dlq"),
+        ),
+        jobs=SqsQueue(
+            os.environ.get("LEADWATCH_JOBS_QUEUE_URL", ""),
+            endpoint=sqs_endpoint,
+            name=os.environ.get("LEADWATCH_JOBS_QUEUE_NAME", "leadwatch-jobs"),
         ),
     )
 

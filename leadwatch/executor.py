@@ -21,7 +21,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crm_adapters.base import CrmError, OutcomeUnknown
 from leadwatch import observability
@@ -61,6 +61,7 @@ class _Run:
     config: TenantConfig
     ledger: EffectLedger
     owner: str
+    budget: Any = None  # a leadwatch.scheduling.Budget: stop sending when it is spent
 
     @property
     def tenant(self) -> str:
@@ -81,14 +82,16 @@ class _Run:
         self.ledger.release(self.tenant, effect_id, self.owner)
 
 
-def perform(ctx: Context, config: TenantConfig, effects: list[Effect]) -> Outcome:
+def perform(ctx: Context, config: TenantConfig, effects: list[Effect], budget: Any = None) -> Outcome:
+    """Perform effects exactly once. With a `budget` (a scheduled job's time), messages not sent
+    when it is spent are left failed ("deferred") for the job's continuation."""
     unique: dict[str, Effect] = {}
     for effect in effects:
         unique.setdefault(effect.effect_id, effect)
     outcome = Outcome()
     if not unique:
         return outcome
-    run = _Run(ctx, config, ctx.store.ledger, uuid.uuid4().hex)
+    run = _Run(ctx, config, ctx.store.ledger, uuid.uuid4().hex, budget)
 
     writes = [e for e in unique.values() if isinstance(e, SetCardFields)]
     if writes:
@@ -168,6 +171,9 @@ def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
     known = run.ledger.entries(run.tenant, [m.effect_id for m in messages])
     for index, message in enumerate(messages):
         later = messages[index + 1 :]
+        if run.budget is not None and run.budget.spent():
+            _defer(messages[index:], "deferred: out of time, the job's continuation sends it", outcome)
+            return
         # Claimed one at a time, just before sending: a lease covers one send, and the parts of a
         # report go out in order (one held part stops this run before the next).
         claim = run.claim_one(message.effect_id, known.get(message.effect_id))

@@ -48,10 +48,12 @@ REGENERATE = "python -m leadwatch.iam"  # (from the project directory; `leadwatc
 PREFIX = "leadwatch-"  # of every table and queue name (infra/resources.yaml)
 EVERY = "*"  # a framework grant every function of the deployment gets
 # The framework's functions: the name a permission uses -> the Lambda (Chalice handler) name.
-API, WORKER, RECONCILE = "api", "worker", "reconcile"
-FRAMEWORK_FUNCTIONS = {API: "api_handler", WORKER: "worker", RECONCILE: "reconcile"}
+API, WORKER, RECONCILE, JOBS = "api", "worker", "reconcile", "jobs"
+FRAMEWORK_FUNCTIONS = {API: "api_handler", WORKER: "worker", RECONCILE: "reconcile", JOBS: "jobs"}
+# Every scheduled Lambda (each process schedule's, and reconcile's) only dispatches jobs.
+DISPATCHERS = "dispatchers"
 # Their timeouts (seconds); None: the app's `lambda_timeout`. A process schedule's is its own.
-FRAMEWORK_TIMEOUTS: dict[str, int | None] = {"api_handler": None, "worker": 60, "reconcile": 300}
+FRAMEWORK_TIMEOUTS: dict[str, int | None] = {"api_handler": None, "worker": 60, "reconcile": 60, "jobs": 60}
 
 # The effect ledger (leadwatch.store.ledger) in the state table: claim_many and the refused claim's
 # look read it (BatchGetItem, strongly consistent), claim is a conditional PutItem, confirm and
@@ -71,16 +73,34 @@ FRAMEWORK: tuple[Permission, ...] = (
         "its event source",
     ),
     Permission(WORKER, "queue:events-dlq", ("SendMessage", "GetQueueUrl"), "park poison messages"),
-    # leadwatch.reconcile: get/set_checkpoint, get_leads, ingress.accept (inbox and queue, as webhooks);
-    # functions.schedules reads the queue depth once a run for the QueueDepth metric.
-    Permission(RECONCILE, "table:state", ("GetItem", "PutItem"), "checkpoint"),
-    Permission(RECONCILE, "table:leads", ("BatchGetItem",), "the cards it knows"),
-    Permission(RECONCILE, "table:inbox", ("PutItem", "DeleteItem"), "feed what webhooks missed"),
+    # ctx.wake (leadwatch.scheduling): a process's worker code wakes a tenant's schedule (read, then
+    # a conditional create or update of its wake-up record).
+    Permission(WORKER, "table:state", ("GetItem", "PutItem", "UpdateItem"), "wake-ups"),
+    # The dispatchers (functions.schedules): every tenant's wake-up of a schedule in one query, one
+    # job per tenant with due work on the jobs queue; reconcile's reads the queue depth metric.
+    Permission(DISPATCHERS, "table:state", ("Query",), "wake-ups"),
+    Permission(DISPATCHERS, "queue:jobs", ("SendMessage", "GetQueueUrl"), "queue the tenants' jobs"),
+    Permission(RECONCILE, "queue:events", ("GetQueueAttributes", "GetQueueUrl"), "queue depth metric"),
+    # The jobs Lambda (functions.jobs): its event source, continuations, the wake-up it sets after a
+    # job; and reconciliation's jobs (leadwatch.reconcile: checkpoint, get_leads, ingress.accept).
     Permission(
-        RECONCILE,
-        "queue:events",
-        ("SendMessage", "GetQueueUrl", "GetQueueAttributes"),
-        "feed what webhooks missed; queue depth metric",
+        JOBS,
+        "queue:jobs",
+        (
+            "ReceiveMessage",
+            "DeleteMessage",
+            "GetQueueAttributes",
+            "ChangeMessageVisibility",
+            "SendMessage",
+            "GetQueueUrl",
+        ),
+        "its event source; continuations",
+    ),
+    Permission(JOBS, "table:state", ("GetItem", "PutItem", "UpdateItem"), "wake-ups; checkpoint"),
+    Permission(JOBS, "table:leads", ("BatchGetItem",), "reconciliation: the cards it knows"),
+    Permission(JOBS, "table:inbox", ("PutItem", "DeleteItem"), "reconciliation: feed what webhooks missed"),
+    Permission(
+        JOBS, "queue:events", ("SendMessage", "GetQueueUrl"), "reconciliation: feed what webhooks missed"
     ),
     Permission(EVERY, "ssm", ("GetParameter",), "tenant secrets"),
     Permission(EVERY, "logs", ("CreateLogGroup", "CreateLogStream", "PutLogEvents"), "logs"),
@@ -215,21 +235,28 @@ def _check_permission(permission: Permission, owner: str) -> list[str]:
 
 
 def function_of(process: Process, permission: Permission) -> str:
-    """The Lambda a process permission is granted to."""
+    """The Lambda a process permission is granted to. A schedule's work and a reconcile hook run
+    as per-tenant jobs in the jobs Lambda (leadwatch.scheduling); its own Lambda only dispatches."""
+    if permission.function == RECONCILE:
+        return FRAMEWORK_FUNCTIONS[JOBS]
     if permission.function in FRAMEWORK_FUNCTIONS:
         return FRAMEWORK_FUNCTIONS[permission.function]
     for schedule in process.schedules:
         if schedule.name == permission.function:
-            return process.function_name(schedule)
+            return FRAMEWORK_FUNCTIONS[JOBS]
     # Process.__post_init__ refuses this already; a hand-built object may still get here.
     raise ValueError(f"process {process.name!r}: no function {permission.function!r}")
 
 
 def effect_functions(process: Process) -> list[str]:
     """The functions that perform the process's effects: the worker (if it consumes events) and
-    each of its schedules. A `reconcile` hook feeds events; it performs none."""
+    the jobs Lambda (if it has schedules). A `reconcile` hook feeds events; it performs none."""
     found = [FRAMEWORK_FUNCTIONS[WORKER]] if process.on_events else []
-    return found + [process.function_name(s) for s in process.schedules]
+    return found + ([FRAMEWORK_FUNCTIONS[JOBS]] if process.schedules else [])
+
+
+def dispatchers(registry: ProcessRegistry) -> list[str]:
+    return [FRAMEWORK_FUNCTIONS[RECONCILE]] + [p.function_name(s) for p, s in registry.schedules()]
 
 
 def check(registry: ProcessRegistry) -> list[str]:
@@ -273,7 +300,12 @@ def grants(registry: ProcessRegistry) -> list[Grant]:
     names = list(functions(registry))
     found: list[Grant] = []
     for permission in FRAMEWORK:
-        targets = names if permission.function == EVERY else [FRAMEWORK_FUNCTIONS[permission.function]]
+        if permission.function == EVERY:
+            targets = names
+        elif permission.function == DISPATCHERS:
+            targets = dispatchers(registry)
+        else:
+            targets = [FRAMEWORK_FUNCTIONS[permission.function]]
         found += [
             Grant(f, permission.resource, permission.actions, permission.why, "framework") for f in targets
         ]

@@ -41,13 +41,19 @@ def resolve(reference: str) -> Any:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A job run on a timer, once per tenant: `run(ctx, config, now)` returns a report
-    (a dataclass or dict, logged and returned by the Lambda) or None when there was nothing to do."""
+    """A job run on a timer, once per tenant with due work (see leadwatch.scheduling).
+
+    `run(ctx, config, now, budget)` returns a report (a dataclass or dict, logged and returned)
+    or None when there was nothing to do; a report with `more = True` is continued at once, and
+    with `fan_out="wake"` its `wake_at` is when the tenant's next job is due. The job must stop
+    when `budget.spent()` and leave a checkpoint to continue from.
+    """
 
     name: str
     every_minutes: int
     run: str
     description: str
+    fan_out: Literal["all", "wake"] = "all"
     timeout_seconds: int = 55
 
 

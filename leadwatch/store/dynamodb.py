@@ -251,9 +251,14 @@ class Store:
                 raise
         from leadwatch import observability
 
-        observability.stale_write("timeliness")
         if processed:
-            item.update(actions=processed, condition=LeadItem.entity.exists())
+            try:
+                item.update(actions=processed, condition=LeadItem.entity.exists())
+            except UpdateError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                return False  # no such card: nothing to record, and nothing stale either
+        observability.stale_write("timeliness")
         return False
 
     def note_dialing(self, state: LeadState) -> None:
@@ -442,6 +447,19 @@ class Store:
                 yield day, self._to_state(item)
             day += timedelta(days=1)
 
+    def next_due(self, tenant: str, now: datetime, horizon_days: int = 31) -> datetime | None:
+        """When the tenant's next open card falls due after `now` (None: none within the horizon).
+
+        One query per day bucket from today on, one item each; cards fall due within days of
+        arriving, so this usually stops at today's or tomorrow's bucket."""
+        day = now.astimezone(UTC).date()
+        for _ in range(horizon_days):
+            bucket = f"{tenant}#{day.isoformat()}"
+            for item in LeadItem.due_index.query(bucket, LeadItem.due_at > now.timestamp(), limit=1):
+                return _dt(item.due_at)
+            day += timedelta(days=1)
+        return None
+
     def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
         """Take a due card for this sweep, so an overlapping sweep leaves it alone."""
         item = LeadItem(state.tenant, state.entity.key)
@@ -519,16 +537,22 @@ class Store:
         return True
 
     def close_deleted(self, state: LeadState, now: datetime) -> None:
-        """The card is gone from the CRM: nothing to judge, stop watching it."""
-        LeadItem(state.tenant, state.entity.key).update(
-            actions=[
-                LeadItem.verdict.set("deleted"),
-                LeadItem.verdict_at.set(now.timestamp()),
-                LeadItem.due_bucket.remove(),
-                LeadItem.claim_token.remove(),
-                LeadItem.claim_until.remove(),
-            ]
-        )
+        """The card is gone from the CRM: nothing to judge, stop watching it (a card leadwatch never
+        stored stays unstored)."""
+        try:
+            LeadItem(state.tenant, state.entity.key).update(
+                actions=[
+                    LeadItem.verdict.set("deleted"),
+                    LeadItem.verdict_at.set(now.timestamp()),
+                    LeadItem.due_bucket.remove(),
+                    LeadItem.claim_token.remove(),
+                    LeadItem.claim_until.remove(),
+                ],
+                condition=LeadItem.entity.exists(),
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     # ----- effect ledger
     ledger = EffectLedger(LEDGER_TTL)  # claims, confirmations, releases: leadwatch.store.ledger

@@ -237,6 +237,8 @@ class LocalStack:
         self.client: Any = None
         self.ctx: Any = None
         self.queue_url = ""
+        self.jobs_url = ""
+        self.job_reports: list[tuple[str, dict]] = []
         self.dlq_url = ""
         self.sqs: Any = None
         self.dynamodb: Any = None
@@ -306,6 +308,7 @@ class LocalStack:
         create_tables(self.dynamodb)
         urls = create_queues(self.sqs)
         self.queue_url = urls["EventsQueue"]
+        self.jobs_url = urls["JobsQueue"]
         self.dlq_url = urls["EventsDeadLetterQueue"]
         bind(host=self.aws_endpoint, region=REGION)
 
@@ -396,6 +399,8 @@ class LocalStack:
             notifier_factory=notifier_factory,
             sleep=self.sleeps,
             dead_letters=SqsQueue(self.dlq_url, client=self.sqs),
+            jobs=SqsQueue(self.jobs_url, client=self.sqs),
+            job_observer=lambda job, report: self.job_reports.append((job.tenant, report)),
         )
         set_context(self.ctx)
         from chalice.test import Client
@@ -464,6 +469,13 @@ class LocalStack:
         return response.status_code, json.loads(response.body or b"{}")
 
     def pump(self, max_batches: int = 10_000) -> int:
+        return self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
+
+    def pump_jobs(self, max_batches: int = 10_000) -> int:
+        """Run the jobs Lambda on the jobs queue until it is empty (continuations included)."""
+        return self._drain(self.jobs_url, "jobs", 1, "leadwatch-jobs", max_batches)
+
+    def _drain(self, queue_url: str, function: str, batch: int, queue: str, max_batches: int) -> int:
         """Run the real worker on the real queue until it is empty; returns messages handled.
 
         A message the worker reports as failed is made visible again at once, as if its
@@ -473,7 +485,7 @@ class LocalStack:
         handled = 0
         for _ in range(max_batches):
             received = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=0
+                QueueUrl=queue_url, MaxNumberOfMessages=batch, AttributeNames=["All"], WaitTimeSeconds=0
             ).get("Messages", [])
             if not received:
                 return handled
@@ -487,14 +499,14 @@ class LocalStack:
                         "messageAttributes": {},
                         "md5OfBody": m["MD5OfBody"],
                         "eventSource": "aws:sqs",
-                        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:leadwatch-events",
+                        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:{queue}",
                         "awsRegion": REGION,
                     }
                     for m in received
                 ]
             }
             try:
-                result = self.client.lambda_.invoke("worker", event).payload or {}
+                result = self.client.lambda_.invoke(function, event).payload or {}
             except BaseException as crash:
                 if isinstance(crash, KeyboardInterrupt):
                     raise
@@ -506,12 +518,12 @@ class LocalStack:
             for message in received:
                 if message["MessageId"] in failed:
                     self.sqs.change_message_visibility(
-                        QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                     )
             if done:
                 # Lambda's SQS poller deletes a batch's successes with one DeleteMessageBatch.
                 self.sqs.delete_message_batch(
-                    QueueUrl=self.queue_url,
+                    QueueUrl=queue_url,
                     Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
                 )
                 handled += len(done)
@@ -524,14 +536,21 @@ class LocalStack:
         return self.client.lambda_.invoke(name, event).payload
 
     def run_schedule(self, process: str, schedule: str) -> dict:
-        """Invoke one process schedule's Lambda, as EventBridge would."""
-        return self._scheduled(f"{process}_{schedule}")
+        """Invoke one process schedule's Lambda, as EventBridge would, then the jobs Lambda on every
+        job it queued; returns tenant -> the job's report (as the jobs Lambda logs it)."""
+        return self._dispatch_and_run(f"{process}_{schedule}")
+
+    def _dispatch_and_run(self, function: str) -> dict:
+        self.job_reports.clear()
+        self._scheduled(function)
+        self.pump_jobs()
+        return {tenant: report for tenant, report in self.job_reports}
 
     def sweep(self) -> dict:
-        return self._scheduled("timeliness_sweep")
+        return self.run_schedule("timeliness", "sweep")
 
     def reconcile(self) -> dict:
-        return self._scheduled("reconcile")
+        return self._dispatch_and_run("reconcile")
 
     def reconcile_fed(self) -> int:
         """Run reconciliation; how many events (cards and calls) it fed into the queue."""
@@ -541,7 +560,7 @@ class LocalStack:
         )
 
     def dialing_report(self) -> dict:
-        return self._scheduled("dialing_report")
+        return self.run_schedule("dialing", "report")
 
     def settle(self) -> None:
         """Drain the queue, run the sweep, drain again: the state a minute later."""

@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from pynamodb.exceptions import UpdateError
 
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef, EntityType
@@ -296,12 +295,7 @@ def test_a_sighting_of_an_unknown_card_stores_nothing(store):
     assert store.get_lead("t1", ref(1)) is None
 
 
-def test_a_processed_sighting_of_an_unknown_card_stores_nothing(store, known_bug):
-    known_bug(
-        "dynamodb",
-        reason="Store.update_lead retries the processing write on a missing card, whose condition fails",
-        raises=UpdateError,
-    )
+def test_a_processed_sighting_of_an_unknown_card_stores_nothing(store):
     assert not store.update_lead(lead(1, processed_at=NOW))
     assert store.get_lead("t1", ref(1)) is None
 
@@ -660,10 +654,7 @@ def test_a_deleted_card_is_closed_uncounted_whoever_holds_it(store):
     assert store.timeliness_stats("t1", DAY, DAY) == []
 
 
-def test_closing_an_unknown_deleted_card_stores_nothing(store, known_bug):
-    known_bug(
-        "dynamodb", reason="Store.close_deleted is an unconditional update: it creates a card with no fields"
-    )
+def test_closing_an_unknown_deleted_card_stores_nothing(store):
     store.close_deleted(lead(1), NOW)
     assert store.get_lead("t1", ref(1)) is None
 

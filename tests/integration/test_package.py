@@ -92,12 +92,17 @@ def test_template_has_tables_queue_schedules_and_partial_batch_failures(package)
     types = {name: res["Type"] for name, res in resources.items()}
     for table in ("InboxTable", "LeadsTable", "JournalTable", "StateTable"):
         assert types[table] == "AWS::DynamoDB::Table"
-    assert types["EventsQueue"] == "AWS::SQS::Queue"
+    assert types["EventsQueue"] == types["JobsQueue"] == "AWS::SQS::Queue"
     assert resources["LeadsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] == "due-index"
     worker_events = resources["Worker"]["Properties"]["Events"]
     assert worker_events["WorkerSqsEventSource"]["Properties"]["FunctionResponseTypes"] == [
         "ReportBatchItemFailures"
     ]
+    jobs_events = resources["Jobs"]["Properties"]["Events"]
+    assert jobs_events["JobsSqsEventSource"]["Properties"]["FunctionResponseTypes"] == [
+        "ReportBatchItemFailures"
+    ]
+    assert jobs_events["JobsSqsEventSource"]["Properties"]["BatchSize"] == 1
     sweep_events = resources["TimelinessSweep"]["Properties"]["Events"]
     assert any(e["Properties"]["Schedule"] == "rate(1 minute)" for e in sweep_events.values())
     reconcile_events = resources["Reconcile"]["Properties"]["Events"]
@@ -231,13 +236,20 @@ def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
         assert not tables["APIHandler"].get(table, set()) & TABLE_WRITES, table
     assert tables["APIHandler"]["leadwatch-inbox"] == {"PutItem", "DeleteItem"}
     assert queues["APIHandler"] == {"leadwatch-events": {"SendMessage", "GetQueueUrl"}}
-    # Only webhooks and reconciliation store events; only the worker consumes them or parks poison.
-    assert {f for f, t in tables.items() if "leadwatch-inbox" in t} == {"APIHandler", "Reconcile"}
+    # Only webhooks and reconciliation's jobs store events; only the worker consumes them or parks
+    # poison; only the jobs Lambda consumes jobs, and the scheduled Lambdas only dispatch them.
+    assert {f for f, t in tables.items() if "leadwatch-inbox" in t} == {"APIHandler", "Jobs"}
     for function, granted in queues.items():
+        for queue, actions in granted.items():
+            consumer = {"leadwatch-events": "Worker", "leadwatch-jobs": "Jobs"}.get(queue)
+            if function != consumer:
+                assert not actions & (SQS_CONSUME - {"GetQueueAttributes"}), (function, queue)
         if function != "Worker":
-            assert not any(actions & (SQS_CONSUME - {"GetQueueAttributes"}) for actions in granted.values())
             assert "leadwatch-events-dlq" not in granted, function
     assert queues["Worker"]["leadwatch-events"] == SQS_CONSUME
+    assert queues["Jobs"]["leadwatch-jobs"] == SQS_CONSUME | {"SendMessage", "GetQueueUrl"}
+    for dispatcher in ("TimelinessSweep", "DialingReport", "Reconcile"):
+        assert not {t for t, actions in tables[dispatcher].items() if actions - {"Query"}}, dispatcher
     # The journal is append-only; nothing scans a table (a scan reads every tenant).
     for function, granted in tables.items():
         assert granted.get("leadwatch-journal", {"PutItem"}) == {"PutItem"}, function

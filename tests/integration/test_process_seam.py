@@ -67,7 +67,7 @@ def text_of(config, on: date, counts: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def daily(ctx, config, now: datetime) -> dict | None:
+def daily(ctx, config, now: datetime, budget=None) -> dict | None:
     local = now.astimezone(ctx.calendar(config).tz)
     if local.time() < config.lead_counts.report_time:
         return None

@@ -142,20 +142,26 @@ def test_arns_and_statement_ids():
 
 
 def test_the_effect_ledger_is_the_frameworks_and_follows_the_declared_effects():
-    without = _process(effects=())
-    assert "table:state" not in iam.actions_by_resource("probe_tick", ProcessRegistry([without]))
-    only_violations = ProcessRegistry(
-        [_process(effects=("RecordViolation",), state=(StateDecl("journal", "x"),))]
-    )
-    assert iam.actions_by_resource("probe_tick", only_violations) == {
-        "table:journal": {"PutItem"},
+    # A schedule's own Lambda only dispatches; its jobs (and their effects) run in the jobs Lambda.
+    without = ProcessRegistry([_process(effects=())])
+    assert iam.actions_by_resource("probe_tick", without) == {
+        "table:state": {"Query"},
+        "queue:jobs": {"SendMessage", "GetQueueUrl"},
         "ssm": {"GetParameter"},
         "logs": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"},
     }
+    assert iam.actions_by_resource("jobs", without)["table:state"] == {"GetItem", "PutItem", "UpdateItem"}
+    assert "table:journal" not in iam.actions_by_resource("jobs", without)
+    only_violations = ProcessRegistry(
+        [_process(effects=("RecordViolation",), state=(StateDecl("journal", "x"),))]
+    )
+    assert iam.actions_by_resource("jobs", only_violations)["table:journal"] == {"PutItem"}
+    assert "DeleteItem" not in iam.actions_by_resource("jobs", only_violations)["table:state"]
     messages = ProcessRegistry([_process(effects=("Notify",))])
-    for name in ("worker", "probe_tick"):
+    for name in ("worker", "jobs"):
         granted = iam.actions_by_resource(name, messages)
-        assert granted["table:state"] == set(iam.LEDGER) and granted["table:journal"] == {"PutItem"}
+        assert set(iam.LEDGER) <= granted["table:state"] and granted["table:journal"] == {"PutItem"}
+    assert iam.actions_by_resource("probe_tick", messages) == iam.actions_by_resource("probe_tick", without)
 
 
 def test_a_permission_for_an_unknown_function_is_refused():

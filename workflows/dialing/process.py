@@ -32,6 +32,7 @@ PROCESS = Process(
             # Every minute, but a tenant's report goes out once a working day at its own local
             # report time: tenants live in different zones and calendars.
             description="the day's dialing report at each tenant's report time",
+            fan_out="wake",
         ),
     ),
     queries=(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from leadwatch import executor
 from leadwatch.config import TenantConfig
@@ -103,15 +104,39 @@ class ReportRun:
     sent_parts: int = 0
     error: str | None = None
     in_plan: int = 0
+    late_days: list[str] = field(default_factory=list)  # earlier days' reports sent late now
+    wake_at: datetime | None = None  # the next report moment (leadwatch.scheduling)
 
 
-def send_due_report(ctx: Context, config: TenantConfig, now: datetime) -> ReportRun | None:
-    """The tenant's report, once its report time has come today (a working day) and it is not out yet."""
+def send_due_report(
+    ctx: Context, config: TenantConfig, now: datetime, budget: Any = None
+) -> ReportRun | None:
+    """The reports owed now: today's from its report time on a working day, and any earlier day's
+    not sent on its day (sent late, with its date). One job per tenant, woken at report time."""
     calendar = ctx.calendar(config)
-    day = dialing.report_due(now, calendar, DialingRules.from_config(config.dialing), calendar.tz)
-    if day is None or (config.tenant, day.isoformat()) in _sent(ctx):
-        return None
-    return _send_report(ctx, config, day)
+    rules = DialingRules.from_config(config.dialing)
+    wake_at = dialing.next_report_at(now, calendar, rules, calendar.tz)
+    last = ctx.store.get_checkpoint(config.tenant, REPORT_CHECKPOINT)
+    owed = [
+        day
+        for day in dialing.reports_owed(
+            now, date.fromisoformat(last) if last else None, calendar, rules, calendar.tz
+        )
+        if (config.tenant, day.isoformat()) not in _sent(ctx)
+    ]
+    if not owed:
+        return ReportRun(wake_at=wake_at)
+    run = ReportRun(wake_at=wake_at)
+    for day in owed:
+        part = _send_report(ctx, config, day)
+        run.day, run.in_plan, run.error = part.day, part.in_plan, part.error
+        run.sent_parts += part.sent_parts
+        if part.error:
+            run.wake_at = now + timedelta(minutes=1)  # the next minute sends the rest
+            break
+        if day != now.astimezone(calendar.tz).date():
+            run.late_days.append(day.isoformat())
+    return run
 
 
 def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:

@@ -303,6 +303,50 @@ def report_due(now: datetime, calendar: PlanCalendar, rules: DialingRules, tz: A
     return local.date()
 
 
+# A report not sent on its day (an outage, a missed run) is still sent, late and with its date,
+# for this many days back; older ones are history nobody acts on.
+CATCH_UP_DAYS = 7
+
+
+def reports_owed(
+    now: datetime, last_sent: date | None, calendar: PlanCalendar, rules: DialingRules, tz: Any
+) -> list[date]:
+    """The days whose report should go out now, oldest first: working days after the last one
+    sent (at most CATCH_UP_DAYS back), today only from its report time on. A tenant with no
+    report sent yet starts with today's."""
+    local = now.astimezone(tz)
+    today = local.date()
+    first = today if last_sent is None else max(last_sent + _ONE_DAY, today - timedelta(days=CATCH_UP_DAYS))
+    owed = []
+    day = first
+    while day <= today:
+        if calendar.is_working_day(day) and (day < today or local.time() >= rules.report_time):
+            owed.append(day)
+        day += _ONE_DAY
+    return owed
+
+
+def next_report_at(now: datetime, calendar: PlanCalendar, rules: DialingRules, tz: Any) -> datetime:
+    """The next report moment after `now`: a working day's report time, in the tenant's zone."""
+    local = now.astimezone(tz)
+    day = local.date()
+    if not (calendar.is_working_day(day) and local.time() < rules.report_time):
+        day = (
+            calendar.add_working_days(day, 1)
+            if calendar.is_working_day(day)
+            else _next_working(day, calendar)
+        )
+    return datetime.combine(day, rules.report_time, tz)
+
+
+def _next_working(day: date, calendar: PlanCalendar) -> date:
+    for _ in range(_SEARCH_LIMIT_DAYS):
+        day += _ONE_DAY
+        if calendar.is_working_day(day):
+            return day
+    raise ValueError("no working day within a year: the calendar is broken")
+
+
 def report_effect_id(tenant: str, day: date, part: int) -> str:
     return f"report:dialing:{tenant}:{day.isoformat()}:{part}"
 

@@ -22,6 +22,7 @@ PROCESS = Process(
             every_minutes=1,
             run="workflows.timeliness.sweep:sweep_tenant",
             description="verdicts for the cards whose control time has come",
+            fan_out="wake",
         ),
     ),
     queries=(

@@ -63,6 +63,8 @@ def on_events(
         state = current[entity]
         assert state is not None
         if entity in created and ctx.store.create_lead(state, now):
+            # The sweep's job for this tenant must run by the card's control time.
+            ctx.wake(tenant, "timeliness", "sweep", max(state.due_at, now))
             continue
         ctx.store.update_lead(state)
     outcome = executor.perform(ctx, config, all_effects)

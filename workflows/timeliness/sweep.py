@@ -1,4 +1,7 @@
-"""The deadline sweep: every minute, verdicts for the cards whose control time has come.
+"""The deadline sweep: verdicts for the cards whose control time has come.
+
+A job per tenant (leadwatch.scheduling), woken when the tenant's next card falls due (the
+worker wakes it for each new card; the job names the next one it knows of).
 
 Reads only the due cards (the sparse due index), claims each with a conditional
 write so an overlapping sweep leaves it alone, performs the verdict's effects,
@@ -12,6 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from crm_adapters.base import CrmError
 from leadwatch import executor, observability
@@ -26,6 +30,7 @@ FIRST_LOOKBACK = timedelta(days=7)  # where the very first sweep of a tenant sta
 CHECKPOINT = "sweep"  # the oldest day bucket that may still hold an open card
 CLAIM_HOLD = timedelta(minutes=5)
 MAX_PER_SWEEP = 1000
+RETRY_AFTER = timedelta(minutes=1)
 
 
 @dataclass
@@ -36,6 +41,8 @@ class SweepReport:
     retried_later: int = 0
     skipped: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    more: bool = False  # a full page, or out of time: continue at once (leadwatch.scheduling)
+    wake_at: datetime | None = None  # when the tenant's next card falls due
 
 
 def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
@@ -45,7 +52,8 @@ def sweep(ctx: Context, now: datetime | None = None) -> dict[str, SweepReport]:
     return run_process_schedule(ctx, "timeliness", "sweep", now)
 
 
-def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepReport:
+def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any = None) -> SweepReport:
+    """One tenant's due cards (at most MAX_PER_SWEEP a job; the rest in its continuation)."""
     report = SweepReport()
     store = ctx.store
     today = now.astimezone(UTC).date()
@@ -89,7 +97,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
         verdict, lead_effects = timeliness.decide_verdict(state, rules, view, calendar.tz)
         plans.append((state, verdict, [e.effect_id for e in lead_effects]))
         effects.extend(lead_effects)
-    outcome = executor.perform(ctx, config, effects) if effects else executor.Outcome()
+    outcome = executor.perform(ctx, config, effects, budget) if effects else executor.Outcome()
     days = {state.entity: day for day, state in claimed if state is not None}
     for state, verdict, ids in plans:
         if not outcome.all_done(ids):
@@ -120,6 +128,14 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime) -> SweepRepo
     checkpoint = since if len(due) >= MAX_PER_SWEEP else min(still_open | {floor})
     if checkpoint.isoformat() != stored:
         store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
+    # Out of time with messages left unsent: continue at once, if this run got anywhere (a CRM or
+    # Telegram that fails is waited for, a minute at a time, not hammered).
+    out_of_time = budget is not None and budget.spent() and report.retried_later > 0 and report.closed > 0
+    report.more = len(due) >= MAX_PER_SWEEP or out_of_time
+    if report.retried_later:
+        report.wake_at = now + RETRY_AFTER  # what failed stays due: look again next minute
+    elif not report.more:
+        report.wake_at = store.next_due(config.tenant, now)
     return report
 
 
