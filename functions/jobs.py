@@ -22,7 +22,7 @@ def jobs(event) -> dict:
     failed = []
     with observability.invocation(correlation, lambda_context=event.context) as log:
         ctx = get_context()
-        budget = Budget.of_invocation(event.context)
+        budget = (ctx.job_budget or Budget.of_invocation)(event.context)
         for message_id, body in records:
             try:
                 job = Job.from_message(json.loads(body))

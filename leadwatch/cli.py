@@ -176,8 +176,9 @@ def processes_command(processes: Any) -> int:
         print(f"  events: {', '.join(item['events']) or '-'}")
         for schedule in item["schedules"]:
             print(
-                f"  schedule: {schedule['function']} every {schedule['every_minutes']} min "
-                f"({schedule['description']})"
+                f"  schedule: {schedule['function']} every {schedule['every_minutes']} min: "
+                f"{schedule['description']} (one job per tenant"
+                f"{' whose wake-up time has come' if schedule['fan_out'] == 'wake' else ''})"
             )
         if item["reconciles"]:
             print("  reconciliation: feeds what its webhooks missed, with the framework's reconciliation")

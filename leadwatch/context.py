@@ -120,6 +120,10 @@ class Context:
     dead_letters: SqsQueue | None = None
     # Where schedules put their per-tenant jobs (leadwatch.scheduling).
     jobs: Queue | None = None
+    # The time budget of a job given its invocation's Lambda context; None: the invocation's
+    # remaining time (leadwatch.scheduling.Budget.of_invocation). The local stack gives a
+    # deployed function's budget on its simulated clock.
+    job_budget: Callable[[Any], Any] | None = None
     # Told of every job run with its report (tests and the demo read the reports through it).
     job_observer: Callable[[Any, dict[str, Any]], None] | None = None
     processes: ProcessRegistry = field(default_factory=lambda: _default_processes())

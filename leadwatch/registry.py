@@ -116,6 +116,7 @@ class ProcessRegistry:
                         "function": p.function_name(s),
                         "every_minutes": s.every_minutes,
                         "timeout_seconds": s.timeout_seconds,
+                        "fan_out": s.fan_out,
                         "description": s.description,
                     }
                     for s in p.schedules
@@ -127,9 +128,7 @@ class ProcessRegistry:
                 "commands": [_command_line(q) for q in p.queries],
                 "permissions": [
                     {
-                        "function": perm.function
-                        if perm.function in ("api", "worker", "reconcile")
-                        else p.function_name(next(s for s in p.schedules if s.name == perm.function)),
+                        "function": _granted_to(p, perm.function),
                         "resource": perm.resource,
                         "actions": list(perm.actions),
                         "why": perm.why,
@@ -139,6 +138,17 @@ class ProcessRegistry:
             }
             for p in self
         ]
+
+
+def _granted_to(process: Process, function: str) -> str:
+    """Where a permission lands: a schedule's work and a reconcile hook run as per-tenant jobs
+    (leadwatch.scheduling), in the jobs Lambda."""
+    if function in ("api", "worker"):
+        return function
+    if function == "reconcile":
+        return "reconcile jobs"
+    schedule = next(s for s in process.schedules if s.name == function)
+    return f"{process.function_name(schedule)} jobs"
 
 
 def _command_line(query: Query) -> str:

@@ -14,11 +14,11 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
+from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
 from leadwatch.store.ledger import EffectLedger
 from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
-from workflows.timeliness.rules import LeadState
 
 INBOX_TTL = timedelta(days=14)
 LEDGER_TTL = timedelta(days=30)

@@ -19,11 +19,11 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from leadwatch.cards import LeadState
     from leadwatch.effects import Violation
     from leadwatch.events import Call, EntityRef
     from leadwatch.store.dynamodb import JournalRow, RejectRow, StatRow
     from leadwatch.store.ledger import ClaimResult, LedgerEntry
-    from workflows.timeliness.rules import LeadState
 
 
 class EffectLedgerProtocol(Protocol):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
 
@@ -31,7 +32,6 @@ from leadwatch.store.ledger import (
     Status,
     _result_of,
 )
-from workflows.timeliness.rules import LeadState
 
 _V = TypeVar("_V")
 

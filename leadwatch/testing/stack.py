@@ -385,6 +385,7 @@ class LocalStack:
             )
 
         from leadwatch.registry import default_registry
+        from leadwatch.scheduling import MARGIN_SECONDS, Budget
 
         processes = self.processes or default_registry()
         self.processes = processes
@@ -401,6 +402,9 @@ class LocalStack:
             dead_letters=SqsQueue(self.dlq_url, client=self.sqs),
             jobs=SqsQueue(self.jobs_url, client=self.sqs),
             job_observer=lambda job, report: self.job_reports.append((job.tenant, report)),
+            # A deployed jobs Lambda's budget (60 s less the margin), on the simulated clock the
+            # fakes' rate limits wait on (chalice's test context would give 3 s of real time).
+            job_budget=lambda _context: Budget(60 - MARGIN_SECONDS, monotonic=self.sleeps.monotonic),
         )
         set_context(self.ctx)
         from chalice.test import Client

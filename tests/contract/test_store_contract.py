@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef, EntityType
 from leadwatch.store.dynamodb import Store
 from leadwatch.store.interface import EffectLedgerProtocol, StoreProtocol
 from leadwatch.store.ledger import UNCONFIRMED_TYPE, ClaimState, EffectLedger, Status
 from leadwatch.store.memory import MemoryLedger, MemoryStore
-from workflows.timeliness.rules import LeadState
 
 NOW = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)
 DAY = date(2025, 11, 11)

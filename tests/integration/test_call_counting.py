@@ -10,12 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 import boto3
 import pytest
 
+from leadwatch.cards import LeadState
 from leadwatch.events import Call, EntityRef, EntityType
 from leadwatch.store.dynamodb import Store
 from leadwatch.store.models import bind
 from leadwatch.store.schema import create_tables
 from leadwatch.testing.stack import REGION, MotoProcess, free_port
-from workflows.timeliness.rules import LeadState
 
 NOW = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)
 DAY = date(2025, 11, 11)

@@ -123,7 +123,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
     until = max(calendar.control_time(lead.created_at, timedelta(minutes=15), time(11)) for lead in leads)
 
     with LocalStack(clock, aws="inprocess", crm_timeout=(1.0, 0.3)) as stack:
-        import leadwatch.dispatch
+        import leadwatch.executor
         import leadwatch.testing.amocrm as amo_faults
         import leadwatch.testing.bitrix24 as b24_faults
         import leadwatch.testing.telegram as telegram_faults
@@ -144,7 +144,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
         for body in poison:
             stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
         # One worker invocation dies after doing its work, before answering.
-        real_perform = leadwatch.dispatch.executor.perform
+        real_perform = leadwatch.executor.perform
         calls = {"n": 0}
 
         def perform_then_crash(*args, **kwargs):
@@ -154,7 +154,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
                 raise LambdaDied("the Lambda died mid-batch, after doing its work")
             return outcome
 
-        leadwatch.dispatch.executor.perform = perform_then_crash
+        leadwatch.executor.perform = perform_then_crash
         try:
             drivers = {B24_TENANT: BitrixDriver(stack.bitrix), AMO_TENANT: AmoDriver(stack.amo)}
             replay(
@@ -177,7 +177,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
             stack.pump()
             stack.sweep()
         finally:
-            leadwatch.dispatch.executor.perform = real_perform
+            leadwatch.executor.perform = real_perform
 
         assert wire.delivered >= DELIVERIES, wire.delivered
         assert wire.duplicates > 0.08 * DELIVERIES and wire.reordered > 0.08 * DELIVERIES

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import EntityRef, EntityType
 from leadwatch.store.dynamodb import Store, due_bucket
@@ -34,7 +35,6 @@ from leadwatch.testing.stack import (
     LocalStack,
     SimClock,
 )
-from workflows.timeliness.rules import LeadState
 
 pytestmark = pytest.mark.integration
 

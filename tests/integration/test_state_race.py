@@ -86,9 +86,9 @@ def test_one_of_twenty_updates_over_the_same_version_wins(store):
 def test_concurrent_and_reordered_sightings_of_one_card_end_in_the_newest(store):
     from datetime import UTC, datetime, timedelta
 
+    from leadwatch.cards import LeadState
     from leadwatch.events import EntityRef, EntityType
     from leadwatch.store.dynamodb import Store
-    from workflows.timeliness.rules import LeadState
 
     leads = Store()
     start = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from leadwatch.cards import LeadState
 from leadwatch.cli import main
 from leadwatch.events import EntityRef, EntityType
 from leadwatch.store.dynamodb import Store
-from workflows.timeliness.rules import LeadState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 
@@ -117,3 +117,14 @@ def test_aws_setup_adds_the_indexes_a_new_release_brings(capsys):
         indexes = client.describe_table(TableName="leadwatch-leads")["Table"]["GlobalSecondaryIndexes"]
         assert {i["IndexName"] for i in indexes} == {"due-index", "plan-index"}
         assert main(["aws-setup"]) == 0  # and again: nothing left to add
+
+
+def test_processes_lists_each_process_with_what_it_declares(capsys):
+    assert main(["processes"]) == 0
+    out = capsys.readouterr().out
+    assert "timeliness: Timeliness control" in out and "dialing: Dialing discipline" in out
+    assert "schedule: timeliness_sweep every 1 min" in out and "schedule: dialing_report every 1 min" in out
+    assert "route: GET /tenants/{tenant}/leads/{lead}/calls" in out
+    assert "command: leadwatch calls TENANT LEAD [--json]" in out
+    assert "runs where these run too: timeliness" in out
+    assert "permission: timeliness_sweep jobs: Query on index:leads/due-index" in out

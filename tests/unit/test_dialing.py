@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadwatch.calendar import BusinessCalendar, CalendarOverride
+from leadwatch.cards import LeadState
 from leadwatch.effects import Notify, RecordViolation
 from leadwatch.events import Call, EntityRef, EntityType
 from workflows.dialing import rules as dialing
-from workflows.timeliness.rules import LeadState
 
 MSK = ZoneInfo("Europe/Moscow")
 HOURS = [(time(9), time(13)), (time(14), time(18))]

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from leadwatch.cards import LeadState
 from leadwatch.events import EntityRef, EntityType
 from leadwatch.store.dynamodb import Store
 from leadwatch.store.models import MODELS, LeadItem
 from leadwatch.store.schema import table_definitions
-from workflows.timeliness.rules import LeadState
 
 NOW = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)
 

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from leadwatch import executor
+from leadwatch.cards import LeadState
 from leadwatch.events import Call, CrmEvent, EntityRef
 from workflows.dialing import rules as dialing
 from workflows.dialing.rules import DialingRules
-from workflows.timeliness.rules import LeadState
 
 if TYPE_CHECKING:
     from leadwatch.config import TenantConfig

@@ -15,10 +15,11 @@ state and effects go out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from html import escape
 from typing import Any, Protocol
 
+from leadwatch.cards import LeadState
 from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields, Violation
 from leadwatch.events import Activity, EntityRef, LeadSnapshot
 
@@ -55,37 +56,6 @@ class TimelinessRules:
             verdict_no=cfg.verdict_values.no,
             activity_counts_as_processed=cfg.activity_counts_as_processed,
         )
-
-
-@dataclass(frozen=True)
-class LeadState:
-    """What leadwatch keeps about one watched card."""
-
-    tenant: str
-    entity: EntityRef
-    created_at: datetime
-    due_at: datetime
-    stage: str
-    responsible: str | None
-    title: str = ""
-    processed_at: datetime | None = None
-    processed_how: str | None = None
-    crm_modified_at: datetime | None = None
-    verdict: str | None = None
-    verdict_at: datetime | None = None
-    # A verdict whose effects were all done by a sweep that died before closing the card.
-    pending_verdict: str | None = None
-    # Dialing discipline (workflows.dialing): when the card entered a rejected stage, and which
-    # rejection was already judged; the call counters are read-only here (the store adds to them).
-    rejected_at: datetime | None = None
-    rejection_checked: datetime | None = None
-    call_attempts: int = 0
-    call_touches: int = 0
-    plan_day: date | None = None  # day 1 of its dialing plan
-
-    @property
-    def open(self) -> bool:
-        return self.verdict is None
 
 
 @dataclass

@@ -19,10 +19,10 @@ from typing import Any
 
 from crm_adapters.base import CrmError
 from leadwatch import executor, observability
+from leadwatch.cards import LeadState
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
 from workflows.timeliness import rules as timeliness
-from workflows.timeliness.rules import LeadState
 
 log = logging.getLogger("leadwatch.sweep")
 

@@ -1,0 +1,43 @@
+"""The watched card: the one record the store keeps per CRM card, which timeliness and dialing
+share today (each writes only its own fields; the store conditions every write so none goes
+backwards). Part of the core's vocabulary, so the store never imports a process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from leadwatch.events import EntityRef
+
+
+@dataclass(frozen=True)
+class LeadState:
+    """What leadwatch keeps about one watched card: the card as last seen (stage, owner, title,
+    the CRM's modification time), timeliness's part (control time, processing, verdict) and
+    dialing's part (plan day, rejection, call counters)."""
+
+    tenant: str
+    entity: EntityRef
+    created_at: datetime
+    due_at: datetime
+    stage: str
+    responsible: str | None
+    title: str = ""
+    processed_at: datetime | None = None
+    processed_how: str | None = None
+    crm_modified_at: datetime | None = None
+    verdict: str | None = None
+    verdict_at: datetime | None = None
+    # A verdict whose effects were all done by a sweep that died before closing the card.
+    pending_verdict: str | None = None
+    # Dialing discipline (workflows.dialing): when the card entered a rejected stage, and which
+    # rejection was already judged; the call counters are read-only here (the store adds to them).
+    rejected_at: datetime | None = None
+    rejection_checked: datetime | None = None
+    call_attempts: int = 0
+    call_touches: int = 0
+    plan_day: date | None = None  # day 1 of its dialing plan
+
+    @property
+    def open(self) -> bool:
+        return self.verdict is None

@@ -1,0 +1,126 @@
+"""Both processes through the framework's real dispatch, scheduling and executor, on the
+in-memory store: no moto, no HTTP. A stub CRM records the writes it is asked for and a stub
+notifier the messages, so this is how a process's behaviour is unit-tested."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from crm_adapters.base import WriteResult
+from leadwatch.config import TenantRegistry, load_tenant_file
+from leadwatch.context import Context
+from leadwatch.dispatch import Message, handle
+from leadwatch.events import CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from leadwatch.scheduling import WAKE_NAMESPACE, WAKE_PARTITION, run_process_schedule
+from leadwatch.state import MemoryState
+from leadwatch.store.memory import MemoryStore
+from leadwatch.testing.stack import SimClock
+
+MSK = ZoneInfo("Europe/Moscow")
+TUESDAY_10 = datetime(2025, 11, 11, 10, 0, tzinfo=MSK)
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "acme-b24.yaml"
+CARD = EntityRef(EntityType.LEAD, "42")
+
+
+@dataclass
+class StubCrm:
+    writes: list[tuple[str, dict]] = field(default_factory=list)
+    cards: dict[EntityRef, LeadSnapshot] = field(default_factory=dict)  # as the CRM shows them now
+    kind: str = "bitrix24"
+
+    def set_fields(self, writes) -> WriteResult:
+        self.writes += [(w.entity.key, dict(w.fields)) for w in writes]
+        return WriteResult(succeeded={w.effect_id for w in writes})
+
+    def get_leads(self, entities):
+        return {entity: self.cards.get(entity) for entity in entities}
+
+    def get_activities(self, ids):
+        return {}
+
+    def activities_on(self, entities):
+        return {entity: [] for entity in entities}
+
+    def card_url(self, entity: EntityRef) -> str:
+        return f"https://crm.example/{entity.key}"
+
+
+@dataclass
+class StubNotifier:
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, chat_id: str, text: str) -> None:
+        self.sent.append(text)
+
+
+class ListQueue:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send(self, payloads: list[dict]) -> None:
+        self.sent.extend(payloads)
+
+
+def context(clock: SimClock, crm: StubCrm, telegram: StubNotifier) -> Context:
+    config = load_tenant_file(EXAMPLE)
+    return Context(
+        registry=TenantRegistry({config.tenant: config}),
+        store=MemoryStore(),
+        queue=ListQueue(),
+        secrets=lambda ref: "unused",
+        clock=clock,
+        adapter_factory=lambda config, secrets: crm,
+        notifier_factory=lambda config, secrets: telegram,
+        state_store=MemoryState(),
+        jobs=ListQueue(),
+    )
+
+
+def card(stage: str, at: datetime) -> LeadSnapshot:
+    return LeadSnapshot(CARD, stage, "7", TUESDAY_10, modified_at=at, stage_changed_at=at, title="Sofa")
+
+
+def event(kind: EventKind, stage: str, at: datetime, key: str) -> Message:
+    body = CrmEvent("acme-b24", kind, CARD, key, occurred_at=at, lead=card(stage, at)).to_dict()
+    return Message(key, json.dumps(body))
+
+
+def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    crm.cards[CARD] = card("NEW", TUESDAY_10)  # nobody touches it: the sweep's re-read finds it so
+
+    report = handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")])
+    assert report.failed == [] and report.processed == 1
+    state = ctx.store.get_lead("acme-b24", CARD)
+    assert state.due_at == TUESDAY_10 + timedelta(minutes=15) and state.plan_day == TUESDAY_10.date()
+    assert crm.writes == [("lead:42", {"UF_CRM_1704817278": TUESDAY_10})]  # the intake stamp
+    wake = ctx.state(WAKE_NAMESPACE).get(WAKE_PARTITION, "timeliness.sweep#acme-b24")
+    assert wake.value["at"] == state.due_at.timestamp()  # the sweep is woken at its control time
+    assert handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")]).failed == []
+    assert len(crm.writes) == 1  # a redelivery performs nothing again
+
+    clock.set(TUESDAY_10 + timedelta(minutes=14))
+    assert run_process_schedule(ctx, "timeliness", "sweep") == {}  # not woken yet
+    clock.set(TUESDAY_10 + timedelta(minutes=16))
+    [(tenant, sweep)] = run_process_schedule(ctx, "timeliness", "sweep").items()
+    assert (tenant, sweep.closed, sweep.late, sweep.wake_at) == ("acme-b24", 1, 1, None)
+    assert crm.writes[-1] == ("lead:42", {"UF_CRM_1704817301": "N"})
+    assert len(telegram.sent) == 1 and "Sofa" in telegram.sent[0]
+
+    junked = TUESDAY_10 + timedelta(minutes=30)
+    clock.set(junked)
+    assert handle(ctx, [event(EventKind.STAGE_CHANGED, "JUNK", junked, "e2")]).failed == []
+    assert ctx.store.get_lead("acme-b24", CARD).rejection_checked == junked
+    assert "Improper rejection" in telegram.sent[-1] and "after 0 call attempts" in telegram.sent[-1]
+    # An older snapshot arriving late moves nothing back.
+    assert (
+        handle(ctx, [event(EventKind.LEAD_CHANGED, "IN_PROCESS", junked - timedelta(minutes=5), "e3")]).failed
+        == []
+    )
+    assert ctx.store.get_lead("acme-b24", CARD).stage == "JUNK"
+    assert len(telegram.sent) == 2
