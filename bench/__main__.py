@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import Figure, note
 
-BENCHES = ("cold_start", "hot_path", "sweep_cost", "write_back", "replay")
+BENCHES = ("cold_start", "hot_path", "sweep_cost", "write_back", "replay", "scheduling")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +68,10 @@ def run_in_process(name: str, args: argparse.Namespace) -> list[Figure]:
         from bench import write_back
 
         return write_back.measure(tuple(int(n) for n in args.write_back_n.split(",") if n.strip()))
+    if name == "scheduling":
+        from bench import scheduling
+
+        return scheduling.measure()
     from bench import replay
 
     return replay.measure(profile=args.profile_replay)
