@@ -5,7 +5,7 @@
 Benchmarks (in this order): cold_start, hot_path, sweep_cost, write_back, replay. Each runs
 in its own fresh interpreter (`python -m bench --child NAME ...`), so moto's in-process
 state, patched botocore hooks and the memory peak of one cannot leak into another. A
-figure with a target prints it (`<=1.25`, `==0`, `>=500`); a figure given for context
+figure with a target prints it (`<=0.25`, `==0`, `>=500`); a figure given for context
 prints `-`. Everything is measured in the same run; nothing is read from earlier runs.
 Progress and details go to stderr. The exit status is 0 whether or not targets are met
 (1 only if a benchmark fails to run): these are measurements, not tests.

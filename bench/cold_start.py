@@ -28,6 +28,9 @@ from bench.common import Figure, note
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 9
+# Listing the processes (app.py builds the app from the registry) must stay nearly free: the
+# app's own import may cost at most a quarter of the four libraries every function needs anyway.
+TARGET = 0.25
 LIBS = "import boto3, pynamodb.models, chalice.app, requests"
 APP = "import app"
 # Everything the handlers import lazily on their first invocation (context only).
@@ -139,8 +142,8 @@ def measure(runs: int = RUNS) -> list[Figure]:
             Figure(
                 "cold_start_ratio",
                 ratio,
-                "<=1.25",
-                ratio <= 1.25,
+                f"<={TARGET}",
+                ratio <= TARGET,
                 definition,
                 {name: [round(t * 1000, 2) for t in samples[statement]] for name, statement in SIDES.items()},
             ),
@@ -152,7 +155,7 @@ def measure(runs: int = RUNS) -> list[Figure]:
                 definition="context only: `app` plus every module its handlers import lazily, over the libs",
             ),
         ]
-        if ratio > 1.25:
+        if ratio > TARGET:
             figures.append(
                 Figure(
                     "cold_start_heaviest_app_imports",
