@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import UpdateError
 
 from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
+from leadwatch.store.conditions import lost_condition, put_once
 from leadwatch.store.ledger import EffectLedger
 from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
 
@@ -46,24 +47,6 @@ def due_bucket(tenant: str, due_at: datetime, stored_at: datetime) -> str:
 
 def _plan_bucket(tenant: str, day: date | None) -> str | None:
     return f"{tenant}#{day.isoformat()}" if day else None
-
-
-def _conditional_failed(exc: Exception) -> bool:
-    cause = getattr(exc, "cause_response_code", None)
-    if cause in ("ConditionalCheckFailedException", "TransactionCanceledException"):
-        return True
-    return "ConditionalCheckFailed" in str(exc)
-
-
-def _save_once(item: Any, condition: Any) -> bool:
-    """Put an item only if it is not there yet; False when it was (the write that makes retries harmless)."""
-    try:
-        item.save(condition=condition)
-    except PutError as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
-    return True
 
 
 def _call_of(item: CallItem) -> Call:
@@ -122,7 +105,7 @@ class Store:
             payload=json.dumps(payload, separators=(",", ":")),
             expires_at=now + INBOX_TTL,
         )
-        return _save_once(item, InboxItem.key.does_not_exist())
+        return put_once(item, InboxItem.key.does_not_exist())
 
     def forget_event(self, tenant: str, dedupe_key: str) -> None:
         """Undo put_event when the event could not be queued, so the CRM's retry is not taken for a duplicate."""
@@ -214,7 +197,7 @@ class Store:
             rejected_at=_ts(state.rejected_at),
             rejection_checked=_ts(state.rejection_checked),
         )
-        return _save_once(item, LeadItem.entity.does_not_exist())
+        return put_once(item, LeadItem.entity.does_not_exist())
 
     def update_lead(self, state: LeadState) -> bool:
         """Record a later sighting; False when the stored card is newer (the sighting is stale).
@@ -247,7 +230,7 @@ class Store:
             item.update(actions=actions, condition=condition)
             return True
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not lost_condition(exc):
                 raise
         from leadwatch import observability
 
@@ -255,7 +238,7 @@ class Store:
             try:
                 item.update(actions=processed, condition=LeadItem.entity.exists())
             except UpdateError as exc:
-                if not _conditional_failed(exc):
+                if not lost_condition(exc):
                     raise
                 return False  # no such card: nothing to record, and nothing stale either
         observability.stale_write("timeliness")
@@ -292,7 +275,7 @@ class Store:
                 actions=[LeadItem.rejection_checked.set(stamp)], condition=LeadItem.rejected_at == stamp
             )
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not lost_condition(exc):
                 raise
 
     # ----- calls (dialing discipline)
@@ -307,7 +290,7 @@ class Store:
         assert call.entity is not None, "a call is recorded on its card"
         lead_key = call.entity.key
         item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call)
-        new = _save_once(item, CallItem.key.does_not_exist())
+        new = put_once(item, CallItem.key.does_not_exist())
         if not new:
             self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
         self._count(
@@ -346,7 +329,7 @@ class Store:
         try:
             item.update(actions=actions, condition=condition)
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if lost_condition(exc):
                 return False
             raise
         return True
@@ -473,7 +456,7 @@ class Store:
                 & (LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())),
             )
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if lost_condition(exc):
                 return False
             raise
         return True
@@ -486,7 +469,7 @@ class Store:
                 condition=LeadItem.claim_token == token,
             )
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not lost_condition(exc):
                 raise
 
     def close_verdict(
@@ -505,7 +488,7 @@ class Store:
         try:
             lead.update(actions=[LeadItem.verdict_pending.set(verdict)], condition=held)
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if lost_condition(exc):
                 return False  # not (or no longer) this sweep's card: it must not count it either
             raise
         counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
@@ -516,7 +499,7 @@ class Store:
                 condition=~StateItem.counted.contains(state.entity.key),
             )
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not lost_condition(exc):
                 raise
         try:
             lead.update(
@@ -531,7 +514,7 @@ class Store:
                 condition=held,
             )
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if lost_condition(exc):
                 return False
             raise
         return True
@@ -551,7 +534,7 @@ class Store:
                 condition=LeadItem.entity.exists(),
             )
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not lost_condition(exc):
                 raise
 
     # ----- effect ledger
@@ -579,7 +562,7 @@ class Store:
             recorded_at=now.timestamp(),
             details=json.dumps(violation.details, ensure_ascii=False, default=str),
         )
-        return _save_once(item, JournalItem.key.does_not_exist())
+        return put_once(item, JournalItem.key.does_not_exist())
 
     def violations(
         self, tenant: str, start: datetime, end: datetime, type: str | None = None

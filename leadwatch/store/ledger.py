@@ -31,6 +31,7 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
+from leadwatch.store.conditions import lost_condition
 from leadwatch.store.models import JournalItem, StateItem
 
 UNCONFIRMED_TYPE = "unconfirmed_message"  # the journal row of an effect whose outcome is unknown
@@ -100,10 +101,6 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), UTC)
 
 
-def _lost_condition(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
-
-
 def _entry(item: StateItem) -> LedgerEntry:
     return LedgerEntry(
         effect_id=item.key.removeprefix("effect#"),
@@ -139,7 +136,7 @@ class EffectLedger:
         try:
             item.save(condition=free)
         except PutError as exc:
-            if not _lost_condition(exc):
+            if not lost_condition(exc):
                 raise
             return self._refused(tenant, effect_id)
         return ClaimResult(effect_id, ClaimState.CLAIMED)
@@ -180,7 +177,7 @@ class EffectLedger:
         try:
             StateItem(tenant, _key(effect_id)).delete(condition=self._held_by(owner))
         except DeleteError as exc:
-            if _lost_condition(exc):
+            if lost_condition(exc):
                 return False
             raise
         return True
@@ -248,7 +245,7 @@ class EffectLedger:
         try:
             item.save(condition=JournalItem.key.does_not_exist())
         except PutError as exc:
-            if _lost_condition(exc):
+            if lost_condition(exc):
                 return False
             raise
         return True
@@ -272,7 +269,7 @@ class EffectLedger:
         try:
             StateItem(tenant, _key(effect_id)).update(actions=actions, condition=self._held_by(owner))
         except UpdateError as exc:
-            if _lost_condition(exc):
+            if lost_condition(exc):
                 return False
             raise
         return True

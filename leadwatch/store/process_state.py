@@ -11,9 +11,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
-
 from leadwatch.state import Record
+from leadwatch.store.conditions import put_once, update_if
 from leadwatch.store.models import ProcessItem
 
 PREFIX = "p#"
@@ -31,10 +30,6 @@ def _record(namespace: str, item: ProcessItem) -> Record:
         version=int(item.version or 0),
         order=float(item.order) if item.order is not None else None,
     )
-
-
-def _conditional(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def _dump(value: dict[str, Any]) -> str:
@@ -61,22 +56,10 @@ class DynamoState:
 
     def create(self, namespace: str, tenant: str, key: str, value: dict[str, Any]) -> bool:
         item = ProcessItem(tenant, _full(namespace, key), data=_dump(value), version=1)
-        try:
-            item.save(condition=ProcessItem.key.does_not_exist())
-        except PutError as exc:
-            if _conditional(exc):
-                return False
-            raise
-        return True
+        return put_once(item, ProcessItem.key.does_not_exist())
 
     def _update(self, tenant: str, full: str, actions: list[Any], condition: Any) -> bool:
-        try:
-            ProcessItem(tenant, full).update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if _conditional(exc):
-                return False
-            raise
-        return True
+        return update_if(ProcessItem(tenant, full), actions, condition)
 
     def update(self, namespace: str, tenant: str, key: str, value: dict[str, Any], version: int) -> bool:
         return self._update(

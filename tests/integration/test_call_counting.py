@@ -7,15 +7,11 @@ import threading
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-import boto3
 import pytest
 
 from leadwatch.cards import LeadState
 from leadwatch.events import Call, EntityRef, EntityType
 from leadwatch.store.dynamodb import Store
-from leadwatch.store.models import bind
-from leadwatch.store.schema import create_tables
-from leadwatch.testing.stack import REGION, MotoProcess, free_port
 
 NOW = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)
 DAY = date(2025, 11, 11)
@@ -23,17 +19,8 @@ LEAD = EntityRef(EntityType.LEAD, "42")
 
 
 @pytest.fixture(scope="module")
-def store():
-    port = free_port()
-    moto = MotoProcess(port)
-    moto.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        create_tables(boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION))
-        bind(host=endpoint, region=REGION)
-        yield Store()
-    finally:
-        moto.stop()
+def store(moto_tables):
+    return Store()
 
 
 def _lead(store: Store, tenant: str, entity: EntityRef = LEAD) -> None:

@@ -8,30 +8,17 @@ import random
 import threading
 from collections.abc import Callable
 
-import boto3
 import pytest
 
 from leadwatch.state import ProcessState
-from leadwatch.store.models import bind
 from leadwatch.store.process_state import DynamoState
-from leadwatch.store.schema import create_tables
-from leadwatch.testing.stack import REGION, MotoProcess, free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def store():
-    port = free_port()
-    moto = MotoProcess(port)
-    moto.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        create_tables(boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION))
-        bind(host=endpoint, region=REGION)
-        yield DynamoState()
-    finally:
-        moto.stop()
+def store(moto_tables):
+    return DynamoState()
 
 
 def race(jobs: list[Callable[[], object]]) -> list[object]:

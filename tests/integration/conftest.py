@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from leadwatch.store.models import bind
+from leadwatch.store.schema import create_tables
+from leadwatch.testing.stack import REGION, MotoProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def moto_tables() -> str:
+    """moto's server (served serially, as atomically as DynamoDB) with leadwatch's tables, every
+    model bound to it; its endpoint. For tests that race workers over real conditional writes."""
+    port = free_port()
+    moto = MotoProcess(port)
+    moto.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        create_tables(boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION))
+        bind(host=endpoint, region=REGION)
+        yield endpoint
+    finally:
+        moto.stop()
