@@ -74,6 +74,9 @@ def handle(ctx: Context, messages: list[Message]) -> BatchReport:
             log.warning("tenant %s: CRM unavailable, %d events will be retried: %s", tenant, len(items), exc)
             observability.crm_failure(tenant, exc)
             failed = {m.message_id for m, _ in items}
+        except Exception:  # a tenant that cannot even start (its secrets, its adapter) stops no other
+            log.exception("tenant %s: %d events failed and will be retried", tenant, len(items))
+            failed = {m.message_id for m, _ in items}
         report.failed.extend(sorted(failed))
         report.processed += len(items) - len(failed)
     observability.unbind("tenant")

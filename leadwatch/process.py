@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
@@ -151,7 +151,6 @@ class Process:
     # Processes whose state this one reads: it runs for a tenant only where they run too.
     requires: tuple[str, ...] = ()
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
