@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from leadwatch.config import TenantConfig
     from leadwatch.context import Context
-    from leadwatch.process import Process, Query
+    from leadwatch.process import Process, Query, Route
 
 log = logging.getLogger("leadwatch.api")
 
@@ -95,12 +95,18 @@ def _observed(routes: Chalice, tenant: str, answer: Callable[[Request], Response
         return answer(request)
 
 
-def _open(request: Request, tenant: str) -> tuple[Context, TenantConfig, dict[str, str], date] | Response:
-    """The context, the tenant's configuration (key checked), the query and the tenant's today."""
+def _open(
+    request: Request, tenant: str, keyed: bool = True
+) -> tuple[Context, TenantConfig, dict[str, str], date] | Response:
+    """The context, the tenant's configuration (key checked unless not `keyed`), the query and the
+    tenant's today."""
     from leadwatch.context import get_context
 
     ctx = get_context()
-    config = _authorize(ctx, request, tenant)
+    if keyed:
+        config = _authorize(ctx, request, tenant)
+    else:
+        config = ctx.tenant(tenant) or _json(404, {"error": f"unknown tenant {_echo(tenant)}"})
     if isinstance(config, Response):
         return config
     # Only the parameters a route names mean anything; others are ignored, as caches and proxies add some.
@@ -134,9 +140,65 @@ def query_route(routes: Chalice, process: Process, query: Query) -> Any:
     return handler
 
 
+def _serve(request: Request, process: Process, route: Route, tenant: str, path: dict[str, str]) -> Response:
+    from leadwatch.process import QueryError, RouteRequest, resolve
+
+    opened = _open(request, tenant, keyed=route.auth == "api_key")
+    if isinstance(opened, Response):
+        return opened
+    ctx, config, params, today = opened
+    if not ctx.processes.is_running(config, process.name):
+        return _text(404, f"{process.title} is off for tenant {tenant!r}")
+    asked = RouteRequest(
+        method=request.method,
+        params={**params, **path},
+        body=request.raw_body or b"",
+        content_type=request.headers.get("content-type", ""),
+        headers=dict(request.headers),
+        today=today,
+    )
+    try:
+        answer = resolve(route.run)(ctx, config, asked)
+    except QueryError as exc:
+        return _text(exc.status, str(exc))
+    return Response(
+        body=answer.body,
+        status_code=answer.status,
+        headers={"Content-Type": answer.content_type, **answer.headers},
+    )
+
+
+def _text(status: int, message: str) -> Response:
+    return Response(body=message, status_code=status, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+def page_route(routes: Chalice, process: Process, route: Route) -> Any:
+    def handler(tenant: str, **path: str) -> Response:
+        return _observed(routes, tenant, lambda request: _serve(request, process, route, tenant, path))
+
+    handler.__name__ = handler.__qualname__ = f"{process.name}_{route.name}"
+    return handler
+
+
+# Pages post forms; JSON and text are accepted so a wrong body gets the process's own answer.
+PAGE_CONTENT_TYPES = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "application/json",
+    "text/plain",
+]
+
+
 def register(app: Chalice, processes: Any) -> None:
-    """The read API's routes: one per process query."""
+    """The read API's routes: one per process query, and each process's own routes (pages)."""
     for process, query in processes.queries():
         app.route(f"/tenants/{{tenant}}/{query.path}", methods=["GET"], name=f"{process.name}_{query.name}")(
             query_route(app, process, query)
         )
+    for process, route in processes.routes():
+        app.route(
+            f"/tenants/{{tenant}}/{route.path}",
+            methods=list(route.methods),
+            name=f"{process.name}_{route.name}",
+            content_types=PAGE_CONTENT_TYPES,
+        )(page_route(app, process, route))

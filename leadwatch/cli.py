@@ -189,6 +189,8 @@ def processes_command(processes: Any) -> int:
         for route, command in zip(item["routes"], item["commands"], strict=True):
             print(f"  route: {route}")
             print(f"  command: {command}")
+        for page in item["pages"]:
+            print(f"  page: {page}")
         for permission in item["permissions"]:
             print(
                 f"  permission: {permission['function']}: {', '.join(permission['actions'])} on "

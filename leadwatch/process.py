@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
@@ -96,6 +96,48 @@ class QueryResult:
     text: str
 
 
+@dataclass(frozen=True)
+class Route:
+    """An HTTP endpoint of the process at `/tenants/{tenant}/<path>`, for what a query cannot be:
+    a page (HTML), a form posted back, a link a person opens. `run(ctx, config, request)` returns
+    a `RouteResponse`; a `QueryError` becomes its status with its message as plain text.
+
+    `auth="api_key"`: behind the tenant's read API key, as queries are. `auth="none"`: anyone
+    with the URL; the process authenticates the request itself (a signed, expiring link).
+    """
+
+    name: str
+    path: str
+    run: str
+    help: str
+    methods: tuple[str, ...] = ("GET",)
+    auth: Literal["api_key", "none"] = "api_key"
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    method: str
+    params: dict[str, str]  # the path's parameters and the query string's
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+    today: Any  # the tenant's local date
+
+    def form(self) -> dict[str, str]:
+        """A posted form (application/x-www-form-urlencoded), last value of each key."""
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(self.body.decode("utf-8", errors="replace"), keep_blank_values=True))
+
+
+@dataclass(frozen=True)
+class RouteResponse:
+    body: str
+    status: int = 200
+    content_type: str = "text/html; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class QueryError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
@@ -140,6 +182,7 @@ class Process:
     on_events: str | None = None
     schedules: tuple[Schedule, ...] = ()
     queries: tuple[Query, ...] = ()
+    routes: tuple[Route, ...] = ()
     state: tuple[StateDecl, ...] = ()
     effects: tuple[str, ...] = ()
     permissions: tuple[Permission, ...] = ()
@@ -164,6 +207,12 @@ class Process:
             if not _NAME.match(schedule.name):
                 raise ValueError(
                     f"process {self.name!r}: schedule name {schedule.name!r} is not a plain name"
+                )
+        for route in self.routes:
+            unknown = set(route.methods) - {"GET", "POST"}
+            if unknown or not route.methods:
+                raise ValueError(
+                    f"process {self.name!r}: route {route.name!r} methods must be GET and/or POST"
                 )
         functions = {"api", "worker", "reconcile", *names}
         for permission in self.permissions:

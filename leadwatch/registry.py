@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from leadwatch.process import Process, Query, Schedule, resolve
+from leadwatch.process import Process, Query, Route, Schedule, resolve
 
 if TYPE_CHECKING:
     from leadwatch.config import TenantConfig
@@ -39,7 +39,16 @@ class ProcessRegistry:
         self._check_unique(
             "query", [(q.name, p.name) for p in self for q in p.queries], reserved=RESERVED_COMMANDS
         )
-        self._check_unique("query path", [(q.path, p.name) for p in self for q in p.queries])
+        self._check_unique(
+            "route path",
+            [(q.path, p.name) for p in self for q in p.queries]
+            + [(r.path, p.name) for p in self for r in p.routes],
+        )
+        self._check_unique(
+            "route name",
+            [(f"{p.name}_{q.name}", p.name) for p in self for q in p.queries]
+            + [(f"{p.name}_{r.name}", p.name) for p in self for r in p.routes],
+        )
         self._check_unique(
             "scheduled function",
             [(p.function_name(s), p.name) for p in self for s in p.schedules],
@@ -79,6 +88,9 @@ class ProcessRegistry:
 
     def queries(self) -> list[tuple[Process, Query]]:
         return [(p, q) for p in self for q in p.queries]
+
+    def routes(self) -> list[tuple[Process, Route]]:
+        return [(p, r) for p in self for r in p.routes]
 
     def running(self, config: TenantConfig) -> list[Process]:
         """The processes enabled for one tenant (and whose required processes are enabled too)."""
@@ -125,6 +137,11 @@ class ProcessRegistry:
                 "state": [{"table": s.table, "keys": s.keys, "indexes": list(s.indexes)} for s in p.state],
                 "effects": list(p.effects),
                 "routes": [f"GET /tenants/{{tenant}}/{q.path}" for q in p.queries],
+                "pages": [
+                    f"{'|'.join(r.methods)} /tenants/{{tenant}}/{r.path}"
+                    + (" (public: the process checks the link)" if r.auth == "none" else "")
+                    for r in p.routes
+                ],
                 "commands": [_command_line(q) for q in p.queries],
                 "permissions": [
                     {

@@ -17,7 +17,7 @@ from pynamodb.exceptions import UpdateError
 from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
-from leadwatch.store.conditions import lost_condition, put_once
+from leadwatch.store.conditions import lost_condition, put_once, update_if
 from leadwatch.store.ledger import EffectLedger
 from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
 
@@ -244,8 +244,11 @@ class Store:
         observability.stale_write("timeliness")
         return False
 
-    def note_dialing(self, state: LeadState) -> None:
-        """Dialing's part of a card: its plan day, and when it entered a rejected stage (or left it)."""
+    def note_dialing(self, state: LeadState) -> bool:
+        """Dialing's part of a card: its plan day, and when it entered a rejected stage (or left it).
+
+        False (nothing written, a stale write counted) when the card has moved on since `state` was
+        read: a newer sighting's own dialing pass decides then."""
         item = LeadItem(state.tenant, state.entity.key)
         actions: list[Any] = []
         if state.plan_day is not None:
@@ -263,7 +266,18 @@ class Store:
                 )
         else:
             actions += [LeadItem.rejected_at.remove(), LeadItem.rejection_checked.remove()]
-        item.update(actions=actions, condition=LeadItem.entity.exists())
+        condition = LeadItem.entity.exists()
+        if state.crm_modified_at is not None:
+            modified = state.crm_modified_at.timestamp()
+            condition &= LeadItem.crm_modified_at.does_not_exist() | (LeadItem.crm_modified_at <= modified)
+        if update_if(item, actions, condition):
+            return True
+        if self.get_lead(state.tenant, state.entity) is None:
+            raise LookupError(f"{state.tenant}: no card {state.entity.key} to note dialing on")
+        from leadwatch import observability
+
+        observability.stale_write("dialing")
+        return False
 
     def mark_rejection_checked(self, state: LeadState) -> None:
         """The rejection seen at `state.rejected_at` is judged; a later rejection will be judged anew."""

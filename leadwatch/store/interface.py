@@ -133,8 +133,9 @@ class StoreProtocol(Protocol):
         """Stage/owner/title only forward in `crm_modified_at` (False when stale); processing is set once, even when stale."""
         ...
 
-    def note_dialing(self, state: LeadState) -> None:
-        """Set the plan day and rejection moment once each; a card no longer rejected loses both. The card must exist."""
+    def note_dialing(self, state: LeadState) -> bool:
+        """Set the plan day and rejection moment once each; a card no longer rejected loses both. The card must exist.
+        False (nothing written) when the stored card is newer than `state` (its CRM modification time)."""
         ...
 
     def mark_rejection_checked(self, state: LeadState) -> None:

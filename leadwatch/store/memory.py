@@ -386,21 +386,25 @@ class MemoryStore:
             observability.stale_write("timeliness")
         return not stale
 
-    def note_dialing(self, state: LeadState) -> None:
+    def note_dialing(self, state: LeadState) -> bool:
         with self._lock:
             lead = self._part(self._leads, state.tenant).get(state.entity.key)
             if lead is None:
                 raise LookupError(f"{state.tenant}: no card {state.entity.key} to note dialing on")
+            modified = _ts(state.crm_modified_at)
+            if modified is not None and lead.crm_modified_at is not None and lead.crm_modified_at > modified:
+                return False  # the card moved on since `state` was read
             if state.plan_day is not None and lead.plan_bucket is None:
                 lead.plan_bucket = _plan_bucket(state.tenant, state.plan_day)
             if state.rejected_at is None:
                 lead.rejected_at = lead.rejection_checked = None
-                return
+                return True
             # The first sighting of a rejection fixes its moment; a later event must not move it.
             if lead.rejected_at is None:
                 lead.rejected_at = state.rejected_at.timestamp()
             if state.rejection_checked is not None and lead.rejection_checked is None:
                 lead.rejection_checked = state.rejection_checked.timestamp()
+            return True
 
     def mark_rejection_checked(self, state: LeadState) -> None:
         if state.rejected_at is None:

@@ -317,9 +317,21 @@ def test_note_dialing_fixes_the_plan_day_and_the_rejection_once(store):
 
 
 def test_note_dialing_needs_the_card(store):
-    with pytest.raises(Exception):  # noqa: B017 - PynamoDB's UpdateError, LookupError in memory
+    with pytest.raises(LookupError):
         store.note_dialing(lead(1, plan_day=DAY))
     assert store.get_lead("t1", ref(1)) is None
+
+
+def test_note_dialing_from_a_stale_read_writes_nothing(store):
+    store.create_lead(lead(1), NOW)
+    store.update_lead(lead(1, stage="IN_PROCESS", crm_modified_at=NOW))
+    # Read before that sighting: it still saw the card rejected.
+    assert not store.note_dialing(
+        lead(1, rejected_at=NOW - timedelta(minutes=5), crm_modified_at=NOW - timedelta(minutes=5))
+    )
+    assert store.get_lead("t1", ref(1)).rejected_at is None
+    assert store.note_dialing(lead(1, plan_day=DAY, crm_modified_at=NOW))
+    assert store.get_lead("t1", ref(1)).plan_day == DAY
 
 
 def test_a_rejection_is_marked_checked_only_if_it_is_the_stored_one(store):

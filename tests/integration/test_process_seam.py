@@ -10,6 +10,7 @@ report time of the tenant's choosing.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,18 @@ from leadwatch import executor
 from leadwatch.config import Section, parse_clock
 from leadwatch.effects import Notify
 from leadwatch.params import day
-from leadwatch.process import Param, Permission, Process, Query, QueryResult, Schedule, StateDecl
+from leadwatch.process import (
+    Param,
+    Permission,
+    Process,
+    Query,
+    QueryError,
+    QueryResult,
+    Route,
+    RouteResponse,
+    Schedule,
+    StateDecl,
+)
 from leadwatch.registry import ProcessRegistry
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 from workflows import PROCESSES
@@ -88,6 +100,26 @@ def lead_counts(ctx, config, today: date, params: dict[str, str]) -> QueryResult
     )
 
 
+def page(ctx, config, request) -> RouteResponse:
+    """An HTML page of the day's counts and the notes left on it (behind the tenant's API key)."""
+    on = day(request.params, "date", request.today)
+    counts = counts_of(ctx, config, on)
+    notes = [r.value["text"] for r in ctx.state("lead_counts").query(config.tenant, f"note#{on}#")]
+    items = "".join(f"<li>{escape(config.manager_name(m))}: {n}</li>" for m, n in sorted(counts.items()))
+    remarks = "".join(f"<p>{escape(text)}</p>" for text in notes)
+    return RouteResponse(f"<!doctype html><title>New leads</title><ul>{items}</ul>{remarks}")
+
+
+def leave_note(ctx, config, request) -> RouteResponse:
+    """A public form: whoever holds the day's link may leave a note (the process checks the link)."""
+    form = request.form()
+    if form.get("token") != f"signed-{config.tenant}":  # a real process signs and expires its links
+        raise QueryError("this link is not valid", status=403)
+    on = day(form, "date", request.today)
+    ctx.state("lead_counts").create(config.tenant, f"note#{on}#{len(form['text'])}", {"text": form["text"]})
+    return RouteResponse("<!doctype html><p>Saved</p>", status=201)
+
+
 HERE = __name__
 LEAD_COUNTS = Process(
     name="lead_counts",
@@ -106,18 +138,37 @@ LEAD_COUNTS = Process(
             (Param("date", "the day (default today)", kind="date"),),
         ),
     ),
-    state=(StateDecl("state", "p#lead_counts#day#<day>#<manager>"),),
+    routes=(
+        Route("page", "lead-counts/page", f"{HERE}:page", "the day's counts as a page"),
+        Route(
+            "note", "lead-counts/notes", f"{HERE}:leave_note", "leave a note", methods=("POST",), auth="none"
+        ),
+    ),
+    state=(StateDecl("state", "p#lead_counts#day#<day>#<manager>, p#lead_counts#note#<day>#<n>"),),
     effects=("Notify",),
     permissions=(
         Permission("worker", "table:state", ("UpdateItem",), "count"),
         Permission("daily", "table:state", ("Query",), "the day's counts"),
-        Permission("api", "table:state", ("Query",), "the day's counts"),
+        Permission("api", "table:state", ("Query",), "the day's counts and notes"),
+        Permission("api", "table:state", ("PutItem",), "a note left on the public form"),
     ),
 )
 PROCESSES_WITH_COUNTS = [*PROCESSES, LEAD_COUNTS]
 
 
 # ----------------------------------------------------------------------------- the proof
+def post_form(stack: LocalStack, path: str, body: str) -> tuple[int, str]:
+    response = stack.client.http.post(
+        path, headers={"Content-Type": "application/x-www-form-urlencoded"}, body=body.encode()
+    )
+    return response.status_code, response.body.decode()
+
+
+def get_page(stack: LocalStack, path: str, key: str) -> tuple[int, str]:
+    response = stack.client.http.get(path, headers={"X-Api-Key": key})
+    return response.status_code, response.body.decode()
+
+
 @pytest.fixture(scope="module")
 def stack():
     registry = ProcessRegistry(PROCESSES_WITH_COUNTS)
@@ -161,8 +212,21 @@ def test_a_process_written_outside_the_framework_runs_end_to_end(stack, tenant, 
     )
     assert status == 400 and "'date' must be a date" in body["error"]
 
-    from leadwatch import registry
+    # Its own pages: a public form (the process checks the link) and an HTML page behind the key.
+    notes = f"/tenants/{tenant}/lead-counts/notes"
+    form = f"token=signed-{tenant}&date={monday.date()}&text=Anna+%26+Ivan:+good+day"
+    assert post_form(stack, notes, form) == (201, "<!doctype html><p>Saved</p>")
+    assert post_form(stack, notes, "token=forged&text=x")[0] == 403
+    status, html = get_page(
+        stack, f"/tenants/{tenant}/lead-counts/page?date={monday.date()}", stack.api_key(tenant)
+    )
+    assert status == 200 and "<li>Anna Petrova: 2</li>" in html and "<p>Anna &amp; Ivan: good day</p>" in html
+    assert get_page(stack, f"/tenants/{tenant}/lead-counts/page", "wrong key")[0] == 401
+
+    from leadwatch import iam, registry
     from leadwatch.cli import main
+
+    assert iam.check(ProcessRegistry(PROCESSES_WITH_COUNTS)) == []  # its declared grants are well formed
 
     monkeypatch.setenv("LEADWATCH_PROCESSES", f"{HERE}:PROCESSES_WITH_COUNTS")
     monkeypatch.setenv("LEADWATCH_DYNAMODB_ENDPOINT", stack.aws_endpoint)
