@@ -141,8 +141,11 @@ def _write_cards(run: _Run, writes: list[SetCardFields], outcome: Outcome) -> No
         log.error("tenant %s: cannot write to the CRM: %s", run.tenant, exc)
         outcome.failed.update({w.effect_id: str(exc) for w in writes})
         return
-    for effect_id in result.succeeded:
-        run.confirm(effect_id)
+    if result.succeeded:
+        # A field write is idempotent, so done is recorded in batches (25 a call) rather
+        # than one conditional confirm each: overwriting a claim could only mark done what its
+        # holder would write again, unchanged.
+        run.ledger.mark_done(run.tenant, result.succeeded, run.ctx.clock())
     outcome.done |= result.succeeded
     outcome.performed += len(result.succeeded)
     leads = {w.effect_id: w.entity.key for w in writes}

@@ -108,7 +108,8 @@ FRAMEWORK: tuple[Permission, ...] = (
 
 # Effect kind (a class of leadwatch.effects) -> what the executor does to perform one.
 EFFECTS: dict[str, tuple[Permission, ...]] = {
-    "SetCardFields": (Permission(EVERY, "table:state", LEDGER, "effect ledger"),),
+    # CRM field writes are idempotent: done is recorded in batches (EffectLedger.mark_done).
+    "SetCardFields": (Permission(EVERY, "table:state", (*LEDGER, "BatchWriteItem"), "effect ledger"),),
     "Notify": (
         Permission(EVERY, "table:state", LEDGER, "effect ledger"),
         Permission(EVERY, "table:journal", ("PutItem",), "unconfirmed messages"),

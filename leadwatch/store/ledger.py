@@ -183,8 +183,9 @@ class EffectLedger:
         return True
 
     def mark_done(self, tenant: str, effect_ids: Iterable[str], now: datetime) -> None:
-        """Record effects as done without a claim (unconditional): for effects performed outside
-        the executor, and for tests. The executor never uses it."""
+        """Record effects as done, unconditionally and in batches: for idempotent effects (the
+        executor's CRM field writes, once performed under their claims) and effects performed
+        outside the executor."""
         with StateItem.batch_write() as batch:
             for effect_id in dict.fromkeys(effect_ids):
                 batch.save(
