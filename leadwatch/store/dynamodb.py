@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
 from leadwatch.cards import LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
-from leadwatch.store.conditions import lost_condition, put_once, update_if
+from leadwatch.store.conditions import put_once, update_if
 from leadwatch.store.ledger import EffectLedger
 from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
 
@@ -226,21 +224,12 @@ class Store:
             modified = state.crm_modified_at.timestamp()
             actions.append(LeadItem.crm_modified_at.set(modified))
             condition &= LeadItem.crm_modified_at.does_not_exist() | (LeadItem.crm_modified_at <= modified)
-        try:
-            item.update(actions=actions, condition=condition)
+        if update_if(item, actions, condition):
             return True
-        except UpdateError as exc:
-            if not lost_condition(exc):
-                raise
         from leadwatch import observability
 
-        if processed:
-            try:
-                item.update(actions=processed, condition=LeadItem.entity.exists())
-            except UpdateError as exc:
-                if not lost_condition(exc):
-                    raise
-                return False  # no such card: nothing to record, and nothing stale either
+        if processed and not update_if(item, processed, LeadItem.entity.exists()):
+            return False  # no such card: nothing to record, and nothing stale either
         observability.stale_write("timeliness")
         return False
 
@@ -284,13 +273,11 @@ class Store:
         if state.rejected_at is None:
             return
         stamp = state.rejected_at.timestamp()
-        try:
-            LeadItem(state.tenant, state.entity.key).update(
-                actions=[LeadItem.rejection_checked.set(stamp)], condition=LeadItem.rejected_at == stamp
-            )
-        except UpdateError as exc:
-            if not lost_condition(exc):
-                raise
+        update_if(
+            LeadItem(state.tenant, state.entity.key),
+            [LeadItem.rejection_checked.set(stamp)],
+            LeadItem.rejected_at == stamp,
+        )
 
     # ----- calls (dialing discipline)
     def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
@@ -340,13 +327,7 @@ class Store:
 
     @staticmethod
     def _count(item: Any, actions: list[Any], condition: Any) -> bool:
-        try:
-            item.update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if lost_condition(exc):
-                return False
-            raise
-        return True
+        return update_if(item, actions, condition)
 
     @staticmethod
     def _call_item(tenant: str, key: str, call: Call) -> CallItem:
@@ -459,32 +440,19 @@ class Store:
 
     def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
         """Take a due card for this sweep, so an overlapping sweep leaves it alone."""
-        item = LeadItem(state.tenant, state.entity.key)
-        try:
-            item.update(
-                actions=[
-                    LeadItem.claim_token.set(token),
-                    LeadItem.claim_until.set((now + hold).timestamp()),
-                ],
-                condition=LeadItem.due_bucket.exists()
-                & (LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())),
-            )
-        except UpdateError as exc:
-            if lost_condition(exc):
-                return False
-            raise
-        return True
+        return update_if(
+            LeadItem(state.tenant, state.entity.key),
+            [LeadItem.claim_token.set(token), LeadItem.claim_until.set((now + hold).timestamp())],
+            LeadItem.due_bucket.exists()
+            & (LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())),
+        )
 
     def release(self, state: LeadState, token: str) -> None:
-        item = LeadItem(state.tenant, state.entity.key)
-        try:
-            item.update(
-                actions=[LeadItem.claim_token.remove(), LeadItem.claim_until.remove()],
-                condition=LeadItem.claim_token == token,
-            )
-        except UpdateError as exc:
-            if not lost_condition(exc):
-                raise
+        update_if(
+            LeadItem(state.tenant, state.entity.key),
+            [LeadItem.claim_token.remove(), LeadItem.claim_until.remove()],
+            LeadItem.claim_token == token,
+        )
 
     def close_verdict(
         self, state: LeadState, verdict: str, token: str, now: datetime, day: str, manager: str
@@ -499,57 +467,42 @@ class Store:
         """
         lead = LeadItem(state.tenant, state.entity.key)
         held = (LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist()
-        try:
-            lead.update(actions=[LeadItem.verdict_pending.set(verdict)], condition=held)
-        except UpdateError as exc:
-            if lost_condition(exc):
-                return False  # not (or no longer) this sweep's card: it must not count it either
-            raise
+        if not update_if(lead, [LeadItem.verdict_pending.set(verdict)], held):
+            return False  # not (or no longer) this sweep's card: it must not count it either
         counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
         field = StateItem.on_time if verdict == "on_time" else StateItem.late
-        try:
-            counter.update(
-                actions=[field.add(1), StateItem.counted.add({state.entity.key})],
-                condition=~StateItem.counted.contains(state.entity.key),
-            )
-        except UpdateError as exc:
-            if not lost_condition(exc):
-                raise
-        try:
-            lead.update(
-                actions=[
-                    LeadItem.verdict.set(verdict),
-                    LeadItem.verdict_at.set(now.timestamp()),
-                    LeadItem.due_bucket.remove(),
-                    LeadItem.claim_token.remove(),
-                    LeadItem.claim_until.remove(),
-                    LeadItem.verdict_pending.remove(),
-                ],
-                condition=held,
-            )
-        except UpdateError as exc:
-            if lost_condition(exc):
-                return False
-            raise
-        return True
+        update_if(
+            counter,
+            [field.add(1), StateItem.counted.add({state.entity.key})],
+            ~StateItem.counted.contains(state.entity.key),
+        )
+        return update_if(
+            lead,
+            [
+                LeadItem.verdict.set(verdict),
+                LeadItem.verdict_at.set(now.timestamp()),
+                LeadItem.due_bucket.remove(),
+                LeadItem.claim_token.remove(),
+                LeadItem.claim_until.remove(),
+                LeadItem.verdict_pending.remove(),
+            ],
+            held,
+        )
 
     def close_deleted(self, state: LeadState, now: datetime) -> None:
         """The card is gone from the CRM: nothing to judge, stop watching it (a card leadwatch never
         stored stays unstored)."""
-        try:
-            LeadItem(state.tenant, state.entity.key).update(
-                actions=[
-                    LeadItem.verdict.set("deleted"),
-                    LeadItem.verdict_at.set(now.timestamp()),
-                    LeadItem.due_bucket.remove(),
-                    LeadItem.claim_token.remove(),
-                    LeadItem.claim_until.remove(),
-                ],
-                condition=LeadItem.entity.exists(),
-            )
-        except UpdateError as exc:
-            if not lost_condition(exc):
-                raise
+        update_if(
+            LeadItem(state.tenant, state.entity.key),
+            [
+                LeadItem.verdict.set("deleted"),
+                LeadItem.verdict_at.set(now.timestamp()),
+                LeadItem.due_bucket.remove(),
+                LeadItem.claim_token.remove(),
+                LeadItem.claim_until.remove(),
+            ],
+            LeadItem.entity.exists(),
+        )
 
     # ----- effect ledger
     ledger = EffectLedger(LEDGER_TTL)  # claims, confirmations, releases: leadwatch.store.ledger
