@@ -32,6 +32,7 @@ import requests
 
 from crm_adapters.base import (
     CrmError,
+    CrmNotFound,
     CrmRateLimited,
     CrmRejected,
     CrmUnavailable,
@@ -463,7 +464,11 @@ class AmoCrmAdapter:
                     event = self._note_event(index, item)
                     if event is not None:
                         events.append(event)
-            # delete, restore and unknown actions: nothing for leadwatch to do.
+            elif action == "delete":
+                for index, item in _numbered(group, "leads[delete]"):
+                    events.append(self._deleted_event(index, item))
+            # restore and unknown actions: nothing for leadwatch to do (a restored card's next
+            # change brings it back).
         return events
 
     def _check_account(self, account: Any) -> None:
@@ -511,6 +516,21 @@ class AmoCrmAdapter:
             raw_event=f"leads[{action}]",
             occurred_at=modified,
             lead=snapshot,
+        )
+
+    def _deleted_event(self, index: str, item: Any) -> CrmEvent:
+        where = f"leads[delete][{index}]"
+        if not isinstance(item, dict):
+            raise MalformedWebhook(f"{where} must be a group of fields like {where}[id]")
+        lead_id = _require_id(item, "id", where)
+        # A deletion happens once: its id is its identity, whatever time the hook carries.
+        return CrmEvent(
+            tenant=self.tenant,
+            kind=EventKind.LEAD_DELETED,
+            entity=EntityRef(EntityType.LEAD, lead_id),
+            dedupe_key=f"amo:delete:{lead_id}",
+            raw_event="leads[delete]",
+            occurred_at=_timestamp(item, ("last_modified", "updated_at"), where, required=False),
         )
 
     def _note_event(self, index: str, item: Any) -> CrmEvent | None:
@@ -778,9 +798,9 @@ class AmoCrmAdapter:
             rejected = {i: text for i, text in exc.rejected().items() if 0 <= i < len(chunk)}
             for index, text in rejected.items():
                 item = chunk[index]
-                error = CrmRejected(
-                    f"amoCRM rejected lead {item.lead_id}: {_excerpt(text)}", status=exc.status
-                )
+                # A card deleted since: refused for good, and told apart from a bad value.
+                kind = CrmNotFound if "NotFound" in text else CrmRejected
+                error = kind(f"amoCRM rejected lead {item.lead_id}: {_excerpt(text)}", status=exc.status)
                 for effect_id in item.effect_ids:
                     result.failed[effect_id] = error
             rest = [item for i, item in enumerate(chunk) if i not in rejected]

@@ -74,6 +74,11 @@ class CrmRejected(CrmError):
         super().__init__(message, retryable=False, status=status)
 
 
+class CrmNotFound(CrmRejected):
+    """The card (or activity) does not exist, or no longer: reads turn this into None, and a write
+    to it is refused for good (the card was deleted)."""
+
+
 @dataclass
 class WriteResult:
     """Outcome of a batched write, per effect id. Every input effect lands in one of the two."""

@@ -25,6 +25,7 @@ import requests
 
 from crm_adapters.base import (
     CrmError,
+    CrmNotFound,
     CrmRateLimited,
     CrmRejected,
     CrmUnavailable,
@@ -45,8 +46,16 @@ _DIGITS = re.compile(r"^[0-9]{1,18}$")
 # An empty-code error whose text means "no such card" (crm-lead-get.md, "Possible Errors").
 _MISSING_TEXTS = {"not found", "id is not defined or invalid"}
 
-_LEAD_EVENTS = {"ONCRMLEADADD": EventKind.LEAD_CREATED, "ONCRMLEADUPDATE": EventKind.LEAD_CHANGED}
-_DEAL_EVENTS = {"ONCRMDEALADD": EventKind.LEAD_CREATED, "ONCRMDEALUPDATE": EventKind.LEAD_CHANGED}
+_LEAD_EVENTS = {
+    "ONCRMLEADADD": EventKind.LEAD_CREATED,
+    "ONCRMLEADUPDATE": EventKind.LEAD_CHANGED,
+    "ONCRMLEADDELETE": EventKind.LEAD_DELETED,
+}
+_DEAL_EVENTS = {
+    "ONCRMDEALADD": EventKind.LEAD_CREATED,
+    "ONCRMDEALUPDATE": EventKind.LEAD_CHANGED,
+    "ONCRMDEALDELETE": EventKind.LEAD_DELETED,
+}
 _ACTIVITY_EVENT = "ONCRMACTIVITYADD"
 _CALL_END_EVENT = "ONVOXIMPLANTCALLEND"
 
@@ -84,10 +93,6 @@ _SELECT = {
     EntityType.LEAD: [*_SNAPSHOT_FIELDS, "STATUS_ID", "UF_*"],
     EntityType.DEAL: [*_SNAPSHOT_FIELDS, "STAGE_ID", "CATEGORY_ID", "UF_*"],
 }
-
-
-class CrmNotFound(CrmRejected):
-    """The card (or activity) does not exist: callers turn this into None."""
 
 
 def _excerpt(text: Any, limit: int = 40) -> str:
@@ -334,7 +339,7 @@ class Bitrix24Adapter:
         elif event == _CALL_END_EVENT:
             return self._call_ended(event, form.get("data"))
         else:
-            # Deletions, contacts, other telephony events...: valid deliveries leadwatch does not act on.
+            # Contacts, companies, other telephony events...: valid deliveries leadwatch does not act on.
             return []
 
         data = form.get("data")

@@ -9,6 +9,8 @@ from datetime import date, datetime
 
 from leadwatch.events import EntityRef
 
+DELETED = "deleted"  # the verdict of a card deleted in the CRM before it was judged
+
 
 @dataclass(frozen=True)
 class LeadState:
@@ -37,6 +39,8 @@ class LeadState:
     call_attempts: int = 0
     call_touches: int = 0
     plan_day: date | None = None  # day 1 of its dialing plan
+    # Deleted in the CRM: closed for every process (a verdict it had is kept).
+    deleted_at: datetime | None = None
 
     @property
     def open(self) -> bool:

@@ -19,6 +19,8 @@ class EventKind(StrEnum):
     LEAD_CHANGED = "lead.changed"
     STAGE_CHANGED = "lead.stage_changed"
     RESPONSIBLE_CHANGED = "lead.responsible_changed"
+    # The card was deleted in the CRM: nothing is left to judge or write.
+    LEAD_DELETED = "lead.deleted"
     ACTIVITY_ADDED = "activity.added"
     CALL_ENDED = "call.ended"
 
@@ -133,7 +135,11 @@ class CrmEvent:
     call: Call | None = None
 
     def needs_card(self) -> bool:
-        return self.lead is None and self.kind not in (EventKind.ACTIVITY_ADDED, EventKind.CALL_ENDED)
+        return self.lead is None and self.kind not in (
+            EventKind.ACTIVITY_ADDED,
+            EventKind.CALL_ENDED,
+            EventKind.LEAD_DELETED,
+        )
 
     def needs_activity(self) -> bool:
         if self.kind is EventKind.CALL_ENDED:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from leadwatch.cards import LeadState
+from leadwatch.cards import DELETED, LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
 from leadwatch.store.conditions import put_once, update_if
@@ -159,6 +159,7 @@ class Store:
             call_attempts=int(item.call_attempts or 0),
             call_touches=int(item.call_touches or 0),
             plan_day=date.fromisoformat(item.plan_bucket.rpartition("#")[2]) if item.plan_bucket else None,
+            deleted_at=_dt(item.deleted_at),
         )
 
     def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
@@ -489,19 +490,22 @@ class Store:
             held,
         )
 
-    def close_deleted(self, state: LeadState, now: datetime) -> None:
-        """The card is gone from the CRM: nothing to judge, stop watching it (a card leadwatch never
-        stored stays unstored)."""
-        update_if(
+    def close_deleted(self, state: LeadState, now: datetime) -> bool:
+        """The card is gone from the CRM: nothing to judge or plan, stop watching it. A verdict it
+        already has stays (it was judged while it existed); a card leadwatch never stored stays
+        unstored. False when it was closed as deleted before (or never stored)."""
+        return update_if(
             LeadItem(state.tenant, state.entity.key),
             [
-                LeadItem.verdict.set("deleted"),
-                LeadItem.verdict_at.set(now.timestamp()),
+                LeadItem.verdict.set(LeadItem.verdict | DELETED),
+                LeadItem.verdict_at.set(LeadItem.verdict_at | now.timestamp()),
+                LeadItem.deleted_at.set(now.timestamp()),
                 LeadItem.due_bucket.remove(),
+                LeadItem.plan_bucket.remove(),
                 LeadItem.claim_token.remove(),
                 LeadItem.claim_until.remove(),
             ],
-            LeadItem.entity.exists(),
+            LeadItem.entity.exists() & LeadItem.deleted_at.does_not_exist(),
         )
 
     # ----- effect ledger

@@ -204,8 +204,10 @@ class StoreProtocol(Protocol):
         """Under `token`'s hold: count the card once for (day, manager) and close it; idempotent after a crash."""
         ...
 
-    def close_deleted(self, state: LeadState, now: datetime) -> None:
-        """Close the card with verdict "deleted", uncounted, whoever holds it."""
+    def close_deleted(self, state: LeadState, now: datetime) -> bool:
+        """The card was deleted in the CRM: close it for every process, uncounted, whoever holds it
+        (verdict "deleted" unless it had one; out of the due and plan indexes). False when it was
+        closed as deleted before, or never stored."""
         ...
 
     # ----- effects

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from leadwatch.cards import LeadState
+from leadwatch.cards import DELETED, LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
 
@@ -79,6 +79,7 @@ class _Lead:
     touches_counted: set[str] = field(default_factory=set)
     rejected_at: float | None = None
     rejection_checked: float | None = None
+    deleted_at: float | None = None
 
     def state(self, tenant: str, entity: str) -> LeadState:
         return LeadState(
@@ -100,6 +101,7 @@ class _Lead:
             call_attempts=self.call_attempts,
             call_touches=self.call_touches,
             plan_day=date.fromisoformat(self.plan_bucket.rpartition("#")[2]) if self.plan_bucket else None,
+            deleted_at=_dt(self.deleted_at),
         )
 
 
@@ -594,14 +596,16 @@ class MemoryStore:
             lead.due_bucket = lead.claim_token = lead.claim_until = lead.verdict_pending = None
             return True
 
-    def close_deleted(self, state: LeadState, now: datetime) -> None:
+    def close_deleted(self, state: LeadState, now: datetime) -> bool:
         with self._lock:
             lead = self._part(self._leads, state.tenant).get(state.entity.key)
-            if lead is None:
-                return  # DynamoDB stores a card with no fields here (a bug, see the contract suite)
-            lead.verdict = "deleted"
-            lead.verdict_at = now.timestamp()
-            lead.due_bucket = lead.claim_token = lead.claim_until = None
+            if lead is None or lead.deleted_at is not None:
+                return False
+            if lead.verdict is None:
+                lead.verdict, lead.verdict_at = DELETED, now.timestamp()
+            lead.deleted_at = now.timestamp()
+            lead.due_bucket = lead.plan_bucket = lead.claim_token = lead.claim_until = None
+            return True
 
     # ----- effects
     @property

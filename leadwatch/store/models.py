@@ -93,6 +93,7 @@ class LeadItem(Model):
     touches_counted = UnicodeSetAttribute(null=True)
     rejected_at = NumberAttribute(null=True)
     rejection_checked = NumberAttribute(null=True)  # the rejected_at whose check is done
+    deleted_at = NumberAttribute(null=True)  # the card was deleted in the CRM: no one watches it
 
     due_index = DueIndex()
     plan_index = PlanIndex()

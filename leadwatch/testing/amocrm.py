@@ -476,6 +476,21 @@ class FakeAmoCrm(FakeServer):
         with self.lock:
             return copy.deepcopy(self._wire(self._find(lead_id)))
 
+    def delete_lead(self, lead_id: str | int, *, emit: bool = True) -> None:
+        """Delete a lead as a person would; the account sends `leads[delete]` with the card's id,
+        stage and pipeline (unless `emit` is False: a lost hook)."""
+        with self.lock:
+            lead = self._find(lead_id)
+            del self._leads[lead["id"]]
+            payload = {
+                "id": str(lead["id"]),
+                "status_id": str(lead["status_id"]),
+                "pipeline_id": str(lead["pipeline_id"]),
+            }
+            body = self.webhook_body("delete", [payload])
+        if emit:
+            self.deliver(body)
+
     def lead_ids(self) -> list[str]:
         with self.lock:
             return [str(i) for i in self._leads]

@@ -71,6 +71,8 @@ EVENT_HANDLER_IDS = {
     "ONCRMDEALUPDATE": "415",
     "ONCRMACTIVITYADD": "416",
     "ONVOXIMPLANTCALLEND": "417",
+    "ONCRMLEADDELETE": "418",
+    "ONCRMDEALDELETE": "419",
 }
 
 # CALL_FAILED_CODE -> CALL_FAILED_REASON, as the statistics show them (voximplant-statistic-get.md).
@@ -327,6 +329,11 @@ class FakeBitrix24(FakeServer):
     def lead(self, lead_id: str | int) -> dict[str, Any]:
         return self._read("lead", lead_id)
 
+    def delete_lead(self, lead_id: str | int, *, emit: bool = True) -> None:
+        """Delete a lead as a person would; the portal sends ONCRMLEADDELETE (unless `emit` is
+        False: a lost webhook)."""
+        self._delete_and_emit("lead", lead_id, "ONCRMLEADDELETE", emit)
+
     def create_deal(
         self,
         title: str = "",
@@ -350,6 +357,9 @@ class FakeBitrix24(FakeServer):
 
     def deal(self, deal_id: str | int) -> dict[str, Any]:
         return self._read("deal", deal_id)
+
+    def delete_deal(self, deal_id: str | int, *, emit: bool = True) -> None:
+        self._delete_and_emit("deal", deal_id, "ONCRMDEALDELETE", emit)
 
     def add_activity(
         self,
@@ -560,6 +570,16 @@ class FakeBitrix24(FakeServer):
                 raise KeyError(f"no {table} {raw_id}") from None
             event = self._change(self._tables[table], row, fields, at, by=fields.get("MODIFY_BY_ID", "1"))
         self._emit([event] if event else [])
+
+    def _delete_and_emit(self, table: str, raw_id: str | int, event: str, emit: bool) -> None:
+        with self.lock:
+            try:
+                ident, _row = self._tables[table].find(raw_id)
+            except ApiError:
+                raise KeyError(f"no {table} {raw_id}") from None
+            del self._tables[table].rows[ident]
+        if emit:
+            self._emit([(event, str(ident))])
 
     def _read(self, table: str, raw_id: str | int) -> dict[str, Any]:
         with self.lock:

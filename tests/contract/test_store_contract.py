@@ -667,8 +667,22 @@ def test_a_deleted_card_is_closed_uncounted_whoever_holds_it(store):
 
 
 def test_closing_an_unknown_deleted_card_stores_nothing(store):
-    store.close_deleted(lead(1), NOW)
+    assert not store.close_deleted(lead(1), NOW)
     assert store.get_lead("t1", ref(1)) is None
+
+
+def test_a_deleted_card_keeps_its_verdict_and_leaves_the_plan_once(store):
+    state = replace(lead(1), plan_day=DAY)
+    store.create_lead(state, NOW)
+    assert [s.entity for _, s in store.plan_leads("t1", [DAY])] == [ref(1)]
+    assert store.claim(state, "a", NOW, HOLD)
+    assert store.close_verdict(state, "on_time", "a", NOW, "2025-11-11", "7")
+    assert store.close_deleted(state, NOW + timedelta(hours=1))
+    assert not store.close_deleted(state, NOW + timedelta(hours=2))  # a redelivered deletion
+    got = store.get_lead("t1", ref(1))
+    assert (got.verdict, got.deleted_at) == ("on_time", NOW + timedelta(hours=1))
+    assert store.plan_leads("t1", [DAY]) == []
+    assert [(r.on_time, r.late) for r in store.timeliness_stats("t1", DAY, DAY)] == [(1, 0)]
 
 
 # ----- the effect ledger

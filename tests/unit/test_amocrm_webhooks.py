@@ -486,8 +486,21 @@ def test_system_notes_and_other_entities_are_ignored(adapter: AmoCrmAdapter) -> 
     assert deliver(adapter, form(on_contact + TRAILER)) == []
     contact = [("contacts[add][0][id]", "10952709"), ("contacts[add][0][name]", "Контакт"), *TRAILER]
     assert deliver(adapter, form(contact)) == []
-    deleted = [("leads[delete][0][id]", "1"), *TRAILER]
-    assert deliver(adapter, form(deleted)) == []
+
+
+def test_a_deleted_lead_is_an_event_once_and_a_bad_one_is_refused(adapter: AmoCrmAdapter) -> None:
+    deleted = [
+        ("leads[delete][0][id]", "31"),
+        ("leads[delete][0][status_id]", "142"),
+        ("leads[delete][0][pipeline_id]", "3"),
+        *TRAILER,
+    ]
+    [event] = deliver(adapter, form(deleted))
+    assert (event.kind, event.entity) == (EventKind.LEAD_DELETED, EntityRef(EntityType.LEAD, "31"))
+    assert event.dedupe_key == "amo:delete:31" and not event.needs_card()
+    for bad, problem in (("", "leads[delete][0][id] is missing"), ("x1", "leads[delete][0][id]")):
+        with pytest.raises(MalformedWebhook, match=problem.replace("[", r"\[").replace("]", r"\]")):
+            deliver(adapter, form([("leads[delete][0][id]", bad), *TRAILER]))
 
 
 def test_a_hook_without_stage_or_creation_time_asks_for_the_card(adapter: AmoCrmAdapter) -> None:

@@ -122,8 +122,18 @@ def test_event_code_is_compared_case_insensitively() -> None:
     assert mixed.raw_event == "ONCRMACTIVITYADD"
 
 
+@pytest.mark.parametrize(("event", "kind"), [("ONCRMLEADDELETE", "lead"), ("ONCRMDEALDELETE", "deal")])
+def test_a_deletion_is_an_event_and_a_bad_one_is_refused(event: str, kind: str) -> None:
+    [deleted] = parse(body(event=event, ident="77"), entities=("lead", "deal"))
+    assert deleted.kind is EventKind.LEAD_DELETED
+    assert deleted.entity == EntityRef(EntityType(kind), "77")
+    assert not deleted.needs_card()
+    for bad in ("", "0", "abc"):
+        with pytest.raises(MalformedWebhook, match=r"data\[FIELDS\]\[ID\]"):
+            parse(body(event=event, ident=bad), entities=("lead", "deal"))
+
+
 def test_recognised_but_unused_events_give_nothing() -> None:
-    assert parse(body(event="ONCRMLEADDELETE")) == []
     assert parse(body(event="ONCRMCONTACTADD")) == []
     # ONVOXIMPLANTCALLEND has a flat `data` with no FIELDS; linked to no CRM activity, nothing acts on it.
     call_end = form(

@@ -37,7 +37,11 @@ def on_events(
     plan = DialingRules.from_config(config.dialing)
 
     entities = {batch.entity_of(e) for _, e in items} - {None}
-    states: dict[EntityRef, LeadState] = ctx.store.get_leads(tenant, entities)  # type: ignore[arg-type]
+    states: dict[EntityRef, LeadState] = {
+        entity: state
+        for entity, state in ctx.store.get_leads(tenant, entities).items()  # type: ignore[arg-type]
+        if state.deleted_at is None  # deleted in the CRM: out of every plan
+    }
     needing = {batch.entity_of(e) for _, e in items if e.needs_card() and batch.entity_of(e) in states}
     cards = batch.cards(needing) if needing else {}  # type: ignore[arg-type]
     snapshots = [

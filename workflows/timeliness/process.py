@@ -14,7 +14,7 @@ PROCESS = Process(
     ),
     config="workflows.timeliness.config:TimelinessConfig",
     check="workflows.timeliness.config:check",
-    events=(*CARD_EVENTS, "activity.added", "call.ended"),
+    events=(*CARD_EVENTS, "lead.deleted", "activity.added", "call.ended"),
     on_events="workflows.timeliness.service:on_events",
     schedules=(
         Schedule(

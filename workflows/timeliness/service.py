@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from leadwatch import executor
-from leadwatch.events import Activity, Call, CrmEvent, EntityRef
+from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EventKind
 from workflows.timeliness import rules as timeliness
 
 if TYPE_CHECKING:
@@ -26,6 +26,11 @@ def on_events(
 
     entities = {batch.entity_of(e) for _, e in items} - {None}
     states = ctx.store.get_leads(tenant, entities)  # type: ignore[arg-type]
+    deleted = {e.entity for _, e in items if e.kind is EventKind.LEAD_DELETED}
+    for entity in deleted & states.keys():
+        # Gone from the CRM: nothing to judge or write any more (a verdict it had stays).
+        ctx.store.close_deleted(states[entity], now)
+    items = [(m, e) for m, e in items if batch.entity_of(e) not in deleted]
     # Read the card when the event did not carry it, and for activities on cards we never saw
     # (their creation webhook was lost): the card is how they get their intake.
     to_read = {
