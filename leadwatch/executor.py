@@ -7,7 +7,11 @@ same effects (two webhooks of one card, overlapping sweeps or reports) only one
 performs each. Then:
 
 - success: confirmed (done);
-- a definite failure (an error answer, nothing sent): released, the next run retries;
+- a definite failure (an error answer, nothing sent): counted, released, the next run retries;
+  an effect refused for good (a deleted card, a bot removed from the chat, no rights) is given
+  up after REFUSALS_BEFORE_GIVING_UP refusals, one that keeps failing otherwise (the CRM or
+  Telegram down) after GIVE_UP_AFTER: settled as `gave_up`, journalled once with the reason in a
+  person's words (type `gave_up`) and counted (metric GaveUp), so no work stays stuck on it;
 - no answer after sending (`OutcomeUnknown`): a CRM field write is released (writing a
   value again is harmless); a Telegram message is settled as unconfirmed, never sent
   again, and journalled once (type `unconfirmed_message`) so a person can look;
@@ -20,10 +24,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from crm_adapters.base import CrmError, OutcomeUnknown
+from crm_adapters.base import CrmError, CrmNotFound, OutcomeUnknown
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
@@ -31,13 +35,18 @@ from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields
 from leadwatch.secrets import SecretMissing
 
 if TYPE_CHECKING:  # the ledger module loads PynamoDB; the executor reaches it through ctx.store
-    from leadwatch.store.ledger import ClaimResult, EffectLedger, LedgerEntry
+    from leadwatch.store.ledger import ClaimResult, EffectLedger, Failures, LedgerEntry
 
 log = logging.getLogger("leadwatch.executor")
 
 # How long a claim keeps other workers off an effect. Longer than any function's timeout (60 s at
 # most): a claimant still alive is never taken over; one that died is, after this.
 LEASE = timedelta(minutes=2)
+# A refusal can be a passing state (a permission being fixed, a bot being added back): a few
+# tries, a sweep apart, before giving up. Anything else failing for a day is not coming back.
+REFUSALS_BEFORE_GIVING_UP = 3
+CARD_DELETED = "card deleted"  # the reason a write to a card that is gone was given up
+GIVE_UP_AFTER = timedelta(hours=24)
 
 
 @dataclass
@@ -48,6 +57,8 @@ class Outcome:
     # Being performed by another worker, or a message queued behind one that is: retry later.
     held: set[str] = field(default_factory=set)
     unconfirmed: set[str] = field(default_factory=set)  # sent without an answer (also in `done`)
+    # Failed too often, now or before: effect id -> why, in a person's words (also in `done`).
+    gave_up: dict[str, str] = field(default_factory=dict)
 
     def all_done(self, effect_ids: list[str]) -> bool:
         return all(i in self.done for i in effect_ids)
@@ -80,6 +91,30 @@ class _Run:
 
     def release(self, effect_id: str) -> None:
         self.ledger.release(self.tenant, effect_id, self.owner)
+
+    def fail(self, effect: SetCardFields | Notify, error: CrmError, outcome: Outcome) -> bool:
+        """An attempt failed with an answer (nothing happened): count it, and either release the
+        effect for the next run or, when it has failed too often, give it up. True: given up."""
+        now = self.ctx.clock()
+        failures = self.ledger.note_failure(self.tenant, effect.effect_id, now, permanent=not error.retryable)
+        why = _give_up(effect, error, failures, now)
+        if why is None:
+            self.release(effect.effect_id)
+            outcome.failed[effect.effect_id] = str(error)
+            return False
+        kind, reason = why
+        if self.ledger.mark_gave_up(self.tenant, effect.effect_id, self.owner, now, f"{reason}: {error}"):
+            if isinstance(effect, SetCardFields):
+                subject, details = effect.entity.key, {"fields": sorted(effect.fields)}
+            else:
+                subject, details = f"telegram:{self.config.telegram.chat_id}", {"text": effect.text}
+            details |= {"error": str(error), "attempts": failures.attempts}
+            self.ledger.record_gave_up(self.tenant, effect.effect_id, subject, reason, details, now)
+            observability.gave_up(self.tenant, kind)
+            log.warning("tenant %s: gave %s up: %s (%s)", self.tenant, effect.effect_id, reason, error)
+        outcome.done.add(effect.effect_id)
+        outcome.gave_up[effect.effect_id] = reason
+        return True
 
 
 def perform(ctx: Context, config: TenantConfig, effects: list[Effect], budget: Any = None) -> Outcome:
@@ -122,6 +157,8 @@ def _sort_claims(claims: dict[str, ClaimResult], outcome: Outcome) -> list[str]:
             outcome.done.add(effect_id)
             if claim.unconfirmed:
                 outcome.unconfirmed.add(effect_id)
+            if claim.gave_up:
+                outcome.gave_up[effect_id] = "given up before"
     return mine
 
 
@@ -148,19 +185,18 @@ def _write_cards(run: _Run, writes: list[SetCardFields], outcome: Outcome) -> No
         run.ledger.mark_done(run.tenant, result.succeeded, run.ctx.clock())
     outcome.done |= result.succeeded
     outcome.performed += len(result.succeeded)
-    leads = {w.effect_id: w.entity.key for w in writes}
+    by_id = {w.effect_id: w for w in writes}
     for effect_id, error in result.failed.items():
         # Failed or unknown (OutcomeUnknown): either way a later write of the same value is safe.
-        run.release(effect_id)
-        outcome.failed[effect_id] = str(error)
         log.warning(
             "tenant %s: CRM write %s failed: %s",
             run.tenant,
             effect_id,
             error,
-            extra={"lead": leads.get(effect_id)},
+            extra={"lead": by_id[effect_id].entity.key},
         )
         observability.crm_failure(run.tenant, error)
+        run.fail(by_id[effect_id], error, outcome)
 
 
 def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
@@ -194,10 +230,10 @@ def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
             _defer(later, "deferred: Telegram did not answer", outcome)
             return
         except CrmError as exc:
-            run.release(message.effect_id)  # an error answer: Telegram did not post it
+            # An error answer: Telegram did not post it.
             log.warning("tenant %s: Telegram message %s failed: %s", run.tenant, message.effect_id, exc)
             observability.telegram_failure(run.tenant, exc)
-            outcome.failed[message.effect_id] = str(exc)
+            run.fail(message, exc, outcome)
             if exc.retryable:
                 # Telegram is still throttling or down after the retries: leave the rest for the next run.
                 _defer(later, "deferred: Telegram unavailable", outcome)
@@ -211,6 +247,33 @@ def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
         run.confirm(message.effect_id)
         outcome.done.add(message.effect_id)
         outcome.performed += 1
+
+
+def _give_up(
+    effect: SetCardFields | Notify, error: CrmError, failures: Failures, now: datetime
+) -> tuple[str, str] | None:
+    """(metric kind, reason) when the effect has failed too often; None: try again later."""
+    refused = failures.refusals >= REFUSALS_BEFORE_GIVING_UP and not error.retryable
+    if not refused and now - failures.first_at < GIVE_UP_AFTER:
+        return None
+    if isinstance(effect, SetCardFields):
+        if isinstance(error, CrmNotFound):
+            return "card_deleted", CARD_DELETED
+        if refused:
+            return "crm_refused", "CRM refused the write"
+        return "crm_unavailable", f"CRM unavailable for {_span(now - failures.first_at)}"
+    from leadwatch.telegram import TelegramRejected
+
+    if isinstance(error, TelegramRejected) and error.not_in_chat:
+        return "alert_failed", "alert failed: bot not in chat"
+    if refused:
+        return "alert_failed", "alert failed: Telegram refused it"
+    return "alert_failed", f"alert failed: Telegram unavailable for {_span(now - failures.first_at)}"
+
+
+def _span(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f} hours" if hours >= 2 else f"{delta.total_seconds() / 60:.0f} minutes"
 
 
 def _defer(messages: list[Notify], reason: str, outcome: Outcome) -> None:
@@ -241,5 +304,6 @@ def _unconfirmed(run: _Run, message: Notify, exc: BaseException, outcome: Outcom
             now,
         )
         observability.violation(run.tenant, UNCONFIRMED_TYPE)
+        observability.unconfirmed_message(run.tenant)
     outcome.done.add(message.effect_id)
     outcome.unconfirmed.add(message.effect_id)

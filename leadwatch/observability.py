@@ -44,6 +44,8 @@ VIOLATIONS = "Violations"  # dimensions: tenant, type
 CRM_ERRORS = "CrmErrors"  # dimensions: tenant, kind (rate_limited | unavailable | rejected)
 TELEGRAM_ERRORS = "TelegramErrors"  # dimensions: tenant, kind
 STALE_WRITES = "StaleWrites"  # dimensions: process; a state write that lost to a newer one
+GAVE_UP = "GaveUp"  # dimensions: tenant, reason (card_deleted | crm_refused | crm_unavailable | alert_failed)
+UNCONFIRMED_MESSAGES = "UnconfirmedMessages"  # dimensions: tenant; a message sent without an answer
 QUEUE_DEPTH = "QueueDepth"  # the events queue's ApproximateNumberOfMessages, once per reconciliation run
 
 MAX_KEY_CHARS = 200  # a bound key (tenant from a URL, joined ids) stays small
@@ -267,6 +269,15 @@ def telegram_failure(tenant: str, exc: BaseException) -> None:
     kind = error_kind(exc)
     if kind is not None:
         _record(TELEGRAM_ERRORS, 1, tenant=tenant, kind=kind)
+
+
+def gave_up(tenant: str, reason: str) -> None:
+    """Work closed without being done after failing too often (leadwatch.executor)."""
+    _record(GAVE_UP, 1, tenant=tenant, reason=reason)
+
+
+def unconfirmed_message(tenant: str) -> None:
+    _record(UNCONFIRMED_MESSAGES, 1, tenant=tenant)
 
 
 def metrics_enabled() -> bool:

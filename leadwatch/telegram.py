@@ -218,6 +218,18 @@ class TelegramRejected(CrmRejected):
         self.description = description
         self.migrate_to_chat_id = migrate_to_chat_id
 
+    @property
+    def not_in_chat(self) -> bool:
+        """The bot cannot post to the chat any more: removed from the group, blocked by the person,
+        or the chat is gone. Nothing is sent there until someone adds the bot back."""
+        text = self.description.lower()
+        return (self.status == 403 and any(w in text for w in _NOT_IN_CHAT)) or "chat not found" in text
+
+
+# Bot API 403 descriptions: "bot was kicked from the group chat", "bot is not a member of the
+# supergroup chat", "bot was blocked by the user", "user is deactivated".
+_NOT_IN_CHAT = ("kicked", "not a member", "blocked", "deactivated")
+
 
 class InvalidMessage(CrmRejected, ValueError):
     """The text cannot be sent as it is (too long, empty, malformed HTML); nothing was sent.

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from leadwatch.effects import Violation
     from leadwatch.events import Call, EntityRef
     from leadwatch.store.dynamodb import JournalRow, RejectRow, StatRow
-    from leadwatch.store.ledger import ClaimResult, LedgerEntry
+    from leadwatch.store.ledger import ClaimResult, Failures, LedgerEntry
 
 
 class EffectLedgerProtocol(Protocol):
@@ -81,6 +81,21 @@ class EffectLedgerProtocol(Protocol):
 
     def unconfirmed(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
         """The ids among these settled as unconfirmed."""
+        ...
+
+    def mark_gave_up(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:
+        """Settle as given up (never claimable again), keeping `detail`; False unless `owner` holds the claim."""
+        ...
+
+    def note_failure(self, tenant: str, effect_id: str, now: datetime, *, permanent: bool) -> Failures:
+        """Count one failed attempt of the effect (`permanent`: refused for good); the counts so far,
+        with the time of the first failure."""
+        ...
+
+    def record_gave_up(
+        self, tenant: str, effect_id: str, subject: str, reason: str, details: dict[str, Any], now: datetime
+    ) -> bool:
+        """One journal row (type `gave_up`) saying why in a person's words; False when that row is there."""
         ...
 
     def record_unconfirmed(

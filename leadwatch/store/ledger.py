@@ -5,6 +5,7 @@ conditional writes only, so two workers racing over the same effect cannot both 
 
     (none) --claim--> claimed --confirm--> done
                          |  \\--mark_unconfirmed--> unconfirmed
+                         |  \\--give_up--> gave_up        (failed too often: never attempted again)
                          \\--release--> (none)            (the effect surely did not happen)
 
 - A claim is a lease: a claimant that died (a Lambda killed mid-send) is taken over once its
@@ -35,6 +36,7 @@ from leadwatch.store.conditions import lost_condition
 from leadwatch.store.models import JournalItem, StateItem
 
 UNCONFIRMED_TYPE = "unconfirmed_message"  # the journal row of an effect whose outcome is unknown
+GAVE_UP_TYPE = "gave_up"  # the journal row of an effect given up after failing too often
 _MAX_DETAIL = 1000
 
 
@@ -42,6 +44,7 @@ class Status(StrEnum):
     CLAIMED = "claimed"
     DONE = "done"
     UNCONFIRMED = "unconfirmed"
+    GAVE_UP = "gave_up"
 
 
 class ClaimState(StrEnum):
@@ -49,6 +52,7 @@ class ClaimState(StrEnum):
     DONE = "done"  # performed and confirmed earlier: nothing to do
     HELD = "held"  # another live claimant holds it: not done for this caller, try again later
     UNCONFIRMED = "unconfirmed"  # attempted with an unknown outcome: settled, never attempted again
+    GAVE_UP = "gave_up"  # failed too often: settled, never attempted again
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,13 @@ class ClaimResult:
         return self.state is ClaimState.UNCONFIRMED
 
     @property
+    def gave_up(self) -> bool:
+        return self.state is ClaimState.GAVE_UP
+
+    @property
     def settled(self) -> bool:
         """Done or unconfirmed: a caller moves on and never performs it again."""
-        return self.state in (ClaimState.DONE, ClaimState.UNCONFIRMED)
+        return self.state in (ClaimState.DONE, ClaimState.UNCONFIRMED, ClaimState.GAVE_UP)
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,35 @@ class LedgerEntry:
 
     @property
     def settled(self) -> bool:
-        return self.status in (Status.DONE, Status.UNCONFIRMED)
+        return self.status in (Status.DONE, Status.UNCONFIRMED, Status.GAVE_UP)
+
+
+@dataclass(frozen=True)
+class Failures:
+    """How often an effect has failed so far (its `failure#` row): in all, and refused for good."""
+
+    attempts: int
+    refusals: int
+    first_at: datetime
 
 
 def _key(effect_id: str) -> str:
     return f"effect#{effect_id}"
+
+
+def _failure_key(effect_id: str) -> str:
+    return f"failure#{effect_id}"
+
+
+def settlement_id(type_: str, effect_id: str) -> str:
+    """The journal id of an effect's settlement row: one per effect and kind."""
+    return f"{'unconfirmed' if type_ == UNCONFIRMED_TYPE else type_}:{effect_id}"
+
+
+def settlement_details(effect_id: str, detail: str, details: dict[str, Any]) -> str:
+    return json.dumps(
+        {"effect_id": effect_id, "detail": detail[:_MAX_DETAIL], **details}, ensure_ascii=False, default=str
+    )
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -172,6 +204,25 @@ class EffectLedger:
         """The request left and no answer came: settle it as unconfirmed, never to be claimed again."""
         return self._settle(tenant, effect_id, owner, now, Status.UNCONFIRMED, detail)
 
+    def mark_gave_up(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:
+        """The effect failed too often: settle it as given up, never to be claimed again."""
+        return self._settle(tenant, effect_id, owner, now, Status.GAVE_UP, detail)
+
+    def note_failure(self, tenant: str, effect_id: str, now: datetime, *, permanent: bool) -> Failures:
+        """Count one failed attempt (a permanent refusal also as a refusal); the counts so far.
+
+        A row of its own, so a claim (a put) never wipes the count; written only when something
+        failed, so the effects that succeed cost nothing more."""
+        item = StateItem(tenant, _failure_key(effect_id))
+        actions = [
+            StateItem.attempts.add(1),
+            StateItem.refusals.add(1 if permanent else 0),
+            StateItem.at.set(StateItem.at | now.timestamp()),
+            StateItem.expires_at.set(now + self.ttl),
+        ]
+        item.update(actions=actions)
+        return Failures(int(item.attempts or 0), int(item.refusals or 0), _dt(item.at) or now)
+
     def release(self, tenant: str, effect_id: str, owner: str) -> bool:
         """The effect surely did not happen: drop the claim so the next run tries again."""
         try:
@@ -227,21 +278,36 @@ class EffectLedger:
         `subject` stands where a violation has its card (the chat, for a message). Called only by the
         owner whose `mark_unconfirmed` succeeded, which happens once per effect: one row per effect.
         """
-        violation_id = f"unconfirmed:{effect_id}"
+        return self._journal_once(tenant, effect_id, UNCONFIRMED_TYPE, subject, detail, details, now)
+
+    def record_gave_up(
+        self, tenant: str, effect_id: str, subject: str, reason: str, details: dict[str, Any], now: datetime
+    ) -> bool:
+        """One journal row (type `gave_up`) for an effect settled as given up, saying why in a
+        person's words ("card deleted", "alert failed: bot not in chat"); as `record_unconfirmed`."""
+        return self._journal_once(tenant, effect_id, GAVE_UP_TYPE, subject, reason, details, now)
+
+    def _journal_once(
+        self,
+        tenant: str,
+        effect_id: str,
+        type_: str,
+        subject: str,
+        detail: str,
+        details: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        violation_id = settlement_id(type_, effect_id)
         item = JournalItem(
             tenant,
             f"{now.astimezone(UTC).isoformat()}#{violation_id}",
             violation_id=violation_id,
-            type=UNCONFIRMED_TYPE,
+            type=type_,
             entity=subject,
             manager=None,
             occurred_at=now.timestamp(),
             recorded_at=now.timestamp(),
-            details=json.dumps(
-                {"effect_id": effect_id, "detail": detail[:_MAX_DETAIL], **details},
-                ensure_ascii=False,
-                default=str,
-            ),
+            details=settlement_details(effect_id, detail, details),
         )
         try:
             item.save(condition=JournalItem.key.does_not_exist())
@@ -288,4 +354,6 @@ def _result_of(entry: LedgerEntry) -> ClaimResult:
         return ClaimResult(entry.effect_id, ClaimState.DONE)
     if entry.status is Status.UNCONFIRMED:
         return ClaimResult(entry.effect_id, ClaimState.UNCONFIRMED)
+    if entry.status is Status.GAVE_UP:
+        return ClaimResult(entry.effect_id, ClaimState.GAVE_UP)
     return ClaimResult(entry.effect_id, ClaimState.HELD, holder=entry.owner, lease_until=entry.lease_until)

@@ -25,13 +25,17 @@ from leadwatch.events import Call, EntityRef
 from leadwatch.store.dynamodb import MAX_KEPT_BODY, JournalRow, RejectRow, StatRow, due_bucket
 from leadwatch.store.ledger import (
     _MAX_DETAIL,
+    GAVE_UP_TYPE,
     UNCONFIRMED_TYPE,
     ClaimResult,
     ClaimState,
     EffectLedger,
+    Failures,
     LedgerEntry,
     Status,
     _result_of,
+    settlement_details,
+    settlement_id,
 )
 
 _V = TypeVar("_V")
@@ -167,6 +171,7 @@ class MemoryLedger:
         self._lock = lock
         self._journal = journal
         self._rows: dict[str, dict[str, _Effect]] = {}
+        self._failures: dict[tuple[str, str], tuple[int, int, datetime]] = {}
 
     def _table(self, tenant: str) -> dict[str, _Effect]:
         return self._rows.setdefault(tenant, {})
@@ -238,20 +243,43 @@ class MemoryLedger:
     def record_unconfirmed(
         self, tenant: str, effect_id: str, subject: str, detail: str, details: dict[str, Any], now: datetime
     ) -> bool:
+        return self._journal_once(tenant, effect_id, UNCONFIRMED_TYPE, subject, detail, details, now)
+
+    def record_gave_up(
+        self, tenant: str, effect_id: str, subject: str, reason: str, details: dict[str, Any], now: datetime
+    ) -> bool:
+        return self._journal_once(tenant, effect_id, GAVE_UP_TYPE, subject, reason, details, now)
+
+    def _journal_once(
+        self,
+        tenant: str,
+        effect_id: str,
+        type_: str,
+        subject: str,
+        detail: str,
+        details: dict[str, Any],
+        now: datetime,
+    ) -> bool:
         row = _Violation(
-            violation_id=f"unconfirmed:{effect_id}",
-            type=UNCONFIRMED_TYPE,
+            violation_id=settlement_id(type_, effect_id),
+            type=type_,
             entity=subject,
             manager=None,
             occurred_at=now.timestamp(),
-            details=json.dumps(
-                {"effect_id": effect_id, "detail": detail[:_MAX_DETAIL], **details},
-                ensure_ascii=False,
-                default=str,
-            ),
+            details=settlement_details(effect_id, detail, details),
         )
         with self._lock:
             return self._journal.put_once(tenant, now, row)
+
+    def mark_gave_up(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:
+        return self._settle(tenant, effect_id, owner, now, Status.GAVE_UP, detail)
+
+    def note_failure(self, tenant: str, effect_id: str, now: datetime, *, permanent: bool) -> Failures:
+        with self._lock:
+            attempts, refusals, first = self._failures.get((tenant, effect_id), (0, 0, now))
+            counts = (attempts + 1, refusals + permanent, first)
+            self._failures[(tenant, effect_id)] = counts
+            return Failures(*counts)
 
     @staticmethod
     def _held_by(row: _Effect | None, owner: str) -> bool:

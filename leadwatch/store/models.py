@@ -137,6 +137,8 @@ class StateItem(Model):
     owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
     detail = UnicodeAttribute(null=True)
+    # An effect's failures (`failure#<id>`): `attempts` in all, `refusals` of them permanent.
+    refusals = NumberAttribute(null=True)
 
 
 class CallItem(Model):

@@ -612,6 +612,10 @@ class CrmDriver:
         """Move the card to the rejected ("junk", "lost") stage."""
         raise NotImplementedError
 
+    def delete(self, lead_id: str, *, emit: bool = True) -> None:
+        """Delete the card (`emit=False`: its deletion webhook is lost)."""
+        raise NotImplementedError
+
     def verdict(self, lead_id: str) -> Any:
         raise NotImplementedError
 
@@ -648,6 +652,9 @@ class BitrixDriver(CrmDriver):
     def reject(self, lead_id: str, manager: str, at: datetime) -> None:
         self.fake.update_lead(lead_id, at=at, STATUS_ID="JUNK")
 
+    def delete(self, lead_id: str, *, emit: bool = True) -> None:
+        self.fake.delete_lead(lead_id, emit=emit)
+
     def verdict(self, lead_id: str) -> Any:
         return self.fake.lead(lead_id).get("UF_CRM_ON_TIME")
 
@@ -683,6 +690,9 @@ class AmoDriver(CrmDriver):
 
     def reject(self, lead_id: str, manager: str, at: datetime) -> None:
         self.fake.change_status(lead_id, 143, at=at, by=manager)
+
+    def delete(self, lead_id: str, *, emit: bool = True) -> None:
+        self.fake.delete_lead(lead_id, emit=emit)
 
     def _field(self, lead_id: str, field_id: int) -> Any:
         for item in self.fake.lead(lead_id).get("custom_fields_values") or []:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import sys
 import threading
 from collections.abc import Callable
@@ -769,6 +770,29 @@ def test_an_unconfirmed_effect_is_settled_never_claimed_again(store):
     entry = book.entries("t1", ["e1"])["e1"]
     assert entry.detail == "ReadTimeout after sending" and entry.owner == "alice"
     assert not book.release("t1", "e1", "alice") and not book.confirm("t1", "e1", "alice", NOW)
+
+
+def test_failures_are_counted_across_claims_and_a_given_up_effect_is_settled(store):
+    book = store.ledger
+    for n, permanent in enumerate((False, True, True), start=1):
+        assert book.claim("t1", "e1", f"w{n}", NOW + timedelta(minutes=n), LEASE).claimed
+        got = book.note_failure("t1", "e1", NOW + timedelta(minutes=n), permanent=permanent)
+        assert (got.attempts, got.refusals, got.first_at) == (n, n - 1, NOW + timedelta(minutes=1))
+        if n < 3:
+            assert book.release("t1", "e1", f"w{n}")
+    assert book.note_failure("t2", "e1", NOW, permanent=True).attempts == 1  # another tenant's own
+    assert not book.mark_gave_up("t1", "e1", "w1", NOW, "card deleted")  # not w1's any more
+    assert book.mark_gave_up("t1", "e1", "w3", NOW, "card deleted: Not found")
+    result = book.claim("t1", "e1", "w4", NOW + LEASE * 10, LEASE)
+    assert result.state is ClaimState.GAVE_UP and result.settled and result.gave_up
+    assert book.done("t1", ["e1"]) == {"e1"}
+    assert book.entries("t1", ["e1"])["e1"].detail == "card deleted: Not found"
+    assert book.record_gave_up("t1", "e1", "lead:1", "card deleted", {"attempts": 3}, NOW)
+    assert not book.record_gave_up("t1", "e1", "lead:1", "card deleted", {"attempts": 3}, NOW)
+    [row] = store.violations("t1", NOW - timedelta(days=1), NOW + timedelta(days=1), type="gave_up")
+    assert (row.entity, row.violation_id) == ("lead:1", "gave_up:e1")
+    details = json.loads(row.details) if isinstance(row.details, str) else row.details
+    assert details == {"effect_id": "e1", "detail": "card deleted", "attempts": 3}
 
 
 def test_an_unconfirmed_detail_is_capped_and_never_empty(store):

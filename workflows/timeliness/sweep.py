@@ -40,6 +40,7 @@ class SweepReport:
     late: int = 0
     retried_later: int = 0
     skipped: int = 0
+    gave_up: int = 0  # closed with an effect given up (journalled with its reason)
     errors: dict[str, str] = field(default_factory=dict)
     more: bool = False  # a full page, or out of time: continue at once (leadwatch.scheduling)
     wake_at: datetime | None = None  # when the tenant's next card falls due
@@ -120,6 +121,12 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
                 verdict,
                 extra={"lead": state.entity.key},
             )
+        given_up = {outcome.gave_up[i] for i in ids if i in outcome.gave_up}
+        if given_up:
+            report.gave_up += 1
+            if executor.CARD_DELETED in given_up:
+                # Its deletion webhook was lost (or never subscribed): judged, and now let go.
+                store.close_deleted(state, now)
     # Past buckets hold only cards already due, so one that yielded nothing still open is empty for
     # good. Yesterday is read again for an hour after midnight UTC: a worker whose clock lags may
     # still write there. A full page may have left cards unread: then keep reading from the same place.
