@@ -67,6 +67,11 @@ class OutcomeUnknown(CrmUnavailable):
     it may or may not have taken effect. Retrying is safe only for an idempotent request."""
 
 
+class OutOfTime(CrmUnavailable):
+    """No time left in this invocation for the request (or its next retry): nothing was sent, and
+    the work is left for the next run. Not a failure of the request itself."""
+
+
 class CrmRejected(CrmError):
     """The CRM refused the request itself (bad id, bad field, no rights)."""
 

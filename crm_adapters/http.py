@@ -17,16 +17,44 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from urllib3.exceptions import MaxRetryError
 
-from crm_adapters.base import CrmError, CrmUnavailable, OutcomeUnknown
+from crm_adapters.base import CrmError, CrmUnavailable, OutcomeUnknown, OutOfTime
 
 Classify = Callable[[requests.Response], CrmError | None]
+
+# What an invocation still has for HTTP (seconds, as a function of now), set by the Lambda glue.
+_time_left: ContextVar[Callable[[], float] | None] = ContextVar("leadwatch_http_time_left", default=None)
+# Less than this left: no new attempt (a request needs time to be answered, the caller to record it).
+MIN_ATTEMPT_SECONDS = 1.0
+
+
+@contextmanager
+def time_limit(left: Callable[[], float]) -> Iterator[None]:
+    """Bound every HTTP call made inside, with its retries and waits, by `left()` seconds.
+
+    A Lambda killed at its timeout returns its whole batch, other tenants' messages included,
+    and leaves its claims to expire: far better that a call gives up in time (a retryable
+    error: the work is left for the next run) than that one slow API takes the invocation down.
+    """
+    token = _time_left.set(left)
+    try:
+        yield
+    finally:
+        _time_left.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds this invocation still has for HTTP, or None when nothing bounds it."""
+    left = _time_left.get()
+    return None if left is None else left()
 
 
 @dataclass(frozen=True)
@@ -121,8 +149,14 @@ class HttpClient:
         waited = 0.0
         attempt = 0
         while True:
+            left = time_left()
+            if left is not None and left < MIN_ATTEMPT_SECONDS:
+                raise OutOfTime(f"{method} {self.redact(url)}: no time left in this invocation")
+            timeout = self._timeout if left is None else _within(self._timeout, left)
             try:
-                return self._once(method, url, params=params, json=json, data=data, headers=headers)
+                return self._once(
+                    method, url, params=params, json=json, data=data, headers=headers, timeout=timeout
+                )
             except CrmError as error:
                 attempt += 1
                 if isinstance(error, OutcomeUnknown) and not idempotent:
@@ -132,10 +166,15 @@ class HttpClient:
                 delay = self.policy.delay(attempt - 1, error, self._rng)
                 if waited + delay > self.policy.budget:
                     raise
+                left = time_left()
+                if left is not None and delay + MIN_ATTEMPT_SECONDS > left:
+                    raise  # the retry could not finish in this invocation: the next run does it
                 waited += delay
                 self._sleep(delay)
 
-    def _once(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _once(
+        self, method: str, url: str, *, timeout: tuple[float, float], **kwargs: Any
+    ) -> requests.Response:
         if self.limiter is not None:
             self.limiter.acquire()
         headers = dict(self._headers)
@@ -144,7 +183,7 @@ class HttpClient:
         kwargs["headers"] = headers
         self.calls += 1
         try:
-            response = self._session.request(method, url, timeout=self._timeout, **kwargs)
+            response = self._session.request(method, url, timeout=timeout, **kwargs)
         except requests.RequestException as exc:
             what = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
             if _maybe_delivered(exc):
@@ -155,6 +194,13 @@ class HttpClient:
             error.args = (self.redact(str(error)),)
             raise error
         return response
+
+
+def _within(timeout: tuple[float, float], left: float) -> tuple[float, float]:
+    """Connect and read timeouts cut to what the invocation has left (less a moment to record
+    the outcome)."""
+    room = max(left - MIN_ATTEMPT_SECONDS / 2, MIN_ATTEMPT_SECONDS / 2)
+    return min(timeout[0], room), min(timeout[1], room)
 
 
 def _maybe_delivered(exc: requests.RequestException) -> bool:

@@ -13,11 +13,14 @@ QUEUE_NAME = os.environ.get("LEADWATCH_JOBS_QUEUE_NAME", "leadwatch-jobs")
 
 
 def jobs(event) -> dict:
+    from crm_adapters.http import time_limit
     from leadwatch import observability
     from leadwatch.context import get_context
+    from leadwatch.dispatch import back_off
     from leadwatch.scheduling import Budget, Job, as_dict, run_job
 
-    records = [(record.to_dict()["messageId"], record.body) for record in event]
+    raw = [record.to_dict() for record in event]
+    records = [(record["messageId"], record["body"]) for record in raw]
     correlation = observability.correlation_of([message_id for message_id, _ in records])
     failed = []
     with observability.invocation(correlation, lambda_context=event.context) as log:
@@ -32,7 +35,8 @@ def jobs(event) -> dict:
                 failed.append(message_id)
                 continue
             try:
-                report = run_job(ctx, job, budget)
+                with time_limit(budget.left):
+                    report = run_job(ctx, job, budget)
             except Exception:
                 log.exception(
                     "job %s.%s for %s failed; SQS retries it", job.process, job.schedule, job.tenant
@@ -44,6 +48,7 @@ def jobs(event) -> dict:
             if report is not None and ctx.job_observer is not None:
                 ctx.job_observer(job, summary)
         observability.unbind("tenant")
+        back_off(ctx.jobs, raw, failed, [])
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 

@@ -78,6 +78,17 @@ class SqsQueue:
             if result.get("Failed"):
                 raise RuntimeError(f"SQS refused {len(result['Failed'])} of {len(entries)} messages")
 
+    def change_visibility(self, receipt_handles: dict[str, int]) -> None:
+        """Make received messages visible again after so many seconds each (by receipt handle),
+        ten per call: a failed message backs off instead of coming back at the queue's timeout."""
+        items = list(receipt_handles.items())
+        for start in range(0, len(items), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+                for i, (handle, seconds) in enumerate(items[start : start + 10])
+            ]
+            self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+
     def send_dead_letter(self, body: str, reason: str) -> None:
         """Park a message that can never succeed, with the reason an operator will need."""
         self.client.send_message(

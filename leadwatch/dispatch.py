@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from crm_adapters.base import CrmError
 from leadwatch import observability
@@ -24,6 +25,39 @@ from leadwatch.events import Activity, CrmEvent, EntityRef, LeadSnapshot
 from leadwatch.process import resolve
 
 log = logging.getLogger("leadwatch.worker")
+
+
+# A failed message comes back after 30 s, then 1, 2, 4, 8 minutes, then every 15 minutes: with the
+# queues' maxReceiveCount of 10 (infra/resources.yaml) a CRM outage of 75 minutes is ridden out
+# before anything reaches the dead-letter queue (40 minutes of outage cost 7 tries).
+FIRST_RETRY_SECONDS = 30
+LAST_RETRY_SECONDS = 900
+
+
+def retry_delay(receive_count: int) -> int:
+    """Seconds until a message that failed on its `receive_count`-th receive is tried again."""
+    return min(FIRST_RETRY_SECONDS * 2 ** max(receive_count - 1, 0), LAST_RETRY_SECONDS)
+
+
+def back_off(queue: Any, records: list[dict[str, Any]], failed: list[str], deferred: list[str]) -> None:
+    """Set when each failed message comes back (SQS ChangeMessageVisibility): failures back off,
+    deferred ones (never attempted) come back at once. Best effort: without it a message still
+    comes back, at the queue's visibility timeout."""
+    change = getattr(queue, "change_visibility", None)
+    if change is None or not failed:
+        return
+    by_id = {r.get("messageId"): r for r in records}
+    handles = {}
+    for message_id in failed:
+        record = by_id.get(message_id)
+        if record is None or not record.get("receiptHandle"):
+            continue
+        count = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
+        handles[record["receiptHandle"]] = 0 if message_id in deferred else retry_delay(count)
+    try:
+        change(handles)
+    except Exception:
+        log.exception("could not set when %d failed messages come back", len(handles))
 
 
 @dataclass(frozen=True)
@@ -37,9 +71,13 @@ class BatchReport:
     failed: list[str] = field(default_factory=list)
     poison: dict[str, str] = field(default_factory=dict)  # message id -> reason
     processed: int = 0
+    # Not attempted: the invocation ran out of time first (also in `failed`; retried at once).
+    deferred: list[str] = field(default_factory=list)
 
 
-def handle(ctx: Context, messages: list[Message]) -> BatchReport:
+def handle(ctx: Context, messages: list[Message], budget: Any = None) -> BatchReport:
+    """`budget` (a leadwatch.scheduling.Budget): no tenant is started once it is spent; its
+    messages are given back untouched rather than lost with a killed invocation."""
     report = BatchReport()
     by_tenant: dict[str, list[tuple[Message, CrmEvent]]] = {}
     for message in messages:
@@ -65,6 +103,10 @@ def handle(ctx: Context, messages: list[Message]) -> BatchReport:
             report.failed.append(poisoned)
 
     for tenant, items in by_tenant.items():
+        if budget is not None and budget.spent():
+            report.deferred.extend(m.message_id for m, _ in items)
+            report.failed.extend(m.message_id for m, _ in items)
+            continue
         config = ctx.tenant(tenant)
         assert config is not None
         observability.bind(tenant=tenant)
@@ -149,8 +191,33 @@ def _dispatch(ctx: Context, config: TenantConfig, items: list[tuple[Message, Crm
             observability.crm_failure(tenant, exc)
             failed |= {m.message_id for m, _ in mine}
         except Exception:
-            log.exception(
-                "tenant %s: %s failed on %d events; they will be retried", tenant, process.name, len(mine)
+            log.exception("tenant %s: %s failed on %d events", tenant, process.name, len(mine))
+            failed |= (
+                _one_by_one(ctx, config, batch, process, mine) if len(mine) > 1 else {mine[0][0].message_id}
             )
-            failed |= {m.message_id for m, _ in mine}
+    return failed
+
+
+def _one_by_one(
+    ctx: Context, config: TenantConfig, batch: EventBatch, process: Any, items: list[tuple[Message, CrmEvent]]
+) -> set[str]:
+    """A batch that failed as a whole is tried again one message at a time, so one poisoned
+    event fails alone instead of taking its neighbours to the dead-letter queue with it (what
+    succeeded the first time is in the ledger and is not done again)."""
+    failed: set[str] = set()
+    for item in items:
+        try:
+            failed |= resolve(process.on_events)(ctx, config, batch, [item])
+        except CrmError as exc:
+            observability.crm_failure(config.tenant, exc)
+            failed.add(item[0].message_id)
+        except Exception:
+            log.exception(
+                "tenant %s: %s failed on message %s", config.tenant, process.name, item[0].message_id
+            )
+            failed.add(item[0].message_id)
+    if len(failed) < len(items):
+        log.warning(
+            "tenant %s: %s: %d of %d failed alone", config.tenant, process.name, len(failed), len(items)
+        )
     return failed

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from crm_adapters.base import CrmError, CrmNotFound, OutcomeUnknown
+from crm_adapters.base import CrmError, CrmNotFound, OutcomeUnknown, OutOfTime
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
@@ -95,6 +95,10 @@ class _Run:
     def fail(self, effect: SetCardFields | Notify, error: CrmError, outcome: Outcome) -> bool:
         """An attempt failed with an answer (nothing happened): count it, and either release the
         effect for the next run or, when it has failed too often, give it up. True: given up."""
+        if isinstance(error, OutOfTime):  # never sent: the next run sends it, nothing counted
+            self.release(effect.effect_id)
+            outcome.failed[effect.effect_id] = str(error)
+            return False
         now = self.ctx.clock()
         failures = self.ledger.note_failure(self.tenant, effect.effect_id, now, permanent=not error.retryable)
         why = _give_up(effect, error, failures, now)

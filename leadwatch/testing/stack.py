@@ -246,6 +246,10 @@ class LocalStack:
         self.drop_next = 0
         self.webhook_answers: list[tuple[str, int]] = []
         self.crashes = 0
+        # False: a failed message is visible again at once, as if its back-off had passed (the
+        # clock is simulated, SQS's is not). True: it keeps the back-off the worker gave it.
+        self.honour_backoff = False
+        self.backed_off: list[str] = []  # receipt handles of the messages left backing off
 
     # ----- lifecycle
     def __enter__(self) -> LocalStack:
@@ -520,7 +524,9 @@ class LocalStack:
             failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
             done = [m for m in received if m["MessageId"] not in failed]
             for message in received:
-                if message["MessageId"] in failed:
+                if message["MessageId"] in failed and self.honour_backoff:
+                    self.backed_off.append(message["ReceiptHandle"])
+                elif message["MessageId"] in failed:
                     self.sqs.change_message_visibility(
                         QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                     )

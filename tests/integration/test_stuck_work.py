@@ -145,3 +145,36 @@ def test_a_bot_removed_from_the_chat_closes_the_alert_with_its_reason(stack, crm
     assert _card(stack, crm, again).verdict == "late"
     assert [m for m in stack.telegram.messages if "Also late" in m.text]
     assert len(_gave_up(stack, crm, t0)) == 1
+
+
+def test_a_message_that_failed_backs_off_in_the_real_queue(stack, crm):
+    t0 = _week(stack, 4, crm)
+    fake = stack.bitrix if crm.tenant == B24_TENANT else stack.amo
+    lead = crm.create("During an outage", "7", t0)
+    fake.fail_next(crm_internal_error(crm), times=1000)  # the CRM is down
+    stack.honour_backoff = True
+    try:
+        stack.pump()
+        attributes = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])
+        counts = attributes["Attributes"]
+        # Not back at once (the worker set 30 s), not lost, not in the dead-letter queue.
+        assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"
+        assert counts["ApproximateNumberOfMessages"] == "0"
+        assert stack.pump() == 0
+    finally:
+        stack.honour_backoff = False
+        fake.clear_faults()
+    # Thirty seconds later (told to SQS by the receipt), the outage over: the card is taken in.
+    for handle in stack.backed_off:
+        stack.sqs.change_message_visibility(
+            QueueUrl=stack.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
+        )
+    stack.backed_off.clear()
+    assert stack.pump() == 1
+    assert _card(stack, crm, lead) is not None
+
+
+def crm_internal_error(crm):
+    from leadwatch.testing import amocrm, bitrix24
+
+    return bitrix24.internal_error if crm.tenant == B24_TENANT else amocrm.internal_error

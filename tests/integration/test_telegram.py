@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, OutcomeUnknown
-from crm_adapters.http import RetryPolicy
+from crm_adapters.base import CrmRateLimited, CrmRejected, CrmUnavailable, OutcomeUnknown, OutOfTime
+from crm_adapters.http import RetryPolicy, time_limit
 from leadwatch.telegram import InvalidMessage, TelegramNotifier, TelegramRejected, escape, link
 from leadwatch.testing.telegram import FakeTelegram, bad_gateway, internal_error, slow, too_many_requests
 
@@ -279,3 +279,27 @@ def test_form_body_get_me_and_unknown_method(fake: FakeTelegram, notifier: Teleg
     assert missing.status_code == 404 and missing.json()["description"] == "Not Found"
     empty = requests.post(f"{fake.url}/bot{TOKEN}/sendMessage", json={"chat_id": CHAT, "text": ""}, timeout=5)
     assert empty.json()["description"] == "Bad Request: message text is empty"
+
+
+def test_a_flood_wait_longer_than_the_invocation_has_left_gives_up_at_once(
+    fake: FakeTelegram, notifier: TelegramNotifier, slept: RecordingSleep
+) -> None:
+    # Telegram asks for 35 s; the Lambda has 20 s left: waiting would get it killed mid-batch.
+    fake.fail_next(too_many_requests(retry_after=35))
+    with time_limit(lambda: 20.0), pytest.raises(CrmRateLimited):
+        notifier.send(CHAT, "not now")
+    assert slept.waits == [] and sends(fake) == [429] and fake.messages == []
+    with time_limit(lambda: 0.5), pytest.raises(OutOfTime):
+        notifier.send(CHAT, "no time at all")
+    assert sends(fake) == [429]  # nothing sent without the time to hear the answer
+
+
+def test_a_slow_answer_is_waited_for_only_as_long_as_the_invocation_has(
+    fake: FakeTelegram, slept: RecordingSleep
+) -> None:
+    fake.fail_next(slow(seconds=3.0))
+    patient = TelegramNotifier(TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, rate=50.0, burst=3)
+    started = time.monotonic()
+    with time_limit(lambda: 1.5 - (time.monotonic() - started)), pytest.raises(OutcomeUnknown):
+        patient.send(CHAT, "slow")
+    assert time.monotonic() - started < 2.5  # the read timeout was cut from 20 s to what was left
