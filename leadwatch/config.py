@@ -261,6 +261,8 @@ class TelegramConfig(_Strict):
     chat_id: str
     bot_token: SecretRef
     api_base: str = "https://api.telegram.org"
+    # More alerts than this due together go out as one digest message (0: never a digest).
+    digest_over: int = Field(default=5, ge=0)
 
     @field_validator("chat_id", mode="before")
     @classmethod

@@ -29,10 +29,16 @@ class SetCardFields:
 
 @dataclass(frozen=True)
 class Notify:
-    """Send the head a Telegram message. `text` is Telegram HTML, already escaped."""
+    """Send the head a Telegram message. `text` is Telegram HTML, already escaped.
+
+    An alert about one card also gives its `digest_line` (one line of HTML): when more alerts
+    fall due together than the tenant's `telegram.digest_over`, the executor sends one digest
+    listing their lines instead of a message each (a group chat takes 20 messages a minute).
+    """
 
     effect_id: str
     text: str
+    digest_line: str | None = None
 
 
 @dataclass(frozen=True)

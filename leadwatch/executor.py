@@ -210,6 +210,11 @@ def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
         log.error("tenant %s: cannot send Telegram messages: %s", run.tenant, exc)
         outcome.failed.update({m.effect_id: str(exc) for m in messages})
         return
+    alerts = [m for m in messages if m.digest_line is not None]
+    over = run.config.telegram.digest_over
+    if over and len(alerts) > over:
+        messages = [m for m in messages if m.digest_line is None]
+        _send_digest(run, notifier, alerts, outcome)
     # One read spares a claim for each message already sent (a redelivery, a retried report).
     known = run.ledger.entries(run.tenant, [m.effect_id for m in messages])
     for index, message in enumerate(messages):
@@ -251,6 +256,69 @@ def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
         run.confirm(message.effect_id)
         outcome.done.add(message.effect_id)
         outcome.performed += 1
+
+
+# A digest part stays well under Telegram's 4,096 characters (cut on whole lines, so on whole tags).
+DIGEST_PART_CHARS = 3500
+
+
+def _send_digest(run: _Run, notifier: Any, alerts: list[Notify], outcome: Outcome) -> None:
+    """Many alerts due together go out as one digest (in parts of whole lines when long).
+
+    Each alert is still its own effect in the ledger: all are claimed first, each part's alerts
+    are settled with it, so a racing worker sends none of them again, and an alert that keeps
+    failing is given up on its own."""
+    mine = set(_sort_claims(run.claim([a.effect_id for a in alerts]), outcome))
+    alerts = [a for a in alerts if a.effect_id in mine]
+    parts: list[list[Notify]] = []
+    size = DIGEST_PART_CHARS
+    for alert in alerts:
+        line = alert.digest_line or ""
+        if size + len(line) + 1 > DIGEST_PART_CHARS:
+            parts.append([])
+            size = 0
+        parts[-1].append(alert)
+        size += len(line) + 1
+    for number, part in enumerate(parts, start=1):
+        if run.budget is not None and run.budget.spent():
+            _let_go(run, [a for p in parts[number - 1 :] for a in p], "deferred: out of time", outcome)
+            return
+        where = f" ({number}/{len(parts)})" if len(parts) > 1 else ""
+        header = f"🔔 <b>{len(alerts)} alerts at once</b>{where}"
+        text = "\n".join([header, *(a.digest_line or "" for a in part)])
+        try:
+            notifier.send(run.config.telegram.chat_id, text)
+        except OutcomeUnknown as exc:
+            for alert in part:
+                _unconfirmed(run, alert, exc, outcome)
+            _let_go(run, [a for p in parts[number:] for a in p], "deferred: Telegram did not answer", outcome)
+            return
+        except CrmError as exc:
+            log.warning("tenant %s: Telegram digest failed: %s", run.tenant, exc)
+            observability.telegram_failure(run.tenant, exc)
+            for alert in part:
+                run.fail(alert, exc, outcome)
+            if exc.retryable:
+                _let_go(
+                    run, [a for p in parts[number:] for a in p], "deferred: Telegram unavailable", outcome
+                )
+                return
+            continue
+        except BaseException as exc:
+            for alert in part:
+                _unconfirmed(run, alert, exc, outcome)
+            raise
+        for alert in part:
+            run.confirm(alert.effect_id)
+            outcome.done.add(alert.effect_id)
+        outcome.performed += len(part)
+
+
+def _let_go(run: _Run, alerts: list[Notify], reason: str, outcome: Outcome) -> None:
+    """Claimed and not sent: released for the next run, nothing counted against them."""
+    for alert in alerts:
+        run.release(alert.effect_id)
+        outcome.failed[alert.effect_id] = reason
 
 
 def _give_up(

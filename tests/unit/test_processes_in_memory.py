@@ -124,3 +124,54 @@ def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
     )
     assert ctx.store.get_lead("acme-b24", CARD).stage == "JUNK"
     assert len(telegram.sent) == 2
+
+
+def _many_late(ctx: Context, crm: StubCrm, count: int, title: str = "Lead") -> None:
+    messages = []
+    for n in range(count):
+        entity = EntityRef(EntityType.LEAD, str(100 + n))
+        snapshot = LeadSnapshot(entity, "NEW", "7", TUESDAY_10, modified_at=TUESDAY_10, title=f"{title} {n}")
+        crm.cards[entity] = snapshot
+        body = CrmEvent(
+            "acme-b24", EventKind.LEAD_CREATED, entity, f"c{n}", occurred_at=TUESDAY_10, lead=snapshot
+        )
+        messages.append(Message(f"c{n}", json.dumps(body.to_dict())))
+    assert handle(ctx, messages).failed == []
+
+
+def test_thirty_alerts_due_together_go_out_as_one_digest_once():
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    _many_late(ctx, crm, 30, title="Sofa & <chair>")
+    clock.set(TUESDAY_10 + timedelta(minutes=16))
+    [(_, sweep)] = run_process_schedule(ctx, "timeliness", "sweep").items()
+    assert (sweep.closed, sweep.late) == (30, 30)
+    [digest] = telegram.sent
+    lines = digest.splitlines()
+    assert lines[0] == "🔔 <b>30 alerts at once</b>" and len(lines) == 31
+    assert all(line.startswith("⏰ <a href=") and "Sofa &amp; &lt;chair&gt;" in line for line in lines[1:])
+    assert len(digest) < 4096
+    # Every alert is settled in the ledger: a second sweep (or a racing one) sends nothing again.
+    ids = [f"alert:late:acme-b24:lead:{100 + n}" for n in range(30)]
+    assert ctx.store.ledger.done("acme-b24", ids) == set(ids)
+    clock.set(TUESDAY_10 + timedelta(minutes=17))
+    run_process_schedule(ctx, "timeliness", "sweep")
+    assert len(telegram.sent) == 1
+
+
+def test_a_long_digest_goes_in_parts_of_whole_lines_and_few_alerts_go_one_by_one():
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    _many_late(ctx, crm, 60, title="A very long title of a lead that someone typed in full " * 2)
+    clock.set(TUESDAY_10 + timedelta(minutes=16))
+    run_process_schedule(ctx, "timeliness", "sweep")
+    assert len(telegram.sent) >= 2 and all(len(part) < 4096 for part in telegram.sent)
+    assert telegram.sent[0].splitlines()[0] == f"🔔 <b>60 alerts at once</b> (1/{len(telegram.sent)})"
+    assert sum(len(part.splitlines()) - 1 for part in telegram.sent) == 60
+
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    _many_late(ctx, crm, ctx.tenant("acme-b24").telegram.digest_over)  # not more than the limit
+    clock.set(TUESDAY_10 + timedelta(minutes=16))
+    run_process_schedule(ctx, "timeliness", "sweep")
+    assert len(telegram.sent) == 5 and all("Lead not processed on time" in m for m in telegram.sent)

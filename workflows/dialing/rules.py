@@ -409,11 +409,13 @@ def rejection_effects(
         },
     )
     url = escape(view.card_url(state.entity), quote=True)
+    card = f'<a href="{url}">{_title(state.title, state.entity)}</a>'
+    manager = escape(view.manager_name(state.responsible))
     text = "\n".join(
         [
             "🚫 <b>Improper rejection</b>",
-            f'<a href="{url}">{_title(state.title, state.entity)}</a>',
-            f"Manager: {escape(view.manager_name(state.responsible))}",
+            card,
+            f"Manager: {manager}",
             f"Rejected {state.rejected_at.astimezone(view.tz):%a %d.%m %H:%M} after {attempts} call "
             f"attempt{'s' if attempts != 1 else ''} of the {rules.min_attempts} required"
             f" ({touches} successful touch{'es' if touches != 1 else ''})",
@@ -421,5 +423,9 @@ def rejection_effects(
     )
     return [
         RecordViolation(violation),
-        Notify(f"alert:{VIOLATION_TYPE}:{state.tenant}:{state.entity.key}:{stamp}", text),
+        Notify(
+            f"alert:{VIOLATION_TYPE}:{state.tenant}:{state.entity.key}:{stamp}",
+            text,
+            digest_line=f"🚫 {card}: {manager}, rejected after {attempts} of {rules.min_attempts} attempts",
+        ),
     ]

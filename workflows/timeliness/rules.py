@@ -198,19 +198,35 @@ def decide_verdict(
                 )
             )
         )
-        effects.append(Notify(alert_effect_id(state.tenant, state.entity), late_message(state, view, tz)))
+        effects.append(
+            Notify(
+                alert_effect_id(state.tenant, state.entity),
+                late_message(state, view, tz),
+                digest_line=late_line(state, view, tz),
+            )
+        )
     return verdict, effects
+
+
+def _card_link(state: LeadState, view: CardView) -> str:
+    # A card title is whatever the CRM holds; a message must stay far below Telegram's 4096 characters.
+    raw_title = state.title or f"{state.entity.type.value} #{state.entity.id}"
+    title = escape(raw_title if len(raw_title) <= 200 else raw_title[:199] + "…")
+    return f'<a href="{escape(view.url, quote=True)}">{title}</a>'
+
+
+def late_line(state: LeadState, view: CardView, tz: Any) -> str:
+    """The alert as one line of a digest."""
+    due = state.due_at.astimezone(tz)
+    return f"⏰ {_card_link(state, view)}: {escape(view.manager_name)}, late (due {due:%a %d.%m %H:%M})"
 
 
 def late_message(state: LeadState, view: CardView, tz: Any) -> str:
     created = state.created_at.astimezone(tz)
     due = state.due_at.astimezone(tz)
-    # A card title is whatever the CRM holds; a message must stay far below Telegram's 4096 characters.
-    raw_title = state.title or f"{state.entity.type.value} #{state.entity.id}"
-    title = escape(raw_title if len(raw_title) <= 200 else raw_title[:199] + "…")
     lines = [
         "⏰ <b>Lead not processed on time</b>",
-        f'<a href="{escape(view.url, quote=True)}">{title}</a>',
+        _card_link(state, view),
         f"Manager: {escape(view.manager_name)}",
         f"Arrived: {created:%a %d.%m %H:%M}, due: {due:%a %d.%m %H:%M}",
     ]
