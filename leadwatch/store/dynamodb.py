@@ -291,10 +291,9 @@ class Store:
         """
         assert call.entity is not None, "a call is recorded on its card"
         lead_key = call.entity.key
-        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call)
-        new = put_once(item, CallItem.key.does_not_exist())
-        if not new:
-            self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
+        # The counters first, the call's own row last: a call leadwatch holds is counted (a crash
+        # in between leaves it unheld, and the retry's counts are no-ops), so a caller may skip
+        # the calls it holds already with nothing new (`known_calls`) and save the writes.
         self._count(
             LeadItem(tenant, lead_key),
             [LeadItem.call_attempts.add(1), LeadItem.calls_counted.add({call.key})],
@@ -308,6 +307,10 @@ class Store:
         )
         if touch:
             self.record_touch(tenant, call, day)
+        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call)
+        new = put_once(item, CallItem.key.does_not_exist())
+        if not new:
+            self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
         return new
 
     def record_touch(self, tenant: str, call: Call, day: date) -> None:

@@ -70,7 +70,10 @@ PROCESS = Process(
             "worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection, call counts"
         ),
         Permission(
-            "worker", "table:state", ("PutItem", "Query", "UpdateItem"), "calls, day counters; a card's calls"
+            "worker",
+            "table:state",
+            ("BatchGetItem", "PutItem", "Query", "UpdateItem"),
+            "calls held already, calls, day counters; a card's calls",
         ),
         Permission("report", "index:leads/plan-index", ("Query",), "the leads in plan"),
         Permission("report", "table:leads", ("BatchGetItem",), "titles of touched cards"),

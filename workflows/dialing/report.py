@@ -220,17 +220,11 @@ def reconcile_calls(ctx: Context, config: TenantConfig, now: datetime) -> CallsR
     calls = [c for c in ctx.adapter(config).list_calls(since) if c.entity is not None]
     result.listed = len(calls)
     known = ctx.store.known_calls(tenant, [(c.entity, c.key) for c in calls])  # type: ignore[misc]
-    events = [_call_event(tenant, call) for call in calls if _tells_more(call, known.get(call.key))]
+    events = [_call_event(tenant, call) for call in calls if dialing.tells_more(call, known.get(call.key))]
     if events:
         result.fed, _ = accept(ctx, config, events)
     ctx.store.set_checkpoint(tenant, CALLS_CHECKPOINT, now.isoformat())
     return result
-
-
-def _tells_more(call: Call, have: Call | None) -> bool:
-    if have is None:
-        return True
-    return bool(call.record_url and not have.record_url) or call.duration > have.duration
 
 
 def _call_event(tenant: str, call: Call) -> CrmEvent:

@@ -105,6 +105,35 @@ def plan_starts_covering(day: date, calendar: PlanCalendar, rules: DialingRules)
     return starts
 
 
+def tells_more(call: Call, have: Call | None) -> bool:
+    """Whether `call` says something about a call that `have` (what leadwatch holds) does not."""
+    if have is None:
+        return True
+    return (
+        bool(call.record_url and not have.record_url)
+        or call.duration > have.duration
+        or (call.answered is not None and have.answered is None)
+    )
+
+
+def merged_calls(calls: list[Call]) -> list[Call]:
+    """One call per card and key, with what every path told of it (the activity webhook and the
+    call-end webhook of one call often arrive in one batch): the longest duration, a recording,
+    whether it was answered."""
+    found: dict[tuple[Any, str], Call] = {}
+    for call in calls:
+        have = found.get((call.entity, call.key))
+        if have is None:
+            found[(call.entity, call.key)] = call
+            continue
+        found[(call.entity, call.key)] = replace(
+            have if have.duration >= call.duration else call,
+            record_url=have.record_url or call.record_url,
+            answered=have.answered if have.answered is not None else call.answered,
+        )
+    return list(found.values())
+
+
 def call_day(call: Call, tz: Any) -> date:
     """The local day an attempt counts under."""
     return call.started_at.astimezone(tz).date()

@@ -81,9 +81,14 @@ def on_events(
             )
         if _dialing_fields(state) != _dialing_fields(states[entity]):
             ctx.store.note_dialing(state)
+    calls = dialing.merged_calls(calls)
+    # A call held already with nothing new (its other webhook, a redelivery) costs one read, not
+    # the failed conditional writes of counting it again.
+    known = ctx.store.known_calls(tenant, [(c.entity, c.key) for c in calls]) if calls else {}  # type: ignore[misc]
     for call in calls:
         assert call.entity is not None
-        ctx.store.record_call(tenant, call, dialing.call_day(call, calendar.tz), plan.is_touch(call), now)
+        if dialing.tells_more(call, known.get(call.key)):
+            ctx.store.record_call(tenant, call, dialing.call_day(call, calendar.tz), plan.is_touch(call), now)
 
     rejections = judge_rejections(ctx, config, current, plan, now)
     effects = [effect for found in rejections.values() for effect in found]
