@@ -1,4 +1,4 @@
-"""Runs in a fresh interpreter started by test_package.py: `python -I -S bundle_probe.py SPEC OUT`.
+"""Runs in a fresh interpreter started by test_package.py: `python -I -S -B bundle_probe.py SPEC OUT`.
 
 `-I -S`: no site-packages, no user site, no PYTHON* variables, so sys.path is the standard
 library only; this script then puts the unzipped bundle first (Lambda's /var/task) and the

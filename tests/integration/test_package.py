@@ -191,6 +191,7 @@ def test_handlers_work_from_the_bundle_next_to_only_the_runtimes_packages(
                 sys.executable,
                 "-I",
                 "-S",
+                "-B",  # /var/task is read-only on Lambda; and nothing is written into the venv's SDK
                 str(PROBE),
                 str(tmp_path / "spec.json"),
                 str(tmp_path / "seen.json"),
