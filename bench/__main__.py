@@ -2,7 +2,7 @@
 
     python -m bench [--only NAME] [--json FILE] [--write-back-n 50,120,500] [--profile-replay FILE]
 
-Benchmarks (in this order): cold_start, hot_path, sweep_cost, write_back, replay. Each runs
+Benchmarks (in this order): cold_start, bundle, hot_path, sweep_cost, write_back, replay. Each runs
 in its own fresh interpreter (`python -m bench --child NAME ...`), so moto's in-process
 state, patched botocore hooks and the memory peak of one cannot leak into another. A
 figure with a target prints it (`<=0.25`, `==0`, `>=500`); a figure given for context
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import Figure, note
 
-BENCHES = ("cold_start", "hot_path", "sweep_cost", "write_back", "replay", "scheduling")
+BENCHES = ("cold_start", "bundle", "hot_path", "sweep_cost", "write_back", "replay", "scheduling")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +56,10 @@ def run_in_process(name: str, args: argparse.Namespace) -> list[Figure]:
         from bench import cold_start
 
         return cold_start.measure()
+    if name == "bundle":
+        from bench import bundle
+
+        return bundle.measure()
     if name == "hot_path":
         from bench import hot_path
 

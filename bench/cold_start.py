@@ -1,13 +1,13 @@
 """Cold start: import time of the deployed `app` module over that of its four libraries.
 
-The bundle is built as the packaging test builds it (`chalice package` into a temporary
+The bundle is built as a deploy builds it (`python -m leadwatch.bundle` into a temporary
 directory, `deployment.zip` unzipped). Each measurement is a fresh interpreter,
 `<venv python> -I -c ...` with cwd = the unzipped bundle and '.' inserted as sys.path[0],
 like Lambda's /var/task first on the path. `-I` ignores PYTHONPATH, so the other side of
-Lambda's path (the runtime's boto3) is the venv's site-packages, which `-I` keeps on
-sys.path after the bundle: both sides import pynamodb, botocore, requests and Chalice's
-slim runtime `chalice/app.py` from the bundle and boto3 (not bundled) from the venv, the
-same files. Only the import statement is timed (time.perf_counter inside the child), not
+Lambda's path (the runtime's boto3 and botocore) is the venv's site-packages, which `-I` keeps
+on sys.path after the bundle: both sides import pynamodb, requests and Chalice's slim runtime
+`chalice/app.py` from the bundle and boto3 and botocore (not bundled) from the venv, the same
+files. Only the import statement is timed (time.perf_counter inside the child), not
 interpreter start-up. One untimed run of each side first writes the bytecode caches
 (the zip has no .pyc), then the sides alternate for the timed runs; the figure is
 median(app) / median(libs).
@@ -15,7 +15,6 @@ median(app) / median(libs).
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -26,7 +25,6 @@ from pathlib import Path
 
 from bench.common import Figure, note
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNS = 9
 # Listing the processes (app.py builds the app from the registry) must stay nearly free: the
 # app's own import may cost at most a quarter of the four libraries every function needs anyway.
@@ -44,21 +42,12 @@ PROBE = "import sys, time; sys.path.insert(0, '.'); t = time.perf_counter(); {st
 
 
 def build_bundle(workdir: Path) -> Path:
-    """`chalice package` (no credentials needed), unzipped; returns the bundle directory."""
-    out = workdir / "package"
-    chalice = Path(sys.executable).parent / "chalice"
-    result = subprocess.run(
-        [str(chalice), "package", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "AWS_DEFAULT_REGION": "eu-central-1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"chalice package failed: {result.stderr[-2000:]}")
+    """The deployable bundle (no credentials needed), unzipped; returns its directory."""
+    from leadwatch.bundle import package
+
+    zip_path, _ = package(workdir / "package")
     bundle = workdir / "bundle"
-    with zipfile.ZipFile(out / "deployment.zip") as archive:
+    with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(bundle)
     return bundle
 
@@ -118,7 +107,7 @@ def heaviest_extra(bundle: Path, statement: str = APP, limit: int = 5) -> list[t
 
 def measure(runs: int = RUNS) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="leadwatch-bench-") as tmp:
-        note("cold start: chalice package ...")
+        note("cold start: python -m leadwatch.bundle ...")
         bundle = build_bundle(Path(tmp))
         for statement in (APP, LIBS, HANDLERS):  # untimed: writes the bytecode caches
             time_import(bundle, statement)
@@ -135,7 +124,7 @@ def measure(runs: int = RUNS) -> list[Figure]:
         )
         ratio = app_ms / libs_ms
         definition = (
-            f"median of {runs} fresh `python -I` imports of `app` from the unzipped `chalice package` bundle "
+            f"median of {runs} fresh `python -I` imports of `app` from the unzipped `python -m leadwatch.bundle` bundle "
             f"({app_ms:.1f} ms) / median of `{LIBS}` ({libs_ms:.1f} ms), same sys.path"
         )
         figures = [

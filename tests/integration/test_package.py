@@ -1,82 +1,241 @@
-"""`chalice package` produces a bundle that works: the app imports in a clean
-interpreter from the unzipped package, and the template (with infra/ merged)
-holds the tables, queue and schedules and is clean under cfn-lint, each function's
-role is the policy leadwatch.iam generates from the declarations (and the most sensitive
-grants are pinned by hand), and the dead-letter queue has an alarm."""
+"""The packaging path (`python -m leadwatch.bundle`: `chalice package`, then the zip without
+what the Lambda runtime provides) produces a bundle that works: under 5 MB, every dependency
+either bundled or provided by the runtime, and, unzipped next to nothing but the runtime's own
+packages, it imports `app` and serves webhooks, the worker, a schedule and the read API in a
+fresh interpreter. The template (with infra/ merged) holds the tables, queue and schedules and is
+clean under cfn-lint, each function's role is the policy leadwatch.iam generates from the
+declarations (and the most sensitive grants are pinned by hand), and the dead-letter queue has an
+alarm."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 from chalice.utils import to_cfn_resource_name
+from packaging.requirements import Requirement
 
-from leadwatch import iam
+from leadwatch import bundle, iam
+from leadwatch.calendar import _country_year
+from leadwatch.events import EntityRef, EntityType
 from leadwatch.registry import ProcessRegistry
+from leadwatch.testing.stack import B24_TENANT, BitrixDriver, LocalStack, SimClock
 from workflows import PROCESSES
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+PROBE = Path(__file__).with_name("bundle_probe.py")
+# Years and countries with moved days off, to show the calendar is the same without translations.
+CALENDARS = ("RU/2025", "RU/2026", "BY/2025", "KZ/2025", "UA/2021", "DE/2025", "US/2025")
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("package")
-    env = {**os.environ, "AWS_DEFAULT_REGION": "eu-central-1"}
-    result = subprocess.run(
-        [str(BIN / "chalice"), "package", "--merge-template", "infra/resources.yaml", str(out / "sam")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out / "sam"
+    out = tmp_path_factory.mktemp("package") / "sam"
+    bundle.package(out)
+    return out
 
 
-def test_app_imports_from_the_unzipped_bundle_in_a_clean_interpreter(package, tmp_path):
-    with zipfile.ZipFile(package / "deployment.zip") as bundle:
-        names = bundle.namelist()
-        bundle.extractall(tmp_path)
-    for top in (
-        "app.py",
-        "functions/",
-        "crm_adapters/",
-        "workflows/",
-        "leadwatch/",
-        "config/",
-    ):
-        assert any(n == top or n.startswith(top) for n in names), f"{top} missing from the bundle"
-    assert not any(n.startswith(("tests/", "fakes/", "demo/", "bench/")) for n in names)
-    # -I: no user site, no PYTHON* variables, no cwd on sys.path; only the bundle, like Lambda's /var/task.
-    probe = (
-        "import sys; sys.path.insert(0, '.');"
-        "import app;"
-        "import functions.worker, functions.schedules, functions.webhooks, functions.api;"
-        "import leadwatch.ingress, leadwatch.dispatch, workflows.timeliness.sweep, leadwatch.reconcile;"
-        "import crm_adapters.bitrix24, crm_adapters.amocrm, leadwatch.telegram, leadwatch.calendar;"
-        # What the handlers import on their first invocation (Powertools comes from requirements.txt).
-        "import leadwatch.observability as o; o.logger(); o.metrics();"
-        "print(sorted(app.app.routes))"
-    )
-    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
-    result = subprocess.run(
-        [python, "-I", "-c", probe],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-central-1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "/hooks/{tenant}" in result.stdout
+@pytest.fixture(scope="module")
+def unzipped(package: Path, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("task")  # Lambda's /var/task
+    with zipfile.ZipFile(package / "deployment.zip") as archive:
+        archive.extractall(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory) -> Path:
+    """The packages the Lambda Python runtime provides, and only those: links to the venv's copies.
+
+    LEADWATCH_LAMBDA_RUNTIME_DIR names another directory to use instead, e.g. the site-packages
+    of a Lambda base image, or a `pip install --target` of the SDK versions a runtime documents.
+    """
+    given = os.environ.get("LEADWATCH_LAMBDA_RUNTIME_DIR")
+    if given:
+        return Path(given).resolve()
+    directory = tmp_path_factory.mktemp("runtime")
+    for name in sorted(bundle.RUNTIME_PROVIDED):
+        dist = importlib.metadata.distribution(name)
+        tops = {
+            Path(str(f)).parts[0] for f in dist.files or () if not str(f).startswith((".", "__pycache__"))
+        }
+        for top in sorted(tops):
+            source = Path(str(dist.locate_file(top)))
+            if source.exists() and not (directory / top).exists():
+                (directory / top).symlink_to(source)
+    return directory
+
+
+def test_bundle_is_under_5_mb_and_leaves_out_what_the_runtime_provides(package):
+    size = (package / "deployment.zip").stat().st_size
+    assert size < bundle.TARGET_MB * bundle.MB, f"{size / bundle.MB:.2f} MB"
+    with zipfile.ZipFile(package / "deployment.zip") as archive:
+        names = archive.namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    for own in ("app.py", "chalice", "functions", "crm_adapters", "workflows", "leadwatch", "config"):
+        assert own in tops, f"{own} missing from the bundle"
+    for provided in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py"):
+        assert provided not in tops, provided
+    assert not [
+        t
+        for t in tops
+        if t.endswith(".dist-info") and bundle.normalize(t.split("-")[0]) in bundle.RUNTIME_PROVIDED
+    ]
+    assert not [
+        n for n in names if n.startswith(("tests/", "fakes/", "demo/", "bench/", "leadwatch/testing/"))
+    ]
+    assert not [n for n in names if "__pycache__/" in n or n.endswith(".pyc")]
+
+
+def _lambda_environment() -> dict[str, str]:
+    """The markers pip would evaluate on the Lambda runtime the template names (Linux x86_64)."""
+    return {
+        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "python_full_version": ".".join(map(str, sys.version_info[:3])),
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
+
+
+def test_every_dependency_is_bundled_or_provided_by_the_runtime(unzipped):
+    # Names only: the runtime's SDK versions depend on the runtime and Region (see leadwatch.bundle).
+    metadata = {
+        p.parent.name: importlib.metadata.PathDistribution(p.parent).metadata
+        for p in unzipped.glob("*.dist-info/METADATA")
+    }
+    bundled = {bundle.normalize(m["Name"]) for m in metadata.values()}
+    environment = _lambda_environment()
+    missing = []
+    for dist_info, meta in metadata.items():
+        for line in meta.get_all("Requires-Dist") or []:
+            requirement = Requirement(line)
+            if requirement.marker is not None and not requirement.marker.evaluate(environment):
+                continue
+            name = bundle.normalize(requirement.name)
+            if name not in bundled and name not in bundle.RUNTIME_PROVIDED:
+                missing.append(f"{dist_info} needs {line}")
+    assert not missing
+    assert {"pynamodb", "requests", "pydantic", "pydantic-core", "pyyaml", "holidays"} <= bundled
+
+
+def test_handlers_work_from_the_bundle_next_to_only_the_runtimes_packages(
+    package, unzipped, runtime, tmp_path
+):
+    template = _template(package)
+    functions = {
+        n: r["Properties"]
+        for n, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+    # The bundle's compiled packages (pydantic-core) are for the runtime the template names.
+    assert {f["Runtime"] for f in functions.values()} == {
+        f"python{sys.version_info.major}.{sys.version_info.minor}"
+    }
+    handlers = sorted(f["Handler"].split(".", 1)[1] for f in functions.values())
+
+    with LocalStack(SimClock(datetime.now(UTC).replace(microsecond=0))) as stack:
+        bodies: list[bytes] = []
+        stack.bitrix.deliver = bodies.append  # the portal's webhooks go to the bundle, not the in-process app
+        lead = BitrixDriver(stack.bitrix).create("Lead via the bundle", "1", stack.clock())
+        spec = {
+            "bundle": str(unzipped),
+            "runtime": str(runtime),
+            "region": "eu-central-1",
+            "handlers": handlers,
+            "tenant": B24_TENANT,
+            "webhook_bodies": [b.decode() for b in bodies],
+            "api_key": stack.api_key(B24_TENANT),
+            "sqs_endpoint": stack.aws_endpoint,
+            "queue_url": stack.queue_url,
+            "jobs_url": stack.jobs_url,
+            "calendars": CALENDARS,
+        }
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        env = {
+            "PATH": "/usr/bin:/bin",
+            # What Lambda sets (the "Defined runtime environment variables" of the Lambda guide).
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(unzipped),
+            "AWS_REGION": "eu-central-1",
+            "AWS_DEFAULT_REGION": "eu-central-1",
+            "AWS_LAMBDA_FUNCTION_NAME": "leadwatch-dev",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "POWERTOOLS_SERVICE_NAME": "leadwatch",
+            # Where this stack's tables, queues and tenant files are.
+            "LEADWATCH_TENANTS_DIR": str(stack.tenants_dir),
+            "LEADWATCH_DYNAMODB_ENDPOINT": stack.aws_endpoint,
+            "LEADWATCH_SQS_ENDPOINT": stack.aws_endpoint,
+            "LEADWATCH_QUEUE_URL": stack.queue_url,
+            "LEADWATCH_JOBS_QUEUE_URL": stack.jobs_url,
+            "LEADWATCH_DLQ_URL": stack.dlq_url,
+            **stack.secrets,
+        }
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-B",  # /var/task is read-only on Lambda; and nothing is written into the venv's SDK
+                str(PROBE),
+                str(tmp_path / "spec.json"),
+                str(tmp_path / "seen.json"),
+            ],
+            cwd=unzipped,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        seen = json.loads((tmp_path / "seen.json").read_text())
+        stored = stack.ctx.store.get_lead(B24_TENANT, EntityRef(EntityType.LEAD, lead))
+
+    assert not [p for p in seen["sys_path"] if "site-packages" in p and not p.startswith(str(runtime))]
+    assert seen["foreign_modules"] == [], seen["foreign_modules"]
+    assert {"botocore", "boto3", "urllib3", "dateutil", "jmespath"} <= set(seen["loaded_from_runtime"])
+    assert seen["handlers"] == dict.fromkeys(handlers, True)
+    assert "/hooks/{tenant}" in seen["routes"]
+    # The lead's webhook was accepted and queued, the worker stored the lead, the sweep's dispatcher
+    # queued a job and the jobs Lambda ran it.
+    assert [w["status"] for w in seen["webhooks"]] == [200] * len(bodies) and bodies
+    assert sum(w["body"].get("accepted", 0) for w in seen["webhooks"]) >= 1
+    assert seen["worker_batch"] >= 1 and seen["worker"] == {"batchItemFailures": []}
+    assert stored is not None
+    assert seen["sweep"]["tenants"] == 2
+    assert seen["jobs_batch"] == 1 and seen["jobs"] == {"batchItemFailures": []}
+    assert seen["api"]["keyed"]["status"] == 200, seen["api"]["keyed"]
+    assert seen["api"]["no_key"]["status"] == 401
+    assert seen["api"]["unknown"]["status"] == 404
+    # Holiday names are not bundled: the calendars are the same dates as with them.
+    assert seen["calendars"] == {key: _calendar_dates(key) for key in CALENDARS}
+
+
+def _calendar_dates(key: str) -> dict[str, list]:
+    country, year = key.split("/")
+    table = _country_year(country, None, int(year))
+    return {
+        "days_off": sorted(d.isoformat() for d in table.days_off),
+        "public": sorted(d.isoformat() for d in table.public),
+        "workday_replaces": sorted(
+            [w.isoformat(), m.isoformat() if m else None] for w, m in table.workday_replaces.items()
+        ),
+    }
 
 
 def _template(package: Path) -> dict:
