@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, UnicodeSetAttribute
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 _BASE_NAMES = {
@@ -49,7 +49,9 @@ class InboxItem(Model):
 class DueIndex(GlobalSecondaryIndex["LeadItem"]):
     class Meta:
         index_name = "due-index"
-        projection = AllProjection()
+        # Keys only: a write to a card that leaves its index keys alone (a claim, a counter) then
+        # writes the table only, not the index too; readers fetch the few cards they need.
+        projection = KeysOnlyProjection()
 
     due_bucket = UnicodeAttribute(hash_key=True)
     due_at = NumberAttribute(range_key=True)
@@ -58,7 +60,7 @@ class DueIndex(GlobalSecondaryIndex["LeadItem"]):
 class PlanIndex(GlobalSecondaryIndex["LeadItem"]):
     class Meta:
         index_name = "plan-index"
-        projection = AllProjection()
+        projection = KeysOnlyProjection()
 
     plan_bucket = UnicodeAttribute(hash_key=True)
     entity = UnicodeAttribute(range_key=True)

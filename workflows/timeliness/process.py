@@ -51,7 +51,9 @@ PROCESS = Process(
             "worker", "table:leads", ("BatchGetItem", "PutItem", "UpdateItem"), "read, create, update cards"
         ),
         Permission("sweep", "index:leads/due-index", ("Query",), "the cards falling due"),
-        Permission("sweep", "table:leads", ("UpdateItem",), "claim, release, refresh, close"),
+        Permission(
+            "sweep", "table:leads", ("BatchGetItem", "UpdateItem"), "read, claim, release, refresh, close"
+        ),
         Permission(
             "sweep", "table:state", ("GetItem", "PutItem", "UpdateItem"), "checkpoint, manager counters"
         ),
