@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from leadwatch.process import Process, Schedule
     from leadwatch.registry import ProcessRegistry
 
-RECONCILE_MINUTES = int(os.environ.get("LEADWATCH_RECONCILE_MINUTES", "10"))
+RECONCILE_MINUTES = int(os.environ.get("LEADWATCH_RECONCILE_MINUTES", "10"))  # as leadwatch.scheduling
 
 
 def dispatcher(process: Process, schedule: Schedule) -> Callable[[Any], dict]:

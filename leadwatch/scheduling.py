@@ -22,10 +22,11 @@ asleep until a process wakes it). It is returned as the Lambda's answer and logg
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from leadwatch import observability
@@ -178,10 +179,32 @@ def dispatch(ctx: Context, process: Process, schedule: Schedule, now: datetime |
     )
 
 
-def dispatch_reconcile(ctx: Context, now: datetime | None = None) -> Dispatched:
+# Reconciliation ticks this often (the reconcile Lambda's rate) ...
+RECONCILE_EVERY = timedelta(minutes=int(os.environ.get("LEADWATCH_RECONCILE_MINUTES", "10")))
+# ... and runs at every tick for a tenant in its working hours or this close to them, once an hour
+# otherwise: a lead lost at night is due at the next working morning at the earliest, and the
+# reconciliations of the night cost CRM calls that find nothing.
+NEAR_WORKING_HOURS = timedelta(hours=1)
+
+
+def reconcile_is_due(calendar: Any, now: datetime, every: timedelta = RECONCILE_EVERY) -> bool:
+    """Whether this reconciliation tick covers a tenant with this business calendar."""
+    if calendar.working_time_between(now - NEAR_WORKING_HOURS, now + NEAR_WORKING_HOURS) > timedelta(0):
+        return True
+    # The first tick of each local hour: ticks are `every` apart, so exactly one falls here.
+    local = now.astimezone(calendar.tz)
+    return timedelta(minutes=local.minute, seconds=local.second) < every
+
+
+def dispatch_reconcile(
+    ctx: Context, now: datetime | None = None, *, every_tenant: bool = False
+) -> Dispatched:
+    """One reconciliation job per tenant this tick covers (`every_tenant`: all of them, whatever
+    the hour: a run asked for by a person)."""
     when = now or ctx.clock()
     tenants = [config for config in ctx.registry if ctx.processes.running(config)]
-    jobs = [Job(FRAMEWORK, RECONCILE, config.tenant, when).to_message() for config in tenants]
+    due = [c for c in tenants if every_tenant or reconcile_is_due(ctx.calendar(c), when)]
+    jobs = [Job(FRAMEWORK, RECONCILE, config.tenant, when).to_message() for config in due]
     if jobs:
         ctx.jobs.send(jobs)
     return Dispatched(tenants=len(tenants), due=len(jobs))

@@ -178,3 +178,39 @@ def crm_internal_error(crm):
     from leadwatch.testing import amocrm, bitrix24
 
     return bitrix24.internal_error if crm.tenant == B24_TENANT else amocrm.internal_error
+
+
+def test_reconciliation_is_dense_near_working_hours_and_finds_a_lost_lead_before_its_control_time(stack, crm):
+    # Wednesday 02:30 in Moscow: a lead arrives at night and its webhook is lost.
+    night = (_week(stack, 5, crm) + timedelta(days=1)).astimezone(MSK).replace(hour=2, minute=30)
+    stack.clock.set(night)
+    stack.drop_next = 1
+    lead = crm.create("Lost at night", "7", night)
+    assert stack.dropped and _card(stack, crm, lead) is None
+    found_at, runs = None, {}
+    tick = night
+    while tick < night.replace(hour=12):  # ticks every 10 minutes until noon
+        stack.clock.set(tick)
+        reports = stack.reconcile()
+        runs[tick] = crm.tenant in reports
+        stack.pump()
+        if found_at is None and _card(stack, crm, lead) is not None:
+            found_at = tick
+        tick += timedelta(minutes=10)
+    card = _card(stack, crm, lead)
+    assert found_at is not None and found_at <= night + timedelta(hours=1)
+    assert found_at < card.due_at  # found hours before its control time (11:00)
+    at_night = [t for t, ran in runs.items() if t.hour < 8 and ran]
+    # Once an hour at night: the first tick of each hour (02:30 .. 02:50 wait for 03:00).
+    assert at_night == [night.replace(hour=h, minute=0) for h in range(3, 8)]
+    assert all(ran for t, ran in runs.items() if t.hour >= 8)  # every tick from an hour before work
+
+    # In working hours a lost lead is found by the next tick, before its 15 minutes are up.
+    stack.clock.set(night.replace(hour=10, minute=5))
+    stack.drop_next = 1
+    day_lead = crm.create("Lost by day", "7", stack.clock())
+    stack.clock.set(night.replace(hour=10, minute=10))
+    stack.reconcile()
+    stack.pump()
+    day_card = _card(stack, crm, day_lead)
+    assert day_card is not None and stack.clock() < day_card.due_at
