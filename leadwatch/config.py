@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import date, time
+from datetime import date, time, timedelta
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
@@ -25,6 +25,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+DEFAULT_RETENTION_MONTHS = 13
+
+
+def retention_of(months: int) -> timedelta:
+    return timedelta(days=round(months * 30.44))
+
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -288,6 +295,13 @@ class TenantConfig(_Strict):
     telegram: TelegramConfig
     api_key: SecretRef | None = Field(default=None, description="key for the read API")
     managers: dict[str, str] = Field(default_factory=dict, description="CRM user id -> display name")
+    # How long leadwatch keeps a tenant's cards, calls, counters and journal (client names among
+    # them): each row goes this many months after what it records happened (DynamoDB TTL).
+    retention_months: int = Field(default=DEFAULT_RETENTION_MONTHS, ge=1, le=120)
+
+    @property
+    def retention(self) -> timedelta:
+        return retention_of(self.retention_months)
 
     @field_validator("tenant")
     @classmethod
@@ -420,6 +434,11 @@ class TenantRegistry:
 
     def get(self, tenant: str) -> TenantConfig | None:
         return self._tenants.get(tenant)
+
+    def retention(self, tenant: str) -> timedelta:
+        """How long the store keeps this tenant's rows (the default for a tenant it does not know)."""
+        config = self._tenants.get(tenant)
+        return config.retention if config else retention_of(DEFAULT_RETENTION_MONTHS)
 
     def put(self, config: TenantConfig) -> TenantConfig | None:
         """Add or replace one tenant (a reloaded file, a test's variant); returns the one it replaced."""

@@ -213,9 +213,10 @@ def build_from_environment() -> Context:
     bind_from_environment()
     queue_url = os.environ.get("LEADWATCH_QUEUE_URL", "")
     sqs_endpoint = os.environ.get("LEADWATCH_SQS_ENDPOINT") or None
+    registry = TenantRegistry.from_dir(tenants_dir())
     return Context(
-        registry=TenantRegistry.from_dir(tenants_dir()),
-        store=Store(),
+        registry=registry,
+        store=Store(retention=registry.retention),
         queue=SqsQueue(
             queue_url,
             endpoint=sqs_endpoint,

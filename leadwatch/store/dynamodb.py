@@ -7,7 +7,7 @@ the workflows plain dataclasses.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from leadwatch.store.ledger import EffectLedger
 from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
 
 INBOX_TTL = timedelta(days=14)
+DEFAULT_RETENTION = timedelta(days=396)  # 13 months (leadwatch.config.DEFAULT_RETENTION_MONTHS)
 LEDGER_TTL = timedelta(days=30)
 MAX_KEPT_BODY = 8 * 1024
 
@@ -90,7 +91,14 @@ class RejectRow:
 
 
 class Store:
-    """DynamoDB through PynamoDB. Every method is scoped to one tenant."""
+    """DynamoDB through PynamoDB. Every method is scoped to one tenant.
+
+    `retention` says how long a tenant's cards, calls, counters and journal rows are kept (each
+    row expires that long after what it records happened); 13 months unless told.
+    """
+
+    def __init__(self, retention: Callable[[str], timedelta] | None = None):
+        self.retention = retention or (lambda _tenant: DEFAULT_RETENTION)
 
     # ----- inbox
     def put_event(self, tenant: str, dedupe_key: str, payload: dict[str, Any], now: datetime) -> bool:
@@ -195,6 +203,7 @@ class Store:
             plan_bucket=_plan_bucket(state.tenant, plan_day or state.plan_day),
             rejected_at=_ts(state.rejected_at),
             rejection_checked=_ts(state.rejection_checked),
+            expires_at=state.created_at + self.retention(state.tenant),
         )
         return put_once(item, LeadItem.entity.does_not_exist())
 
@@ -302,12 +311,16 @@ class Store:
         day_counter = StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}")
         self._count(
             day_counter,
-            [StateItem.attempts.add(1), StateItem.counted.add({call.key})],
+            [
+                StateItem.attempts.add(1),
+                StateItem.counted.add({call.key}),
+                self._expiry(tenant, call.started_at),
+            ],
             ~StateItem.counted.contains(call.key),
         )
         if touch:
             self.record_touch(tenant, call, day)
-        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call)
+        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call, self.retention(tenant))
         new = put_once(item, CallItem.key.does_not_exist())
         if not new:
             self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
@@ -317,7 +330,9 @@ class Store:
         """Count a successful touch once (it may be learnt after the attempt: a longer duration later)."""
         assert call.entity is not None
         lead_key = call.entity.key
-        self._call_item(tenant, f"touch#{day.isoformat()}#{lead_key}#{call.key}", call).save()
+        self._call_item(
+            tenant, f"touch#{day.isoformat()}#{lead_key}#{call.key}", call, self.retention(tenant)
+        ).save()
         self._count(
             LeadItem(tenant, lead_key),
             [LeadItem.call_touches.add(1), LeadItem.touches_counted.add({call.key})],
@@ -325,7 +340,11 @@ class Store:
         )
         self._count(
             StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}"),
-            [StateItem.touches.add(1), StateItem.touches_counted.add({call.key})],
+            [
+                StateItem.touches.add(1),
+                StateItem.touches_counted.add({call.key}),
+                self._expiry(tenant, call.started_at),
+            ],
             ~StateItem.touches_counted.contains(call.key),
         )
 
@@ -333,12 +352,17 @@ class Store:
     def _count(item: Any, actions: list[Any], condition: Any) -> bool:
         return update_if(item, actions, condition)
 
+    def _expiry(self, tenant: str, happened: datetime) -> Any:
+        """Set a counter row's expiry once, from what it first counted."""
+        return StateItem.expires_at.set(StateItem.expires_at | (happened + self.retention(tenant)))
+
     @staticmethod
-    def _call_item(tenant: str, key: str, call: Call) -> CallItem:
+    def _call_item(tenant: str, key: str, call: Call, retention: timedelta) -> CallItem:
         assert call.entity is not None
         return CallItem(
             tenant,
             key,
+            expires_at=call.started_at + retention,
             entity=call.entity.key,
             call_key=call.key,
             direction=call.direction,
@@ -483,7 +507,11 @@ class Store:
         field = StateItem.on_time if verdict == "on_time" else StateItem.late
         update_if(
             counter,
-            [field.add(1), StateItem.counted.add({state.entity.key})],
+            [
+                field.add(1),
+                StateItem.counted.add({state.entity.key}),
+                self._expiry(state.tenant, state.created_at),
+            ],
             ~StateItem.counted.contains(state.entity.key),
         )
         return update_if(
@@ -541,6 +569,7 @@ class Store:
             occurred_at=violation.occurred_at.timestamp(),
             recorded_at=now.timestamp(),
             details=json.dumps(violation.details, ensure_ascii=False, default=str),
+            expires_at=violation.occurred_at + self.retention(tenant),
         )
         return put_once(item, JournalItem.key.does_not_exist())
 

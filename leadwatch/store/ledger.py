@@ -38,6 +38,8 @@ from leadwatch.store.models import JournalItem, StateItem
 UNCONFIRMED_TYPE = "unconfirmed_message"  # the journal row of an effect whose outcome is unknown
 GAVE_UP_TYPE = "gave_up"  # the journal row of an effect given up after failing too often
 _MAX_DETAIL = 1000
+# The ledger knows no tenant's settings: its journal rows are kept the default retention.
+JOURNAL_RETENTION = timedelta(days=396)
 
 
 class Status(StrEnum):
@@ -308,6 +310,7 @@ class EffectLedger:
             occurred_at=now.timestamp(),
             recorded_at=now.timestamp(),
             details=settlement_details(effect_id, detail, details),
+            expires_at=now + JOURNAL_RETENTION,
         )
         try:
             item.save(condition=JournalItem.key.does_not_exist())

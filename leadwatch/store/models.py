@@ -95,6 +95,7 @@ class LeadItem(Model):
     touches_counted = UnicodeSetAttribute(null=True)
     rejected_at = NumberAttribute(null=True)
     rejection_checked = NumberAttribute(null=True)  # the rejected_at whose check is done
+    expires_at = TTLAttribute(null=True)  # the tenant's retention after the card arrived
     deleted_at = NumberAttribute(null=True)  # the card was deleted in the CRM: no one watches it
 
     due_index = DueIndex()
@@ -114,6 +115,7 @@ class JournalItem(Model):
     occurred_at = NumberAttribute()
     recorded_at = NumberAttribute()
     details = UnicodeAttribute(null=True)  # JSON
+    expires_at = TTLAttribute(null=True)  # the tenant's retention after it happened
 
 
 class StateItem(Model):
@@ -162,6 +164,7 @@ class CallItem(Model):
     record_url = UnicodeAttribute(null=True)
     source = UnicodeAttribute(null=True)
     activity_id = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)  # the tenant's retention after the call
 
 
 class ProcessItem(Model):

@@ -393,10 +393,11 @@ class LocalStack:
 
         processes = self.processes or default_registry()
         self.processes = processes
+        registry = TenantRegistry.from_dir(self.tenants_dir, processes.tenant_model())
         self.ctx = Context(
             processes=processes,
-            registry=TenantRegistry.from_dir(self.tenants_dir, processes.tenant_model()),
-            store=Store(),
+            registry=registry,
+            store=Store(retention=registry.retention),
             queue=SqsQueue(self.queue_url, client=self.sqs),
             secrets=SecretResolver(environ=self.secrets),
             clock=self.clock,

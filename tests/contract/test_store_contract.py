@@ -1023,3 +1023,33 @@ def test_racing_sweeps_claim_and_count_a_card_once_in_memory():
 
         assert sum(bool(r) for r in _race(30, sweep)) == 1
     assert [(r.on_time, r.late) for r in store.timeliness_stats("t1", DAY, DAY)] == [(0, ROUNDS)]
+
+
+def test_a_tenants_rows_expire_after_its_retention(store):
+    """Cards, calls, touches, counters and journal rows carry their expiry (DynamoDB TTL); the
+    memory store does not model expiry, so this reads DynamoDB's rows only."""
+    if isinstance(store, MemoryStore):
+        pytest.skip("expiry is DynamoDB's (TTL); the memory store keeps everything")
+    from leadwatch.store.models import CallItem, JournalItem, LeadItem, StateItem
+
+    store.retention = lambda tenant: timedelta(days=30) if tenant == "t1" else timedelta(days=396)
+    state = lead(1)
+    store.create_lead(state, NOW)
+    call = Call("c1", ref(1), "out", "7", NOW, 95, answered=True)
+    store.record_call("t1", call, DAY, True, NOW)
+    store.claim(state, "a", NOW, HOLD)
+    store.close_verdict(state, "on_time", "a", NOW, DAY.isoformat(), "7")
+    store.put_violation("t1", Violation("v1", "late", ref(1), "7", NOW), NOW)
+    month = (NOW + timedelta(days=30)).timestamp()
+    assert LeadItem.get("t1", "lead:1").expires_at.timestamp() == state.created_at.timestamp() + 30 * 86400
+    for key in ("call#lead:1#c1", f"touch#{DAY}#lead:1#c1"):
+        assert CallItem.get("t1", key).expires_at.timestamp() == month
+    for key in (f"calls#day#{DAY}#lead:1", f"stats#timeliness#{DAY}#7"):
+        assert StateItem.get("t1", key).expires_at.timestamp() in (
+            month,
+            state.created_at.timestamp() + 30 * 86400,
+        )
+    [row] = JournalItem.query("t1")
+    assert row.expires_at.timestamp() == month
+    store.create_lead(lead(2, tenant="t2"), NOW)
+    assert LeadItem.get("t2", "lead:2").expires_at > NOW + timedelta(days=390)

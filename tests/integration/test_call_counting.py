@@ -93,16 +93,22 @@ def test_the_same_call_by_every_path_and_again_counts_once(store: Store) -> None
 
 
 def test_a_retry_after_a_crash_between_writes_completes_the_count(store: Store) -> None:
-    """The call item was written, the process died before counting: the retry still counts it, once."""
+    """Counted, then the process died before the call's own row (written last, so a call held is
+    a call counted): the retry counts nothing again and writes the row."""
+    from leadwatch.store.models import CallItem
+
     tenant = "crash"
     _lead(store, tenant)
     call = _call(7)
-    Store._call_item(tenant, f"call#{LEAD.key}#{call.key}", call).save()  # the first write only
-    assert store.record_call(tenant, call, DAY, False, NOW) is False
+    assert store.record_call(tenant, call, DAY, False, NOW) is True
+    CallItem(tenant, f"call#{LEAD.key}#{call.key}").delete()  # as if the last write never happened
+    assert store.known_calls(tenant, [(LEAD, call.key)]) == {}
+    assert store.record_call(tenant, call, DAY, False, NOW) is True
     assert store.record_call(tenant, call, DAY, False, NOW) is False
     state = store.get_lead(tenant, LEAD)
     assert state is not None and state.call_attempts == 1
     assert store.day_counts(tenant, DAY) == {LEAD: (1, 0)}
+    assert store.known_calls(tenant, [(LEAD, call.key)]).keys() == {call.key}
 
 
 def test_counts_are_per_day_and_per_tenant(store: Store) -> None:
