@@ -510,13 +510,12 @@ def test_concurrency_and_throttling_come_from_the_stacks_parameters():
         "Ref": "JobsReservedConcurrency"
     }
     assert parameters["JobsReservedConcurrency"]["Default"] == 0  # not reserved unless sized
-    # `chalice deploy` reserves the same for the API handler.
+    # `chalice deploy` reserves the same for the API handler, in every stage (none overrides it).
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    reserved = config["lambda_functions"]["api_handler"]["reserved_concurrency"]
+    assert reserved == parameters["ApiReservedConcurrency"]["Default"]
     for stage in config["stages"].values():
-        assert (
-            stage["lambda_functions"]["api_handler"]["reserved_concurrency"]
-            == (parameters["ApiReservedConcurrency"]["Default"])
-        )
+        assert "reserved_concurrency" not in stage["lambda_functions"]["api_handler"]
     for function, parameter in (("Worker", "WorkerMaxConcurrency"), ("Jobs", "JobsMaxConcurrency")):
         [source] = resources[function]["Properties"]["Events"].values()
         assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": parameter}}
