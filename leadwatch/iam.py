@@ -198,7 +198,7 @@ SECRET_PLACES: dict[str, str] = {
     "crm.webhook_code": "crm",  # Bitrix24 inbound webhook
     "crm.access_token": "crm",  # amoCRM long-lived token
     "crm.application_token": "webhook",  # Bitrix24 outbound webhook
-    "crm.application_tokens": "webhook",
+    "crm.application_tokens": "webhook",  # several, where a portal delivers through more than one
     "crm.hook_secret": "webhook",  # amoCRM ?key=
     "telegram.bot_token": "telegram",
     "api_key": "api-key",
