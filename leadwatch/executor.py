@@ -376,6 +376,6 @@ def _unconfirmed(run: _Run, message: Notify, exc: BaseException, outcome: Outcom
             now,
         )
         observability.violation(run.tenant, UNCONFIRMED_TYPE)
-        observability.unconfirmed_message(run.tenant)
+        observability.unconfirmed_messages(run.tenant)
     outcome.done.add(message.effect_id)
     outcome.unconfirmed.add(message.effect_id)

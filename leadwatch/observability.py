@@ -10,7 +10,11 @@ Importing this module is free: Powertools is imported only when a handler opens 
   propagate to the root logger (pytest's caplog sees them; Powertools filters them out of
   Lambda's own root handler so nothing is printed twice).
 - Metrics are summed in memory and written as CloudWatch EMF at the end of the
-  invocation, one blob per dimension set (a sweep covers several tenants).
+  invocation, one blob per dimension set. No metric has a tenant dimension: each distinct
+  dimension set is a custom metric ($0.30 a month, by the hours it has data), so a tenant
+  dimension would cost that per tenant and metric; the log lines carry the tenant. The failures the alarms watch
+  (infra/resources.yaml) are counted twice: by kind or reason, and in a total with no dimension
+  but `service`, which is what the alarm reads (one metric per alarm, whatever kinds appear).
 
 In Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) logs go to stdout at INFO (or
 `POWERTOOLS_LOG_LEVEL` / `LOG_LEVEL`) and metrics are printed. Anywhere else (tests, the
@@ -38,15 +42,20 @@ if TYPE_CHECKING:
 SERVICE = "leadwatch"
 NAMESPACE = "leadwatch"
 
-# Metric names (all Count): see README "Operations".
-VERDICTS = "Verdicts"  # dimensions: tenant, verdict (on_time | late)
-VIOLATIONS = "Violations"  # dimensions: tenant, type
-CRM_ERRORS = "CrmErrors"  # dimensions: tenant, kind (rate_limited | unavailable | rejected)
-TELEGRAM_ERRORS = "TelegramErrors"  # dimensions: tenant, kind
+# Metric names (all Count; every one also has the dimension service=leadwatch): see README "Operations".
+VERDICTS = "Verdicts"  # dimensions: verdict (on_time | late)
+VIOLATIONS = "Violations"  # dimensions: type (a process's violation types)
+CRM_ERRORS = "CrmErrors"  # dimensions: kind (ERROR_KINDS), and the total
+TELEGRAM_ERRORS = "TelegramErrors"  # dimensions: kind (ERROR_KINDS), and the total
 STALE_WRITES = "StaleWrites"  # dimensions: process; a state write that lost to a newer one
-GAVE_UP = "GaveUp"  # dimensions: tenant, reason (card_deleted | crm_refused | crm_unavailable | alert_failed)
-UNCONFIRMED_MESSAGES = "UnconfirmedMessages"  # dimensions: tenant; a message sent without an answer
 QUEUE_DEPTH = "QueueDepth"  # the events queue's ApproximateNumberOfMessages, once per reconciliation run
+UNCONFIRMED_MESSAGES = "UnconfirmedMessages"  # a message sent with no answer: settled, never resent
+GAVE_UP = "GaveUp"  # dimensions: reason (GAVE_UP_REASONS), and the total; work closed undone
+
+ERROR_KINDS = ("rate_limited", "unavailable", "rejected")
+# Why work was closed without being done; any other reason is counted as "other", so the
+# dimension stays small whatever callers pass.
+GAVE_UP_REASONS = ("card_deleted", "crm_refused", "crm_unavailable", "alert_failed", "other")
 
 MAX_KEY_CHARS = 200  # a bound key (tenant from a URL, joined ids) stays small
 
@@ -185,22 +194,50 @@ def _record(name: str, value: float, *, gauge: bool = False, **dimensions: str) 
         _pending[key] = value if gauge else _pending.get(key, 0) + value
 
 
+# The metric helpers take the tenant their call sites know, but record no tenant dimension (see
+# the module docstring): the tenant is on the invocation's log lines.
+
+
+def _with_total(name: str, count: float, **dimensions: str) -> None:
+    _record(name, count, **dimensions)
+    _record(name, count)
+
+
 def verdict(tenant: str, verdict: str, count: int = 1) -> None:
     """Verdicts written (on_time | late)."""
     if count:
-        _record(VERDICTS, count, tenant=tenant, verdict=verdict)
+        _record(VERDICTS, count, verdict=verdict)
 
 
 def violation(tenant: str, type: str, count: int = 1) -> None:
     """Violations newly recorded in the journal."""
     if count:
-        _record(VIOLATIONS, count, tenant=tenant, type=type)
+        _record(VIOLATIONS, count, type=type)
 
 
 def crm_error(tenant: str, kind: str, count: int = 1) -> None:
     """CRM calls that failed after the HTTP client's retries (rate_limited | unavailable | rejected)."""
     if count:
-        _record(CRM_ERRORS, count, tenant=tenant, kind=kind)
+        _with_total(CRM_ERRORS, count, kind=kind)
+
+
+def telegram_error(tenant: str, kind: str, count: int = 1) -> None:
+    """Telegram messages that failed after the client's retries (rate_limited | unavailable | rejected)."""
+    if count:
+        _with_total(TELEGRAM_ERRORS, count, kind=kind)
+
+
+def unconfirmed_messages(tenant: str, count: int = 1) -> None:
+    """Messages whose request left and no answer came: settled as unconfirmed, never sent again."""
+    if count:
+        _record(UNCONFIRMED_MESSAGES, count)
+
+
+def gave_up(tenant: str, reason: str, count: int = 1) -> None:
+    """Work closed without being done after a permanent refusal or a bounded number of attempts
+    (card_deleted | crm_refused | alert_failed; anything else counts as other)."""
+    if count:
+        _with_total(GAVE_UP, count, reason=reason if reason in GAVE_UP_REASONS else "other")
 
 
 def stale_write(process: str, count: int = 1) -> None:
@@ -268,16 +305,7 @@ def crm_failure(tenant: str, exc: BaseException) -> None:
 def telegram_failure(tenant: str, exc: BaseException) -> None:
     kind = error_kind(exc)
     if kind is not None:
-        _record(TELEGRAM_ERRORS, 1, tenant=tenant, kind=kind)
-
-
-def gave_up(tenant: str, reason: str) -> None:
-    """Work closed without being done after failing too often (leadwatch.executor)."""
-    _record(GAVE_UP, 1, tenant=tenant, reason=reason)
-
-
-def unconfirmed_message(tenant: str) -> None:
-    _record(UNCONFIRMED_MESSAGES, 1, tenant=tenant)
+        telegram_error(tenant, kind)
 
 
 def metrics_enabled() -> bool:

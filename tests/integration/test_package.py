@@ -3,15 +3,18 @@ what the Lambda runtime provides) produces a bundle that works: under 5 MB, ever
 either bundled or provided by the runtime, and, unzipped next to nothing but the runtime's own
 packages, it imports `app` and serves webhooks, the worker, a schedule and the read API in a
 fresh interpreter. The template (with infra/ merged) holds the tables, queue and schedules and is
-clean under cfn-lint, each function's role is the policy leadwatch.iam generates from the
-declarations (and the most sensitive grants are pinned by hand), and the dead-letter queue has an
-alarm."""
+clean under cfn-lint; each function's role is the policy leadwatch.iam generates from the
+declarations (and the most sensitive grants are pinned by hand: named region and account, the
+function's own log group, only the secrets its tenants' files name for it, BatchWriteItem only
+beside put and delete), and the alarms cover the dead-letter queue, every function and
+leadwatch's failure metrics."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,6 +44,25 @@ CALENDARS = ("RU/2025", "RU/2026", "BY/2025", "KZ/2025", "UA/2021", "DE/2025", "
 def package(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("package") / "sam"
     bundle.package(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tenants_package(tmp_path_factory) -> Path:
+    """The project as a deployment with the two example tenants, its files regenerated."""
+    project = tmp_path_factory.mktemp("project")
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(ROOT / name, project / name)
+    for name in ("functions", "leadwatch", "crm_adapters", "workflows", "config", "infra", ".chalice"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "vendor", project / "vendor", symlinks=True)
+    for example in ("acme-b24", "acme-amo"):
+        shutil.copy(
+            ROOT / "config/examples" / f"{example}.yaml", project / "config/tenants" / f"{example}.yaml"
+        )
+    assert iam.main(["--project-dir", str(project)]) == 0
+    out = tmp_path_factory.mktemp("tenants-package") / "sam"
+    bundle.chalice_package(out, None, project)  # the roles are what this reads: no need to slim
     return out
 
 
@@ -308,6 +330,17 @@ def _role_statements(resources: dict, function: str) -> list[dict]:
     ]
 
 
+# The stack's ARNs: CloudFormation puts in the partition, region and account.
+PSEUDO = ("${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}")
+
+
+def _arn_parts(resource) -> list[str]:
+    """The six parts of an ARN (a Fn::Sub's text), each pseudo parameter kept whole."""
+    assert isinstance(resource, dict) and set(resource) == {"Fn::Sub"}, f"not the stack's ARN: {resource!r}"
+    text = resource["Fn::Sub"]
+    return [part.replace("\0", "::") for part in text.replace("::", "\0").split(":", 5)]
+
+
 def _grants(statements: list[dict], service: str, prefix: str = "") -> dict[str, set[str]]:
     """Resource name (the ARN's resource part without `prefix`) -> the service's actions allowed on it."""
     grants: dict[str, set[str]] = {}
@@ -317,8 +350,11 @@ def _grants(statements: list[dict], service: str, prefix: str = "") -> dict[str,
         if not actions:
             continue
         for resource in _as_list(statement["Resource"]):
-            parts = resource.split(":", 5)
+            parts = _arn_parts(resource)
             assert len(parts) == 6 and parts[2] == service, f"{service} actions on {resource!r}"
+            assert tuple(parts[i] for i in (1, 3, 4)) == PSEUDO, (
+                f"{resource!r} is not this region and account"
+            )
             assert parts[5].startswith(prefix), f"{service} actions on {resource!r}"
             name = parts[5][len(prefix) :]
             grants.setdefault(name, set()).update(a.split(":", 1)[1] for a in actions)
@@ -327,6 +363,10 @@ def _grants(statements: list[dict], service: str, prefix: str = "") -> dict[str,
 
 def _expected(function: str, service: str, prefix: str = "") -> dict[str, set[str]]:
     return _grants(iam.policy_for(FUNCTIONS[function], REGISTRY)["Statement"], service, prefix)
+
+
+def _function_name(resources: dict, function: str) -> str:
+    return resources[function]["Properties"]["FunctionName"]["Fn::Sub"]
 
 
 def test_every_function_has_a_role_of_its_own(package):
@@ -355,11 +395,14 @@ def test_no_role_grants_wildcard_actions_or_unscoped_table_and_queue_access(pack
                 for action in actions:
                     assert action != "*" and not action.endswith(":*"), f"{name}: {action}"
                     assert "*" not in action, f"{name}: {action}"
-                if any(a.startswith(("dynamodb:", "sqs:")) for a in actions):
-                    for target in targets:
-                        assert target != "*", f"{name}: {actions} on *"
-                        # Only the region and account may be wildcards: the table or queue is named.
-                        assert "*" not in target.split(":", 5)[5], f"{name}: {target}"
+                for target in targets:
+                    assert target != "*", f"{name}: {actions} on *"
+                    parts = _arn_parts(target)
+                    # The region and account are this stack's, never a wildcard.
+                    assert tuple(parts[i] for i in (1, 3, 4)) == PSEUDO, f"{name}: {target}"
+                    # The table, queue, parameter or log group is named; only a group's streams are `*`.
+                    if any(a.startswith(("dynamodb:", "sqs:", "ssm:")) for a in actions):
+                        assert "*" not in parts[5], f"{name}: {target}"
 
 
 def test_each_function_gets_exactly_its_table_and_queue_actions(package):
@@ -372,16 +415,49 @@ def test_each_function_gets_exactly_its_table_and_queue_actions(package):
         assert _grants(statements, "sqs") == _expected(function, "sqs"), function
 
 
-def test_secrets_and_logs_are_scoped(package):
+def test_each_function_writes_only_its_own_log_group_and_without_tenants_reads_no_secret(package):
     resources = _template(package)["Resources"]
-    for function in FUNCTIONS:
+    for function, name in FUNCTIONS.items():
         statements = _role_statements(resources, function)
-        assert _grants(statements, "ssm", "parameter/") == {"leadwatch/*": {"GetParameter"}}, function
+        # The repository deploys no tenant: nothing names a secret, so no role reads one.
+        assert _grants(statements, "ssm") == {}, function
+        # The stack names the function; its role may write that log group and its streams only.
+        own = _function_name(resources, function)
+        assert own == f"${{AWS::StackName}}-{name}"
         assert _grants(statements, "logs", "log-group:") == {
-            "/aws/lambda/*": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"}
+            f"/aws/lambda/{own}": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"},
+            f"/aws/lambda/{own}:*": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"},
         }, function
         services = {a.split(":", 1)[0] for s in statements for a in _as_list(s["Action"])}
         assert services <= {"dynamodb", "sqs", "ssm", "logs"}, function
+
+
+def test_with_tenants_each_role_reads_only_the_secrets_its_function_uses(tenants_package):
+    resources = _template(tenants_package)["Resources"]
+    secrets = {f: _grants(_role_statements(resources, f), "ssm", "parameter/") for f in FUNCTIONS}
+    read = {"GetParameter"}
+    # The public API handler: the webhooks' token or key and the read API key, never a CRM or bot token.
+    assert secrets["APIHandler"] == {
+        "leadwatch/acme-b24/application-token": read,
+        "leadwatch/acme-b24/api-key": read,
+        "leadwatch/acme-amo/hook-secret": read,
+    }
+    for function in ("Worker", "Jobs"):
+        assert secrets[function] == {
+            "leadwatch/acme-b24/webhook-code": read,
+            "leadwatch/acme-amo/access-token": read,
+            "leadwatch/acme-b24/telegram-bot-token": read,
+        }, function
+    for dispatcher in ("TimelinessSweep", "DialingReport", "Reconcile"):
+        assert secrets[dispatcher] == {}, dispatcher
+    # Everything else is what the repository's own package has.
+    result = subprocess.run(
+        [str(BIN / "cfn-lint"), str(tenants_package / "sam.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode & 2 == 0, result.stdout[-3000:]
 
 
 def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
@@ -405,8 +481,20 @@ def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
                 assert not actions & (SQS_CONSUME - {"GetQueueAttributes"}), (function, queue)
         if function != "Worker":
             assert "leadwatch-events-dlq" not in granted, function
+    # Each consumer backs a failed message off on its own queue (ChangeMessageVisibility).
     assert queues["Worker"]["leadwatch-events"] == SQS_CONSUME
     assert queues["Jobs"]["leadwatch-jobs"] == SQS_CONSUME | {"SendMessage", "GetQueueUrl"}
+    # A batch write may delete as well as put: only the effect ledger's writers hold it, on the
+    # state table, where they may put and delete item by item anyway.
+    batch = {
+        (f, t)
+        for f, granted in tables.items()
+        for t, actions in granted.items()
+        if "BatchWriteItem" in actions
+    }
+    assert batch == {("Worker", "leadwatch-state"), ("Jobs", "leadwatch-state")}
+    for function, table in batch:
+        assert {"PutItem", "DeleteItem"} <= tables[function][table]
     for dispatcher in ("TimelinessSweep", "DialingReport", "Reconcile"):
         assert not {t for t, actions in tables[dispatcher].items() if actions - {"Query"}}, dispatcher
     # The journal is append-only; nothing scans a table (a scan reads every tenant).
@@ -436,3 +524,41 @@ def test_dead_letter_queue_has_an_alarm_with_a_topic(package):
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
     assert template["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail" and subscription["Type"] == "AWS::SNS::Subscription"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+
+
+def test_every_function_and_every_failure_metric_has_an_alarm(package):
+    template = _template(package)
+    resources = template["Resources"]
+    alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    for function in FUNCTIONS:
+        mine = {
+            a["Properties"]["MetricName"]: a
+            for a in alarms
+            if a["Properties"].get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+        }
+        assert set(mine) == {"Errors", "Throttles", "Duration"}, function
+        timeout_ms = resources[function]["Properties"]["Timeout"] * 1000
+        assert mine["Duration"]["Properties"]["Threshold"] < timeout_ms, function
+        assert all(a["Condition"] == "WithFunctionAlarms" for a in mine.values())
+    ours = {a["Properties"]["MetricName"] for a in alarms if a["Properties"].get("Namespace") == "leadwatch"}
+    assert ours == {"CrmErrors", "TelegramErrors", "UnconfirmedMessages", "GaveUp"}
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_the_api_is_throttled_and_has_reserved_concurrency(package):
+    template = _template(package)
+    resources, parameters = template["Resources"], template["Parameters"]
+    [settings] = resources["RestAPI"]["Properties"]["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    assert resources["APIHandler"]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"][1] == {
+        "Ref": "ApiReservedConcurrency"
+    }
+    assert parameters["ApiReservedConcurrency"]["Default"] > 0
+    for queue in ("EventsQueue", "JobsQueue"):
+        assert resources[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 10

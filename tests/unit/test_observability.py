@@ -122,13 +122,15 @@ def test_handlers_write_json_lines_with_tenant_lead_and_correlation_id_and_emf_m
     sweeps = [line for line in logs if line["message"].startswith("sweep:")]
     assert {line["tenant"] for line in sweeps} == {B24_TENANT, AMO_TENANT}
 
+    # No metric carries the tenant (a custom metric per tenant costs per tenant); the log lines do.
     metrics = metric_values(blobs)
-    assert metrics[("Verdicts", dims(tenant=B24_TENANT, verdict="late"))] == 1
-    assert metrics[("Verdicts", dims(tenant=AMO_TENANT, verdict="late"))] == 1
-    assert metrics[("Violations", dims(tenant=B24_TENANT, type="late_first_processing"))] == 1
-    assert metrics[("CrmErrors", dims(tenant=B24_TENANT, kind="unavailable"))] == 1
+    assert metrics[("Verdicts", dims(verdict="late"))] == 2
+    assert metrics[("Violations", dims(type="late_first_processing"))] == 2
+    assert metrics[("CrmErrors", dims(kind="unavailable"))] == 1
+    assert metrics[("CrmErrors", dims())] == 1  # the total the alarm reads
     assert ("QueueDepth", dims()) in metrics
     assert {name for name, _ in metrics} == {"Verdicts", "Violations", "CrmErrors", "QueueDepth"}
+    assert all(name in ("service", "verdict", "type", "kind") for _, d in metrics for name, _ in d)
 
 
 def test_a_refused_webhook_logs_no_secret_and_no_request_url(stack, in_lambda, capsys):
@@ -172,26 +174,83 @@ def test_metric_helpers_make_one_emf_blob_per_dimension_set(in_lambda, capsys):
     with observability.invocation("sweep-event-id"):
         observability.verdict("acme", "on_time", 3)
         observability.verdict("acme", "late")
+        observability.verdict("other", "late")  # another tenant: the same metric
         observability.violation("acme", "late_first_processing")
         observability.crm_error("acme", "rate_limited")
-        observability.crm_error("acme", "rate_limited")
+        observability.crm_error("other", "rate_limited")
+        observability.crm_error("acme", "rejected")
         observability.queue_depth(5)
         observability.queue_depth(7)  # a gauge: the last reading counts
         observability.verdict("other", "late", 0)  # nothing to count: no blob
     _, blobs = split(capsys.readouterr().out)
     assert metric_values(blobs) == {
-        ("Verdicts", dims(tenant="acme", verdict="on_time")): 3,
-        ("Verdicts", dims(tenant="acme", verdict="late")): 1,
-        ("Violations", dims(tenant="acme", type="late_first_processing")): 1,
-        ("CrmErrors", dims(tenant="acme", kind="rate_limited")): 2,
+        ("Verdicts", dims(verdict="on_time")): 3,
+        ("Verdicts", dims(verdict="late")): 2,
+        ("Violations", dims(type="late_first_processing")): 1,
+        ("CrmErrors", dims(kind="rate_limited")): 2,
+        ("CrmErrors", dims(kind="rejected")): 1,
+        ("CrmErrors", dims()): 3,
         ("QueueDepth", dims()): 7,
     }
+    assert not any("tenant" in blob for blob in blobs)
     assert all(blob["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] == "Count" for blob in blobs)
     # Flushing again, or with nothing counted, prints nothing and raises nothing.
     observability.flush()
     with observability.invocation():
         pass
     assert capsys.readouterr().out == ""
+
+
+def test_the_alarmed_failures_have_a_total_and_a_small_fixed_set_of_kinds(in_lambda, capsys):
+    from crm_adapters.base import CrmRateLimited, CrmUnavailable
+
+    with observability.invocation("job-id"):
+        observability.telegram_failure("acme", CrmRateLimited("429"))
+        observability.telegram_failure("other", CrmUnavailable("timed out"))
+        observability.telegram_failure("acme", ValueError("not a delivery failure"))  # not counted
+        observability.unconfirmed_messages("acme")
+        observability.gave_up("acme", "card_deleted")
+        observability.gave_up("acme", "alert_failed", 2)
+        observability.gave_up("other", "bot left the chat at 11:02 for tenant other")  # free text
+        observability.gave_up("acme", "crm_refused", 0)
+    _, blobs = split(capsys.readouterr().out)
+    assert metric_values(blobs) == {
+        ("TelegramErrors", dims(kind="rate_limited")): 1,
+        ("TelegramErrors", dims(kind="unavailable")): 1,
+        ("TelegramErrors", dims()): 2,
+        ("UnconfirmedMessages", dims()): 1,
+        ("GaveUp", dims(reason="card_deleted")): 1,
+        ("GaveUp", dims(reason="alert_failed")): 2,
+        ("GaveUp", dims(reason="other")): 1,
+        ("GaveUp", dims()): 4,
+    }
+    assert set(observability.ERROR_KINDS) == {"rate_limited", "unavailable", "rejected"}
+
+
+def test_every_alarm_on_a_leadwatch_metric_reads_a_series_that_is_written():
+    """The template's alarms on leadwatch's own metrics read the totals (dimension service only)."""
+    from leadwatch.store.schema import load_template
+
+    resources = load_template()["Resources"]
+    alarms = {
+        props["MetricName"]: props
+        for props in (
+            r["Properties"] for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"
+        )
+        if props.get("Namespace") == observability.NAMESPACE
+    }
+    assert set(alarms) == {
+        observability.CRM_ERRORS,
+        observability.TELEGRAM_ERRORS,
+        observability.UNCONFIRMED_MESSAGES,
+        observability.GAVE_UP,
+    }
+    for props in alarms.values():
+        assert props["Dimensions"] == [{"Name": "service", "Value": observability.SERVICE}]
+        assert props["Statistic"] == "Sum" and props["Threshold"] == 0
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["TreatMissingData"] == "notBreaching"  # EMF writes nothing while nothing fails
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
 def test_error_kinds_follow_the_crm_error_classes():
