@@ -25,8 +25,6 @@ from leadwatch.events import Call, EntityRef
 from leadwatch.store.dynamodb import MAX_KEPT_BODY, JournalRow, RejectRow, StatRow, due_bucket
 from leadwatch.store.ledger import (
     _MAX_DETAIL,
-    GAVE_UP_TYPE,
-    UNCONFIRMED_TYPE,
     ClaimResult,
     ClaimState,
     EffectLedger,
@@ -240,15 +238,9 @@ class MemoryLedger:
             i for i, entry in self.entries(tenant, effect_ids).items() if entry.status is Status.UNCONFIRMED
         }
 
-    def record_unconfirmed(
-        self, tenant: str, effect_id: str, subject: str, detail: str, details: dict[str, Any], now: datetime
-    ) -> bool:
-        return self._journal_once(tenant, effect_id, UNCONFIRMED_TYPE, subject, detail, details, now)
-
-    def record_gave_up(
-        self, tenant: str, effect_id: str, subject: str, reason: str, details: dict[str, Any], now: datetime
-    ) -> bool:
-        return self._journal_once(tenant, effect_id, GAVE_UP_TYPE, subject, reason, details, now)
+    # The same on both ledgers: one journal row through this ledger's own `_journal_once`.
+    record_unconfirmed = EffectLedger.record_unconfirmed
+    record_gave_up = EffectLedger.record_gave_up
 
     def _journal_once(
         self,
