@@ -240,7 +240,7 @@ class FakeBitrix24(FakeServer):
         clock: Callable[[], datetime] = _utc_now,
         *,
         timezone: str = "Europe/Moscow",
-        emit_on_rest_writes: bool = False,
+        emit_on_rest_writes: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
@@ -251,7 +251,9 @@ class FakeBitrix24(FakeServer):
         self.member_id = member_id
         self.clock = clock
         self.zone = ZoneInfo(timezone)
-        self.emit_on_rest_writes = emit_on_rest_writes
+        # REST writes come back as webhooks, as a portal sends its events for changes made
+        # through the API too (leadwatch sees its own verdict writes).
+        self.emit_on_rest_writes = self._emit_default = emit_on_rest_writes
         # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands still
         # would never drain it.
         self.monotonic = monotonic
@@ -793,7 +795,7 @@ class FakeBitrix24(FakeServer):
             self.outbox.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
-            self.emit_on_rest_writes = False
+            self.emit_on_rest_writes = self._emit_default
             self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
         self.clear_faults()
         self.clear_log()
