@@ -216,6 +216,7 @@ class SharedWindowLimiter:
         self._lock = threading.Lock()
         self.claims = 0  # writes to the counter (granted or refused)
         self.refused = 0
+        self.late = 0  # slots won after they had ended, left unused
 
     def acquire(self, max_wait: float | None = None) -> float:
         waited = 0.0
@@ -245,8 +246,11 @@ class SharedWindowLimiter:
                     self.refused += 1
                 if count is None or count >= self.window.limit:
                     self._full_until = max(self._full_until, end)
-            if count is not None and self._clock() < end:
-                return waited
+            if count is not None:
+                if self._clock() < end:
+                    return waited
+                with self._lock:
+                    self.late += 1
 
     def __repr__(self) -> str:
         return f"SharedWindowLimiter({self.scope!r}, {self.name!r}, {self.window})"
