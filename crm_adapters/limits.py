@@ -11,8 +11,8 @@ In-process (one container, every thread of it):
 
 Across containers (`SharedLimits` -> `SharedWindowLimiter`): time is cut into slots of
 `Window.seconds`, and a request may go only after a conditional atomic increment of its slot's
-counter stayed within `Window.limit` (`SlotCounter`: one DynamoDB item per (tenant, limit, slot),
-TTL'd; leadwatch.store.limits). Every container of the deployment takes its slots from the same
+counter stayed within `Window.limit` (`SlotCounter`: one DynamoDB item per (scope, limit, slot),
+TTL'd; leadwatch.store.limits; the scope is the tenant for its CRM, the bot for a Telegram chat). Every container of the deployment takes its slots from the same
 counters, so the limit holds however many Lambdas run. A span of `T` seconds touches at most
 ceil(T / seconds) + 1 slots, which bounds what it can hold; `Window.spread` chooses slots from
 that. The in-process limiter stays in front (`Chain`), so a container never asks the counters

@@ -118,7 +118,6 @@ def default_notifier(
         secrets(config.telegram.bot_token),
         api_base=config.telegram.api_base,
         limits=limits,
-        scope=config.tenant,
     )
 
 

@@ -307,9 +307,10 @@ class TelegramNotifier:
       in any `group_period` seconds (60);
     - at most `global_limit` (25) a second from this container, over all chats.
 
-    With `limits` (the deployment's shared limits; `scope` names the tenant) each chat's pace
-    also holds across containers: slots of `chat_interval` (a group's: `group_period` /
-    `group_limit`) with one message each. Two messages may then fall at the two ends of a slot
+    With `limits` (the deployment's shared limits) each chat's pace also holds across containers
+    and tenants (Telegram counts per bot and chat: the counters are the bot's, by its public id,
+    not a tenant's; two tenants may share a bot and a group): slots of `chat_interval` (a
+    group's: `group_period` / `group_limit`) with one message each. Two messages may then fall at the two ends of a slot
     boundary, which the chat's short-burst allowance takes; in a group any 60 s touch at most 19
     slots. The global pace stays per container: a deployment's alerts are far below 30 a second.
     """
@@ -329,7 +330,6 @@ class TelegramNotifier:
         monotonic: Callable[[], float] = time.monotonic,
         timeout: tuple[float, float] = (5.0, 20.0),
         limits: SharedLimits | None = None,
-        scope: str = "",
     ):
         if not token:
             raise ValueError("the Telegram bot token is empty")
@@ -341,7 +341,7 @@ class TelegramNotifier:
         self._sleep = sleep
         self._monotonic = monotonic
         self._limits = limits
-        self._scope = scope
+        self._bot = "telegram:" + token.split(":", 1)[0]  # the bot's id: public, unlike the rest
         self._chat_limiters: dict[str, Limiter] = {}
         self._lock = threading.Lock()
         self.http = HttpClient(
@@ -375,7 +375,7 @@ class TelegramNotifier:
         local = WindowLimiter(1, self._chat_interval, self._monotonic, self._sleep, also=also)
         if self._limits is None:
             return local
-        return Chain(local, self._limits.limiter(self._scope, f"telegram#{chat_id}", window))
+        return Chain(local, self._limits.limiter(self._bot, f"chat#{chat_id}", window))
 
     def send(
         self,

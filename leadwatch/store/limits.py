@@ -1,6 +1,6 @@
 """The counters behind the deployment's shared rate limits (crm_adapters.limits.SlotCounter).
 
-DynamoDB: one item per (tenant, limit, slot) in the state table (`LimitItem`, key
+DynamoDB: one item per (scope, limit, slot) in the state table (`LimitItem`, key
 `limit#<name>#<slot>`), raised by one conditional UpdateItem, `ADD n :1` only while `n` is below
 the slot's limit, so every container of the deployment counts into the same item and no slot
 ever holds more than its limit. Each claim is one write (1 WCU, refused or not: a refused
@@ -8,7 +8,7 @@ conditional write is billed too); the item is a few dozen bytes and goes by TTL 
 its slot. Needs dynamodb:UpdateItem on the state table in every function that calls a CRM or
 Telegram.
 
-Memory: the same counters under one lock, for unit tests and the local stack without AWS.
+Memory: the same counters under one lock, for unit tests and benchmarks without AWS.
 """
 
 from __future__ import annotations

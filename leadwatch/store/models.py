@@ -176,8 +176,9 @@ class ProcessItem(Model):
 
 
 class LimitItem(Model):
-    """One slot of a shared rate limit (`limit#<name>#<slot>`, leadwatch.store.limits; name: amocrm,
-    bitrix24, telegram#<chat id>): how many requests every container together has sent in it.
+    """One slot of a shared rate limit (`limit#<name>#<slot>`, leadwatch.store.limits): how many
+    requests every container together has sent in it. Under the tenant for its CRM (`amocrm`,
+    `bitrix24`); under `telegram:<bot id>` for a chat (`chat#<chat id>`), which tenants may share.
     Gone by TTL minutes after the slot."""
 
     class Meta(_Meta):

@@ -391,7 +391,6 @@ class LocalStack:
                 chat_interval=1.2 / scale,
                 group_period=60.0 / scale,
                 limits=limits,
-                scope=config.tenant,
             )
 
         from leadwatch.registry import default_registry

@@ -103,7 +103,6 @@ def notifier(fake: FakeTelegram, sleeps: Sleeps, limits: SharedLimits | None) ->
         monotonic=sleeps.monotonic,
         policy=ONCE,
         limits=limits,
-        scope="acme",
     )
 
 
