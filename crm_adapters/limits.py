@@ -36,10 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from crm_adapters.base import CrmRateLimited
+from crm_adapters.base import CrmRateLimited, CrmUnavailable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+# A claim that comes back after its slot ended is not used; this many in a row in one acquire
+# means the counters answer slower than a slot lasts, and the request is left for later.
+MAX_LATE = 5
 
 
 class PacingWait(CrmRateLimited):
@@ -221,6 +224,7 @@ class SharedWindowLimiter:
     def acquire(self, max_wait: float | None = None) -> float:
         waited = 0.0
         seconds = self.window.seconds
+        late_in_a_row = 0
         while True:
             now = self._clock()
             with self._lock:
@@ -234,12 +238,17 @@ class SharedWindowLimiter:
                 continue
             slot = math.floor(now / seconds)
             end = (slot + 1) * seconds
-            count = self.counter.claim(
-                self.scope,
-                f"limit#{self.name}#{slot}",
-                self.window.limit,
-                int(time.time() + seconds + self._ttl),  # real time: TTL is AWS's clock
-            )
+            try:
+                count = self.counter.claim(
+                    self.scope,
+                    f"limit#{self.name}#{slot}",
+                    self.window.limit,
+                    int(time.time() + seconds + self._ttl),  # real time: TTL is AWS's clock
+                )
+            except Exception as exc:
+                # The counters' store failing is an outage like the CRM's: retry later, never
+                # send unlimited (repeated 429s end in a block).
+                raise CrmUnavailable(f"{self.name}: the shared rate limit's counter failed: {exc}") from exc
             with self._lock:
                 self.claims += 1
                 if count is None:
@@ -251,6 +260,12 @@ class SharedWindowLimiter:
                     return waited
                 with self._lock:
                     self.late += 1
+                late_in_a_row += 1
+                if late_in_a_row >= MAX_LATE:
+                    raise CrmUnavailable(
+                        f"{self.name}: the shared rate limit's counter answers slower than its "
+                        f"{seconds:g} s slots ({late_in_a_row} claims in a row came back too late)"
+                    )
 
     def __repr__(self) -> str:
         return f"SharedWindowLimiter({self.scope!r}, {self.name!r}, {self.window})"

@@ -8,7 +8,8 @@ bodies; the `{"result", "time"}` envelope; list pages of 50 with `total` and
 and every date `YYYY-MM-DDThh:mm:ss+03:00`; the per-portal leaky bucket (503
 QUERY_LIMIT_EXCEEDED). Changes made through the Python API (`create_lead`,
 `update_lead`, `add_activity`, `add_call`, ...) emit the outbound event as the real
-form-encoded body and hand it to `self.deliver`.
+form-encoded body and hand it to `self.deliver`; so do REST writes (`emit_on_rest_writes`, on by
+default), as a real portal sends its events for changes an integration makes too.
 
 Telephony: `add_call` records a finished call as a real portal does (a call activity, a
 `voximplant.statistic.get` row, then ONCRMACTIVITYADD and the flat-`data` ONVOXIMPLANTCALLEND).

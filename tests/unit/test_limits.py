@@ -240,3 +240,22 @@ def test_the_ttl_is_on_the_real_clock() -> None:
     clock = VirtualTime(5.0)  # a virtual clock far from the epoch
     SharedLimits(Recording(), clock, clock.sleep, ttl=600).limiter("t1", "x", Window(1.0, 1)).acquire()
     assert abs(seen[0] - (time.time() + 601)) < 5
+
+
+def test_a_counter_slower_than_its_slots_or_failing_is_an_outage_not_a_free_pass() -> None:
+    from crm_adapters.base import CrmUnavailable
+
+    clock = VirtualTime()
+    slow = SharedWindowLimiter(SlowCounter(clock, 0.3), "t1", "amocrm", Window(0.2, 1), clock, clock.sleep)
+    with pytest.raises(CrmUnavailable, match=r"slower than its 0\.2 s slots"):
+        slow.acquire()
+    assert slow.late == 5
+
+    class Broken(MemorySlotCounter):
+        def claim(self, scope: str, key: str, limit: int, expires_at: int) -> int | None:
+            raise OSError("connection refused")
+
+    broken = SharedWindowLimiter(Broken(), "t1", "amocrm", Window(0.2, 1), clock, clock.sleep)
+    with pytest.raises(CrmUnavailable, match="counter failed: connection refused") as caught:
+        broken.acquire()
+    assert caught.value.retryable
