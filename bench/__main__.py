@@ -2,8 +2,9 @@
 
     python -m bench [--only NAME] [--json FILE] [--write-back-n 50,120,500] [--profile-replay FILE]
 
-Benchmarks (in this order): cold_start, bundle, hot_path, sweep_cost, write_back, replay. Each runs
-in its own fresh interpreter (`python -m bench --child NAME ...`), so moto's in-process
+Benchmarks (in this order): cold_start, bundle, hot_path, sweep_cost, write_back, replay,
+scheduling, limits. Each runs in its own fresh interpreter (`python -m bench --child NAME ...`),
+so moto's in-process
 state, patched botocore hooks and the memory peak of one cannot leak into another. A
 figure with a target prints it (`<=0.25`, `==0`, `>=500`); a figure given for context
 prints `-`. Everything is measured in the same run; nothing is read from earlier runs.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from bench.common import Figure, note
 
-BENCHES = ("cold_start", "bundle", "hot_path", "sweep_cost", "write_back", "replay", "scheduling")
+BENCHES = ("cold_start", "bundle", "hot_path", "sweep_cost", "write_back", "replay", "scheduling", "limits")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +77,10 @@ def run_in_process(name: str, args: argparse.Namespace) -> list[Figure]:
         from bench import scheduling
 
         return scheduling.measure()
+    if name == "limits":
+        from bench import limits
+
+        return limits.measure()
     from bench import replay
 
     return replay.measure(profile=args.profile_replay)

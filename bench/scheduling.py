@@ -315,9 +315,12 @@ def _measure_sweep_jobs(stack: Any) -> dict[str, Any]:
         reports = stack.run_schedule("timeliness", "sweep")
     note(f"scheduling: sweep at 11:00: reports {reports}; jobs {records}")
     for kind, driver in drivers.items():
-        report = reports.get(driver.tenant) or {}
-        if report.get("closed") != LEADS or report.get("late") != LEADS:
-            raise RuntimeError(f"{kind}: expected {LEADS} late verdicts, the sweep reported {report}")
+        # Summed over the tenant's job and its continuations (the group's 18-a-minute pacing can
+        # carry the alerts past one invocation's budget).
+        mine = [report for tenant, report in stack.job_reports if tenant == driver.tenant]
+        closed, late = (sum(report.get(key, 0) for report in mine) for key in ("closed", "late"))
+        if closed != LEADS or late != LEADS:
+            raise RuntimeError(f"{kind}: expected {LEADS} late verdicts, the sweep's jobs reported {mine}")
         missing = [lead for lead in leads[kind] if driver.verdict(lead) in (None, "")]
         if missing:
             raise RuntimeError(f"{kind}: no verdict written on {missing}")

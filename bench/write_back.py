@@ -1,7 +1,7 @@
 """CRM write-back: HTTP calls, rate-limit answers and wall time for n verdicts.
 
-For each n, a fresh fake (Bitrix24: leaky bucket 2 req/s, burst 50; amoCRM: 7 req/s,
-burst 7 -- the real services' limits, draining by the real clock) holds n leads, and a
+For each n, a fresh fake (Bitrix24: leaky bucket 2 req/s, burst 50; amoCRM: 7 requests
+in each second -- the real services' limits, by the real clock) holds n leads, and a
 fresh adapter built as production builds it (`leadwatch.context.default_adapter`'s
 defaults: its own limiter and retry policy, real `time.sleep`, real `time.monotonic`)
 writes one verdict field on each with one `set_fields` call. Counted from the fake's
@@ -64,7 +64,7 @@ def _setup(kind: str):
 
         verdict = {"UF_CRM_ON_TIME": "Y"}
     else:
-        fake = FakeAmoCrm(token=secrets["AMO"], rate=rate, burst=burst).start()
+        fake = FakeAmoCrm(token=secrets["AMO"], rate_limit=burst, rate_window=burst / rate).start()
         amo_config = AmoCrmConfig(
             kind="amocrm",
             base_url=fake.url,

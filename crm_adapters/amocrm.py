@@ -44,6 +44,7 @@ from crm_adapters.base import (
 )
 from crm_adapters.formdata import FormError, parse_form
 from crm_adapters.http import HttpClient, Transport
+from crm_adapters.limits import Window
 from leadwatch.config import AmoCrmConfig, SecretRef
 from leadwatch.effects import FieldValue, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
@@ -413,10 +414,15 @@ class AmoCrmAdapter:
         resolve: Callable[[SecretRef], str],
         *,
         transport: Transport | None = None,
-        rate: float = 7.0,
-        burst: int = 6,  # one below the service's 7: a request that arrives a hair early is not a 429
+        limit: int = 6,
+        period: float = 1.0,
         bulk_size: int = BULK_LIMIT,
     ):
+        """`limit` requests in any `period` seconds, in this container and (with the transport's
+        shared limits) across the deployment. amoCRM answers 429 past 7 requests a second and
+        blocks the IP (403) when that repeats (developers.kommo.com/docs/limitations). 6 leaves
+        one spare: a request granted at the end of one of our seconds and delayed on the way
+        may land in the next of the service's."""
         if not 1 <= bulk_size <= BULK_LIMIT:
             raise ValueError(f"bulk_size must be 1..{BULK_LIMIT}")
         self.tenant = tenant
@@ -425,7 +431,9 @@ class AmoCrmAdapter:
         self.bulk_size = bulk_size
         self._resolve = resolve
         self._transport = transport or Transport()
-        self.limiter = self._transport.limiter(rate, burst)
+        self.limiter = self._transport.shared(
+            self._transport.window(limit, period), tenant, "amocrm", Window.spread(limit, period)
+        )
         self._client: HttpClient | None = None
         self._token: str | None = None
         self._lock = threading.Lock()

@@ -37,6 +37,7 @@ from crm_adapters.base import (
 )
 from crm_adapters.formdata import FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, Transport
+from crm_adapters.limits import Window
 from leadwatch.config import Bitrix24Config, SecretRef
 from leadwatch.effects import FieldValue, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
@@ -235,6 +236,16 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def _shared_window(rate: float, burst: int) -> Window:
+    """Deployment-wide slots under the portal's leaky bucket (`burst` deep, draining `rate`/s;
+    apidocs.bitrix24.ru/limits.html: 50 and 2 on most plans). Slots of C = burst // 2 requests,
+    C / rate seconds long: a span just over k-1 slots long touches k+1 of them, (k+1)C requests,
+    and the bucket takes burst + rate (k-1) C / rate = burst + (k-1)C >= (k+1)C while 2C <= burst,
+    for every k; the long-run rate is `rate`."""
+    per_slot = max(1, burst // 2)
+    return Window(per_slot / rate, per_slot)
+
+
 class Bitrix24Adapter:
     kind = "bitrix24"
 
@@ -255,7 +266,10 @@ class Bitrix24Adapter:
         # The real bucket is shared with whatever else calls the portal from our IP, and our
         # clock and the portal's never agree exactly: keep a little of the burst spare.
         headroom = max(1, burst // 10) if burst > 1 else 0
-        self.limiter = self._transport.limiter(rate, burst - headroom)
+        local = self._transport.limiter(rate, burst - headroom)
+        self.limiter = self._transport.shared(
+            local, tenant, "bitrix24", _shared_window(rate, burst - headroom)
+        )
         self._lock = threading.Lock()
         self._app_token: str | None = None
         self._code: str | None = None

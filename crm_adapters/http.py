@@ -1,6 +1,6 @@
 """One HTTP client for every outbound API (Bitrix24, amoCRM, Telegram).
 
-It paces requests under the API's limit (a token bucket), retries what can be
+It paces requests under the API's limit (crm_adapters.limits), retries what can be
 retried with exponential backoff (honouring the server's `retry_after`), and
 gives up within a time budget so a Lambda never sleeps past its timeout. What
 still fails is raised as a `CrmError` and left for the next run. Time and
@@ -15,7 +15,6 @@ Telegram message is not, so it is never sent again blindly.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +26,9 @@ import requests
 from urllib3.exceptions import MaxRetryError
 
 from crm_adapters.base import CrmError, CrmUnavailable, OutcomeUnknown, OutOfTime
+from crm_adapters.limits import Chain, Limiter, PacingWait, RateLimiter, SharedLimits, Window, WindowLimiter
+
+__all__ = ["HttpClient", "RateLimiter", "RetryPolicy", "Transport", "WindowLimiter", "time_limit"]
 
 Classify = Callable[[requests.Response], CrmError | None]
 
@@ -73,43 +75,12 @@ class RetryPolicy:
         return backoff * (0.5 + rng.random() / 2)
 
 
-class RateLimiter:
-    """Token bucket: `rate` requests per second on average, `burst` at once."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = float(burst)
-        self._stamp = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until there is one. Returns the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= 1
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-        if wait:
-            self._sleep(wait)
-        return wait
-
-
 class HttpClient:
     def __init__(
         self,
         classify: Classify,
         *,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -176,7 +147,7 @@ class HttpClient:
         self, method: str, url: str, *, timeout: tuple[float, float], **kwargs: Any
     ) -> requests.Response:
         if self.limiter is not None:
-            self.limiter.acquire()
+            acquire_within(self.limiter, f"{method} {self.redact(url)}")
         headers = dict(self._headers)
         if kwargs.get("headers"):
             headers.update(kwargs["headers"])
@@ -194,6 +165,20 @@ class HttpClient:
             error.args = (self.redact(str(error)),)
             raise error
         return response
+
+
+def acquire_within(limiter: Limiter, what: str) -> float:
+    """Wait for the limiter's turn, but not past the invocation's time: a turn that comes later
+    than that is taken by the next run (OutOfTime), not slept towards."""
+    left = time_left()
+    if left is None:
+        return limiter.acquire()
+    try:
+        return limiter.acquire(max(left - MIN_ATTEMPT_SECONDS, 0.0))
+    except PacingWait as wait:
+        raise OutOfTime(
+            f"{what}: its turn under the rate limit comes after this invocation ({wait})"
+        ) from None
 
 
 def _within(timeout: tuple[float, float], left: float) -> tuple[float, float]:
@@ -219,7 +204,8 @@ def _maybe_delivered(exc: requests.RequestException) -> bool:
 
 @dataclass(frozen=True)
 class Transport:
-    """How an adapter talks HTTP, the same for every CRM: session, waits, retries, timeouts.
+    """How an adapter talks HTTP, the same for every CRM: session, waits, retries, timeouts, and
+    the deployment's shared limits (None: each container paces on its own).
 
     Tests and the local stack pass virtual `sleep` / `monotonic` so pacing and backoff
     move a clock instead of waiting.
@@ -230,11 +216,22 @@ class Transport:
     monotonic: Callable[[], float] = time.monotonic
     policy: RetryPolicy | None = None
     timeout: tuple[float, float] = (5.0, 20.0)
+    limits: SharedLimits | None = None
 
     def limiter(self, rate: float, burst: int) -> RateLimiter:
         return RateLimiter(rate, burst, clock=self.monotonic, sleep=self.sleep)
 
-    def client(self, classify: Classify, limiter: RateLimiter, secrets: tuple[str, ...]) -> HttpClient:
+    def window(self, limit: int, period: float) -> WindowLimiter:
+        return WindowLimiter(limit, period, clock=self.monotonic, sleep=self.sleep)
+
+    def shared(self, local: Limiter, scope: str, name: str, window: Window) -> Limiter:
+        """`local` in front of the deployment-wide `window` for (scope, name), or `local` alone
+        when there are no shared limits."""
+        if self.limits is None:
+            return local
+        return Chain(local, self.limits.limiter(scope, name, window))
+
+    def client(self, classify: Classify, limiter: Limiter, secrets: tuple[str, ...]) -> HttpClient:
         return HttpClient(
             classify,
             limiter=limiter,

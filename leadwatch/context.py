@@ -7,6 +7,7 @@ own with `set_context` (simulated clock, moto endpoints, fake servers).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from crm_adapters.base import CrmAdapter
+    from crm_adapters.limits import SharedLimits
     from leadwatch.calendar import BusinessCalendar
     from leadwatch.config import TenantConfig, TenantRegistry
     from leadwatch.registry import ProcessRegistry
@@ -102,20 +104,45 @@ AdapterFactory = Callable[["TenantConfig", "SecretResolver"], "CrmAdapter"]
 NotifierFactory = Callable[["TenantConfig", "SecretResolver"], "TelegramNotifier"]
 
 
-def default_adapter(config: TenantConfig, secrets: SecretResolver) -> CrmAdapter:
+def default_adapter(
+    config: TenantConfig, secrets: SecretResolver, limits: SharedLimits | None = None
+) -> CrmAdapter:
+    """The tenant's CRM adapter; with `limits`, its rate limit holds across the deployment."""
+    from crm_adapters.http import Transport
+
+    transport = Transport(limits=limits)
     if config.crm.kind == "bitrix24":
         from crm_adapters.bitrix24 import Bitrix24Adapter
 
-        return Bitrix24Adapter(config.tenant, config.crm, secrets)
+        return Bitrix24Adapter(config.tenant, config.crm, secrets, transport=transport)
     from crm_adapters.amocrm import AmoCrmAdapter
 
-    return AmoCrmAdapter(config.tenant, config.crm, secrets)
+    return AmoCrmAdapter(config.tenant, config.crm, secrets, transport=transport)
 
 
-def default_notifier(config: TenantConfig, secrets: SecretResolver) -> TelegramNotifier:
+def default_notifier(
+    config: TenantConfig, secrets: SecretResolver, limits: SharedLimits | None = None
+) -> TelegramNotifier:
     from leadwatch.telegram import TelegramNotifier
 
-    return TelegramNotifier(secrets(config.telegram.bot_token), api_base=config.telegram.api_base)
+    return TelegramNotifier(
+        secrets(config.telegram.bot_token),
+        api_base=config.telegram.api_base,
+        limits=limits,
+    )
+
+
+def shared_limits_from_environment() -> SharedLimits | None:
+    """The deployment's shared rate limits: counters in the state table (leadwatch.store.limits),
+    on the wall clock every Lambda shares. LEADWATCH_SHARED_LIMITS=off: each container paces on
+    its own (one write per CRM or Telegram request saved; the limits then hold only while one
+    container at a time calls a tenant's CRM)."""
+    if os.environ.get("LEADWATCH_SHARED_LIMITS", "on").strip().lower() in ("off", "0", "false", "no"):
+        return None
+    from crm_adapters.limits import SharedLimits
+    from leadwatch.store.limits import DynamoSlotCounter
+
+    return SharedLimits(DynamoSlotCounter())
 
 
 @dataclass
@@ -213,10 +240,13 @@ def build_from_environment() -> Context:
     bind_from_environment()
     queue_url = os.environ.get("LEADWATCH_QUEUE_URL", "")
     sqs_endpoint = os.environ.get("LEADWATCH_SQS_ENDPOINT") or None
+    limits = shared_limits_from_environment()
     registry = TenantRegistry.from_dir(tenants_dir())
     return Context(
         registry=registry,
         store=Store(retention=registry.retention),
+        adapter_factory=functools.partial(default_adapter, limits=limits),
+        notifier_factory=functools.partial(default_notifier, limits=limits),
         queue=SqsQueue(
             queue_url,
             endpoint=sqs_endpoint,

@@ -22,10 +22,14 @@ from typing import Any, Literal
 import requests
 
 from crm_adapters.base import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
-from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
+from crm_adapters.http import HttpClient, RetryPolicy, acquire_within
+from crm_adapters.limits import Chain, Limiter, SharedLimits, Window, WindowLimiter
 
 MAX_MESSAGE_LENGTH = 4096  # "1-4096 characters after entities parsing"
-GLOBAL_RATE = 30.0  # Bot FAQ: about 30 messages/s across all chats
+# Pacing with headroom under the Bot FAQ's limits (core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
+CHAT_INTERVAL = 1.2  # "avoid sending more than one message per second" in a chat
+GROUP_LIMIT, GROUP_PERIOD = 18, 60.0  # "not able to send more than 20 messages per minute to the same group"
+GLOBAL_LIMIT = 25  # a second, over all chats: "will not allow more than 30 messages per second or so"
 
 # Elements whose content must stay whole: a custom emoji's fallback emoji, a date-time's text.
 _UNSPLITTABLE = frozenset({"tg-emoji", "tg-time"})
@@ -306,6 +310,23 @@ def classify(response: requests.Response) -> CrmError | None:
 
 # ----- sending
 class TelegramNotifier:
+    """Sends through `HttpClient`, paced under Telegram's limits with headroom (Bot FAQ, "My bot
+    is hitting limits": in one chat no more than one message a second, short bursts tolerated; no
+    more than 20 messages a minute to one group; about 30 a second in all):
+
+    - one message per `chat_interval` seconds (1.2) in each chat;
+    - in a group (a negative chat id: groups, supergroups, channels) at most `group_limit` (18)
+      in any `group_period` seconds (60);
+    - at most `global_limit` (25) a second from this container, over all chats.
+
+    With `limits` (the deployment's shared limits) each chat's pace also holds across containers
+    and tenants (Telegram counts per bot and chat: the counters are the bot's, by its public id,
+    not a tenant's; two tenants may share a bot and a group): slots of `chat_interval` (a
+    group's: `group_period` / `group_limit`) with one message each. Two messages may then fall at the two ends of a slot
+    boundary, which the chat's short-burst allowance takes; in a group any 60 s touch at most 19
+    slots. The global pace stays per container: a deployment's alerts are far below 30 a second.
+    """
+
     def __init__(
         self,
         token: str,
@@ -314,24 +335,30 @@ class TelegramNotifier:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         policy: RetryPolicy | None = None,
-        rate: float = 1.0,
-        burst: int = 3,
+        chat_interval: float = CHAT_INTERVAL,
+        group_limit: int = GROUP_LIMIT,
+        group_period: float = GROUP_PERIOD,
+        global_limit: int = GLOBAL_LIMIT,
         monotonic: Callable[[], float] = time.monotonic,
         timeout: tuple[float, float] = (5.0, 20.0),
+        limits: SharedLimits | None = None,
     ):
         if not token:
             raise ValueError("the Telegram bot token is empty")
         self.api_base = api_base.rstrip("/")
         self._methods = f"{self.api_base}/bot{token}"
-        self._rate = rate
-        self._burst = burst
+        self._chat_interval = chat_interval
+        self._group_limit = group_limit
+        self._group_period = group_period
         self._sleep = sleep
         self._monotonic = monotonic
-        self._chat_limiters: dict[str, RateLimiter] = {}
+        self._limits = limits
+        self._bot = "telegram:" + token.split(":", 1)[0]  # the bot's id: public, unlike the rest
+        self._chat_limiters: dict[str, Limiter] = {}
         self._lock = threading.Lock()
         self.http = HttpClient(
             classify,
-            limiter=RateLimiter(GLOBAL_RATE, int(GLOBAL_RATE), monotonic, sleep),
+            limiter=WindowLimiter(global_limit, 1.0, monotonic, sleep),
             policy=policy,
             session=session,
             sleep=sleep,
@@ -342,14 +369,25 @@ class TelegramNotifier:
     def __repr__(self) -> str:
         return f"TelegramNotifier(api_base={self.api_base!r})"
 
-    def _limiter(self, chat_id: str) -> RateLimiter:
-        # Telegram limits each chat (about 1 message/s, short bursts allowed), so pace per chat.
+    def _limiter(self, chat_id: str) -> Limiter:
         with self._lock:
             limiter = self._chat_limiters.get(chat_id)
             if limiter is None:
-                limiter = RateLimiter(self._rate, self._burst, self._monotonic, self._sleep)
-                self._chat_limiters[chat_id] = limiter
+                limiter = self._chat_limiters[chat_id] = self._new_limiter(chat_id)
             return limiter
+
+    def _new_limiter(self, chat_id: str) -> Limiter:
+        # One log for the chat's spacing and its group's minute, so both count the time the
+        # message goes; the shared slots come last, right before it goes.
+        also: tuple[tuple[int, float], ...] = ()
+        window = Window(self._chat_interval, 1)
+        if chat_id.startswith(("-", "@")):  # a group, supergroup or channel (@username)
+            also = ((self._group_limit, self._group_period),)
+            window = Window(max(self._chat_interval, self._group_period / self._group_limit), 1)
+        local = WindowLimiter(1, self._chat_interval, self._monotonic, self._sleep, also=also)
+        if self._limits is None:
+            return local
+        return Chain(local, self._limits.limiter(self._bot, f"chat#{chat_id}", window))
 
     def send(
         self,
@@ -384,7 +422,7 @@ class TelegramNotifier:
             payload["link_preview_options"] = {"is_disabled": True}
         if disable_notification:
             payload["disable_notification"] = True
-        self._limiter(str(chat_id)).acquire()
+        acquire_within(self._limiter(str(chat_id)), "telegram: sendMessage")
         # Not idempotent: a send that timed out after leaving may have been delivered, and a retry
         # would post the message twice. It raises OutcomeUnknown instead, for the caller to record.
         response = self.http.request("POST", f"{self._methods}/sendMessage", json=payload, idempotent=False)

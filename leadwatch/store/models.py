@@ -19,6 +19,7 @@ _BASE_NAMES = {
     "StateItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "CallItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "ProcessItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
+    "LimitItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
 }
 
 
@@ -182,7 +183,30 @@ class ProcessItem(Model):
     counted = UnicodeSetAttribute(null=True)
 
 
-MODELS: tuple[type[Model], ...] = (InboxItem, LeadItem, JournalItem, StateItem, CallItem, ProcessItem)
+class LimitItem(Model):
+    """One slot of a shared rate limit (`limit#<name>#<slot>`, leadwatch.store.limits): how many
+    requests every container together has sent in it. Under the tenant for its CRM (`amocrm`,
+    `bitrix24`); under `telegram:<bot id>` for a chat (`chat#<chat id>`), which tenants may share.
+    Gone by TTL minutes after the slot."""
+
+    class Meta(_Meta):
+        table_name = "leadwatch-state"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    n = NumberAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+MODELS: tuple[type[Model], ...] = (
+    InboxItem,
+    LeadItem,
+    JournalItem,
+    StateItem,
+    CallItem,
+    ProcessItem,
+    LimitItem,
+)
 
 
 def bind(*, host: str | None = None, region: str | None = None, prefix: str = "") -> None:

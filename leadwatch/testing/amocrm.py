@@ -14,7 +14,9 @@ Wire facts and where they were checked (see also /work/shared/CRM-PROTOCOLS.md s
   [{"value"}]}`; date/date_time take unix seconds (or RFC 3339); checkbox a bool; select a
   `value`, `enum_id` or `enum_code`.
 - Limits (developers.kommo.com/docs/limitations): 7 requests/s, then 429; at most 250
-  entities added or updated per request (50 recommended). Kommo's http-codes page shows the
+  entities added or updated per request (50 recommended). The fake counts requests per second
+  of its clock (`FixedWindow`), as "7 a second" reads: a client that keeps to at most 7 in any
+  second is never refused, one that bursts twice its bucket across a second's edge is. Kommo's http-codes page shows the
   over-250 answer as 422 `{"detail": "Limit 250 per page"}`.
 - 429 body: the official PHP client (amocrm/amocrm-api-php, AmoCRMApiRequest::parseResponse)
   raises TooManyRequests only when the 429 body is *not* JSON, so the fake answers plain
@@ -50,6 +52,9 @@ Wire facts and where they were checked (see also /work/shared/CRM-PROTOCOLS.md s
   account_id, _links, _embedded}`; a call event's `value_after` is `[{"note": {"id": N}}]`;
   204 when nothing matches. Listed newest first, as the account's event feed shows them.
 
+REST writes come back as webhooks (`emit_on_rest_writes`, on by default), as a real account
+sends its hooks for changes made through the API too: leadwatch sees its own verdict writes.
+
 Not modelled: contacts and companies themselves (a contact call exists only as its event and
 note), tags, loss reasons, several pipelines, a single note by id, event types other than
 calls, access rights, the 403 IP block after repeated 429s.
@@ -71,7 +76,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from crm_adapters.formdata import encode_form
-from leadwatch.testing.server import FakeServer, Fault, LeakyBucket, Reply, Request, slow_fault
+from leadwatch.testing.server import FakeServer, Fault, FixedWindow, Reply, Request, slow_fault
 
 PAGE_LIMIT_DEFAULT = 50
 FIRST_LEAD_ID = 31_000_001
@@ -230,17 +235,18 @@ class FakeAmoCrm(FakeServer):
         subdomain: str = "acme",
         account_id: str = "100500",
         token: str = "token",
-        rate: float = 7.0,
-        burst: int = 7,
+        rate_limit: int = 7,
+        rate_window: float = 1.0,
         clock: Callable[[], datetime] = _utc_now,
         pipeline_id: int = 7001,
         statuses: dict[int, str] | None = None,
         *,
         custom_fields: tuple[CustomField, ...] | list[CustomField] = DEFAULT_FIELDS,
         timezone: str = "Europe/Moscow",
-        emit_on_rest_writes: bool = False,
+        emit_on_rest_writes: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ):
+        """`rate_limit` requests in each `rate_window` seconds of `monotonic`, then 429."""
         super().__init__()
         self.subdomain = subdomain
         self.account_id = str(account_id)
@@ -252,11 +258,12 @@ class FakeAmoCrm(FakeServer):
             self.statuses.setdefault(closed, title)  # 142 and 143 exist in every pipeline
         self.fields: dict[int, CustomField] = {f.id: f for f in custom_fields}
         self.zone = ZoneInfo(timezone)
-        self.emit_on_rest_writes = emit_on_rest_writes
+        self.emit_on_rest_writes = self._emit_default = emit_on_rest_writes
         # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands
-        # still would never drain it.
+        # still would never move on to the next window.
         self.monotonic = monotonic
-        self.bucket = LeakyBucket(rate, burst, clock=monotonic)
+        self._rate = (rate_limit, rate_window)
+        self.rate_limit = FixedWindow(rate_limit, rate_window, clock=monotonic)
         self.outbox: list[bytes] = []
         self.deliver: Callable[[bytes], None] = self.outbox.append
         # REST writes actually applied, in order: (method, lead id). Lets a test see that a
@@ -287,8 +294,8 @@ class FakeAmoCrm(FakeServer):
             self.outbox.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
-            self.emit_on_rest_writes = False
-            self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
+            self.emit_on_rest_writes = self._emit_default
+            self.rate_limit = FixedWindow(*self._rate, clock=self.monotonic)
         self.clear_faults()
         self.clear_log()
 
@@ -856,7 +863,7 @@ class FakeAmoCrm(FakeServer):
             return _problem(
                 401, "Unauthorized", "Authorization failed: the access token is missing or invalid"
             )
-        if not self.bucket.admit():
+        if not self.rate_limit.admit():
             return too_many_requests(request)
         events: list[bytes] = []
         try:

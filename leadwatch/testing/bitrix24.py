@@ -8,7 +8,8 @@ bodies; the `{"result", "time"}` envelope; list pages of 50 with `total` and
 and every date `YYYY-MM-DDThh:mm:ss+03:00`; the per-portal leaky bucket (503
 QUERY_LIMIT_EXCEEDED). Changes made through the Python API (`create_lead`,
 `update_lead`, `add_activity`, `add_call`, ...) emit the outbound event as the real
-form-encoded body and hand it to `self.deliver`.
+form-encoded body and hand it to `self.deliver`; so do REST writes (`emit_on_rest_writes`, on by
+default), as a real portal sends its events for changes an integration makes too.
 
 Telephony: `add_call` records a finished call as a real portal does (a call activity, a
 `voximplant.statistic.get` row, then ONCRMACTIVITYADD and the flat-`data` ONVOXIMPLANTCALLEND).
@@ -242,7 +243,7 @@ class FakeBitrix24(FakeServer):
         clock: Callable[[], datetime] = _utc_now,
         *,
         timezone: str = "Europe/Moscow",
-        emit_on_rest_writes: bool = False,
+        emit_on_rest_writes: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
@@ -253,7 +254,9 @@ class FakeBitrix24(FakeServer):
         self.member_id = member_id
         self.clock = clock
         self.zone = ZoneInfo(timezone)
-        self.emit_on_rest_writes = emit_on_rest_writes
+        # REST writes come back as webhooks, as a portal sends its events for changes made
+        # through the API too (leadwatch sees its own verdict writes).
+        self.emit_on_rest_writes = self._emit_default = emit_on_rest_writes
         # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands still
         # would never drain it.
         self.monotonic = monotonic
@@ -813,7 +816,7 @@ class FakeBitrix24(FakeServer):
             self.outbox.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
-            self.emit_on_rest_writes = False
+            self.emit_on_rest_writes = self._emit_default
             self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
         self.clear_faults()
         self.clear_log()

@@ -1,5 +1,6 @@
 """What every fake API server shares: a real HTTP server on 127.0.0.1, a request
-log tests can assert on, a leaky-bucket limit like the real service's, and
+log tests can assert on, rate limits counted as the real services count them (a leaky
+bucket, requests per fixed window, at most so many in any window), and
 fault injection (scripted or seeded-random) for 5xx, rate-limit and timeout
 answers.
 
@@ -79,6 +80,63 @@ class LeakyBucket:
                 return False
             self._level += 1
             return True
+
+
+class FixedWindow:
+    """Admits `limit` requests in each window of `seconds` (0-1 s, 1-2 s, ... on its clock) and
+    refuses the rest of that window: a service that counts requests per second (amoCRM)."""
+
+    def __init__(self, limit: int, seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.seconds = seconds
+        self._clock = clock
+        self._window = -1
+        self._count = 0
+        self.busiest = 0  # the most requests admitted in one window so far
+        self._lock = threading.Lock()
+
+    def admit(self) -> bool:
+        with self._lock:
+            window = int(self._clock() // self.seconds)
+            if window != self._window:
+                self._window, self._count = window, 0
+            if self._count >= self.limit:
+                return False
+            self._count += 1
+            self.busiest = max(self.busiest, self._count)
+            return True
+
+
+class SlidingWindow:
+    """Admits at most `limit` requests in any `seconds` (a log of the admitted times): a
+    per-minute limit however the minute is taken. `retry_after()`: when the oldest leaves."""
+
+    def __init__(self, limit: int, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.seconds = seconds
+        self._clock = clock
+        self._admitted: list[float] = []
+        self._lock = threading.Lock()
+
+    def _trim(self, now: float) -> None:
+        self._admitted = [t for t in self._admitted if t > now - self.seconds]
+
+    def admit(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            if len(self._admitted) >= self.limit:
+                return False
+            self._admitted.append(now)
+            return True
+
+    def retry_after(self) -> float:
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            if len(self._admitted) < self.limit:
+                return 0.0
+            return self._admitted[0] + self.seconds - now
 
 
 # A fault is a callable that, given the request, returns the Reply to send instead.

@@ -208,8 +208,8 @@ class LocalStack:
         )
         self.amo = FakeAmoCrm(
             token="amo-long-lived-token-Lk52",
-            rate=7.0 * scale,
-            burst=7,
+            rate_limit=7,
+            rate_window=1.0 / scale,
             clock=clock,
             monotonic=self.sleeps.monotonic,
         )
@@ -218,6 +218,8 @@ class LocalStack:
             per_chat_rate=1.0 * scale,
             per_chat_burst=3,
             clock=self.sleeps.monotonic,
+            group_limit=20,
+            group_period=60.0 / scale,
         )
         self.crm_rate_scale = scale
         self.secrets = {
@@ -355,17 +357,25 @@ class LocalStack:
     def _build_context(self) -> None:
         from crm_adapters.amocrm import AmoCrmAdapter
         from crm_adapters.bitrix24 import Bitrix24Adapter
+        from crm_adapters.limits import SharedLimits
         from leadwatch.config import TenantRegistry
         from leadwatch.context import Context, SqsQueue, set_context
         from leadwatch.secrets import SecretResolver
         from leadwatch.store.dynamodb import Store
+        from leadwatch.store.limits import DynamoSlotCounter
         from leadwatch.telegram import TelegramNotifier
 
         scale = self.crm_rate_scale
         policy = RetryPolicy(attempts=5, base_delay=0.05, max_delay=2.0, budget=10.0)
 
+        # The deployment's shared limits, in the state table, on the clock every limiter here shares.
+        limits = SharedLimits(DynamoSlotCounter(), clock=self.sleeps.monotonic, sleep=self.sleeps)
         transport = Transport(
-            sleep=self.sleeps, monotonic=self.sleeps.monotonic, policy=policy, timeout=self.crm_timeout
+            sleep=self.sleeps,
+            monotonic=self.sleeps.monotonic,
+            policy=policy,
+            timeout=self.crm_timeout,
+            limits=limits,
         )
 
         def adapter_factory(config, secrets):
@@ -373,9 +383,7 @@ class LocalStack:
                 return Bitrix24Adapter(
                     config.tenant, config.crm, secrets, transport=transport, rate=2.0 * scale, burst=50
                 )
-            return AmoCrmAdapter(
-                config.tenant, config.crm, secrets, transport=transport, rate=7.0 * scale, burst=6
-            )
+            return AmoCrmAdapter(config.tenant, config.crm, secrets, transport=transport, period=1.0 / scale)
 
         def notifier_factory(config, secrets):
             return TelegramNotifier(
@@ -384,8 +392,9 @@ class LocalStack:
                 sleep=self.sleeps,
                 monotonic=self.sleeps.monotonic,
                 policy=policy,
-                rate=1.0 * scale,
-                burst=2,
+                chat_interval=1.2 / scale,
+                group_period=60.0 / scale,
+                limits=limits,
             )
 
         from leadwatch.registry import default_registry

@@ -4,8 +4,10 @@ It answers with the Bot API envelope (`{"ok": true, "result": ...}` or
 `{"ok": false, "error_code": N, "description": "...", "parameters": {...}}`),
 parses `parse_mode=HTML` the way Telegram does (only the supported tags, only
 `&lt; &gt; &amp; &quot;` and numeric entities), applies the 4096 limit to the
-text *after* entity parsing, and throttles each chat with a leaky bucket that
-answers 429 with `parameters.retry_after`.
+text *after* entity parsing, and throttles as the Bot FAQ describes
+(core.telegram.org/bots/faq, "My bot is hitting limits"): each chat with a leaky bucket (one
+message a second, short bursts allowed), each group (a negative chat id, or a channel's
+@username) to 20 messages in any minute; both answer 429 with `parameters.retry_after`.
 
 Where Telegram's behaviour is unknown or lenient the fake is deliberately
 stricter, so that what passes here also passes there:
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from leadwatch.testing.server import FakeServer, Fault, LeakyBucket, Reply, Request
+from leadwatch.testing.server import FakeServer, Fault, LeakyBucket, Reply, Request, SlidingWindow
 
 MAX_MESSAGE_LENGTH = 4096
 
@@ -286,17 +288,22 @@ class FakeTelegram(FakeServer):
         per_chat_rate: float = 1.0,
         per_chat_burst: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        group_limit: int = 20,
+        group_period: float = 60.0,
     ) -> None:
         super().__init__()
         self.token = token
         self.chats = {str(chat) for chat in chats} if chats is not None else None  # None: any chat exists
         self.per_chat_rate = per_chat_rate
         self.per_chat_burst = per_chat_burst
+        self.group_limit = group_limit
+        self.group_period = group_period
         self._clock = clock
         self.messages: list[SentMessage] = []
         self.blocked: dict[str, str] = {}  # chat id -> the 403 description
         self.migrated: dict[str, int] = {}  # old group id -> supergroup id
         self._buckets: dict[str, LeakyBucket] = {}
+        self._groups: dict[str, SlidingWindow] = {}
         self._next_message_id = 1
 
     # ----- scenario helpers
@@ -309,6 +316,7 @@ class FakeTelegram(FakeServer):
             self.blocked.clear()
             self.migrated.clear()
             self._buckets.clear()
+            self._groups.clear()
 
     def block(self, chat_id: str, description: str = "Forbidden: bot was blocked by the user") -> None:
         with self.lock:
@@ -386,6 +394,30 @@ class FakeTelegram(FakeServer):
         numeric = int(chat_id) if re.fullmatch(r"-?[0-9]+", chat_id) else 0
         return {"id": numeric, "type": "supergroup" if chat_id.startswith("-") else "private"}
 
+    def _limited(self, chat_id: str) -> Reply | None:
+        """The 429 for a message over the group's minute or the chat's pace (None: it may go).
+        A message refused by its group is not counted against the chat."""
+        group = None
+        if _is_group(chat_id):
+            group = self._groups.get(chat_id)
+            if group is None:
+                group = self._groups[chat_id] = SlidingWindow(
+                    self.group_limit, self.group_period, self._clock
+                )
+            wait = group.retry_after()
+            if wait > 0:
+                return _flood(max(1, math.ceil(wait)))
+        bucket = self._buckets.get(chat_id)
+        if bucket is None:
+            bucket = self._buckets[chat_id] = LeakyBucket(
+                self.per_chat_rate, self.per_chat_burst, self._clock
+            )
+        if not bucket.admit():
+            return _flood(max(1, math.ceil(1 / self.per_chat_rate)))
+        if group is not None:
+            group.admit()
+        return None
+
     def _send_message(self, params: dict[str, Any]) -> Reply:
         raw_chat = params.get("chat_id")
         if raw_chat is None or raw_chat == "":
@@ -434,16 +466,9 @@ class FakeTelegram(FakeServer):
         preview_disabled = preview_disabled or _truthy(params.get("disable_web_page_preview"))
 
         with self.lock:
-            bucket = self._buckets.get(chat_id)
-            if bucket is None:
-                bucket = self._buckets[chat_id] = LeakyBucket(
-                    self.per_chat_rate, self.per_chat_burst, self._clock
-                )
-            if not bucket.admit():
-                retry_after = max(1, math.ceil(1 / self.per_chat_rate))
-                return telegram_error(
-                    429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
-                )
+            limited = self._limited(chat_id)
+            if limited is not None:
+                return limited
             message_id = self._next_message_id
             self._next_message_id += 1
             self.messages.append(
@@ -470,6 +495,15 @@ class FakeTelegram(FakeServer):
                 },
             },
         )
+
+
+def _flood(retry_after: int) -> Reply:
+    return telegram_error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+
+
+def _is_group(chat_id: str) -> bool:
+    # Groups, supergroups and channels have negative ids; a channel may be named by @username.
+    return chat_id.startswith(("-", "@"))
 
 
 def _truthy(value: Any) -> bool:

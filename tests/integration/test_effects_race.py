@@ -260,7 +260,7 @@ class _ShortReadTimeout:
             api_base=stack.telegram.url,
             sleep=stack.sleeps,
             monotonic=stack.sleeps.monotonic,
-            rate=100.0,
+            chat_interval=0.01,
             timeout=(2.0, 0.2),
         )
 

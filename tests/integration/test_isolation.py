@@ -267,8 +267,9 @@ def test_every_store_method_stays_in_its_tenants_partition(stack: LocalStack):
     assert [(s.on_time, s.late) for s in store.timeliness_stats(A, NOW.date(), NOW.date())] == [(0, 1)]
     assert [(s.on_time, s.late) for s in store.timeliness_stats(B, NOW.date(), NOW.date())] == [(1, 0)]
 
-    store.close_deleted(LeadState(A, SHARED, due, due, "NEW", "7"), NOW)
-    assert store.get_lead(A, SHARED).verdict == "deleted"  # type: ignore[union-attr]
+    assert store.close_deleted(LeadState(A, SHARED, due, due, "NEW", "7"), NOW)
+    assert store.get_lead(A, SHARED).deleted_at == NOW  # type: ignore[union-attr]
+    assert store.get_lead(B, SHARED).deleted_at is None  # type: ignore[union-attr]
     assert store.get_lead(B, SHARED).verdict == "on_time"  # type: ignore[union-attr]
 
     # Nothing either tenant wrote is visible under a tenant id that merely resembles it.

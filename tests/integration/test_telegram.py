@@ -20,6 +20,8 @@ TOKEN = "123456:SECRET-bot-token-Zq9"
 CHAT = "-100777"
 OTHER_CHAT = "4242"
 POLICY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=5.0, budget=10.0)
+SCALE = 50.0  # the fake's limits and the notifier's pacing, this much faster than Telegram's
+PACE = {"chat_interval": 1.2 / SCALE, "group_period": 60.0 / SCALE}
 
 
 class RecordingSleep:
@@ -35,8 +37,15 @@ class RecordingSleep:
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeTelegram]:
     # One server for the module: stopping one takes half a second (serve_forever's poll).
-    # A fast per-chat limit keeps the tests quick; the burst test checks pacing against it.
-    fake = FakeTelegram(token=TOKEN, chats={CHAT, OTHER_CHAT}, per_chat_rate=50.0, per_chat_burst=3)
+    # Telegram's limits 50 times faster keep the tests quick; the burst tests check pacing against them.
+    fake = FakeTelegram(
+        token=TOKEN,
+        chats={CHAT, OTHER_CHAT},
+        per_chat_rate=50.0,
+        per_chat_burst=3,
+        group_limit=20,
+        group_period=60.0 / SCALE,
+    )
     fake.start()
     try:
         yield fake
@@ -57,7 +66,7 @@ def slept() -> RecordingSleep:
 
 @pytest.fixture
 def notifier(fake: FakeTelegram, slept: RecordingSleep) -> TelegramNotifier:
-    return TelegramNotifier(TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, rate=50.0, burst=3)
+    return TelegramNotifier(TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, **PACE)
 
 
 def sends(fake: FakeTelegram) -> list[int]:
@@ -117,7 +126,7 @@ def test_a_send_that_times_out_is_not_sent_again(fake: FakeTelegram, slept: Reco
     # The request left: Telegram may have posted it. A resend could post it twice, so the
     # notifier says it does not know instead (the executor records the message as unconfirmed).
     notifier = TelegramNotifier(
-        TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, rate=50.0, timeout=(1.0, 0.1)
+        TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, timeout=(1.0, 0.1), **PACE
     )
     fake.fail_next(slow(0.3, then=fake.handle))
     with pytest.raises(OutcomeUnknown) as caught:
@@ -233,8 +242,8 @@ def test_long_report_is_refused_whole_and_delivered_in_parts(
 
 
 def test_burst_paced_by_the_notifier_gets_no_429(fake: FakeTelegram) -> None:
-    # Same rate as the fake; one burst slot less than the fake leaves room for network jitter.
-    notifier = TelegramNotifier(TOKEN, api_base=fake.url, sleep=time.sleep, policy=POLICY, rate=50.0, burst=2)
+    # One message per 1.2 s (scaled) in a chat that allows one a second: room for network jitter.
+    notifier = TelegramNotifier(TOKEN, api_base=fake.url, sleep=time.sleep, policy=POLICY, **PACE)
     for i in range(10):
         notifier.send(CHAT, f"alert {i}")
     assert 429 not in sends(fake)
@@ -298,8 +307,23 @@ def test_a_slow_answer_is_waited_for_only_as_long_as_the_invocation_has(
     fake: FakeTelegram, slept: RecordingSleep
 ) -> None:
     fake.fail_next(slow(seconds=3.0))
-    patient = TelegramNotifier(TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, rate=50.0, burst=3)
+    patient = TelegramNotifier(TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, chat_interval=0.02)
     started = time.monotonic()
     with time_limit(lambda: 1.5 - (time.monotonic() - started)), pytest.raises(OutcomeUnknown):
         patient.send(CHAT, "slow")
     assert time.monotonic() - started < 2.5  # the read timeout was cut from 20 s to what was left
+
+
+def test_a_turn_under_the_pacing_that_comes_after_the_invocation_is_left_to_the_next_run(
+    fake: FakeTelegram, slept: RecordingSleep
+) -> None:
+    clock = {"t": 0.0}
+    paced = TelegramNotifier(
+        TOKEN, api_base=fake.url, sleep=slept, policy=POLICY, monotonic=lambda: clock["t"], chat_interval=1.2
+    )
+    paced.send(CHAT, "first")
+    with time_limit(lambda: 1.1), pytest.raises(OutOfTime):
+        paced.send(CHAT, "second: its turn is 1.2 s away, the invocation has 1.1")
+    with time_limit(lambda: 5.0):
+        paced.send(CHAT, "third: waits its 1.2 s")
+    assert slept.waits == [pytest.approx(1.2)] and len(fake.messages) == 2

@@ -13,7 +13,7 @@ def shared() -> Iterator[tuple[FakeAmoCrm, Clock]]:
     # One running server a module (a stop costs half a second); each test resets it.
     # The limit is generous: only the tests about the limit build their own.
     clock = Clock(START)
-    server = FakeAmoCrm(token=TOKEN, rate=10_000, burst=10_000, clock=clock)
+    server = FakeAmoCrm(token=TOKEN, rate_limit=10_000, clock=clock)
     server.start()
     yield server, clock
     server.stop()

@@ -26,8 +26,8 @@ def make_adapter(
     *,
     token: str = TOKEN,
     sleep: Sleeps | None = None,
-    rate: float = 10_000,
-    burst: int = 10_000,
+    limit: int = 10_000,
+    period: float = 1.0,
     bulk_size: int = 50,
     policy: RetryPolicy | None = None,
     real_sleep: bool = False,
@@ -48,8 +48,8 @@ def make_adapter(
             sleep=time.sleep if real_sleep else (sleep or Sleeps()),
             policy=policy or RetryPolicy(attempts=5, base_delay=0.01, max_delay=2.0, budget=30.0),
         ),
-        rate=rate,
-        burst=burst,
+        limit=limit,
+        period=period,
         bulk_size=bulk_size,
     )
 

@@ -25,7 +25,7 @@ from leadwatch.testing.amocrm import (
     too_many_requests,
     too_many_requests_problem,
 )
-from leadwatch.testing.server import LeakyBucket
+from leadwatch.testing.server import FixedWindow
 from tests.integration.amocrm.helpers import (
     INTAKE,
     START,
@@ -101,6 +101,7 @@ def test_get_activities_needs_no_call(fake: FakeAmoCrm) -> None:
 # ----------------------------------------------------------------------------- writes
 def test_set_fields_writes_120_cards_in_bulk(fake: FakeAmoCrm, clock: Clock) -> None:
     ids = [fake.create_lead(f"lead {n}") for n in range(120)]
+    fake.outbox.clear()
     adapter = make_adapter(fake, bulk_size=50)
     clock.advance(60)
     result = adapter.set_fields(stamp_writes(ids))
@@ -112,7 +113,8 @@ def test_set_fields_writes_120_cards_in_bulk(fake: FakeAmoCrm, clock: Clock) -> 
         assert field_value(lead, INTAKE) == int(START.timestamp())
         assert field_value(lead, VERDICT) == "Yes"
         assert lead["updated_at"] == int(START.timestamp()) + 60  # our own write moves updated_at
-    assert fake.outbox[-1].startswith(b"leads%5Badd%5D")  # REST writes emit no webhook by default
+    # As a real account does, our own REST writes come back as webhooks: one per card written.
+    assert len(fake.outbox) == 120 and all(body.startswith(b"leads%5Bupdate%5D") for body in fake.outbox)
 
 
 def test_two_effects_on_one_card_share_one_item(fake: FakeAmoCrm) -> None:
@@ -266,7 +268,7 @@ def test_empty_listing(fake: FakeAmoCrm) -> None:
 
 # ----------------------------------------------------------------------------- the real limit
 def test_the_rate_limit_hits_raw_requests_but_not_the_adapter(clock: Clock) -> None:
-    server = FakeAmoCrm(token=TOKEN, rate=50, burst=5, clock=clock).start()
+    server = FakeAmoCrm(token=TOKEN, rate_limit=5, rate_window=0.1, clock=clock).start()
     try:
         lead_ids = [server.create_lead(f"lead {n}") for n in range(5)]
 
@@ -284,15 +286,15 @@ def test_the_rate_limit_hits_raw_requests_but_not_the_adapter(clock: Clock) -> N
         for thread in threads:
             thread.join()
         limited = [a for a in answers if a.status_code == 429]
-        assert limited, "20 requests at once must overflow a bucket of 5"
+        assert limited, "20 requests at once must overflow 5 a window"
         assert all(a.headers["Content-Type"].startswith("text/plain") for a in limited)
         assert all("Retry-After" not in a.headers for a in limited)
 
-        time.sleep(0.2)  # let the bucket drain
+        time.sleep(0.2)  # the next window
         server.clear_log()
-        # The same rate; one request less of burst absorbs the network jitter between our
-        # clock (when a token is taken) and the server's (when the request lands).
-        adapter = make_adapter(server, rate=50, burst=4, real_sleep=True)
+        # One request a window less than the fake: it absorbs the network jitter between our
+        # clock (when a request is granted) and the server's (when it lands).
+        adapter = make_adapter(server, limit=4, period=0.1, real_sleep=True)
         for n in range(20):
             adapter.get_leads([lead_ref(lead_ids[n % 5])])
         statuses = [r.status for r in server.requests("/api/v4/leads")]
@@ -387,8 +389,7 @@ def test_fake_wire_details(fake: FakeAmoCrm) -> None:
     assert fake.lead(str(created.json()["_embedded"]["leads"][0]["id"]))["name"] == "api"
 
 
-def test_rest_writes_can_emit_webhooks(fake: FakeAmoCrm) -> None:
-    fake.emit_on_rest_writes = True
+def test_rest_writes_emit_webhooks_unless_switched_off(fake: FakeAmoCrm) -> None:
     lead_id = fake.create_lead("x")
     fake.outbox.clear()
     adapter = make_adapter(fake)
@@ -397,6 +398,9 @@ def test_rest_writes_can_emit_webhooks(fake: FakeAmoCrm) -> None:
     [event] = adapter.parse_webhook(WebhookRequest(body, {"key": "hook-secret"}))
     assert event.raw_event == "leads[update]"
     assert event.lead is not None and event.lead.fields[VERDICT] == "Yes"
+    fake.emit_on_rest_writes = False
+    assert not adapter.set_fields(stamp_writes([lead_id])).failed
+    assert fake.outbox == [body]
 
 
 # ----------------------------------------------------------------------------- activities on cards
@@ -543,10 +547,10 @@ def test_fake_notes_route(fake: FakeAmoCrm) -> None:
     assert nothing.status_code == 204 and nothing.content == b""
     bad = requests.get(url, params={"filter[entity_id][]": "x"}, headers=auth, timeout=5)
     assert bad.status_code == 400
-    generous = fake.bucket
-    fake.bucket = LeakyBucket(rate=0.001, burst=1)
+    generous = fake.rate_limit
+    fake.rate_limit = FixedWindow(1, 1000.0)
     try:
         statuses = [requests.get(url, headers=auth, timeout=5).status_code for _ in range(2)]
     finally:
-        fake.bucket = generous  # `reset` rebuilds the bucket from this one's rate and burst
+        fake.rate_limit = generous
     assert statuses == [200, 429]

@@ -15,7 +15,7 @@ from crm_adapters.amocrm import MAX_QUERY_CHARS, AmoCrmAdapter, activity_from_no
 from crm_adapters.base import CrmRateLimited, CrmUnavailable, WebhookRequest
 from leadwatch.events import Call, EntityRef, EntityType
 from leadwatch.testing.amocrm import FakeAmoCrm, internal_error, too_many_requests, too_many_requests_problem
-from leadwatch.testing.server import LeakyBucket
+from leadwatch.testing.server import FixedWindow
 from tests.integration.amocrm.helpers import START, TOKEN, Clock, Sleeps, lead_ref, make_adapter
 
 pytestmark = pytest.mark.integration
@@ -246,11 +246,11 @@ def test_list_calls_honours_429_and_gives_up_on_a_long_wait(fake: FakeAmoCrm) ->
 
 
 def test_list_calls_under_the_real_limit_paces_itself(clock: Clock) -> None:
-    server = FakeAmoCrm(token=TOKEN, rate=50, burst=5, clock=clock).start()
+    server = FakeAmoCrm(token=TOKEN, rate_limit=5, rate_window=0.1, clock=clock).start()
     try:
         lead_id = server.create_lead("x")
         made = {server.add_note(lead_id, "call_out", params={"duration": 3}) for _ in range(450)}
-        adapter = make_adapter(server, rate=50, burst=4, real_sleep=True)
+        adapter = make_adapter(server, limit=4, period=0.1, real_sleep=True)
         for _ in range(2):
             assert {c.activity_id for c in adapter.list_calls(START)} == made
         statuses = [r.status for r in server.requests()]
@@ -348,12 +348,12 @@ def test_fake_events_route(fake: FakeAmoCrm, clock: Clock) -> None:
 
     fake.fail_next(internal_error, when=lambda r: r.path == EVENTS)
     assert get(fake, EVENTS, {}).status_code == 500
-    generous = fake.bucket
-    fake.bucket = LeakyBucket(rate=0.001, burst=1)
+    generous = fake.rate_limit
+    fake.rate_limit = FixedWindow(1, 1000.0)
     try:
         statuses = [get(fake, EVENTS, {}).status_code for _ in range(2)]
     finally:
-        fake.bucket = generous
+        fake.rate_limit = generous
     assert statuses == [200, 429]
 
 

@@ -194,8 +194,9 @@ def test_set_fields_for_120_cards_takes_3_batch_calls(fake: FakeBitrix24) -> Non
     method, _, query = command.partition("?")
     assert method == "crm.lead.update"
     assert parse_qs(query)["fields[UF_CRM_INTAKE]"] == ["2026-11-23T09:15:00+00:00"]
-    # REST writes do not echo events back by default (our own writes must not loop).
-    assert len(fake.outbox) == 120
+    # As a real portal does, our own REST writes come back as events: 120 adds, 120 updates.
+    kinds = [parse_qs(body.decode())["event"][0] for body in fake.outbox]
+    assert kinds == ["ONCRMLEADADD"] * 120 + ["ONCRMLEADUPDATE"] * 120
 
 
 def test_a_per_command_error_fails_only_that_effect(fake: FakeBitrix24) -> None:
@@ -371,7 +372,7 @@ def test_fake_get_with_php_style_query_and_filter_prefixes(fake: FakeBitrix24) -
     assert form["DATE_CLOSED"] == "2026-11-23T11:00:00+03:00"  # JUNK is a final stage
 
 
-def test_fake_update_moves_dates_and_emits_only_api_changes(fake: FakeBitrix24, clock: Clock) -> None:
+def test_fake_update_moves_dates_and_emits_its_events(fake: FakeBitrix24, clock: Clock) -> None:
     ident = fake.create_lead("x")
     clock.set(T0 + timedelta(minutes=10))
     assert (
@@ -386,20 +387,25 @@ def test_fake_update_moves_dates_and_emits_only_api_changes(fake: FakeBitrix24, 
     fake.update_lead(ident, status_id="IN_PROCESS")
     assert fake.lead(ident)["MOVED_TIME"] == "2026-11-23T09:20:00+03:00"
     events = [parse_qs(b.decode()) for b in fake.outbox]
+    # The REST update echoes as a real portal's does, then the Python API's change.
     assert [(e["event"][0], e["data[FIELDS][ID]"][0]) for e in events] == [
         ("ONCRMLEADADD", ident),
         ("ONCRMLEADUPDATE", ident),
+        ("ONCRMLEADUPDATE", ident),
     ]
-    assert events[1]["ts"] == [str(int((T0 + timedelta(minutes=20)).timestamp()))]
-    assert events[1]["auth[application_token]"] == [TOKEN]
+    assert events[1]["ts"] == [str(int((T0 + timedelta(minutes=10)).timestamp()))]
+    assert events[2]["ts"] == [str(int((T0 + timedelta(minutes=20)).timestamp()))]
+    assert events[2]["auth[application_token]"] == [TOKEN]
 
 
-def test_fake_can_emit_on_rest_writes(clock: Clock) -> None:
+def test_fake_emits_on_rest_writes_unless_switched_off(clock: Clock) -> None:
     delivered: list[bytes] = []
-    with FakeBitrix24(webhook_code=CODE, clock=clock, emit_on_rest_writes=True) as portal:
+    with FakeBitrix24(webhook_code=CODE, clock=clock) as portal:
         portal.deliver = delivered.append
         new_id = rest(portal, "crm.lead.add", json={"fields": {"TITLE": "t"}}).json()["result"]
         rest(portal, "batch", json={"cmd": {"u": f"crm.lead.update?id={new_id}&fields[TITLE]=u"}})
+        portal.emit_on_rest_writes = False
+        rest(portal, "crm.lead.update", json={"id": new_id, "fields": {"TITLE": "v"}})
     assert [parse_qs(b.decode())["event"][0] for b in delivered] == ["ONCRMLEADADD", "ONCRMLEADUPDATE"]
 
 
