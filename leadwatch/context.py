@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from leadwatch.calendar import BusinessCalendar
     from leadwatch.config import TenantConfig, TenantRegistry
     from leadwatch.registry import ProcessRegistry
-    from leadwatch.secrets import SecretResolver
+    from leadwatch.secrets import SecretResolver, TenantSecrets
     from leadwatch.state import ProcessState, StateStore
     from leadwatch.store.dynamodb import Store
     from leadwatch.telegram import TelegramNotifier
@@ -87,11 +87,13 @@ class SqsQueue:
         )
 
 
-AdapterFactory = Callable[["TenantConfig", "SecretResolver"], "CrmAdapter"]
-NotifierFactory = Callable[["TenantConfig", "SecretResolver"], "TelegramNotifier"]
+# A factory is given the tenant's own secrets (`SecretResolver.for_tenant`): read together,
+# cached together, and read again when a service refuses one.
+AdapterFactory = Callable[["TenantConfig", "TenantSecrets"], "CrmAdapter"]
+NotifierFactory = Callable[["TenantConfig", "TenantSecrets"], "TelegramNotifier"]
 
 
-def default_adapter(config: TenantConfig, secrets: SecretResolver) -> CrmAdapter:
+def default_adapter(config: TenantConfig, secrets: TenantSecrets) -> CrmAdapter:
     if config.crm.kind == "bitrix24":
         from crm_adapters.bitrix24 import Bitrix24Adapter
 
@@ -101,10 +103,11 @@ def default_adapter(config: TenantConfig, secrets: SecretResolver) -> CrmAdapter
     return AmoCrmAdapter(config.tenant, config.crm, secrets)
 
 
-def default_notifier(config: TenantConfig, secrets: SecretResolver) -> TelegramNotifier:
+def default_notifier(config: TenantConfig, secrets: TenantSecrets) -> TelegramNotifier:
+    from leadwatch.secrets import Secret
     from leadwatch.telegram import TelegramNotifier
 
-    return TelegramNotifier(secrets(config.telegram.bot_token), api_base=config.telegram.api_base)
+    return TelegramNotifier(Secret(secrets, config.telegram.bot_token), api_base=config.telegram.api_base)
 
 
 @dataclass
@@ -154,16 +157,20 @@ class Context:
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return self.registry.get(tenant_id)
 
+    def secrets_of(self, config: TenantConfig) -> TenantSecrets:
+        """The tenant's secrets (one SSM read brings them all)."""
+        return self.secrets.for_tenant(config)
+
     def adapter(self, config: TenantConfig) -> CrmAdapter:
         with self._lock:
             if config.tenant not in self._adapters:
-                self._adapters[config.tenant] = self.adapter_factory(config, self.secrets)
+                self._adapters[config.tenant] = self.adapter_factory(config, self.secrets_of(config))
             return self._adapters[config.tenant]
 
     def notifier(self, config: TenantConfig) -> TelegramNotifier:
         with self._lock:
             if config.tenant not in self._notifiers:
-                self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets)
+                self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets_of(config))
             return self._notifiers[config.tenant]
 
     def calendar(self, config: TenantConfig) -> BusinessCalendar:
@@ -195,7 +202,7 @@ def tenants_dir() -> Path:
 
 def build_from_environment() -> Context:
     from leadwatch.config import TenantRegistry
-    from leadwatch.secrets import SecretResolver
+    from leadwatch.secrets import SecretResolver, ttl_from
     from leadwatch.store.dynamodb import Store
     from leadwatch.store.models import bind_from_environment
 
@@ -210,7 +217,7 @@ def build_from_environment() -> Context:
             endpoint=sqs_endpoint,
             name=os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events"),
         ),
-        secrets=SecretResolver(),
+        secrets=SecretResolver(ttl=ttl_from(os.environ)),
         dead_letters=SqsQueue(
             os.environ.get("LEADWATCH_DLQ_URL", ""),
             endpoint=sqs_endpoint,

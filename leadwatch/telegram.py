@@ -23,6 +23,7 @@ import requests
 
 from crm_adapters.base import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
 from crm_adapters.http import HttpClient, RateLimiter, RetryPolicy
+from leadwatch.secrets import Secret
 
 MAX_MESSAGE_LENGTH = 4096  # "1-4096 characters after entities parsing"
 GLOBAL_RATE = 30.0  # Bot FAQ: about 30 messages/s across all chats
@@ -294,9 +295,12 @@ def classify(response: requests.Response) -> CrmError | None:
 
 # ----- sending
 class TelegramNotifier:
+    """`token`: the bot token, or a `Secret` to ask for it at each send (so a token replaced in SSM
+    is used once read, and a 401 makes it be read again)."""
+
     def __init__(
         self,
-        token: str,
+        token: str | Secret,
         *,
         api_base: str = "https://api.telegram.org",
         session: requests.Session | None = None,
@@ -307,25 +311,45 @@ class TelegramNotifier:
         monotonic: Callable[[], float] = time.monotonic,
         timeout: tuple[float, float] = (5.0, 20.0),
     ):
-        if not token:
+        self._token = token if isinstance(token, Secret) else Secret.fixed(token)
+        value = self._token.get()
+        if not value:
             raise ValueError("the Telegram bot token is empty")
         self.api_base = api_base.rstrip("/")
-        self._methods = f"{self.api_base}/bot{token}"
         self._rate = rate
         self._burst = burst
         self._sleep = sleep
         self._monotonic = monotonic
         self._chat_limiters: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
-        self.http = HttpClient(
+        self._global = RateLimiter(GLOBAL_RATE, int(GLOBAL_RATE), monotonic, sleep)
+        self._client_settings = (policy, session, timeout)
+        self._http_token = value
+        self.http = self._new_client(value)
+
+    def _new_client(self, token: str) -> HttpClient:
+        policy, session, timeout = self._client_settings
+        return HttpClient(
             classify,
-            limiter=RateLimiter(GLOBAL_RATE, int(GLOBAL_RATE), monotonic, sleep),
+            limiter=self._global,
             policy=policy,
             session=session,
-            sleep=sleep,
+            sleep=self._sleep,
             timeout=timeout,
             secrets=(token,),
         )
+
+    def _request(self, token: str, method: str, api_method: str, **kwargs: Any) -> requests.Response:
+        """One Bot API request with this token, through a client that masks it (made again when
+        the token changed; its call count goes on)."""
+        with self._lock:
+            if token != self._http_token:
+                calls = self.http.calls
+                self.http = self._new_client(token)
+                self.http.calls = calls
+                self._http_token = token
+            http = self.http
+        return http.request(method, f"{self.api_base}/bot{token}/{api_method}", **kwargs)
 
     def __repr__(self) -> str:
         return f"TelegramNotifier(api_base={self.api_base!r})"
@@ -375,7 +399,10 @@ class TelegramNotifier:
         self._limiter(str(chat_id)).acquire()
         # Not idempotent: a send that timed out after leaving may have been delivered, and a retry
         # would post the message twice. It raises OutcomeUnknown instead, for the caller to record.
-        response = self.http.request("POST", f"{self._methods}/sendMessage", json=payload, idempotent=False)
+        # A 401 delivered nothing: sending again with a token read again cannot double a message.
+        response = self._token.call(
+            lambda token: self._request(token, "POST", "sendMessage", json=payload, idempotent=False)
+        )
         return int(response.json()["result"]["message_id"])
 
     def send_long(
@@ -404,5 +431,5 @@ class TelegramNotifier:
 
     def get_me(self) -> dict[str, Any]:
         """The bot's own user: a cheap check that the token works."""
-        response = self.http.request("GET", f"{self._methods}/getMe")
+        response = self._token.call(lambda token: self._request(token, "GET", "getMe"))
         return dict(response.json()["result"])
