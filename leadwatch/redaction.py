@@ -18,7 +18,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, unquote_plus
+
+_S = TypeVar("_S", str, bytes)
 
 MASK = "***"
 # Shorter values are not masked: a 3-character "secret" would blank ordinary words and ids.
@@ -67,38 +70,61 @@ _PLACES: tuple[tuple[re.Pattern[str], str], ...] = (
 
 _lock = threading.Lock()
 _known: set[str] = set()
-_text_pattern: re.Pattern[str] | None = None
-_byte_pattern: re.Pattern[bytes] | None = None
+# The first MIN_LENGTH characters of every known form -> the forms, longest first. Scanning a line
+# costs one dict lookup per character however many secrets are known (a warm Lambda may know a
+# thousand tenants'); one big regex alternation would try each of them at every character.
+_index: dict[str, tuple[str, ...]] = {}
+_byte_index: dict[bytes, tuple[bytes, ...]] = {}
 
 
 def remember(value: str) -> None:
     """A secret value to mask from now on (leadwatch.secrets calls this for every value it reads)."""
-    global _text_pattern, _byte_pattern
     if len(value) < MIN_LENGTH:
         return
     forms = {value, quote(value, safe=""), quote_plus(value, safe="")}
     with _lock:
-        if forms <= _known:
-            return
-        _known.update(forms)
-        ordered = sorted(_known, key=len, reverse=True)  # the longest form first: "a%3Ab" before "a"
-        _text_pattern = re.compile("|".join(map(re.escape, ordered)))
-        _byte_pattern = re.compile(b"|".join(re.escape(v.encode("utf-8", "surrogatepass")) for v in ordered))
+        for form in forms - _known:
+            _known.add(form)
+            _add(_index, form)
+            _add(_byte_index, form.encode("utf-8", "surrogatepass"))
+
+
+def _add(index: dict[Any, tuple[Any, ...]], form: Any) -> None:
+    key = form[:MIN_LENGTH]
+    index[key] = tuple(sorted({*index.get(key, ()), form}, key=len, reverse=True))
 
 
 def forget_all() -> None:
     """For tests: start from no known value."""
-    global _text_pattern, _byte_pattern
     with _lock:
         _known.clear()
-        _text_pattern = _byte_pattern = None
+        _index.clear()
+        _byte_index.clear()
+
+
+def _mask_known(text: _S, index: dict[_S, tuple[_S, ...]], mask: _S) -> _S:
+    if not index:
+        return text
+    parts: list[_S] = []
+    start = i = 0
+    last = len(text) - MIN_LENGTH
+    while i <= last:
+        for form in index.get(text[i : i + MIN_LENGTH], ()):
+            if text.startswith(form, i):
+                parts += [text[start:i], mask]
+                i = start = i + len(form)
+                break
+        else:
+            i += 1
+    if not parts:
+        return text
+    parts.append(text[start:])
+    return text[:0].join(parts)
 
 
 def redact(text: str) -> str:
     """`text` with every known secret value and every secret-looking part masked."""
-    pattern = _text_pattern
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+    text = _mask_known(text, _index, MASK)
     for place, replacement in _PLACES:
         text = place.sub(replacement, text)
     return text
@@ -106,9 +132,7 @@ def redact(text: str) -> str:
 
 def redact_bytes(data: bytes) -> bytes:
     """`redact` for raw bytes: known values in UTF-8, and the places (all ASCII) byte for byte."""
-    pattern = _byte_pattern
-    if pattern is not None:
-        data = pattern.sub(MASK.encode(), data)
+    data = _mask_known(data, _byte_index, MASK.encode())
     # latin-1 maps every byte to one character and back, so the places match without decoding.
     return redact(data.decode("latin-1")).encode("latin-1")
 
