@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadwatch import redaction
 from leadwatch.config import SecretRef
@@ -93,6 +93,9 @@ class SecretResolver:
         self._clock = clock
         self._cache: dict[_Key, tuple[str, float]] = {}  # key -> (value, read at)
         self._refreshed: dict[frozenset[_Key], float] = {}  # group -> when it was last re-read
+        # Names SSM could not give (and never gave): name -> (why, when). Asked again only after
+        # RETRY_AFTER, so a misconfigured tenant does not cost an SSM call per request.
+        self._missing: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, ref: SecretRef) -> str:
@@ -112,6 +115,10 @@ class SecretResolver:
             return cached[0]
         if ref.env:
             return self._from_env(key, ref.env, now)
+        with self._lock:
+            missing = self._missing.get(key[1])
+        if cached is None and missing is not None and now - missing[1] < RETRY_AFTER:
+            raise SecretMissing(f"SSM parameter {key[1]} could not be read ({missing[0]})")
         wanted = [key[1]] + [k[1] for k in self._stale({_key(r) for r in together}, now) if k != key]
         self._read_ssm(wanted, now)
         with self._lock:
@@ -183,6 +190,7 @@ class SecretResolver:
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
                 self._keep_last(chunk, now)
                 if first in chunk and not self._has(first):
+                    self._note_missing(first, code, now)
                     raise SecretMissing(f"SSM parameter {first} could not be read ({code})") from None
                 log.warning("SSM parameters could not be read (%s); using the last values", code)
                 continue
@@ -192,7 +200,12 @@ class SecretResolver:
             invalid = set(response.get("InvalidParameters", []))
             self._keep_last([n for n in invalid if n in chunk], now)
             if first in invalid and not self._has(first):
+                self._note_missing(first, "ParameterNotFound", now)
                 raise SecretMissing(f"SSM parameter {first} could not be read (ParameterNotFound)")
+
+    def _note_missing(self, name: str, why: str, now: float) -> None:
+        with self._lock:
+            self._missing[name] = (why, now)
 
     def _has(self, name: str) -> bool:
         with self._lock:
@@ -211,13 +224,6 @@ class SecretResolver:
         """Every secret resolved so far (for redaction checks)."""
         with self._lock:
             return [value for value, _ in self._cache.values()]
-
-
-class Secrets(Protocol):
-    """What adapters and notifiers are given: a secret's value by reference. A resolver that can
-    also re-read one (`refresh`) lets them recover from a rotated secret."""
-
-    def __call__(self, ref: SecretRef) -> str: ...
 
 
 @dataclass(frozen=True)

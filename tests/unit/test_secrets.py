@@ -188,6 +188,13 @@ def test_a_secret_never_read_fails_with_its_name_and_not_a_value(ssm):
     assert config.crm.webhook_code.ssm in str(caught.value) and "ParameterNotFound" in str(caught.value)
     assert secrets(config.telegram.bot_token) == "only-this-one"  # it came with the failed read
     assert ssm.total() == 1
+    # A misconfigured tenant does not cost an SSM call per request: asked again 30 s later.
+    with pytest.raises(SecretMissing, match="ParameterNotFound"):
+        secrets(config.crm.webhook_code)
+    assert ssm.total() == 1
+    put(ssm, config.crm.webhook_code.ssm or "", "added-since")
+    clock.now += RETRY_AFTER
+    assert secrets(config.crm.webhook_code) == "added-since" and ssm.total() == 2
     ssm.down = True
     with pytest.raises(SecretMissing, match="ThrottlingException"):
         resolver(ssm, clock)(config.crm.webhook_code)
