@@ -17,7 +17,6 @@ events that point to their note in `value_after[].note.id`.
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import re
@@ -48,6 +47,7 @@ from crm_adapters.limits import Window
 from leadwatch.config import AmoCrmConfig, SecretRef
 from leadwatch.effects import FieldValue, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from leadwatch.secrets import Secret, same_secret
 
 PAGE_LIMIT = 250  # leads-api: "limit ... (Максимум – 250)"
 BULK_LIMIT = 250  # Kommo limitations: at most 250 entities added or updated per request
@@ -435,21 +435,31 @@ class AmoCrmAdapter:
             self._transport.window(limit, period), tenant, "amocrm", Window.spread(limit, period)
         )
         self._client: HttpClient | None = None
-        self._token: str | None = None
+        self._client_token: str | None = None
+        # Asked for at each call, never held: a 401 (the token was replaced) reads it again.
+        self._token = Secret(resolve, config.access_token)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ webhooks
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
-        key = request.query.get("key")
+        self._check_key(request.query.get("key"))
+        try:
+            return self._events(request.body)
+        except MalformedWebhook as exc:
+            exc.authenticated = True  # the URL's key matched: the account sent it
+            raise
+
+    def _check_key(self, key: str | None) -> None:
         if not key:
             raise WebhookUnauthorized(
                 "the webhook URL carries no ?key= (register it as .../hooks/<tenant>?key=<secret>)"
             )
-        secret = self._resolve(self.config.hook_secret)
-        if not hmac.compare_digest(key.encode("utf-8"), secret.encode("utf-8")):
+        if not same_secret(key, self._resolve(self.config.hook_secret)):
             raise WebhookForbidden("the webhook URL's ?key= is wrong")
+
+    def _events(self, body: bytes) -> list[CrmEvent]:
         try:
-            tree = parse_form(request.body)
+            tree = parse_form(body)
         except FormError as exc:
             raise MalformedWebhook(str(exc)) from None
         self._check_account(tree.get("account"))
@@ -486,7 +496,7 @@ class AmoCrmAdapter:
         got = account.get("id") if isinstance(account, dict) else None
         if not isinstance(got, str) or not got:
             raise WebhookForbidden("account[id] is missing; this tenant accepts hooks from one account only")
-        if not hmac.compare_digest(got.encode("utf-8"), str(expected).encode("utf-8")):
+        if not same_secret(got, str(expected)):
             raise WebhookForbidden(f"account[id] {_excerpt(got, 24)!r} is not this tenant's amoCRM account")
 
     def _lead_event(self, action: str, index: str, item: Any) -> CrmEvent:
@@ -592,19 +602,26 @@ class AmoCrmAdapter:
         )
 
     # ------------------------------------------------------------------ REST
-    def _http(self) -> tuple[HttpClient, str]:
-        token = self._resolve(self.config.access_token)
+    def _http(self, token: str) -> HttpClient:
+        """The HTTP client for this token, made again when the token changes (it masks it)."""
         with self._lock:
-            if self._client is None or token != self._token:
+            if self._client is None or token != self._client_token:
                 self._client = self._transport.client(classify, self.limiter, (token,))
-                self._token = token
-            return self._client, token
+                self._client_token = token
+            return self._client
 
     def _call(
         self, method: str, path: str, *, params: list[tuple[str, Any]] | None = None, payload: Any = None
     ) -> Any:
-        """One API call (retried by HttpClient); returns the decoded body, None for a 204."""
-        client, token = self._http()
+        """One API call (retried by HttpClient); returns the decoded body, None for a 204. A 401
+        (the token was rotated) is tried once more with the token read again; amoCRM applies
+        nothing of a refused request, so a PATCH is safe to send again."""
+        return self._token.call(lambda token: self._call_with(token, method, path, params, payload))
+
+    def _call_with(
+        self, token: str, method: str, path: str, params: list[tuple[str, Any]] | None, payload: Any
+    ) -> Any:
+        client = self._http(token)
         response = client.request(
             method,
             self.base_url + path,

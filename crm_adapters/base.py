@@ -27,7 +27,14 @@ class WebhookRejected(Exception):
 
 
 class MalformedWebhook(WebhookRejected):
+    """A delivery leadwatch cannot read. `authenticated`: it proved to come from the tenant's CRM
+    (its token or key matched), so its body may be kept for inspection; an anonymous one never is."""
+
     status = 400
+
+    def __init__(self, message: str, *, authenticated: bool = False):
+        super().__init__(message)
+        self.authenticated = authenticated
 
 
 class WebhookUnauthorized(WebhookRejected):
@@ -108,7 +115,8 @@ class CrmAdapter(Protocol):
         """Authenticate and parse one delivery. Pure: no network.
 
         Raises MalformedWebhook (400), WebhookUnauthorized (401) or
-        WebhookForbidden (403) with a message naming what is wrong.
+        WebhookForbidden (403) with a message naming what is wrong. A MalformedWebhook says
+        whether the delivery was `authenticated` before it turned out unreadable.
         """
         ...
 

@@ -13,13 +13,13 @@ ISO 8601 with the portal's offset.
 from __future__ import annotations
 
 import heapq
-import hmac
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
@@ -35,12 +35,13 @@ from crm_adapters.base import (
     WebhookUnauthorized,
     WriteResult,
 )
-from crm_adapters.formdata import FormError, encode_form, parse_form
+from crm_adapters.formdata import MAX_FIELDS, FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, Transport
 from crm_adapters.limits import Window
 from leadwatch.config import Bitrix24Config, SecretRef
 from leadwatch.effects import FieldValue, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+from leadwatch.secrets import Secret, same_secret
 
 BATCH_LIMIT = 50
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
@@ -271,32 +272,33 @@ class Bitrix24Adapter:
             local, tenant, "bitrix24", _shared_window(rate, burst - headroom)
         )
         self._lock = threading.Lock()
-        self._app_token: str | None = None
-        self._code: str | None = None
+        # Asked for at each call, never held: a code rotated in SSM is used as soon as it is read,
+        # and a 401 makes it be read again (Secret.call).
+        self._code = Secret(resolve, config.webhook_code)
         self._client: HttpClient | None = None
+        self._client_code: str | None = None
 
     # ------------------------------------------------------------------ secrets & HTTP
-    def _application_token(self) -> str:
-        # Only the webhook path needs it; REST-only processes never resolve it.
-        if self._app_token is None:
-            self._app_token = self._resolve(self.config.application_token)
-        return self._app_token
-
     @property
     def http(self) -> HttpClient:
-        return self._rest()[0]
+        return self._client_for(self._code.get())
 
-    def _rest(self) -> tuple[HttpClient, str]:
-        """The HTTP client and the webhook code, made on first use (the code is a secret)."""
+    def _client_for(self, code: str) -> HttpClient:
+        """The HTTP client for this webhook code, made again when the code changes (it is a
+        secret: the client masks it in every error)."""
         with self._lock:
-            if self._client is None:
-                self._code = self._resolve(self.config.webhook_code)
-                self._client = self._transport.client(classify, self.limiter, (self._code,))
-            return self._client, self._code or ""
+            if self._client is None or code != self._client_code:
+                self._client = self._transport.client(classify, self.limiter, (code,))
+                self._client_code = code
+            return self._client
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One REST method, POST JSON; returns the decoded envelope or raises a CrmError."""
-        client, code = self._rest()
+        """One REST method, POST JSON; returns the decoded envelope or raises a CrmError.
+        A 401 (the webhook code was replaced) is tried once more with the code read again."""
+        return self._code.call(lambda code: self._call_with(code, method, params))
+
+    def _call_with(self, code: str, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        client = self._client_for(code)
         url = f"{self.config.base_url}/rest/{self.config.webhook_user_id}/{code}/{method}.json"
         response = client.request("POST", url, json=dict(params or {}))
         try:
@@ -329,14 +331,68 @@ class Bitrix24Adapter:
         try:
             form = parse_form(request.body)
         except FormError as exc:
-            raise MalformedWebhook(str(exc)) from None
-        auth = form.get("auth")
-        given = auth.get("application_token") if isinstance(auth, dict) else None
+            raise MalformedWebhook(str(exc), authenticated=self._carries_token(request.body)) from None
+        self._authenticate(form.get("auth"))
+        try:
+            return self._events(form)
+        except MalformedWebhook as exc:
+            exc.authenticated = True
+            raise
+
+    def _authenticate(self, auth: Any) -> None:
+        """auth[application_token] must be one of the tenant's; auth[domain] and auth[member_id],
+        where a delivery carries them, must name the tenant's portal (a token copied to another
+        portal's handler, or a second portal posting to this URL, is refused)."""
+        fields: Mapping[str, Any] = auth if isinstance(auth, dict) else {}
+        given = fields.get("application_token")
         if not isinstance(given, str) or not given:
             raise WebhookUnauthorized("auth[application_token] is missing")
-        if not hmac.compare_digest(given.encode("utf-8"), self._application_token().encode("utf-8")):
+        if not self._known_token(given):
             raise WebhookForbidden("auth[application_token] does not match this portal's token")
+        domain = fields.get("domain")
+        if domain is not None and not self._our_domain(domain):
+            raise WebhookForbidden(
+                f"auth[domain] {_excerpt(domain)} is not this tenant's portal ({self.config.portal_domain})"
+            )
+        member, expected = fields.get("member_id"), self.config.member_id
+        if member is not None and expected is not None and not self._our_member(member, expected):
+            raise WebhookForbidden(
+                f"auth[member_id] {_excerpt(member)} is not this tenant's portal (member_id {expected})"
+            )
 
+    def _known_token(self, given: str) -> bool:
+        # Every token is compared, so the time taken does not tell which one matched.
+        matched = False
+        for ref in self.config.application_tokens:
+            matched |= same_secret(given, self._resolve(ref))
+        return matched
+
+    @staticmethod
+    def _our_member(member: Any, expected: str) -> bool:
+        return isinstance(member, str) and same_secret(member.strip(), expected)
+
+    def _our_domain(self, domain: Any) -> bool:
+        if not isinstance(domain, str):
+            return False
+        parts = urlsplit(self.config.base_url)
+        return domain.strip().rstrip(".").lower() in {parts.netloc.lower(), (parts.hostname or "").lower()}
+
+    def _carries_token(self, body: bytes) -> bool:
+        """Whether a body that is not a valid form still carries one of the tenant's tokens (read
+        leniently): such a delivery is the portal's, and worth keeping for inspection."""
+        if b"application_token" not in body:
+            return False
+        try:
+            pairs = parse_qsl(
+                body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS
+            )
+        except ValueError:
+            return False
+        return any(
+            key == "auth[application_token]" and value and self._known_token(value) for key, value in pairs
+        )
+
+    def _events(self, form: Mapping[str, Any]) -> list[CrmEvent]:
         raw_event = form.get("event")
         if not isinstance(raw_event, str) or not raw_event.strip():
             raise MalformedWebhook("event is missing")

@@ -11,7 +11,6 @@ no `api_key` has the read API switched off. The key is compared in constant time
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -45,11 +44,6 @@ def _echo(value: str) -> str:
     return repr(value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "...")
 
 
-def _key_matches(given: str, expected: str) -> bool:
-    # surrogatepass: a header carrying a lone surrogate is a wrong key, not an encoding crash.
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
-
-
 def _authorize(ctx: Context, request: Request, tenant: str) -> TenantConfig | Response:
     """The tenant's configuration when the caller holds its key, else the answer that refuses.
 
@@ -58,7 +52,7 @@ def _authorize(ctx: Context, request: Request, tenant: str) -> TenantConfig | Re
     uniform 401 would cost operators a clear answer to a typo and protect nothing. What the key
     guards is the data, and no answer other than a 200 carries any.
     """
-    from leadwatch.secrets import SecretMissing
+    from leadwatch.secrets import SecretMissing, same_secret
 
     config = ctx.tenant(tenant)
     if config is None:
@@ -75,11 +69,11 @@ def _authorize(ctx: Context, request: Request, tenant: str) -> TenantConfig | Re
     if not given:
         return _json(401, {"error": "the X-Api-Key header is missing; send the tenant's read API key"})
     try:
-        expected = ctx.secrets(config.api_key)
+        expected = ctx.secrets_of(config)(config.api_key)
     except SecretMissing as exc:
         log.error("tenant %s: cannot check read API keys: %s", tenant, exc)
         return _json(503, {"error": "tenant is misconfigured; see the logs"})
-    if not _key_matches(given, expected):
+    if not same_secret(given, expected):
         return _json(401, {"error": "X-Api-Key is not this tenant's read API key"})
     return config
 

@@ -14,6 +14,7 @@ from functools import cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -27,6 +28,23 @@ from pydantic import (
 )
 
 DEFAULT_RETENTION_MONTHS = 13
+
+# The kind of each secret a tenant file may hold, by where it sits: each function is granted (and
+# reads, in one call per kind) only the kinds it uses (leadwatch.iam, leadwatch.secrets).
+SECRET_PLACES: dict[str, str] = {
+    "crm.webhook_code": "crm",  # Bitrix24 inbound webhook
+    "crm.access_token": "crm",  # amoCRM long-lived token
+    "crm.application_token": "webhook",  # Bitrix24 outbound webhook
+    "crm.application_tokens": "webhook",  # several, where a portal delivers through more than one
+    "crm.hook_secret": "webhook",  # amoCRM ?key=
+    "telegram.bot_token": "telegram",
+    "api_key": "api-key",
+}
+
+
+def secret_kind(place: str) -> str | None:
+    """The kind of the secret at `place` (`crm.application_tokens[1]` is a webhook secret)."""
+    return SECRET_PLACES.get(re.sub(r"\[\d+\]$", "", place))
 
 
 def retention_of(months: int) -> timedelta:
@@ -226,18 +244,55 @@ class CalendarConfig(_Strict):
         return 60 if self.country in {"RU", "BY"} else 0
 
 
+MAX_APPLICATION_TOKENS = 10
+
+
 class Bitrix24Config(_Strict):
     kind: Literal["bitrix24"]
     base_url: str = Field(description="portal URL, e.g. https://acme.bitrix24.ru")
     webhook_user_id: int = Field(ge=1)
     webhook_code: SecretRef
-    application_token: SecretRef
+    # One reference, or a list when events come from several senders (an installed app and an
+    # outbound webhook each have their own token): a delivery carrying any of them is accepted.
+    application_token: SecretRef | list[SecretRef]
+    # If set, a delivery's auth[member_id] (the portal's id) must be this one.
+    member_id: str | None = Field(default=None, min_length=1, max_length=128)
     entities: list[Literal["lead", "deal"]] = Field(default_factory=lambda: ["lead"], min_length=1)
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _check_url(value)
+
+    @field_validator("application_token", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: Any) -> Any:
+        """One reference or a list of them, with one message per problem (not one per union member)."""
+        if not isinstance(value, list):
+            return _secret_ref(value, "")
+        if not value:
+            raise ValueError("give at least one application token")
+        if len(value) > MAX_APPLICATION_TOKENS:
+            raise ValueError(f"give at most {MAX_APPLICATION_TOKENS} application tokens")
+        refs = [_secret_ref(item, f"[{n}]: ") for n, item in enumerate(value)]
+        if len({ref.describe() for ref in refs}) < len(refs):
+            raise ValueError("an application token is listed twice")
+        return refs
+
+    @field_validator("member_id", mode="before")
+    @classmethod
+    def _member_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @property
+    def application_tokens(self) -> list[SecretRef]:
+        token = self.application_token
+        return list(token) if isinstance(token, list) else [token]
+
+    @property
+    def portal_domain(self) -> str:
+        """The portal's host as deliveries name it in auth[domain] (from `base_url`), lower case."""
+        return urlsplit(self.base_url).netloc.lower()
 
 
 class AmoCrmConfig(_Strict):
@@ -256,6 +311,18 @@ class AmoCrmConfig(_Strict):
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+
+def _secret_ref(value: Any, where: str) -> SecretRef:
+    try:
+        return SecretRef.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        key = ".".join(map(str, error["loc"]))
+        raise ValueError(f"{where}{key + ': ' if key else ''}{message}") from None
 
 
 def _check_url(value: str) -> str:
@@ -337,7 +404,12 @@ class TenantConfig(_Strict):
 
     def secrets(self) -> dict[str, SecretRef]:
         """Every secret reference in this file, keyed by where it sits."""
-        found = {f"crm.{k}": v for k, v in self.crm if isinstance(v, SecretRef)}
+        found: dict[str, SecretRef] = {}
+        for key, value in self.crm:
+            if isinstance(value, SecretRef):
+                found[f"crm.{key}"] = value
+            elif isinstance(value, list):
+                found.update({f"crm.{key}[{n}]": v for n, v in enumerate(value) if isinstance(v, SecretRef)})
         found["telegram.bot_token"] = self.telegram.bot_token
         if self.api_key is not None:
             found["api_key"] = self.api_key

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from leadwatch.calendar import BusinessCalendar
     from leadwatch.config import TenantConfig, TenantRegistry
     from leadwatch.registry import ProcessRegistry
-    from leadwatch.secrets import SecretResolver
+    from leadwatch.secrets import SecretResolver, TenantSecrets
     from leadwatch.state import ProcessState, StateStore
     from leadwatch.store.dynamodb import Store
     from leadwatch.telegram import TelegramNotifier
@@ -100,12 +100,14 @@ class SqsQueue:
         )
 
 
-AdapterFactory = Callable[["TenantConfig", "SecretResolver"], "CrmAdapter"]
-NotifierFactory = Callable[["TenantConfig", "SecretResolver"], "TelegramNotifier"]
+# A factory is given the tenant's own secrets (`SecretResolver.for_tenant`): read together,
+# cached together, and read again when a service refuses one.
+AdapterFactory = Callable[["TenantConfig", "TenantSecrets"], "CrmAdapter"]
+NotifierFactory = Callable[["TenantConfig", "TenantSecrets"], "TelegramNotifier"]
 
 
 def default_adapter(
-    config: TenantConfig, secrets: SecretResolver, limits: SharedLimits | None = None
+    config: TenantConfig, secrets: TenantSecrets, limits: SharedLimits | None = None
 ) -> CrmAdapter:
     """The tenant's CRM adapter; with `limits`, its rate limit holds across the deployment."""
     from crm_adapters.http import Transport
@@ -121,12 +123,13 @@ def default_adapter(
 
 
 def default_notifier(
-    config: TenantConfig, secrets: SecretResolver, limits: SharedLimits | None = None
+    config: TenantConfig, secrets: TenantSecrets, limits: SharedLimits | None = None
 ) -> TelegramNotifier:
+    from leadwatch.secrets import Secret
     from leadwatch.telegram import TelegramNotifier
 
     return TelegramNotifier(
-        secrets(config.telegram.bot_token),
+        Secret(secrets, config.telegram.bot_token),
         api_base=config.telegram.api_base,
         limits=limits,
     )
@@ -192,16 +195,22 @@ class Context:
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return self.registry.get(tenant_id)
 
+    def secrets_of(self, config: TenantConfig) -> TenantSecrets:
+        """The tenant's secrets (one SSM read brings them all). A plain resolving function (a
+        test's) is handed on as it is."""
+        for_tenant = getattr(self.secrets, "for_tenant", None)
+        return for_tenant(config) if for_tenant is not None else self.secrets  # type: ignore[return-value]
+
     def adapter(self, config: TenantConfig) -> CrmAdapter:
         with self._lock:
             if config.tenant not in self._adapters:
-                self._adapters[config.tenant] = self.adapter_factory(config, self.secrets)
+                self._adapters[config.tenant] = self.adapter_factory(config, self.secrets_of(config))
             return self._adapters[config.tenant]
 
     def notifier(self, config: TenantConfig) -> TelegramNotifier:
         with self._lock:
             if config.tenant not in self._notifiers:
-                self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets)
+                self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets_of(config))
             return self._notifiers[config.tenant]
 
     def calendar(self, config: TenantConfig) -> BusinessCalendar:
@@ -233,7 +242,7 @@ def tenants_dir() -> Path:
 
 def build_from_environment() -> Context:
     from leadwatch.config import TenantRegistry
-    from leadwatch.secrets import SecretResolver
+    from leadwatch.secrets import SecretResolver, ttl_from
     from leadwatch.store.dynamodb import Store
     from leadwatch.store.models import bind_from_environment
 
@@ -252,7 +261,7 @@ def build_from_environment() -> Context:
             endpoint=sqs_endpoint,
             name=os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events"),
         ),
-        secrets=SecretResolver(),
+        secrets=SecretResolver(ttl=ttl_from(os.environ)),
         dead_letters=SqsQueue(
             os.environ.get("LEADWATCH_DLQ_URL", ""),
             endpoint=sqs_endpoint,

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leadwatch.config import secret_kind
 from leadwatch.process import Permission, Process
 from leadwatch.registry import ProcessRegistry
 
@@ -80,7 +81,7 @@ DISPATCHERS = "dispatchers"
 # Their timeouts (seconds); None: the app's `lambda_timeout`. A process schedule's is its own.
 FRAMEWORK_TIMEOUTS: dict[str, int | None] = {"api_handler": None, "worker": 60, "reconcile": 60, "jobs": 60}
 
-SSM_READ = ("GetParameter",)
+SSM_READ = ("GetParameter", "GetParameters")
 
 # The effect ledger (leadwatch.store.ledger) in the state table: claim_many and the refused claim's
 # look read it (BatchGetItem, strongly consistent), claim is a conditional PutItem, confirm and
@@ -90,7 +91,12 @@ LEDGER = ("BatchGetItem", "PutItem", "UpdateItem", "DeleteItem")
 FRAMEWORK: tuple[Permission, ...] = (
     # Webhooks (leadwatch.ingress): put_event (conditional put), forget_event when queueing failed,
     # put_reject keeps a refused body; the accepted events go to the queue (SqsQueue.send).
-    Permission(API, "table:inbox", ("PutItem", "DeleteItem"), "webhooks: store once, undo, keep rejects"),
+    Permission(
+        API,
+        "table:inbox",
+        ("PutItem", "DeleteItem", "UpdateItem"),
+        "webhooks: store once, undo, keep rejects (counted per hour)",
+    ),
     Permission(API, "queue:events", ("SendMessage", "GetQueueUrl"), "queue accepted events"),
     # The SQS event source polls with the worker's role; poison is parked by the worker itself, and
     # a failed message is backed off by setting its visibility (ChangeMessageVisibility).
@@ -193,15 +199,6 @@ SECRET_KINDS: dict[str, str] = {
     "webhook": "what authenticates the CRM's webhooks",
     "telegram": "the Telegram bot token",
     "api-key": "the read API key",
-}
-SECRET_PLACES: dict[str, str] = {
-    "crm.webhook_code": "crm",  # Bitrix24 inbound webhook
-    "crm.access_token": "crm",  # amoCRM long-lived token
-    "crm.application_token": "webhook",  # Bitrix24 outbound webhook
-    "crm.application_tokens": "webhook",  # several, where a portal delivers through more than one
-    "crm.hook_secret": "webhook",  # amoCRM ?key=
-    "telegram.bot_token": "telegram",
-    "api_key": "api-key",
 }
 # IAM quotas: a role's inline policies together, in characters without white space.
 ROLE_POLICY_LIMIT = 10_240
@@ -378,7 +375,7 @@ def secret_uses(tenants: Iterable[TenantConfig]) -> list[SecretUse]:
     found = set()
     for config in tenants:
         for place, ref in config.secrets().items():
-            kind = SECRET_PLACES.get(re.sub(r"\[\d+\]$", "", place))
+            kind = secret_kind(place)
             if kind is None:
                 raise ValueError(
                     f"tenant {config.tenant}: the secret at {place!r} has no kind: add it to "

@@ -1,6 +1,13 @@
 """The webhook hot path: authenticate, parse, store once, queue. No CRM call.
 
 A delivery is answered in milliseconds; everything slow happens in the worker.
+
+A refused delivery is answered 4xx and logged (tenant, status, reason; never its body or URL).
+Its body is kept for inspection only when the delivery authenticated (the adapter says so on
+MalformedWebhook) and was unreadable, stripped of every `auth[...]` field and known secret, as
+raw bytes, and sampled: at most `KEPT_REJECTS_PER_HOUR` (leadwatch.store.dynamodb) per tenant
+an hour. An anonymous caller thus makes leadwatch store nothing, and a broken integration
+costs a bounded few writes.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from crm_adapters.base import MalformedWebhook, WebhookRejected, WebhookRequest
-from leadwatch import observability
+from leadwatch import observability, redaction
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
 from leadwatch.events import CrmEvent
@@ -41,11 +48,17 @@ def receive(ctx: Context, tenant_id: str, body: bytes, query: dict[str, str], co
     if config is None:
         return Answer(404, {"error": _clip(f"unknown tenant {tenant_id!r}")})
     if len(body) > MAX_BODY:
-        return _reject(ctx, config, 413, f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit", body)
+        # Not read, so not authenticated: answered and logged, never kept.
+        reason = f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit"
+        log.info("tenant %s: webhook refused (413): %s", tenant_id, reason)
+        return Answer(413, {"error": reason})
     try:
         events = ctx.adapter(config).parse_webhook(WebhookRequest(body, query, content_type))
     except MalformedWebhook as exc:
-        return _reject(ctx, config, 400, _clip(exc.message), body)
+        if exc.authenticated:
+            return _reject(ctx, config, 400, _clip(exc.message), body)
+        log.info("tenant %s: webhook refused (400, not authenticated): %s", tenant_id, _clip(exc.message))
+        return Answer(400, {"error": _clip(exc.message)})
     except WebhookRejected as exc:
         log.info("tenant %s: webhook refused (%s): %s", tenant_id, exc.status, exc.message)
         return Answer(exc.status, {"error": _clip(exc.message)})
@@ -105,10 +118,18 @@ def _clip(message: str) -> str:
 
 
 def _reject(ctx: Context, config: TenantConfig, status: int, reason: str, body: bytes) -> Answer:
+    """Answer an authenticated but unreadable delivery, keeping its body (stripped) if the hour's
+    sample for the tenant is not full. `kept_as` names the kept row."""
     ident = uuid.uuid4().hex[:12]
     try:
-        ctx.store.put_reject(config.tenant, status, reason, body, ctx.clock(), ident)
+        kept = ctx.store.put_reject(
+            config.tenant, status, redaction.redact(reason), redaction.strip_body(body), ctx.clock(), ident
+        )
     except Exception:
         log.exception("tenant %s: could not keep a rejected body", config.tenant)
+        kept = False
+    if not kept:
+        log.info("tenant %s: webhook rejected (%s): %s [not kept]", config.tenant, status, reason)
+        return Answer(status, {"error": reason})
     log.info("tenant %s: webhook rejected (%s): %s [kept as %s]", config.tenant, status, reason, ident)
     return Answer(status, {"error": reason, "kept_as": ident})

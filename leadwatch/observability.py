@@ -22,7 +22,11 @@ demo, the CLI) logs go to stderr at whatever level the root logger has (WARNING 
 someone configures logging) and metrics are dropped, so local output stays quiet.
 
 Nothing here ever receives a secret: callers pass tenant ids, entity keys, dedupe keys,
-message ids, counts and error kinds, never URLs, bodies or tokens.
+message ids, counts and error kinds, never URLs, bodies or tokens. Libraries are another matter
+at DEBUG (urllib3 logs every request path, with a Bitrix24 webhook code or a Telegram bot token
+in it; botocore logs SSM's answers, values included), so the setup pins their loggers at WARNING
+whatever the root level, and puts `leadwatch.redaction.RedactingFilter` on the service's handler
+and on the root logger's (Lambda's own) as a second net.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ ERROR_KINDS = ("rate_limited", "unavailable", "rejected")
 GAVE_UP_REASONS = ("card_deleted", "crm_refused", "crm_unavailable", "alert_failed", "other")
 
 MAX_KEY_CHARS = 200  # a bound key (tenant from a URL, joined ids) stays small
+# Loggers (and their children) held at WARNING: at DEBUG they write request paths and bodies.
+QUIET_LIBRARIES = ("urllib3", "botocore", "boto3", "s3transfer", "requests")
 
 _lock = threading.Lock()
 _logger: Logger | None = None
@@ -107,6 +113,27 @@ def _own_the_logger(log: Logger) -> None:
         if handler is not log.logger_handler:
             std.removeHandler(handler)
     std.propagate = True
+    guard_secrets([log.logger_handler, *logging.getLogger().handlers])
+
+
+def guard_secrets(handlers: Iterable[logging.Handler] = ()) -> None:
+    """Pin the chatty libraries' loggers at WARNING (children set lower too) and put the redaction
+    filter on `handlers`. Cheap and idempotent: run at every invocation, so a logger a library
+    made or a handler the runtime added since is covered as well."""
+    from leadwatch.redaction import RedactingFilter
+
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, existing in list(logging.root.manager.loggerDict.items()):
+        if (
+            isinstance(existing, logging.Logger)
+            and name.split(".", 1)[0] in QUIET_LIBRARIES
+            and logging.NOTSET < existing.level < logging.WARNING
+        ):
+            existing.setLevel(logging.WARNING)
+    for handler in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def metrics() -> Metrics:

@@ -24,6 +24,7 @@ import requests
 from crm_adapters.base import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
 from crm_adapters.http import HttpClient, RetryPolicy, acquire_within
 from crm_adapters.limits import Chain, Limiter, SharedLimits, Window, WindowLimiter
+from leadwatch.secrets import Secret
 
 MAX_MESSAGE_LENGTH = 4096  # "1-4096 characters after entities parsing"
 # Pacing with headroom under the Bot FAQ's limits (core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
@@ -325,11 +326,14 @@ class TelegramNotifier:
     group's: `group_period` / `group_limit`) with one message each. Two messages may then fall at the two ends of a slot
     boundary, which the chat's short-burst allowance takes; in a group any 60 s touch at most 19
     slots. The global pace stays per container: a deployment's alerts are far below 30 a second.
+
+    `token`: the bot token, or a `Secret` to ask for it at each send (so a token replaced in SSM
+    is used once read, and a 401 makes it be read again).
     """
 
     def __init__(
         self,
-        token: str,
+        token: str | Secret,
         *,
         api_base: str = "https://api.telegram.org",
         session: requests.Session | None = None,
@@ -343,28 +347,48 @@ class TelegramNotifier:
         timeout: tuple[float, float] = (5.0, 20.0),
         limits: SharedLimits | None = None,
     ):
-        if not token:
+        self._token = token if isinstance(token, Secret) else Secret.fixed(token)
+        value = self._token.get()
+        if not value:
             raise ValueError("the Telegram bot token is empty")
         self.api_base = api_base.rstrip("/")
-        self._methods = f"{self.api_base}/bot{token}"
         self._chat_interval = chat_interval
         self._group_limit = group_limit
         self._group_period = group_period
         self._sleep = sleep
         self._monotonic = monotonic
         self._limits = limits
-        self._bot = "telegram:" + token.split(":", 1)[0]  # the bot's id: public, unlike the rest
+        self._bot = "telegram:" + value.split(":", 1)[0]  # the bot's id: public, unlike the rest
         self._chat_limiters: dict[str, Limiter] = {}
         self._lock = threading.Lock()
-        self.http = HttpClient(
+        self._global = WindowLimiter(global_limit, 1.0, monotonic, sleep)
+        self._client_settings = (policy, session, timeout)
+        self._http_token = value
+        self.http = self._new_client(value)
+
+    def _new_client(self, token: str) -> HttpClient:
+        policy, session, timeout = self._client_settings
+        return HttpClient(
             classify,
-            limiter=WindowLimiter(global_limit, 1.0, monotonic, sleep),
+            limiter=self._global,
             policy=policy,
             session=session,
-            sleep=sleep,
+            sleep=self._sleep,
             timeout=timeout,
             secrets=(token,),
         )
+
+    def _request(self, token: str, method: str, api_method: str, **kwargs: Any) -> requests.Response:
+        """One Bot API request with this token, through a client that masks it (made again when
+        the token changed; its call count goes on)."""
+        with self._lock:
+            if token != self._http_token:
+                calls = self.http.calls
+                self.http = self._new_client(token)
+                self.http.calls = calls
+                self._http_token = token
+            http = self.http
+        return http.request(method, f"{self.api_base}/bot{token}/{api_method}", **kwargs)
 
     def __repr__(self) -> str:
         return f"TelegramNotifier(api_base={self.api_base!r})"
@@ -425,7 +449,10 @@ class TelegramNotifier:
         acquire_within(self._limiter(str(chat_id)), "telegram: sendMessage")
         # Not idempotent: a send that timed out after leaving may have been delivered, and a retry
         # would post the message twice. It raises OutcomeUnknown instead, for the caller to record.
-        response = self.http.request("POST", f"{self._methods}/sendMessage", json=payload, idempotent=False)
+        # A 401 delivered nothing: sending again with a token read again cannot double a message.
+        response = self._token.call(
+            lambda token: self._request(token, "POST", "sendMessage", json=payload, idempotent=False)
+        )
         return int(response.json()["result"]["message_id"])
 
     def send_long(
@@ -454,5 +481,5 @@ class TelegramNotifier:
 
     def get_me(self) -> dict[str, Any]:
         """The bot's own user: a cheap check that the token works."""
-        response = self.http.request("GET", f"{self._methods}/getMe")
+        response = self._token.call(lambda token: self._request(token, "GET", "getMe"))
         return dict(response.json()["result"])

@@ -23,6 +23,14 @@ INBOX_TTL = timedelta(days=14)
 DEFAULT_RETENTION = timedelta(days=396)  # 13 months (leadwatch.config.DEFAULT_RETENTION_MONTHS)
 LEDGER_TTL = timedelta(days=30)
 MAX_KEPT_BODY = 8 * 1024
+# Rejected bodies kept per tenant per clock hour (UTC): enough to diagnose a broken integration,
+# while a portal sending garbage all day costs at most this many item writes an hour.
+KEPT_REJECTS_PER_HOUR = 10
+
+
+def reject_hour(now: datetime) -> str:
+    """The sampling window a reject at `now` counts in."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -87,7 +95,12 @@ class RejectRow:
     received_at: datetime
     status: int
     reason: str
-    body: str
+    body: bytes  # as it came (stripped of secrets), at most MAX_KEPT_BODY bytes
+
+    @property
+    def text(self) -> str:
+        """The body for reading: invalid UTF-8 (or a character cut at the cap) shown as U+FFFD."""
+        return self.body.decode("utf-8", errors="replace")
 
 
 class Store:
@@ -118,9 +131,34 @@ class Store:
         InboxItem(tenant, f"event#{dedupe_key}").delete()
 
     def put_reject(
-        self, tenant: str, status: int, reason: str, body: bytes, now: datetime, ident: str
-    ) -> None:
-        text = body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
+        self,
+        tenant: str,
+        status: int,
+        reason: str,
+        body: bytes,
+        now: datetime,
+        ident: str,
+        *,
+        per_hour: int = KEPT_REJECTS_PER_HOUR,
+    ) -> bool:
+        """Keep a refused request unless `per_hour` were kept for the tenant this hour: one
+        conditional counter update (the hour's "sample" row, expiring with its hour), then the
+        row. The body is stored as bytes (a binary attribute counts its length, where decoding
+        invalid UTF-8 to text would triple it)."""
+        hour = reject_hour(now)
+        counter = InboxItem(tenant, f"sample#reject#{hour}")
+        counted = update_if(
+            counter,
+            [
+                InboxItem.kept.add(1),
+                InboxItem.kind.set("sample"),
+                InboxItem.received_at.set(now.timestamp()),
+                InboxItem.expires_at.set(now + timedelta(hours=2)),
+            ],
+            InboxItem.kept.does_not_exist() | (InboxItem.kept < per_hour),
+        )
+        if not counted:
+            return False
         InboxItem(
             tenant,
             f"reject#{now.astimezone(UTC).isoformat()}#{ident}",
@@ -128,13 +166,20 @@ class Store:
             received_at=now.timestamp(),
             status=status,
             reason=reason[:1000],
-            body=text,
+            raw=body[:MAX_KEPT_BODY],
             expires_at=now + INBOX_TTL,
         ).save()
+        return True
 
     def rejects(self, tenant: str) -> list[RejectRow]:
         return [
-            RejectRow(item.key, _dt(item.received_at), int(item.status), item.reason or "", item.body or "")  # type: ignore[arg-type]
+            RejectRow(
+                item.key,
+                _dt(item.received_at),  # type: ignore[arg-type]
+                int(item.status),  # type: ignore[arg-type]
+                item.reason or "",
+                item.raw if item.raw is not None else (item.body or "").encode("utf-8"),
+            )
             for item in InboxItem.query(tenant, InboxItem.key.startswith("reject#"))
         ]
 

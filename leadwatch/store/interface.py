@@ -118,9 +118,20 @@ class StoreProtocol(Protocol):
         ...
 
     def put_reject(
-        self, tenant: str, status: int, reason: str, body: bytes, now: datetime, ident: str
-    ) -> None:
-        """Keep a refused request, its body capped at 8 KiB and its reason at 1000 characters."""
+        self,
+        tenant: str,
+        status: int,
+        reason: str,
+        body: bytes,
+        now: datetime,
+        ident: str,
+        *,
+        per_hour: int = 10,
+    ) -> bool:
+        """Keep a refused request (its body as bytes capped at 8 KiB, its reason at 1000 characters),
+        unless `per_hour` (KEPT_REJECTS_PER_HOUR; the contract suite holds the default equal) were
+        kept for the tenant in this UTC hour: then False, nothing kept.
+        The caller strips secrets first (leadwatch.ingress)."""
         ...
 
     def rejects(self, tenant: str) -> list[RejectRow]:

@@ -22,7 +22,15 @@ from leadwatch.events import Call, EntityRef
 
 # The value types still live beside the DynamoDB code (so importing this loads PynamoDB);
 # see the note in leadwatch.store.interface.
-from leadwatch.store.dynamodb import MAX_KEPT_BODY, JournalRow, RejectRow, StatRow, due_bucket
+from leadwatch.store.dynamodb import (
+    KEPT_REJECTS_PER_HOUR,
+    MAX_KEPT_BODY,
+    JournalRow,
+    RejectRow,
+    StatRow,
+    due_bucket,
+    reject_hour,
+)
 from leadwatch.store.ledger import (
     _MAX_DETAIL,
     ClaimResult,
@@ -300,6 +308,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._inbox: dict[str, dict[str, str]] = {}  # event key -> payload JSON
         self._rejects: dict[str, dict[str, RejectRow]] = {}
+        self._reject_counts: dict[str, dict[str, int]] = {}  # hour -> rejects kept in it
         self._leads: dict[str, dict[str, _Lead]] = {}
         self._calls: dict[str, dict[str, Call]] = {}  # "call#<card>#<key>" and "touch#<day>#<card>#<key>"
         self._day_counters: dict[str, dict[str, _Counter]] = {}  # "<day>#<card>"
@@ -327,13 +336,26 @@ class MemoryStore:
             self._part(self._inbox, tenant).pop(dedupe_key, None)
 
     def put_reject(
-        self, tenant: str, status: int, reason: str, body: bytes, now: datetime, ident: str
-    ) -> None:
+        self,
+        tenant: str,
+        status: int,
+        reason: str,
+        body: bytes,
+        now: datetime,
+        ident: str,
+        *,
+        per_hour: int = KEPT_REJECTS_PER_HOUR,
+    ) -> bool:
         key = f"reject#{now.astimezone(UTC).isoformat()}#{ident}"
-        text = body[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
-        row = RejectRow(key, _dt(now.timestamp()), status, reason[:1000], text)  # type: ignore[arg-type]
+        row = RejectRow(key, _dt(now.timestamp()), status, reason[:1000], bytes(body[:MAX_KEPT_BODY]))  # type: ignore[arg-type]
         with self._lock:
+            counts = self._part(self._reject_counts, tenant)
+            hour = reject_hour(now)
+            if counts.get(hour, 0) >= per_hour:
+                return False
+            counts[hour] = counts.get(hour, 0) + 1
             self._part(self._rejects, tenant)[key] = row
+            return True
 
     def rejects(self, tenant: str) -> list[RejectRow]:
         with self._lock:

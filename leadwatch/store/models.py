@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import os
 
-from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, UnicodeSetAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -38,12 +44,14 @@ class InboxItem(Model):
 
     tenant = UnicodeAttribute(hash_key=True)
     key = UnicodeAttribute(range_key=True)
-    kind = UnicodeAttribute()  # "event" or "reject"
+    kind = UnicodeAttribute()  # "event", "reject" or "sample" (the hour's count of kept rejects)
     received_at = NumberAttribute()
     payload = UnicodeAttribute(null=True)
     status = NumberAttribute(null=True)
     reason = UnicodeAttribute(null=True)
-    body = UnicodeAttribute(null=True)
+    body = UnicodeAttribute(null=True)  # a reject's body as text: rows kept before `raw`
+    raw = BinaryAttribute(null=True, legacy_encoding=False)  # a reject's body, bytes as they came
+    kept = NumberAttribute(null=True)  # a "sample" row: rejects kept in its hour
     expires_at = TTLAttribute(null=True)
 
 

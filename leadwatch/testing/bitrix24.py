@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from crm_adapters.formdata import FormError, encode_form, parse_form
@@ -236,7 +236,7 @@ class FakeBitrix24(FakeServer):
         webhook_user_id: int = 1,
         webhook_code: str = "code",
         application_token: str = "apptoken",
-        domain: str = "acme.bitrix24.ru",
+        domain: str | None = None,
         member_id: str = "m1",
         rate: float = 2.0,
         burst: int = 50,
@@ -250,7 +250,10 @@ class FakeBitrix24(FakeServer):
         self.webhook_user_id = webhook_user_id
         self.webhook_code = webhook_code
         self.application_token = application_token
-        self.domain = domain
+        # What deliveries name the portal in auth[domain]: its own address once it serves (as a
+        # real portal's is the host of its URL), unless a test gives one.
+        self.domain = domain or "acme.bitrix24.ru"
+        self._own_domain = domain is None
         self.member_id = member_id
         self.clock = clock
         self.zone = ZoneInfo(timezone)
@@ -790,6 +793,8 @@ class FakeBitrix24(FakeServer):
     def start(self) -> FakeBitrix24:
         super().start()
         assert self._httpd is not None
+        if self._own_domain:
+            self.domain = urlsplit(self.url).netloc
         # The base handler writes headers and body in two sends; with Nagle's algorithm on, a
         # keep-alive client (requests.Session) then waits ~40 ms for a delayed ACK per answer,
         # which would hide the leaky bucket behind the latency.

@@ -360,7 +360,7 @@ class LocalStack:
         from crm_adapters.limits import SharedLimits
         from leadwatch.config import TenantRegistry
         from leadwatch.context import Context, SqsQueue, set_context
-        from leadwatch.secrets import SecretResolver
+        from leadwatch.secrets import Secret, SecretResolver
         from leadwatch.store.dynamodb import Store
         from leadwatch.store.limits import DynamoSlotCounter
         from leadwatch.telegram import TelegramNotifier
@@ -387,7 +387,7 @@ class LocalStack:
 
         def notifier_factory(config, secrets):
             return TelegramNotifier(
-                secrets(config.telegram.bot_token),
+                Secret(secrets, config.telegram.bot_token),
                 api_base=config.telegram.api_base,
                 sleep=self.sleeps,
                 monotonic=self.sleeps.monotonic,

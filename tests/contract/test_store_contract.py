@@ -152,22 +152,39 @@ def test_a_forgotten_event_is_stored_again(store):
 
 def test_rejects_are_kept_capped_and_in_order(store):
     later = NOW + timedelta(seconds=1, microseconds=500)
-    store.put_reject("t1", 403, "bad token", b"{}", later, "b")
-    store.put_reject("t1", 400, "missing data[FIELDS][ID]" + "!" * 2000, b"x" * 20000, NOW, "a")
-    store.put_reject("t1", 400, "again", b"x", NOW, "a")  # the same moment and ident: one row
+    assert store.put_reject("t1", 403, "bad token", b"{}", later, "b")
+    assert store.put_reject("t1", 400, "missing data[FIELDS][ID]" + "!" * 2000, b"x" * 20000, NOW, "a")
+    assert store.put_reject("t1", 400, "again", b"x", NOW, "a")  # the same moment and ident: one row
     first, second = store.rejects("t1")
-    assert (first.status, first.reason, first.body, first.received_at) == (400, "again", "x", NOW)
+    assert (first.status, first.reason, first.body, first.received_at) == (400, "again", b"x", NOW)
     assert first.key.startswith("reject#") and first.key.endswith("#a")
-    assert (second.status, second.reason, second.body, second.received_at) == (403, "bad token", "{}", later)
+    assert (second.status, second.reason, second.body, second.received_at) == (403, "bad token", b"{}", later)
     store.put_reject("t2", 400, "r" * 2000, b"x" * 20000, NOW, "c")
     [row] = store.rejects("t2")
     assert len(row.reason) == 1000 and len(row.body) == 8192
 
 
-def test_a_reject_body_cut_inside_a_character_is_kept_readable(store):
-    store.put_reject("t1", 400, "bad", ("x" + "я" * 5000).encode(), NOW, "a")
-    [row] = store.rejects("t1")
-    assert row.body == "x" + "я" * 4095 + "\ufffd"  # 8192 bytes: half a letter became a mark
+def test_a_reject_body_is_kept_as_its_bytes_and_read_as_text_with_marks(store):
+    # Bytes, not text: 8 KiB of invalid UTF-8 stays 8 KiB (decoded to text it would triple).
+    store.put_reject("t1", 400, "bad", b"\xff\xfe" * 5000, NOW, "a")
+    store.put_reject("t1", 400, "bad", ("x" + "я" * 5000).encode(), NOW + timedelta(seconds=1), "b")
+    binary, cut = store.rejects("t1")
+    assert binary.body == b"\xff\xfe" * 4096
+    assert cut.body == ("x" + "я" * 5000).encode()[:8192]
+    assert cut.text == "x" + "я" * 4095 + "\ufffd"  # 8192 bytes: half a letter became a mark
+
+
+def test_rejects_are_sampled_per_tenant_and_hour(store):
+    kept = [
+        store.put_reject("t1", 400, f"bad {n}", b"x", NOW + timedelta(minutes=n), f"r{n}", per_hour=3)
+        for n in range(5)
+    ]
+    assert kept == [True, True, True, False, False]
+    assert [r.reason for r in store.rejects("t1")] == ["bad 0", "bad 1", "bad 2"]
+    assert store.put_reject("t2", 400, "other tenant", b"x", NOW, "o", per_hour=3)  # its own sample
+    next_hour = NOW + timedelta(hours=1)
+    assert store.put_reject("t1", 400, "next hour", b"x", next_hour, "n", per_hour=3)
+    assert len(store.rejects("t1")) == 4 and len(store.rejects("t2")) == 1
 
 
 # ----- leads

@@ -228,7 +228,7 @@ def test_every_store_method_stays_in_its_tenants_partition(stack: LocalStack):
 
     for tenant in (A, B):
         assert store.events(tenant) == [{"tenant": tenant}]
-        assert [r.body for r in store.rejects(tenant)] == [f"body of {tenant}"]
+        assert [r.body for r in store.rejects(tenant)] == [f"body of {tenant}".encode()]
         assert store.get_lead(tenant, SHARED).title == f"title of {tenant}"  # type: ignore[union-attr]
         assert [s.title for _, s in store.due_leads(tenant, NOW, NOW.date())] == [f"title of {tenant}"]
         assert store.effects_done(tenant, ["effect-1", "effect-2"]) == {"effect-1"}

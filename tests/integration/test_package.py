@@ -435,7 +435,7 @@ def test_each_function_writes_only_its_own_log_group_and_without_tenants_reads_n
 def test_with_tenants_each_role_reads_only_the_secrets_its_function_uses(tenants_package):
     resources = _template(tenants_package)["Resources"]
     secrets = {f: _grants(_role_statements(resources, f), "ssm", "parameter/") for f in FUNCTIONS}
-    read = {"GetParameter"}
+    read = {"GetParameter", "GetParameters"}
     # The public API handler: the webhooks' token or key and the read API key, never a CRM or bot token.
     assert secrets["APIHandler"] == {
         "leadwatch/acme-b24/application-token": read,

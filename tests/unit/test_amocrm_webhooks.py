@@ -592,6 +592,21 @@ def test_key_is_checked_before_the_body(adapter: AmoCrmAdapter) -> None:
         deliver(adapter, b"\xff\xfe not a form", key="guess")
 
 
+@pytest.mark.parametrize("key", ["\ud800", "\udfff" + HOOK_SECRET, HOOK_SECRET + "\ud83d"])
+def test_a_key_that_cannot_be_encoded_is_a_wrong_key(adapter: AmoCrmAdapter, key: str) -> None:
+    # Was a UnicodeEncodeError (a 500): a lone surrogate, as %ED%A0%80 decodes to with surrogateescape.
+    with pytest.raises(WebhookForbidden) as wrong:
+        deliver(adapter, form(status_pairs() + TRAILER), key=key)
+    assert wrong.value.status == 403 and "?key= is wrong" in wrong.value.message
+
+
+def test_a_malformed_delivery_with_the_right_key_says_it_authenticated(adapter: AmoCrmAdapter) -> None:
+    for body in (b"\xff\xfe not a form", form(status_pairs(id="abc") + TRAILER), form(TRAILER)):
+        with pytest.raises(MalformedWebhook) as caught:
+            deliver(adapter, body)
+        assert caught.value.authenticated, body
+
+
 def test_account_id_must_match(adapter: AmoCrmAdapter) -> None:
     other = [("account[subdomain]", "evil"), ("account[id]", "999")]
     with pytest.raises(WebhookForbidden, match=r"account\[id\]"):

@@ -226,6 +226,122 @@ def test_authentication_comes_before_payload_checks() -> None:
         parse(garbage_but_wrong_token)
 
 
+# ----------------------------------------------------------------------------- several senders, one portal
+OTHER = "webhook-token-Kk31"
+
+
+def portal_adapter(
+    tokens: tuple[str, ...] = (TOKEN,),
+    member_id: str | None = None,
+    base_url: str = "https://acme.bitrix24.ru",
+) -> Bitrix24Adapter:
+    values = {f"T{n}": token for n, token in enumerate(tokens)}
+    refs = [SecretRef(env=name) for name in values]
+    config = Bitrix24Config(
+        kind="bitrix24",
+        base_url=base_url,
+        webhook_user_id=1,
+        webhook_code=SecretRef(env="B24_CODE"),
+        application_token=refs if len(refs) > 1 else refs[0],
+        member_id=member_id,
+    )
+    return Bitrix24Adapter("acme", config, lambda ref: values[ref.env or ""])
+
+
+def delivered(
+    token: str = TOKEN, domain: str | None = "acme.bitrix24.ru", member: str | None = "m1"
+) -> bytes:
+    pairs = [("event", "ONCRMLEADADD"), ("data[FIELDS][ID]", "20931"), ("ts", TS)]
+    if domain is not None:
+        pairs.append(("auth[domain]", domain))
+    if member is not None:
+        pairs.append(("auth[member_id]", member))
+    return form([*pairs, ("auth[application_token]", token)])
+
+
+def test_a_portal_with_an_app_and_an_outbound_webhook_accepts_both_tokens_and_no_other() -> None:
+    adapter = portal_adapter((TOKEN, OTHER))
+    for token in (TOKEN, OTHER):
+        [event] = adapter.parse_webhook(WebhookRequest(delivered(token), {}))
+        assert event.entity == EntityRef(EntityType.LEAD, "20931")
+    with pytest.raises(WebhookForbidden) as caught:
+        adapter.parse_webhook(WebhookRequest(delivered("stranger-token"), {}))
+    assert "application_token" in caught.value.message and OTHER not in caught.value.message
+
+
+def test_every_configured_token_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[bytes] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    portal_adapter((TOKEN, OTHER)).parse_webhook(WebhookRequest(delivered(TOKEN), {}))
+    assert compared == [TOKEN.encode(), OTHER.encode()]  # no early exit: timing tells nothing
+
+
+@pytest.mark.parametrize("domain", ["acme.bitrix24.ru", "ACME.Bitrix24.ru", "acme.bitrix24.ru."])
+def test_the_portals_own_domain_is_accepted_in_any_case(domain: str) -> None:
+    assert portal_adapter().parse_webhook(WebhookRequest(delivered(domain=domain), {}))
+
+
+def test_a_delivery_naming_another_portal_is_403_even_with_the_right_token() -> None:
+    with pytest.raises(WebhookForbidden) as caught:
+        portal_adapter().parse_webhook(WebhookRequest(delivered(domain="evil.bitrix24.ru"), {}))
+    assert caught.value.status == 403
+    assert (
+        "auth[domain] 'evil.bitrix24.ru' is not this tenant's portal (acme.bitrix24.ru)"
+        in caught.value.message
+    )
+
+
+def test_a_portal_on_its_own_server_and_port_is_named_by_host_and_port() -> None:
+    adapter = portal_adapter(base_url="https://crm.acme.ru:8443")
+    assert adapter.parse_webhook(WebhookRequest(delivered(domain="crm.acme.ru:8443"), {}))
+    assert adapter.parse_webhook(WebhookRequest(delivered(domain="crm.acme.ru"), {}))
+    with pytest.raises(WebhookForbidden):
+        adapter.parse_webhook(WebhookRequest(delivered(domain="crm.acme.ru:9000"), {}))
+
+
+def test_member_id_is_checked_when_configured_and_delivered() -> None:
+    configured = portal_adapter(member_id="a1b2c3")
+    assert configured.parse_webhook(WebhookRequest(delivered(member="a1b2c3"), {}))
+    assert configured.parse_webhook(WebhookRequest(delivered(member=None), {}))  # where present only
+    with pytest.raises(WebhookForbidden) as caught:
+        configured.parse_webhook(WebhookRequest(delivered(member="zzz999"), {}))
+    assert "auth[member_id] 'zzz999' is not this tenant's portal (member_id a1b2c3)" in caught.value.message
+    # Without a configured member_id any is taken; without auth[domain] the domain is not checked.
+    assert portal_adapter().parse_webhook(WebhookRequest(delivered(member="zzz999", domain=None), {}))
+
+
+def test_the_token_is_checked_before_the_portal_so_a_stranger_learns_nothing_of_it() -> None:
+    with pytest.raises(WebhookForbidden) as caught:
+        portal_adapter().parse_webhook(WebhookRequest(delivered("nope", domain="evil.bitrix24.ru"), {}))
+    assert "application_token" in caught.value.message and "acme.bitrix24.ru" not in caught.value.message
+
+
+# ----------------------------------------------------------------------------- authenticated or not
+@pytest.mark.parametrize(
+    ("raw", "authenticated"),
+    [
+        (body(ident="abc"), True),  # the token matched, then the id was wrong
+        (body(ts=None), True),
+        (b"\xff\xfe" + body()[2:], True),  # not UTF-8, yet its token is there and right
+        (body()[:-3] + b"%ZZ&[[=", False),  # cut inside the token: nobody proved anything
+        (b"\xff\xfe" + body(token="forged-token")[2:], False),
+        (b"<xml>not a form</xml>", False),
+        (b"\xff" * 100, False),
+    ],
+    ids=["bad-id", "no-ts", "not-utf8-right-token", "cut-token", "not-utf8-wrong-token", "xml", "binary"],
+)
+def test_a_malformed_delivery_says_whether_it_authenticated(raw: bytes, authenticated: bool) -> None:
+    with pytest.raises(MalformedWebhook) as caught:
+        parse(raw)
+    assert caught.value.authenticated is authenticated
+
+
 # ----------------------------------------------------------------------------- malformed bodies
 @pytest.mark.parametrize(
     ("raw", "names"),

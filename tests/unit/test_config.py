@@ -143,6 +143,43 @@ def test_secrets_resolve_from_ssm():
         assert "/leadwatch/acme-b24/application-token" in str(caught.value)
 
 
+def test_bitrix24_takes_one_application_token_or_a_list_and_an_optional_member_id():
+    data = example()
+    config = parse_tenant(yaml.safe_dump(data), "x.yaml")
+    assert config.crm.application_tokens == [config.crm.application_token]
+    assert config.crm.member_id is None and config.crm.portal_domain == "acme.bitrix24.ru"
+    tokens = [{"ssm": "/leadwatch/acme-b24/app-token"}, {"ssm": "/leadwatch/acme-b24/webhook-token"}]
+    data["crm"].update(application_token=tokens, member_id=123)
+    config = parse_tenant(yaml.safe_dump(data), "x.yaml")
+    assert [ref.ssm for ref in config.crm.application_tokens] == [t["ssm"] for t in tokens]
+    assert config.crm.member_id == "123"
+    # Every token is a secret of the tenant (read with the others, scoped in IAM).
+    assert {k: v.ssm for k, v in config.secrets().items() if k.startswith("crm.application")} == {
+        "crm.application_token[0]": tokens[0]["ssm"],
+        "crm.application_token[1]": tokens[1]["ssm"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ([], "crm.application_token: give at least one application token"),
+        ([{"env": "A"}, {"env": "A"}], "crm.application_token: an application token is listed twice"),
+        ([{"env": f"T{n}"} for n in range(11)], "crm.application_token: give at most 10 application tokens"),
+        ([{"env": "A"}, "b24-literal-token"], "crm.application_token: [1]: a secret must not be written"),
+        ([{"env": "A"}, {"envv": "B"}], "crm.application_token: [1]: envv: unknown key"),
+        ({"env": "A", "ssm": "/b"}, "crm.application_token: give exactly one of 'env' or 'ssm'"),
+    ],
+    ids=["empty", "twice", "eleven", "literal", "typo", "both"],
+)
+def test_a_wrong_application_token_list_is_named_once(tokens, message):
+    data = example()
+    data["crm"]["application_token"] = tokens
+    errors = errors_for(data)
+    assert message in errors and "b24-literal-token" not in errors
+    assert len(errors.splitlines()) == 2  # one line per problem, not one per form a token may take
+
+
 def test_control_start_after_every_closing_is_refused():
     data = example()
     data["timeliness"]["control_start"] = "19:00"

@@ -256,7 +256,8 @@ def test_the_effect_ledger_is_the_frameworks_and_follows_the_declared_effects():
     for name in ("worker", "jobs"):
         granted = iam.actions_by_resource(name, messages)
         assert set(iam.LEDGER) <= granted["table:state"] and granted["table:journal"] == {"PutItem"}
-        assert granted["secret:telegram"] == {"GetParameter"}  # whoever sends messages reads the bot token
+        # Whoever sends messages reads the bot token.
+        assert granted["secret:telegram"] == {"GetParameter", "GetParameters"}
     assert iam.actions_by_resource("probe_tick", messages) == iam.actions_by_resource("probe_tick", without)
 
 
@@ -348,7 +349,7 @@ def test_check_mode_names_the_command_that_regenerates(tmp_path, capsys, monkeyp
 def _secret_names(function: str, uses: list[iam.SecretUse], target: iam.Target = iam.STACK) -> set[str]:
     for statement in iam.policy_for(function, REGISTRY, target, uses)["Statement"]:
         if statement["Sid"] == "Secrets":
-            assert statement["Action"] == ["ssm:GetParameter"]
+            assert statement["Action"] == ["ssm:GetParameter", "ssm:GetParameters"]
             return {text.split(":parameter", 1)[1] for text in _arn_texts(statement["Resource"])}
     return set()
 
