@@ -53,6 +53,8 @@ CRM_ERRORS = "CrmErrors"  # dimensions: kind (ERROR_KINDS), and the total
 TELEGRAM_ERRORS = "TelegramErrors"  # dimensions: kind (ERROR_KINDS), and the total
 STALE_WRITES = "StaleWrites"  # dimensions: process; a state write that lost to a newer one
 QUEUE_DEPTH = "QueueDepth"  # the events queue's ApproximateNumberOfMessages, once per reconciliation run
+NEAR_TIMEOUT = "NearTimeout"  # an invocation that ended with less than NEAR_TIMEOUT_MS left
+NEAR_TIMEOUT_MS = 5000  # half the scheduling margin: the jobs Lambda stops at 10 s by design
 UNCONFIRMED_MESSAGES = "UnconfirmedMessages"  # a message sent with no answer: settled, never resent
 GAVE_UP = "GaveUp"  # dimensions: reason (GAVE_UP_REASONS), and the total; work closed undone
 
@@ -195,6 +197,8 @@ def invocation(
     with _lock:
         _pending.clear()  # counts made outside an invocation (CLI, tests) are not this one's
         cold, _cold_start = _cold_start, False
+    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    at_start = remaining() if remaining is not None else 0
     request_id = getattr(lambda_context, "aws_request_id", None)
     bind(
         correlation_id=correlation_id or request_id or uuid.uuid4().hex,
@@ -205,6 +209,11 @@ def invocation(
     try:
         yield log
     finally:
+        # Near: little time left, and most of what there was used up (not a short-lived context).
+        if remaining is not None and remaining() < min(NEAR_TIMEOUT_MS, at_start * 0.2):
+            # Flushed with this invocation's metrics; a killed one says it as a Lambda error.
+            _record(NEAR_TIMEOUT, 1)
+            log.warning("invocation ended near the timeout: %d ms left", remaining())
         try:
             flush()
         except Exception:

@@ -548,7 +548,16 @@ def test_every_function_and_every_failure_metric_has_an_alarm(package):
         assert mine["Duration"]["Properties"]["Threshold"] < timeout_ms, function
         assert all(a["Condition"] == "WithFunctionAlarms" for a in mine.values())
     ours = {a["Properties"]["MetricName"] for a in alarms if a["Properties"].get("Namespace") == "leadwatch"}
-    assert ours == {"CrmErrors", "TelegramErrors", "UnconfirmedMessages", "GaveUp"}
+    assert ours == {"CrmErrors", "TelegramErrors", "UnconfirmedMessages", "GaveUp", "NearTimeout"}
+    # By default (FunctionAlarms=off) three alarms stand for the per-function ones, so a deployment
+    # keeps within the account's 10 free alarms.
+    assert template["Parameters"]["FunctionAlarms"]["Default"] == "off"
+    by_default = [a for a in alarms if a.get("Condition") != "WithFunctionAlarms"]
+    assert len(by_default) <= 10
+    deployment = {
+        a["Properties"]["MetricName"] for a in alarms if a.get("Condition") == "WithDeploymentAlarms"
+    }
+    assert deployment == {"Errors", "Throttles", "NearTimeout"}
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 

@@ -227,6 +227,28 @@ def test_the_alarmed_failures_have_a_total_and_a_small_fixed_set_of_kinds(in_lam
     assert set(observability.ERROR_KINDS) == {"rate_limited", "unavailable", "rejected"}
 
 
+class _Context:
+    aws_request_id = "req-1"
+
+    def __init__(self, left_ms: int):
+        self.left_ms = left_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left_ms
+
+
+def test_an_invocation_that_ends_near_its_timeout_is_counted_and_logged(in_lambda, capsys):
+    with observability.invocation("job-id", lambda_context=_Context(30_000)):
+        pass
+    assert capsys.readouterr().out == ""  # half a minute left: nothing to say
+    context = _Context(30_000)
+    with observability.invocation("job-id", lambda_context=context):
+        context.left_ms = observability.NEAR_TIMEOUT_MS - 1
+    lines, blobs = split(capsys.readouterr().out)
+    assert metric_values(blobs) == {("NearTimeout", dims()): 1}
+    assert any("near the timeout" in line["message"] for line in lines)
+
+
 def test_every_alarm_on_a_leadwatch_metric_reads_a_series_that_is_written():
     """The template's alarms on leadwatch's own metrics read the totals (dimension service only)."""
     from leadwatch.store.schema import load_template
@@ -244,6 +266,7 @@ def test_every_alarm_on_a_leadwatch_metric_reads_a_series_that_is_written():
         observability.TELEGRAM_ERRORS,
         observability.UNCONFIRMED_MESSAGES,
         observability.GAVE_UP,
+        observability.NEAR_TIMEOUT,
     }
     for props in alarms.values():
         assert props["Dimensions"] == [{"Name": "service", "Value": observability.SERVICE}]
