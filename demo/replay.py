@@ -27,12 +27,14 @@ def replay(
     sweep_every: int = 1,
     counts: dict[str, int] | None = None,
     reports: bool = False,
+    workers: int = 1,
 ) -> None:
     """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules.
 
     `sweep_every` > 1 runs the deadline sweep less often than AWS would (every minute): verdicts
     do not depend on when the sweep runs, only alerts come later, so long fault runs may save time.
-    `reports` runs the dialing report schedule every minute too.
+    `reports` runs the dialing report schedule every minute too. `workers` workers drain the
+    queue side by side (as Lambda runs them).
     """
     from tqdm import tqdm
 
@@ -41,7 +43,7 @@ def replay(
         tally.setdefault(key, 0)
 
     def pump() -> None:
-        tally["messages"] += stack.pump()
+        tally["messages"] += stack.pump(workers=workers)
 
     def sweep() -> None:
         tally["sweeps"] += 1

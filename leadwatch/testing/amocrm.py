@@ -483,6 +483,11 @@ class FakeAmoCrm(FakeServer):
         with self.lock:
             return copy.deepcopy(self._wire(self._find(lead_id)))
 
+    @property
+    def limit_refusals(self) -> int:
+        """Requests the account's per-second limit refused (429), scripted faults aside."""
+        return self.rate_limit.refused
+
     def delete_lead(self, lead_id: str | int, *, emit: bool = True) -> None:
         """Delete a lead as a person would; the account sends `leads[delete]` with the card's id,
         stage and pipeline (unless `emit` is False: a lost hook)."""

@@ -335,6 +335,11 @@ class FakeBitrix24(FakeServer):
     def lead(self, lead_id: str | int) -> dict[str, Any]:
         return self._read("lead", lead_id)
 
+    @property
+    def limit_refusals(self) -> int:
+        """Requests the portal's leaky bucket refused (QUERY_LIMIT_EXCEEDED), scripted faults aside."""
+        return self.bucket.refused
+
     def delete_lead(self, lead_id: str | int, *, emit: bool = True) -> None:
         """Delete a lead as a person would; the portal sends ONCRMLEADDELETE (unless `emit` is
         False: a lost webhook)."""

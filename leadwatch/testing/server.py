@@ -70,6 +70,7 @@ class LeakyBucket:
         self._level = 0.0
         self._stamp = clock()
         self._lock = threading.Lock()
+        self.refused = 0  # requests the limit itself refused (not the scripted faults)
 
     def admit(self) -> bool:
         with self._lock:
@@ -77,6 +78,7 @@ class LeakyBucket:
             self._level = max(0.0, self._level - (now - self._stamp) * self.rate)
             self._stamp = now
             if self._level + 1 > self.burst:
+                self.refused += 1
                 return False
             self._level += 1
             return True
@@ -94,6 +96,7 @@ class FixedWindow:
         self._count = 0
         self.busiest = 0  # the most requests admitted in one window so far
         self._lock = threading.Lock()
+        self.refused = 0
 
     def admit(self) -> bool:
         with self._lock:
@@ -101,6 +104,7 @@ class FixedWindow:
             if window != self._window:
                 self._window, self._count = window, 0
             if self._count >= self.limit:
+                self.refused += 1
                 return False
             self._count += 1
             self.busiest = max(self.busiest, self._count)
@@ -117,6 +121,7 @@ class SlidingWindow:
         self._clock = clock
         self._admitted: list[float] = []
         self._lock = threading.Lock()
+        self.refused = 0
 
     def _trim(self, now: float) -> None:
         self._admitted = [t for t in self._admitted if t > now - self.seconds]
@@ -126,16 +131,19 @@ class SlidingWindow:
             now = self._clock()
             self._trim(now)
             if len(self._admitted) >= self.limit:
+                self.refused += 1
                 return False
             self._admitted.append(now)
             return True
 
     def retry_after(self) -> float:
+        """0 when a request may go now; else the wait, and the request counts as refused."""
         with self._lock:
             now = self._clock()
             self._trim(now)
             if len(self._admitted) < self.limit:
                 return 0.0
+            self.refused += 1
             return self._admitted[0] + self.seconds - now
 
 

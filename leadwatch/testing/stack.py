@@ -486,8 +486,32 @@ class LocalStack:
         response = self.client.http.get(path, headers=headers or {})
         return response.status_code, json.loads(response.body or b"{}")
 
-    def pump(self, max_batches: int = 10_000) -> int:
-        return self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
+    def pump(self, max_batches: int = 10_000, workers: int = 1) -> int:
+        """Run the real worker on the real queue until it is empty; returns messages handled.
+        `workers` > 1: that many workers side by side (threads), as Lambda runs them, each
+        receiving its own batches from the queue."""
+        if workers <= 1:
+            return self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
+        import threading
+
+        handled = [0] * workers
+        errors: list[BaseException] = []
+
+        def run(n: int) -> None:
+            try:
+                handled[n] = self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
+            except BaseException as exc:  # surfaced below: a thread's failure must fail the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        # A worker that found the queue empty stopped while another's failures came back: once more.
+        return sum(handled) + self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
 
     def pump_jobs(self, max_batches: int = 10_000) -> int:
         """Run the jobs Lambda on the jobs queue until it is empty (continuations included)."""

@@ -394,6 +394,13 @@ class FakeTelegram(FakeServer):
         numeric = int(chat_id) if re.fullmatch(r"-?[0-9]+", chat_id) else 0
         return {"id": numeric, "type": "supergroup" if chat_id.startswith("-") else "private"}
 
+    @property
+    def limit_refusals(self) -> int:
+        """Messages refused by the service's own limits (per chat, per group), scripted faults aside."""
+        with self.lock:
+            buckets = [*self._buckets.values(), *self._groups.values()]
+        return sum(b.refused for b in buckets)
+
     def _limited(self, chat_id: str) -> Reply | None:
         """The 429 for a message over the group's minute or the chat's pace (None: it may go).
         A message refused by its group is not counted against the chat."""
