@@ -60,10 +60,10 @@ ACTIONS = ("create", "take", "call", "reject")
 WORKING_DAYS_A_MONTH = 22  # 100 leads a working day -> 2,200 leads a month
 TENANTS_AT_SCALE = 1_000
 RETENTION_MONTHS = 13.0  # what is not kept by a TTL, and the log groups (Chalice sets no retention)
-# Round trips the local fakes do not have (they answer from 127.0.0.1 in a millisecond): stated
-# assumptions added to each Lambda's billed duration per request it made, not measurements.
-CRM_RTT_S = 0.3
-TELEGRAM_RTT_S = 0.15
+# Round trips the local stack does not have (the fakes answer from 127.0.0.1 in a millisecond,
+# moto in-process): stated assumptions added to each Lambda's billed duration per request it made,
+# not measurements (bench/scheduling.py states 1 s for a slow CRM and 20 ms for SQS).
+RTT_S = {"bitrix24": 0.3, "amocrm": 0.3, "telegram": 0.15, "dynamodb": 0.008, "sqs": 0.02}
 # Lambda's SQS event sources long-poll (20 s) with 5 pollers per queue when idle: 15
 # ReceiveMessage a minute per queue (docs.aws.amazon.com/lambda/latest/dg/with-sqs.html; observed
 # as ~15 empty receives a minute in getlift/lift#132), billed as SQS requests.
@@ -195,7 +195,7 @@ def replay_and_count(
     ) as stack:
         functions = [*stack.app.handler_map, "api_handler"]
         meter = CostMeter(
-            rtt_s={"bitrix24": CRM_RTT_S, "amocrm": CRM_RTT_S, "telegram": TELEGRAM_RTT_S},
+            rtt_s=RTT_S,
             memory_mb={fn: configured_memory(project, fn) for fn in functions},
         )
         drivers = {
@@ -366,7 +366,8 @@ def report(run: Run) -> None:
         billed = one.usage[f"lambda.ms_billed:{name}"]
         rows.append(
             f"  {name:<20}{requests:>12,.0f} invocations/month  {billed / max(requests, 1):8.1f} ms billed each "
-            f"(measured {one.usage[f'lambda.ms_measured:{name}'] / max(requests, 1):.1f}, waits "
+            f"(measured {one.usage[f'lambda.ms_measured:{name}'] / max(requests, 1):.1f}, in moto "
+            f"{one.usage[f'lambda.ms_moto:{name}'] / max(requests, 1):.1f} replaced, waits "
             f"{one.usage[f'lambda.ms_waits:{name}'] / max(requests, 1):.1f}, round trips "
             f"{one.usage[f'lambda.ms_rtt:{name}'] / max(requests, 1):.1f}) at {facts['memory_mb'].get(name)} MB"
         )

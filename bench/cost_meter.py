@@ -11,10 +11,13 @@ Nothing leadwatch runs is replaced; the meter only watches:
   themselves: before a write the item's old image, after it the new one, both read from moto's
   in-process backend (no API call, nothing counted), priced by cost_model.write_units.
 - Lambda: the Chalice test client's `lambda_.invoke` (worker, jobs, the scheduled Lambdas) and
-  `http.request` (api_handler) wrapped: wall time of each handler call, less the meter's own
-  time in its hooks, plus the simulated waits the call made (rate pacing and back-off move a
-  virtual clock, `stack.sleeps.offset`, instead of sleeping) and a stated round trip per request
-  to the CRM and Telegram fakes (they answer from 127.0.0.1 in a millisecond).
+  `http.request` (api_handler) wrapped. Billed duration of each handler call = its wall time,
+  less the meter's own time in its hooks and the time spent in botocore + in-process moto (moto
+  is no model of DynamoDB's latency: its queries scan whole tables), plus the simulated waits
+  the call made (rate pacing and back-off move a virtual clock, `stack.sleeps.offset`, instead
+  of sleeping), plus a stated round trip per AWS call and per request to the CRM and Telegram
+  fakes (they answer from 127.0.0.1 in a millisecond); rounded up per ms, at the function's
+  configured memory.
 - Logs: the handlers run "in Lambda" (AWS_LAMBDA_FUNCTION_NAME set, as tests/unit/
   test_observability.py does), so leadwatch.observability writes its JSON lines and EMF metrics
   to stdout at INFO, where the meter counts every line's bytes per invocation, adds Lambda's own
@@ -78,6 +81,8 @@ class Invocation:
     http_before: dict[str, int]
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     hook_s: float = 0.0  # the meter's own time inside this invocation
+    aws_s: float = 0.0  # time inside botocore and moto (replaced by stated round trips)
+    aws_calls: Counter[str] = field(default_factory=Counter)  # service -> calls
     nested_s: float = 0.0  # other invocations run meanwhile (a webhook the CRM fake echoed)
     log_bytes: int = 0
     log_lines: int = 0
@@ -363,8 +368,9 @@ class CostMeter(AwsCalls):
             self.log_line(record, record.partial)
         requests = {name: len(fake.log) - record.http_before[name] for name, fake in self._fakes().items()}
         waits = self._stack.sleeps.offset - record.waits_before
-        latency = sum(n * self.rtt_s.get(name, 0.0) for name, n in requests.items())
-        measured = max(0.0, wall - record.hook_s - record.nested_s)
+        calls = {**requests, **record.aws_calls}
+        latency = sum(n * self.rtt_s.get(name, 0.0) for name, n in calls.items())
+        measured = max(0.0, wall - record.hook_s - record.nested_s - record.aws_s)
         billed = billed_ms((measured + waits + latency) * 1000)
         memory = self.memory_mb.get(record.function, 128)
         gb_s = billed / 1000 * memory / 1024
@@ -374,6 +380,7 @@ class CostMeter(AwsCalls):
         self.charge("lambda.gb_s", gb_s, shares, fn)
         self.charge("lambda.gb_s_arm64", gb_s, shares)
         self.charge("lambda.ms_measured", measured * 1000, shares, fn)
+        self.charge("lambda.ms_moto", record.aws_s * 1000, shares, fn)
         self.charge("lambda.ms_waits", waits * 1000, shares, fn)
         self.charge("lambda.ms_rtt", latency * 1000, shares, fn)
         self.charge("lambda.ms_billed", billed, shares, fn)
@@ -452,12 +459,17 @@ class CostMeter(AwsCalls):
                 (table, key, self._item(table, key)) for table, key, _ in self._targets(model.name, params)
             ]
         self._charge_hook_time(started)
+        context["bench_cost_sent"] = time.perf_counter()
 
     def _after(self, parsed: Any = None, model: Any = None, context: Any = None, **_: Any) -> None:
         if model is None or not self._counting or not isinstance(parsed, dict):
             return
         started = time.perf_counter()
         service, operation = model.service_model.service_name, model.name
+        current = self.current()
+        if current is not None and context and "bench_cost_sent" in context:
+            current.aws_s += started - context["bench_cost_sent"]
+            current.aws_calls[service] += 1
         params = (context or {}).get("bench_cost_params")
         try:
             if service == "dynamodb" and operation in WRITES:
