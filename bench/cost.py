@@ -24,8 +24,14 @@ at 100): each class's usage per unit of what drives it, times that driver in a m
 
 1,000 tenants: the per-tenant month x 1,000, the deployment's costs once (the dispatchers'
 wake-up query grows with the tenants). Stored data: every item left in the tables at the end,
-for its TTL if it has one, else `retention_months`. Storage, logs archive and metrics have no
-free tier here, nor does anything else.
+for its TTL if it has one, else RETENTION_MONTHS; the logs' compressed archive as long. No free
+tier is counted anywhere. The alarms are those infra/resources.yaml defines, a month each.
+
+Stated, not measured (constants below): the round trip of each request to AWS, the CRMs and
+Telegram (the local stack answers in a millisecond; moto's own time is taken out of the
+durations), the event sources' polling of empty queues, the month's 22 working days. Not
+counted: Lambda's init phase on cold starts, data transfer, API Gateway's and Lambda's free
+tiers, the read API (the replay makes no read requests), SNS (the alarm topic's messages).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from bench.cost_model import (
     Bill,
     Measured,
     Scenario,
+    alarm_metrics,
     bill,
     fires_per_month,
     top_details,
@@ -83,7 +90,7 @@ GROUPS: dict[str, Callable[[str], bool]] = {
 
 def split(measured: Measured, scenario: Scenario) -> dict[str, Bill]:
     """The bill of each group alone (metrics with a tenant dimension are the tenant's fixed
-    costs; the others, and the polling of empty queues, the deployment's)."""
+    costs; the others, the alarms and the polling of empty queues, the deployment's)."""
     found = {}
     for group, member in GROUPS.items():
         part = Measured(
@@ -93,8 +100,9 @@ def split(measured: Measured, scenario: Scenario) -> dict[str, Bill]:
             measured.tenant_metric_months if group == "per tenant, fixed" else 0.0,
             measured.deployment_metric_months if group == "per deployment, fixed" else 0.0,
         )
-        idle = scenario.idle_sqs_requests if group == "per deployment, fixed" else 0.0
-        found[group] = bill(part, replace(scenario, idle_sqs_requests=idle))
+        deployment = group == "per deployment, fixed"
+        fixed = {"idle_sqs_requests": 0.0, "alarm_months": 0.0} if not deployment else {}
+        found[group] = bill(part, replace(scenario, **fixed))
     return found
 
 
@@ -172,6 +180,7 @@ def replay_and_count(
 
     from demo.replay import DEMO_TENANTS, lose_some_webhooks, replay
     from demo.week import DAYS, WEEK_START, actions_for, demo_week, on_time_by_plan
+    from leadwatch.store.schema import load_template
     from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 
     days = days or DAYS
@@ -257,8 +266,9 @@ def replay_and_count(
     }
     fires = {name: fires_per_month(expression) for name, expression in schedules.items()}
     idle = IDLE_POLLS_PER_MINUTE * MONTH_MINUTES * len(polled)
+    alarms = alarm_metrics(load_template())
     scenarios = {
-        n: Scenario(n, leads_a_month, drivers_a_month, fires, idle_sqs_requests=idle)
+        n: Scenario(n, leads_a_month, drivers_a_month, fires, idle_sqs_requests=idle, alarm_months=alarms)
         for n in (1, TENANTS_AT_SCALE)
     }
     bills = {n: bill(measured, scenario) for n, scenario in scenarios.items()}
@@ -276,6 +286,7 @@ def replay_and_count(
         "schedules": schedules,
         "fires": fires,
         "polled_queues": polled,
+        "alarm_metrics": alarms,
         "log_compression": compression,
         "metrics": metric_rows,
         "invocations": dict(meter.invocations),
@@ -383,8 +394,9 @@ def report(run: Run) -> None:
     note(
         f"cost: custom metrics: {run.measured.tenant_metric_months:.2f} metric-months per tenant, "
         f"{run.measured.deployment_metric_months:.2f} per deployment; "
-        f"stored per lead {per_lead('dynamodb.stored_bytes'):,.0f} bytes (tables + indexes, kept "
-        f"{RETENTION_MONTHS:g} months unless a TTL says less)"
+        f"stored per lead {per_lead('dynamodb.stored_bytes'):,.0f} bytes (tables + indexes, 100 bytes a row "
+        f"included), of which {per_lead('dynamodb.stored_bytes_kept'):,.0f} have no TTL (kept "
+        f"{RETENTION_MONTHS:g} months here)"
     )
     if facts["not_extrapolated"]:
         note(f"cost: counted outside any class (not in the month): {facts['not_extrapolated']}")

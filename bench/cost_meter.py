@@ -679,6 +679,8 @@ class CostMeter(AwsCalls):
                 )
                 self.charge("dynamodb.pitr_gb_month", table_bytes * months / GIB, shares)
                 self.charge("dynamodb.stored_bytes", table_bytes + index_bytes, shares, kind)
+                if ttl is None:
+                    self.charge("dynamodb.stored_bytes_kept", table_bytes + index_bytes, shares)
 
     def log_storage(self, retention_months: float) -> float:
         """Charge the compressed archive of every class's log bytes for `retention_months`;

@@ -60,6 +60,7 @@ PRICES: dict[str, Price] = {
     "logs.bytes": Price(0.63, GIB, "byte ingested", "CloudWatch Logs standard class, $0.63/GB"),
     "logs.storage_gb_month": Price(0.0324, 1, "GB-month", "CloudWatch Logs archive, compressed bytes"),
     "cloudwatch.metric_months": Price(0.30, 1, "metric-month", "custom metrics (EMF), prorated by the hour"),
+    "cloudwatch.alarm_months": Price(0.10, 1, "alarm metric-month", "standard resolution alarms"),
     "ssm.requests": Price(0.0, 1, "GetParameter(s)", "free: standard parameters, standard throughput"),
     "eventbridge.invocations": Price(
         0.0, 1, "scheduled invocation", "free: scheduled rules on the default bus"
@@ -72,6 +73,7 @@ SERVICES = {
     "apigateway": ("apigateway.requests",),
     "cloudwatch_logs": ("logs.bytes", "logs.storage_gb_month"),
     "cloudwatch_metrics": ("cloudwatch.metric_months",),
+    "cloudwatch_alarms": ("cloudwatch.alarm_months",),
     "ssm": ("ssm.requests",),
     "eventbridge": ("eventbridge.invocations",),
 }
@@ -353,6 +355,7 @@ class Scenario:
     drivers: dict[str, float]  # per-tenant class -> its driver's count in a month, per tenant
     fires: dict[str, float]  # scheduled Lambda -> fires a month (class "fire:<name>")
     idle_sqs_requests: float = 0.0  # a month, the event sources' long polls of empty queues
+    alarm_months: float = 0.0  # the deployment's alarms (metrics they watch) in a month
 
 
 @dataclass
@@ -385,7 +388,7 @@ def month_usage(measured: Measured, scenario: Scenario) -> Counter[str]:
     month, except that its DynamoDB reads grow with the tenants they read about (the wake-up
     partition holds a record per tenant): each read call of a fire reads its measured bytes x
     tenants / tenants measured, at the units per started 4 KB it was measured at (0.5 or 1), or
-    what was measured if more. Then the empty queues' polls and the metrics."""
+    what was measured if more. Then the empty queues' polls, the metrics and the alarms."""
     month: Counter[str] = Counter()
     scale_tenants = scenario.tenants / measured.tenants
     for cls, usage in measured.usage.items():
@@ -411,6 +414,7 @@ def month_usage(measured: Measured, scenario: Scenario) -> Counter[str]:
         for meter, amount in usage.items():
             month[meter] += amount / count * per_month * scenario.tenants
     month["sqs.requests"] += scenario.idle_sqs_requests
+    month["cloudwatch.alarm_months"] += scenario.alarm_months
     month["cloudwatch.metric_months"] += (
         measured.tenant_metric_months * scenario.tenants + measured.deployment_metric_months
     )
@@ -435,6 +439,18 @@ def top_details(usage: Mapping[str, float], meter: str, n: int) -> list[tuple[st
     prefix = meter + ":"
     found = [(name.removeprefix(prefix), amount) for name, amount in usage.items() if name.startswith(prefix)]
     return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:n]
+
+
+def alarm_metrics(template: Mapping[str, Any]) -> int:
+    """Alarm metrics a CloudFormation template defines: one per alarm on a metric, one per metric
+    an alarm on metric math reads (CloudWatch bills alarms per metric they evaluate)."""
+    count = 0
+    for resource in (template.get("Resources") or {}).values():
+        if resource.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        metrics = (resource.get("Properties") or {}).get("Metrics")
+        count += sum(1 for m in metrics if "MetricStat" in m) if metrics else 1
+    return count
 
 
 def billed_ms(ms: float) -> int:

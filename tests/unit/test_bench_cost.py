@@ -18,6 +18,7 @@ from bench.cost_model import (
     Measured,
     Scenario,
     TableSchema,
+    alarm_metrics,
     bill,
     billed_ms,
     fires_per_month,
@@ -181,6 +182,25 @@ def test_fires_per_month():
         fires_per_month("every minute")
 
 
+def test_alarm_metrics_of_a_template():
+    template = {
+        "Resources": {
+            "Queue": {"Type": "AWS::SQS::Queue"},
+            "DlqAlarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {"MetricName": "X"}},
+            "Ratio": {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "Metrics": [{"Id": "a", "MetricStat": {}}, {"Id": "b", "MetricStat": {}}, {"Id": "e"}]
+                },
+            },
+        }
+    }
+    assert alarm_metrics(template) == 3
+    from leadwatch.store.schema import load_template
+
+    assert alarm_metrics(load_template()) >= 1  # the dead-letter queue's, at least
+
+
 def test_billed_duration_rounds_up_per_millisecond():
     assert billed_ms(0.2) == 1
     assert billed_ms(12.0) == 12
@@ -230,6 +250,7 @@ def scenario(tenants: int) -> Scenario:
         drivers={"call": 90.0, "time": MONTH_MINUTES},
         fires={"timeliness_sweep": MONTH_MINUTES},
         idle_sqs_requests=1000.0,
+        alarm_months=2.0,
     )
 
 
@@ -243,6 +264,7 @@ def test_month_usage_scales_each_class_by_its_driver():
     assert month["dynamodb.rru"] == pytest.approx(MONTH_MINUTES)  # one consistent 1-block read a fire
     assert month["eventbridge.invocations"] == pytest.approx(MONTH_MINUTES)
     assert month["cloudwatch.metric_months"] == pytest.approx(1.5)
+    assert month["cloudwatch.alarm_months"] == 2.0
 
 
 def test_at_scale_tenants_multiply_and_the_dispatchers_reads_grow():
@@ -253,6 +275,7 @@ def test_at_scale_tenants_multiply_and_the_dispatchers_reads_grow():
     # 100 bytes a call at 2 tenants -> 50,000 bytes at 1,000: 13 blocks of 4 KB, 1 unit each.
     assert month["dynamodb.rru"] == pytest.approx(13 * MONTH_MINUTES)
     assert month["cloudwatch.metric_months"] == pytest.approx(0.5 * 1000 + 1)
+    assert month["cloudwatch.alarm_months"] == 2.0  # the deployment's, once
 
 
 def test_the_bill_prices_each_meter_and_divides_by_the_leads():
@@ -265,6 +288,7 @@ def test_the_bill_prices_each_meter_and_divides_by_the_leads():
     assert result.by_service["lambda"] == pytest.approx(lambda_usd)
     assert result.by_service["apigateway"] == pytest.approx(180 * 3.70 / 1e6)
     assert result.by_service["cloudwatch_metrics"] == pytest.approx(1.5 * 0.30)
+    assert result.by_service["cloudwatch_alarms"] == pytest.approx(2 * 0.10)
     assert result.by_service["ssm"] == result.by_service["eventbridge"] == 0
     assert result.per_1000_leads() == pytest.approx(result.total / 2200 * 1000)
     assert result.per_lead("dynamodb.wru") == pytest.approx(900 / 2200)
@@ -309,3 +333,45 @@ def test_a_tagged_driver_counts_its_actions_and_passes_everything_through():
     assert driver.create("t", "1", None) == "42"
     assert driver.verdict("42") == "Y"
     assert meter.units == Counter({"create": 1})
+
+
+def test_moto_reports_no_real_consumed_capacity_so_the_meter_computes_it(monkeypatch):
+    """Why bench/cost_meter.py sizes items itself: moto answers ReturnConsumedCapacity with one
+    unit per write whatever the item's size, and no index writes. Should moto ever report what
+    DynamoDB bills, this fails, and the meter could read ConsumedCapacity instead."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-central-1")
+        client.create_table(
+            TableName="leadwatch-leads",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": name, "AttributeType": kind}
+                for name, kind in (("tenant", "S"), ("entity", "S"), ("due_bucket", "S"), ("due_at", "N"))
+            ],
+            KeySchema=[
+                {"AttributeName": "tenant", "KeyType": "HASH"},
+                {"AttributeName": "entity", "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "due-index",
+                    "KeySchema": [
+                        {"AttributeName": "due_bucket", "KeyType": "HASH"},
+                        {"AttributeName": "due_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+        item = {**padded(3000), "due_bucket": {"S": "t1#2025-11-11"}, "due_at": {"N": "1"}}
+        answer = client.put_item(TableName="leadwatch-leads", Item=item, ReturnConsumedCapacity="INDEXES")
+        schema = TableSchema.from_description(client.describe_table(TableName="leadwatch-leads")["Table"])
+    billed = write_units(schema, None, item)
+    assert (billed.table, billed.indexes) == (3, {"due-index": 3})
+    assert answer["ConsumedCapacity"]["CapacityUnits"] == 1.0
+    assert "GlobalSecondaryIndexes" not in answer["ConsumedCapacity"]
