@@ -290,8 +290,7 @@ class CostMeter(AwsCalls):
                 return original_invoke(function_name, payload)
 
         def request(method: str, path: str, headers: Any = None, body: bytes = b"") -> Any:
-            kind = getattr(meter._local, "action", None)
-            shares = {kind: 1.0} if kind else {"other": 1.0}
+            shares = meter._shares_of_webhook()
             with meter._invocation("api_handler", shares):
                 meter.charge(
                     "apigateway.requests", 1, detail=f"{method} {path.split('?')[0].rsplit('/', 1)[0]}"
@@ -302,6 +301,16 @@ class CostMeter(AwsCalls):
         self._restore += [(lambdas, "invoke", original_invoke), (http, "request", original_request)]
 
     # ----------------------------------------------------------------- invocations
+    def _shares_of_webhook(self) -> Shares:
+        """A webhook belongs to the CRM action that sent it; one a CRM fake echoes back for
+        leadwatch's own write (delivered from the fake's thread while that write's invocation
+        waits for the answer) to the work of that invocation."""
+        kind = getattr(self._local, "action", None)
+        if kind:
+            return {kind: 1.0}
+        with self._active_lock:
+            return dict(self._active[-1].shares) if self._active else {"other": 1.0}
+
     def _shares_of_invocation(self, function: str, payload: Any) -> Shares:
         if function in self.scheduled:
             self.units[f"fire:{function}"] += 1

@@ -375,3 +375,14 @@ def test_moto_reports_no_real_consumed_capacity_so_the_meter_computes_it(monkeyp
     assert (billed.table, billed.indexes) == (3, {"due-index": 3})
     assert answer["ConsumedCapacity"]["CapacityUnits"] == 1.0
     assert "GlobalSecondaryIndexes" not in answer["ConsumedCapacity"]
+
+
+def test_a_webhook_belongs_to_its_action_or_to_the_invocation_whose_write_it_echoes():
+    meter = CostMeter(rtt_s={}, memory_mb={})
+    assert meter._shares_of_webhook() == {"other": 1.0}
+    with meter.action("call"):
+        assert meter._shares_of_webhook() == {"call": 1.0}
+    from bench.cost_meter import Invocation
+
+    meter._active.append(Invocation("jobs", {"verdict": 1.0}, 0.0, 0.0, {}))
+    assert meter._shares_of_webhook() == {"verdict": 1.0}
