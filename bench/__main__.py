@@ -1,10 +1,11 @@
 """leadwatch's benchmarks: `python -m bench` prints one line per figure, `name value target`.
 
-    python -m bench [--only NAME] [--json FILE] [--write-back-n 50,120,500] [--profile-replay FILE]
+    python -m bench [NAME ...] [--only NAME] [--json FILE] [--write-back-n 50,120,500] [--profile-replay FILE]
+                    [--days N] [--leads-per-day N]
 
 Benchmarks (in this order): cold_start, bundle, hot_path, sweep_cost, write_back, replay,
-scheduling, limits. Each runs in its own fresh interpreter (`python -m bench --child NAME ...`),
-so moto's in-process
+scheduling, limits, cost; `python -m bench cost` (or `--only cost`) runs one alone. Each runs
+in its own fresh interpreter (`python -m bench --child NAME ...`), so moto's in-process
 state, patched botocore hooks and the memory peak of one cannot leak into another. A
 figure with a target prints it (`<=0.25`, `==0`, `>=500`); a figure given for context
 prints `-`. Everything is measured in the same run; nothing is read from earlier runs.
@@ -25,11 +26,22 @@ from pathlib import Path
 
 from bench.common import Figure, note
 
-BENCHES = ("cold_start", "bundle", "hot_path", "sweep_cost", "write_back", "replay", "scheduling", "limits")
+BENCHES = (
+    "cold_start",
+    "bundle",
+    "hot_path",
+    "sweep_cost",
+    "write_back",
+    "replay",
+    "scheduling",
+    "limits",
+    "cost",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"run only these ({', '.join(BENCHES)})")
     parser.add_argument(
         "--only", choices=BENCHES, action="append", help="run only this benchmark (repeatable)"
     )
@@ -47,9 +59,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the replay under cProfile, print its top entries to stderr and save the stats here "
         "(the throughput figure is then a profiled one)",
     )
+    parser.add_argument(
+        "--days", type=int, help="cost: days of the demo week to replay (default 7; fewer for a quick run)"
+    )
+    parser.add_argument(
+        "--leads-per-day", type=int, default=100, help="cost: leads a working day per tenant (default 100)"
+    )
     parser.add_argument("--child", choices=BENCHES, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHES]
+    if unknown:
+        parser.error(f"no benchmark {', '.join(unknown)} (choose from {', '.join(BENCHES)})")
+    return args
 
 
 def run_in_process(name: str, args: argparse.Namespace) -> list[Figure]:
@@ -81,6 +103,10 @@ def run_in_process(name: str, args: argparse.Namespace) -> list[Figure]:
         from bench import limits
 
         return limits.measure()
+    if name == "cost":
+        from bench import cost
+
+        return cost.measure(days=args.days, leads_per_day=args.leads_per_day)
     from bench import replay
 
     return replay.measure(profile=args.profile_replay)
@@ -93,6 +119,9 @@ def run_child(name: str, args: argparse.Namespace) -> list[Figure]:
         command += ["--write-back-n", args.write_back_n]
         if args.profile_replay:
             command += ["--profile-replay", str(args.profile_replay)]
+        if args.days:
+            command += ["--days", str(args.days)]
+        command += ["--leads-per-day", str(args.leads_per_day)]
         result = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=os.environ.copy())
         if result.returncode != 0 or not out.exists():
             raise RuntimeError(f"benchmark {name} failed (exit {result.returncode}); see stderr above")
@@ -106,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         args.child_out.write_text(json.dumps([f.to_dict() for f in figures], default=str))
         return 0
 
-    selected = [name for name in BENCHES if not args.only or name in args.only]
+    wanted = [*(args.only or []), *args.names]
+    selected = [name for name in BENCHES if not wanted or name in wanted]
     everything: list[dict] = []
     failed = []
     started = time.perf_counter()

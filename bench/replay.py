@@ -49,27 +49,17 @@ def measure(
     days: int | None = None,
     profile: Path | None = None,
 ) -> list[Figure]:
-    from demo.week import DAYS, WEEK_START, actions_for, managers_for, plan_week
-    from leadwatch.calendar import BusinessCalendar
+    from demo.replay import DEMO_TENANTS
+    from demo.week import DAYS, WEEK_START, demo_week
     from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 
     days = days or DAYS
     started = time.perf_counter()
-    hours = [(clock_time(9), clock_time(13)), (clock_time(14), clock_time(18))]
-    calendar = BusinessCalendar(
-        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
+    week = demo_week(
+        DEMO_TENANTS, seed=seed, leads_per_day=leads_per_day, managers=managers, days=days, dialing=False
     )
-    rng = random.Random(seed)
-    teams = {
-        B24_TENANT: managers_for(B24_TENANT, 1, managers, rng),
-        AMO_TENANT: managers_for(AMO_TENANT, 9100001, managers, rng),
-    }
-    names = {m.crm_id: m.name for people in teams.values() for m in people}
-    leads = plan_week(calendar, teams, leads_per_day, seed, days=days)
-    actions = actions_for(leads)
-    settle_until = max(
-        calendar.control_time(lead.created_at, timedelta(minutes=15), clock_time(11)) for lead in leads
-    ) + timedelta(minutes=5)
+    calendar, leads, actions = week.calendar, week.leads, week.actions
+    settle_until, names = week.settle_until, week.names
     clock = SimClock(WEEK_START - timedelta(minutes=1))
     drop_rng = random.Random(seed + 1)
     with LocalStack(

@@ -19,17 +19,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from demo.replay import lose_some_webhooks, replay
-from demo.week import (
-    DAYS,
-    WEEK_START,
-    PlannedLead,
-    actions_for,
-    managers_for,
-    on_time_by_plan,
-    plan_week,
-    tally_calls,
-)
+from demo.replay import DEMO_TENANTS, lose_some_webhooks, replay
+from demo.week import DAYS, WEEK_START, PlannedLead, demo_week, on_time_by_plan, tally_calls
 from leadwatch.testing.stack import (
     AMO_TENANT,
     B24_TENANT,
@@ -68,31 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     clock = SimClock(WEEK_START - timedelta(minutes=1))
-    from leadwatch.calendar import BusinessCalendar
-
-    hours = [
-        (datetime.strptime(a, "%H:%M").time(), datetime.strptime(b, "%H:%M").time())
-        for a, b in (("09:00", "13:00"), ("14:00", "18:00"))
-    ]
-    calendar = BusinessCalendar(
-        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
+    week = demo_week(
+        DEMO_TENANTS, seed=args.seed, leads_per_day=args.leads_per_day, managers=args.managers, days=args.days
     )
-    rng = random.Random(args.seed)
-    teams = {
-        B24_TENANT: managers_for(B24_TENANT, 1, args.managers, rng),
-        AMO_TENANT: managers_for(AMO_TENANT, 9100001, args.managers, rng),
-    }
-    names = {m.crm_id: m.name for people in teams.values() for m in people}
-    leads = plan_week(calendar, teams, args.leads_per_day, args.seed, days=args.days)
-    end = WEEK_START + timedelta(days=args.days)
-    actions = actions_for(leads, calendar, dialing_until=end, seed=args.seed)
-    # Leads of the last days fall due later (after a holiday: the next working day 11:00).
-    settle_until = max(
-        calendar.control_time(
-            lead.created_at, timedelta(minutes=15), datetime.strptime("11:00", "%H:%M").time()
-        )
-        for lead in leads
-    ) + timedelta(minutes=5)
+    calendar, leads, actions = week.calendar, week.leads, week.actions
+    end, settle_until, names = week.end, week.settle_until, week.names
     tally_calls(actions, settle_until)
 
     print(

@@ -14,6 +14,9 @@ from datetime import datetime, time, timedelta
 from demo.week import MSK, Action, PlannedLead
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, CrmDriver, LocalStack
 
+# The demo's two tenants and the CRM id of each one's first manager (amoCRM's user ids are long).
+DEMO_TENANTS = {B24_TENANT: 1, AMO_TENANT: 9100001}
+
 
 def replay(
     stack: LocalStack,

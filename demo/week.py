@@ -277,3 +277,51 @@ def on_time_by_plan(
     """The truth a verdict is checked against: processed no later than the control time."""
     due = calendar.control_time(lead.created_at, reaction, start)
     return lead.processed_at is not None and lead.processed_at <= due
+
+
+@dataclass
+class DemoWeek:
+    """The generated week the demo, the fault replay's siblings and the benchmarks replay."""
+
+    calendar: BusinessCalendar
+    teams: dict[str, list[Manager]]
+    leads: list[PlannedLead]
+    actions: list[Action]
+    end: datetime  # the day after the last generated day
+    settle_until: datetime  # five minutes after the last control time: every verdict is due by then
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {m.crm_id: m.name for people in self.teams.values() for m in people}
+
+
+def demo_calendar() -> BusinessCalendar:
+    """The demo tenants' calendar: Moscow, 9-13 and 14-18 on weekdays, Russian holidays."""
+    hours = [(time(9), time(13)), (time(14), time(18))]
+    return BusinessCalendar(
+        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
+    )
+
+
+def demo_week(
+    tenants: dict[str, int],
+    *,
+    seed: int = 7,
+    leads_per_day: int = 40,
+    managers: int = 20,
+    days: int = DAYS,
+    dialing: bool = True,
+) -> DemoWeek:
+    """The week for `tenants` (tenant -> the CRM id of its first manager): managers, leads and
+    what happens to each; `dialing` adds the managers' dialing of each lead over its plan days."""
+    calendar = demo_calendar()
+    rng = random.Random(seed)
+    teams = {tenant: managers_for(tenant, first_id, managers, rng) for tenant, first_id in tenants.items()}
+    leads = plan_week(calendar, teams, leads_per_day, seed, days=days)
+    end = WEEK_START + timedelta(days=days)
+    actions = actions_for(leads, calendar if dialing else None, dialing_until=end, seed=seed)
+    # Leads of the last days fall due later (after a holiday: the next working day 11:00).
+    settle_until = max(
+        calendar.control_time(lead.created_at, timedelta(minutes=15), time(11)) for lead in leads
+    ) + timedelta(minutes=5)
+    return DemoWeek(calendar, teams, leads, actions, end, settle_until)
