@@ -49,6 +49,7 @@ from typing import Any
 from bench.common import Figure, note
 from bench.cost_meter import CostMeter
 from bench.cost_model import (
+    ALWAYS_FREE,
     MONTH_MINUTES,
     PRICES,
     PRICES_TAKEN,
@@ -272,6 +273,8 @@ def replay_and_count(
         for n in (1, TENANTS_AT_SCALE)
     }
     bills = {n: bill(measured, scenario) for n, scenario in scenarios.items()}
+    # The same month after the account's always-free tier: one deployment in an account of its own.
+    bills[-1] = bill(measured, scenarios[1], free=ALWAYS_FREE)
     facts = {
         "leads": leads,
         "verdicts": verdicts,
@@ -432,6 +435,16 @@ def figures(run: Run) -> list[Figure]:
             per_many <= TARGET_AT_SCALE,
             f"{TENANTS_AT_SCALE:,} such tenants, the deployment's fixed costs spread: {_usd(many.total)} a month",
             {"by_service": many.by_service, "usage": _rounded(many.usage)},
+        ),
+        Figure(
+            "cost_usd_per_1000_leads_1_tenant_always_free",
+            run.bills[-1].per_1000_leads(),
+            f"<={TARGET_ONE_TENANT}",
+            run.bills[-1].per_1000_leads() <= TARGET_ONE_TENANT,
+            "the one tenant's month less what an AWS account gets free for good (Lambda 1M requests "
+            "and 400k GB-s, SQS 1M requests, 10 metrics, 10 alarms, 5 GB of logs, 25 GB of DynamoDB "
+            f"storage): {_usd(run.bills[-1].total)} a month",
+            {"by_service": run.bills[-1].by_service},
         ),
         Figure(
             "cost_dynamodb_wru_per_lead",

@@ -66,6 +66,19 @@ PRICES: dict[str, Price] = {
         0.0, 1, "scheduled invocation", "free: scheduled rules on the default bus"
     ),
 }
+# What an AWS account gets free every month, for good (not the 12-month tier): what one small
+# deployment in an account of its own pays nothing for. On-demand DynamoDB requests, API Gateway
+# (its free tier is for the first 12 months only) and logs storage beyond the 5 GB are not free.
+# Sources: aws.amazon.com/free ("Always free") and each service's pricing page.
+ALWAYS_FREE: dict[str, float] = {
+    "lambda.requests": 1_000_000,
+    "lambda.gb_s": 400_000,
+    "sqs.requests": 1_000_000,
+    "cloudwatch.metric_months": 10,
+    "cloudwatch.alarm_months": 10,
+    "logs.bytes": 5 * GIB,  # 5 GB of logs (ingestion, storage and scanned together): ingestion here
+    "dynamodb.storage_gb_month": 25,
+}
 SERVICES = {
     "dynamodb": ("dynamodb.wru", "dynamodb.rru", "dynamodb.storage_gb_month", "dynamodb.pitr_gb_month"),
     "sqs": ("sqs.requests",),
@@ -421,17 +434,28 @@ def month_usage(measured: Measured, scenario: Scenario) -> Counter[str]:
     return month
 
 
-def price(usage: Mapping[str, float], prices: Mapping[str, Price] = PRICES) -> dict[str, float]:
-    """Dollars by service for a month's usage."""
+def price(
+    usage: Mapping[str, float], prices: Mapping[str, Price] = PRICES, free: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Dollars by service for a month's usage (less what `free` gives, per meter)."""
+    free = free or {}
     return {
-        service: sum(prices[meter].of(usage.get(meter, 0.0)) for meter in meters)
+        service: sum(
+            prices[meter].of(max(0.0, usage.get(meter, 0.0) - free.get(meter, 0.0))) for meter in meters
+        )
         for service, meters in SERVICES.items()
     }
 
 
-def bill(measured: Measured, scenario: Scenario, prices: Mapping[str, Price] = PRICES) -> Bill:
+def bill(
+    measured: Measured,
+    scenario: Scenario,
+    prices: Mapping[str, Price] = PRICES,
+    free: Mapping[str, float] | None = None,
+) -> Bill:
+    """The month at list prices; with `free` (ALWAYS_FREE), after the account's free tier."""
     usage = month_usage(measured, scenario)
-    return Bill(scenario, usage, price(usage, prices))
+    return Bill(scenario, usage, price(usage, prices, free))
 
 
 def top_details(usage: Mapping[str, float], meter: str, n: int) -> list[tuple[str, float]]:

@@ -386,3 +386,13 @@ def test_a_webhook_belongs_to_its_action_or_to_the_invocation_whose_write_it_ech
 
     meter._active.append(Invocation("jobs", {"verdict": 1.0}, 0.0, 0.0, {}))
     assert meter._shares_of_webhook() == {"verdict": 1.0}
+
+
+def test_the_always_free_tier_takes_off_what_an_account_gets_for_nothing():
+    from bench.cost_model import ALWAYS_FREE, price
+
+    usage = {"lambda.requests": 1.5e6, "cloudwatch.alarm_months": 8, "dynamodb.wru": 1e6}
+    listed, free = price(usage), price(usage, free=ALWAYS_FREE)
+    assert listed["lambda"] == pytest.approx(0.30) and free["lambda"] == pytest.approx(0.10)
+    assert listed["cloudwatch_alarms"] == pytest.approx(0.80) and free["cloudwatch_alarms"] == 0
+    assert free["dynamodb"] == listed["dynamodb"]  # on-demand requests are never free
