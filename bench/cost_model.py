@@ -465,12 +465,42 @@ def top_details(usage: Mapping[str, float], meter: str, n: int) -> list[tuple[st
     return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:n]
 
 
+def _condition(template: Mapping[str, Any], expression: Any) -> bool:
+    """A template condition (Fn::Equals / Fn::Not / Fn::And / Fn::Or / Condition over Refs) with
+    every parameter at its default."""
+    parameters = template.get("Parameters") or {}
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and "Ref" in node:
+            return str(parameters.get(node["Ref"], {}).get("Default"))
+        if isinstance(node, dict):
+            return _condition(template, node)
+        return str(node)
+
+    if "Condition" in expression:
+        return _condition(template, template["Conditions"][expression["Condition"]])
+    if "Fn::Equals" in expression:
+        left, right = expression["Fn::Equals"]
+        return value(left) == value(right)
+    if "Fn::Not" in expression:
+        return not value(expression["Fn::Not"][0])
+    if "Fn::And" in expression:
+        return all(value(x) for x in expression["Fn::And"])
+    if "Fn::Or" in expression:
+        return any(value(x) for x in expression["Fn::Or"])
+    raise ValueError(f"a condition the cost model cannot read: {expression}")
+
+
 def alarm_metrics(template: Mapping[str, Any]) -> int:
-    """Alarm metrics a CloudFormation template defines: one per alarm on a metric, one per metric
-    an alarm on metric math reads (CloudWatch bills alarms per metric they evaluate)."""
+    """Alarm metrics a CloudFormation template makes with its parameters' defaults: one per alarm
+    on a metric, one per metric an alarm on metric math reads (CloudWatch bills alarms per metric
+    they evaluate)."""
     count = 0
     for resource in (template.get("Resources") or {}).values():
         if resource.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        condition = resource.get("Condition")
+        if condition is not None and not _condition(template, template["Conditions"][condition]):
             continue
         metrics = (resource.get("Properties") or {}).get("Metrics")
         count += sum(1 for m in metrics if "MetricStat" in m) if metrics else 1

@@ -396,3 +396,13 @@ def test_the_always_free_tier_takes_off_what_an_account_gets_for_nothing():
     assert listed["lambda"] == pytest.approx(0.30) and free["lambda"] == pytest.approx(0.10)
     assert listed["cloudwatch_alarms"] == pytest.approx(0.80) and free["cloudwatch_alarms"] == 0
     assert free["dynamodb"] == listed["dynamodb"]  # on-demand requests are never free
+
+
+def test_only_the_alarms_the_defaults_make_are_billed():
+    from leadwatch.store.schema import load_template
+
+    template = load_template()
+    made = alarm_metrics(template)
+    assert made == 8  # the DLQ, 4 on leadwatch's failures, 3 for the deployment's functions
+    on = {**template, "Parameters": {**template["Parameters"], "FunctionAlarms": {"Default": "on"}}}
+    assert alarm_metrics(on) == made - 3 + 3 * 6  # 3 per function instead
