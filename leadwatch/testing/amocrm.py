@@ -292,6 +292,7 @@ class FakeAmoCrm(FakeServer):
             self._note_ids = itertools.count(FIRST_NOTE_ID)
             self._event_ids = itertools.count(1)
             self.outbox.clear()
+            self.pending_echoes.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
             self.emit_on_rest_writes = self._emit_default
@@ -892,8 +893,9 @@ class FakeAmoCrm(FakeServer):
         except _BadRequest as exc:
             return exc.reply
         finally:
-            for body in events:
-                self.deliver(body)
+            # Sent after the answer, as the account's hook queue does: see flush_echoes.
+            with self.lock:
+                self.pending_echoes += events
         return reply
 
     def _hal(self, payload: Any) -> Reply:

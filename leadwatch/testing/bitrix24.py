@@ -824,6 +824,7 @@ class FakeBitrix24(FakeServer):
                 table.next_id = 1
             self._statistic.clear()
             self.outbox.clear()
+            self.pending_echoes.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
             self.emit_on_rest_writes = self._emit_default
@@ -864,7 +865,9 @@ class FakeBitrix24(FakeServer):
             return Reply.json(exc.status, exc.body())
         finally:
             if self.emit_on_rest_writes:
-                self._emit(events)
+                # Sent after the answer, as a portal's event queue does: see flush_echoes.
+                with self.lock:
+                    self.pending_echoes += [self.event_body(event, ident) for event, ident in events]
         return Reply.json(200, payload)
 
     def _params(self, request: Request) -> dict[str, Any]:

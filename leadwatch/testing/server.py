@@ -180,6 +180,11 @@ class FakeServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.lock = threading.RLock()  # guards the fake's state
+        # Webhooks for changes made through the REST API, not yet sent: a portal sends them from
+        # its event queue after answering, never inside the request (which would make a big
+        # write as slow as the receiver). `flush_echoes` sends them; the local stack does so
+        # before each drain of its queue.
+        self.pending_echoes: list[bytes] = []
 
     # ----- lifecycle
     @property
@@ -271,6 +276,16 @@ class FakeServer:
                 if match(request) and self._rng.random() < probability:
                     return fault
         return None
+
+    def flush_echoes(self) -> int:
+        """Send the webhooks of the REST writes answered so far (through `deliver`); how many."""
+        with self.lock:
+            bodies, self.pending_echoes = self.pending_echoes, []
+        deliver = getattr(self, "deliver", None)
+        for body in bodies:
+            if deliver is not None:
+                deliver(body)
+        return len(bodies)
 
     # ----- log
     def requests(self, path_contains: str = "", method: str | None = None) -> list[LoggedRequest]:

@@ -490,6 +490,9 @@ class LocalStack:
         """Run the real worker on the real queue until it is empty; returns messages handled.
         `workers` > 1: that many workers side by side (threads), as Lambda runs them, each
         receiving its own batches from the queue."""
+        # The portals' webhooks for leadwatch's own writes answered so far arrive first.
+        self.bitrix.flush_echoes()
+        self.amo.flush_echoes()
         if workers <= 1:
             return self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
         import threading

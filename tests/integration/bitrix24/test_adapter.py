@@ -194,7 +194,9 @@ def test_set_fields_for_120_cards_takes_3_batch_calls(fake: FakeBitrix24) -> Non
     method, _, query = command.partition("?")
     assert method == "crm.lead.update"
     assert parse_qs(query)["fields[UF_CRM_INTAKE]"] == ["2026-11-23T09:15:00+00:00"]
-    # As a real portal does, our own REST writes come back as events: 120 adds, 120 updates.
+    # As a real portal does, our own REST writes come back as events, after the answers: the
+    # 120 adds (made through the Python API) came at once, the 120 updates now.
+    assert fake.flush_echoes() == 120
     kinds = [parse_qs(body.decode())["event"][0] for body in fake.outbox]
     assert kinds == ["ONCRMLEADADD"] * 120 + ["ONCRMLEADUPDATE"] * 120
 
@@ -378,6 +380,7 @@ def test_fake_update_moves_dates_and_emits_its_events(fake: FakeBitrix24, clock:
     assert (
         rest(fake, "crm.lead.update", json={"id": ident, "fields": {"TITLE": "y"}}).json()["result"] is True
     )
+    fake.flush_echoes()  # the portal's event queue sends the update's event
     card = fake.lead(ident)
     assert (
         card["DATE_MODIFY"] == "2026-11-23T09:10:00+03:00"
@@ -404,8 +407,10 @@ def test_fake_emits_on_rest_writes_unless_switched_off(clock: Clock) -> None:
         portal.deliver = delivered.append
         new_id = rest(portal, "crm.lead.add", json={"fields": {"TITLE": "t"}}).json()["result"]
         rest(portal, "batch", json={"cmd": {"u": f"crm.lead.update?id={new_id}&fields[TITLE]=u"}})
+        assert delivered == []  # sent after the answers, not inside the requests
         portal.emit_on_rest_writes = False
         rest(portal, "crm.lead.update", json={"id": new_id, "fields": {"TITLE": "v"}})
+        portal.flush_echoes()
     assert [parse_qs(b.decode())["event"][0] for b in delivered] == ["ONCRMLEADADD", "ONCRMLEADUPDATE"]
 
 
