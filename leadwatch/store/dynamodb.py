@@ -257,7 +257,8 @@ class Store:
 
         The card's stage, owner and title move only forward in the CRM's modification time, so a
         worker holding an older snapshot cannot roll the card back. Processing, once recorded, is
-        never moved or erased, and is recorded even from a stale sighting (an activity proves it).
+        never erased, only moved earlier while the card is not judged, and is recorded even from a
+        stale sighting (an activity proves it).
         """
         item = LeadItem(state.tenant, state.entity.key)
         processed = []
@@ -280,13 +281,33 @@ class Store:
             actions.append(LeadItem.crm_modified_at.set(modified))
             condition &= LeadItem.crm_modified_at.does_not_exist() | (LeadItem.crm_modified_at <= modified)
         if update_if(item, actions, condition):
+            self._earlier_processing(item, state)
             return True
         from leadwatch import observability
 
         if processed and not update_if(item, processed, LeadItem.entity.exists()):
             return False  # no such card: nothing to record, and nothing stale either
+        self._earlier_processing(item, state)
         observability.stale_write("timeliness")
         return False
+
+    @staticmethod
+    def _earlier_processing(item: LeadItem, state: LeadState) -> None:
+        """Processing learnt late but earlier than the one recorded (an activity whose webhook came
+        after the stage change's) moves it earlier, while the card is not judged. `item` holds the
+        row as the update left it, so the extra write happens only when it is needed."""
+        if state.processed_at is None or item.processed_at is None:
+            return
+        when = state.processed_at.timestamp()
+        if item.processed_at <= when or item.verdict is not None or item.verdict_pending is not None:
+            return
+        update_if(
+            item,
+            [LeadItem.processed_at.set(when), LeadItem.processed_how.set(state.processed_how or "stage")],
+            (LeadItem.processed_at > when)
+            & LeadItem.verdict.does_not_exist()
+            & LeadItem.verdict_pending.does_not_exist(),
+        )
 
     def note_dialing(self, state: LeadState) -> bool:
         """Dialing's part of a card: its plan day, and when it entered a rejected stage (or left it).

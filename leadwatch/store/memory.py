@@ -407,8 +407,16 @@ class MemoryStore:
                 # DynamoDB raises here when the sighting carries processing (a bug, see the contract suite).
                 return False
             if state.processed_at is not None:
-                if lead.processed_at is None:
-                    lead.processed_at = state.processed_at.timestamp()
+                when = state.processed_at.timestamp()
+                earlier = (
+                    lead.processed_at is not None
+                    and when < lead.processed_at
+                    and lead.verdict is None
+                    and lead.verdict_pending is None
+                )
+                if lead.processed_at is None or earlier:
+                    lead.processed_at = when
+                    lead.processed_how = state.processed_how or "stage"
                 if lead.processed_how is None:
                     lead.processed_how = state.processed_how or "stage"
             modified = _ts(state.crm_modified_at)

@@ -254,6 +254,24 @@ def test_processing_time_is_set_once(store):
     assert got.processed_at == NOW - timedelta(minutes=5) and got.processed_how == "stage"
 
 
+def test_processing_learnt_late_but_earlier_moves_it_earlier_until_the_card_is_judged(store):
+    state = lead(1)
+    store.create_lead(state, NOW)
+    store.update_lead(replace(state, stage="IN_PROCESS", processed_at=NOW, processed_how="stage"))
+    # The call's webhook came after the stage change's: it was earlier.
+    store.update_lead(
+        replace(
+            state, stage="IN_PROCESS", processed_at=NOW - timedelta(minutes=7), processed_how="activity:call"
+        )
+    )
+    got = store.get_lead("t1", state.entity)
+    assert (got.processed_at, got.processed_how) == (NOW - timedelta(minutes=7), "activity:call")
+    assert store.claim(got, "a", NOW, HOLD)
+    assert store.close_verdict(got, "on_time", "a", NOW, DAY.isoformat(), "7")
+    store.update_lead(replace(state, processed_at=NOW - timedelta(hours=1), processed_how="activity:note"))
+    assert store.get_lead("t1", state.entity).processed_at == NOW - timedelta(minutes=7)  # judged: fixed
+
+
 def test_processing_without_a_how_is_by_stage(store):
     store.create_lead(lead(1), NOW)
     store.update_lead(lead(1, processed_at=NOW))

@@ -330,8 +330,15 @@ def test_racing_workers_real_limits_deletions_a_lost_bot_and_an_outage_lose_and_
         for (tenant, crm_id), on_time in truth.items():
             want = ("Y" if on_time else "N") if tenant == B24_TENANT else ("Yes" if on_time else "No")
             if drivers[tenant].verdict(crm_id) != want:
-                wrong.append((tenant, crm_id, drivers[tenant].verdict(crm_id), want))
-        assert wrong == []
+                planned = next(lead for lead in leads if lead.tenant == tenant and lead.crm_id == crm_id)
+                state = stack.ctx.store.get_lead(tenant, EntityRef(EntityType.LEAD, crm_id))
+                wrong.append(
+                    f"{tenant} {crm_id}: {drivers[tenant].verdict(crm_id)} not {want}; planned created "
+                    f"{planned.created_at}, processed {planned.processed_at} (by call {planned.by_call}); "
+                    f"stored due {state and state.due_at}, processed {state and state.processed_at} "
+                    f"({state and state.processed_how}), verdict {state and state.verdict}"
+                )
+        assert wrong == [], "\n".join(wrong)
         for tenant in (B24_TENANT, AMO_TENANT):
             rows = stack.ctx.store.timeliness_stats(tenant, start.date() - timedelta(days=1), until.date())
             judged = {lead.crm_id for lead in leads if lead.tenant == tenant}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -112,6 +113,16 @@ def test_activity_by_the_responsible_manager_counts_as_processing():
     decision = timeliness.observe_activity(state, call, RULES)
     assert decision.state.processed_at == T0 + timedelta(minutes=4)
     assert decision.state.processed_how == "activity:call"
+
+
+def test_an_earlier_activity_learnt_late_moves_processing_earlier_until_the_verdict():
+    state = replace(intake(), processed_at=T0 + timedelta(minutes=20), processed_how="stage")
+    call = Activity("a1", LEAD, "call", "7", T0 + timedelta(minutes=4), "out")
+    earlier = timeliness.observe_activity(state, call, RULES).state
+    assert (earlier.processed_at, earlier.processed_how) == (T0 + timedelta(minutes=4), "activity:call")
+    later = Activity("a2", LEAD, "call", "7", T0 + timedelta(minutes=30), "out")
+    assert timeliness.observe_activity(earlier, later, RULES).state is None
+    assert timeliness.observe_activity(replace(state, verdict="late"), call, RULES).state is None
 
 
 def test_activity_by_someone_else_does_not_count():

@@ -146,14 +146,22 @@ PROCESSING_ACTIVITIES = frozenset({"call", "email", "meeting", "note"})
 
 
 def observe_activity(state: LeadState | None, activity: Activity, rules: TimelinessRules) -> Decision:
-    """A call, e-mail or note on the card: processing, if the responsible manager did it."""
-    if state is None or state.processed_at is not None or not rules.activity_counts_as_processed:
+    """A call, e-mail or note on the card: processing, if the responsible manager did it.
+
+    Webhooks come out of order (an activity's may wait behind an outage while the stage change's
+    arrives), so an activity earlier than the processing known so far moves it earlier, until
+    the card is judged."""
+    if state is None or not rules.activity_counts_as_processed:
         return Decision()
     if activity.kind not in PROCESSING_ACTIVITIES:
         return Decision()
     if state.responsible is not None and activity.author not in (None, state.responsible):
         return Decision()
     when = max(activity.created_at, state.created_at)
+    if state.processed_at is not None and (
+        when >= state.processed_at or state.verdict is not None or state.pending_verdict is not None
+    ):
+        return Decision()
     return Decision(state=replace(state, processed_at=when, processed_how=f"activity:{activity.kind}"))
 
 

@@ -161,10 +161,12 @@ def _refresh_unprocessed(
     calendar = ctx.calendar(config)
     rules = timeliness.TimelinessRules.from_config(config.timeliness)
     current: dict = {state.entity: state for _, state in claimed}
+    # Unprocessed, or processed only after the control time: an earlier call whose webhook is late
+    # (queued behind an outage) must not make it late.
     suspects = [
         entity
         for entity, state in current.items()
-        if state.processed_at is None and state.pending_verdict is None
+        if (state.processed_at is None or state.processed_at > state.due_at) and state.pending_verdict is None
     ]
     if not suspects:
         return list(claimed)
@@ -180,7 +182,12 @@ def _refresh_unprocessed(
         if decision.state is not None:
             current[entity] = decision.state
             changed.add(entity)
-    still = [e for e in suspects if current[e] is not None and current[e].processed_at is None]
+    still = [
+        e
+        for e in suspects
+        if current[e] is not None
+        and (current[e].processed_at is None or current[e].processed_at > current[e].due_at)
+    ]
     if still and rules.activity_counts_as_processed:
         for entity, activities in adapter.activities_on(still).items():
             for activity in sorted(activities, key=lambda a: a.created_at):
