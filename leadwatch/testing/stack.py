@@ -252,6 +252,10 @@ class LocalStack:
         # clock is simulated, SQS's is not). True: it keeps the back-off the worker gave it.
         self.honour_backoff = False
         self.backed_off: list[str] = []  # receipt handles of the messages left backing off
+        # True: a failed event comes back after the worker's back-off on the simulated clock (a
+        # CRM outage of 40 minutes is waited out as in AWS, not retried at once into the DLQ).
+        self.backoff_on_clock = False
+        self._hidden: list[tuple[datetime, str]] = []  # (visible again at, receipt handle)
 
     # ----- lifecycle
     def __enter__(self) -> LocalStack:
@@ -493,6 +497,13 @@ class LocalStack:
         # The portals' webhooks for leadwatch's own writes answered so far arrive first.
         self.bitrix.flush_echoes()
         self.amo.flush_echoes()
+        now = self.clock()
+        due = [handle for at, handle in self._hidden if at <= now]
+        self._hidden = [(at, handle) for at, handle in self._hidden if at > now]
+        for handle in due:  # their back-off has passed on the simulated clock
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
+            )
         if workers <= 1:
             return self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
         import threading
@@ -563,6 +574,16 @@ class LocalStack:
             for message in received:
                 if message["MessageId"] in failed and self.honour_backoff:
                     self.backed_off.append(message["ReceiptHandle"])
+                elif message["MessageId"] in failed and self.backoff_on_clock and function == "worker":
+                    from leadwatch.dispatch import retry_delay
+
+                    count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+                    # Hidden (for real) until the simulated clock passes the back-off: see pump().
+                    self.sqs.change_message_visibility(
+                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=43_200
+                    )
+                    at = self.clock() + timedelta(seconds=retry_delay(count))
+                    self._hidden.append((at, message["ReceiptHandle"]))
                 elif message["MessageId"] in failed:
                     self.sqs.change_message_visibility(
                         QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
