@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from crm_adapters.base import CrmError
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
@@ -52,7 +53,15 @@ def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> Recon
     report = ReconcileReport()
     stored = ctx.store.get_checkpoint(config.tenant, CHECKPOINT)
     since = datetime.fromisoformat(stored) - OVERLAP if stored else now - FIRST_LOOKBACK
-    snapshots = list(ctx.adapter(config).list_changed_leads(since))
+    try:
+        snapshots = list(ctx.adapter(config).list_changed_leads(since))
+    except CrmError as exc:
+        # The CRM down or throttling: the next tick reads from the same checkpoint. Not a failed
+        # job: retrying it at once would only hammer the CRM, and ten failures park it as dead.
+        log.warning("tenant %s: reconciliation postponed, the CRM cannot answer: %s", config.tenant, exc)
+        observability.crm_failure(config.tenant, exc)
+        report.error = f"CRM unavailable: {type(exc).__name__}"
+        return report
     report.listed = len(snapshots)
     states = ctx.store.get_leads(config.tenant, [s.entity for s in snapshots])
     events = []

@@ -580,7 +580,7 @@ class LocalStack:
                     count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
                     # Hidden (for real) until the simulated clock passes the back-off: see pump().
                     self.sqs.change_message_visibility(
-                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=43_200
+                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=3600
                     )
                     at = self.clock() + timedelta(seconds=retry_delay(count))
                     self._hidden.append((at, message["ReceiptHandle"]))
