@@ -349,28 +349,16 @@ def report(run: Run) -> None:
     arm = PRICES["lambda.gb_s_arm64"].of(gb_s) - PRICES["lambda.gb_s"].of(gb_s)
     note(f"cost: on arm64 Lambda one tenant's month would change by {arm:+.4f} $")
     per_lead = one.per_lead
-    rows = [
-        f"  {name:<36}{amount / one.leads:8.2f}"
-        for name, amount in top_details(one.usage, "dynamodb.wru", 12)
-    ]
+    rows = _per_lead_rows(one, "dynamodb.wru")
     note(
         f"cost: DynamoDB write units per lead {per_lead('dynamodb.wru'):.1f}, by item kind (>index):\n"
         + "\n".join(rows)
     )
-    rows = [
-        f"  {name:<36}{amount / one.leads:8.2f}"
-        for name, amount in top_details(one.usage, "dynamodb.wru_by_op", 12)
-    ]
+    rows = _per_lead_rows(one, "dynamodb.wru_by_op")
     note("cost: ... by operation:\n" + "\n".join(rows))
-    rows = [
-        f"  {name:<36}{amount / one.leads:8.2f}"
-        for name, amount in top_details(one.usage, "dynamodb.rru", 12)
-    ]
+    rows = _per_lead_rows(one, "dynamodb.rru")
     note(f"cost: DynamoDB read units per lead {per_lead('dynamodb.rru'):.1f}:\n" + "\n".join(rows))
-    rows = [
-        f"  {name:<36}{amount / one.leads:8.3f}"
-        for name, amount in top_details(one.usage, "sqs.requests", 12)
-    ]
+    rows = _per_lead_rows(one, "sqs.requests", digits=3)
     note(
         f"cost: SQS requests per lead {per_lead('sqs.requests'):.2f} (idle polls included):\n"
         + "\n".join(rows)
@@ -403,6 +391,14 @@ def report(run: Run) -> None:
     )
     if facts["not_extrapolated"]:
         note(f"cost: counted outside any class (not in the month): {facts['not_extrapolated']}")
+
+
+def _per_lead_rows(bill_: Bill, meter: str, digits: int = 2) -> list[str]:
+    """The 12 largest parts of a meter, per lead, one table row each."""
+    return [
+        f"  {name:<36}{amount / bill_.leads:8.{digits}f}"
+        for name, amount in top_details(bill_.usage, meter, 12)
+    ]
 
 
 def _fmt(values: dict[str, float]) -> str:
