@@ -29,6 +29,22 @@ DELIVERIES = 10_000
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
+def two_days(
+    rng: random.Random, seed: int, start: datetime, *, managers: int, leads_per_day: int
+) -> tuple[BusinessCalendar, list]:
+    """The replays' calendar (Moscow, 9-13 and 14-18 on weekdays) and two days of planned leads;
+    each tenant's team is drawn from `rng`."""
+    hours = [(time(9), time(13)), (time(14), time(18))]
+    calendar = BusinessCalendar(
+        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
+    )
+    teams = {
+        B24_TENANT: managers_for(B24_TENANT, 1, managers, rng),
+        AMO_TENANT: managers_for(AMO_TENANT, 9100001, managers, rng),
+    }
+    return calendar, plan_week(calendar, teams, leads_per_day=leads_per_day, seed=seed, start=start, days=2)
+
+
 def mentions(text: str) -> list[str]:
     """The card links in a message: one for an alert, one per line for a digest."""
     return [part.split('"', 1)[0] for part in text.split('href="')[1:]]
@@ -113,19 +129,10 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
     # Everything leadwatch logs, and what its libraries say at INFO and above.
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="leadwatch")
-    rng = random.Random(SEED)
     clock = SimClock(START - timedelta(minutes=1))
-    hours = [(time(9), time(13)), (time(14), time(18))]
-    calendar = BusinessCalendar(
-        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
-    )
-    teams = {
-        B24_TENANT: managers_for(B24_TENANT, 1, 20, rng),
-        AMO_TENANT: managers_for(AMO_TENANT, 9100001, 20, rng),
-    }
     # The fakes echo leadwatch's own card writes back as webhooks, as portals do: about 4.5
     # deliveries a lead, so 560 leads a day per CRM make the 10,000.
-    leads = plan_week(calendar, teams, leads_per_day=560, seed=SEED, start=START, days=2)
+    calendar, leads = two_days(random.Random(SEED), SEED, START, managers=20, leads_per_day=560)
     actions = actions_for(leads)
     until = max(calendar.control_time(lead.created_at, timedelta(minutes=15), time(11)) for lead in leads)
 

@@ -15,11 +15,10 @@ from datetime import datetime, time, timedelta
 import pytest
 
 from demo.replay import replay
-from demo.week import actions_for, managers_for, on_time_by_plan, plan_week
-from leadwatch.calendar import BusinessCalendar
+from demo.week import actions_for, on_time_by_plan
 from leadwatch.events import EntityRef, EntityType
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
-from tests.integration.test_fault_replay import MSK, mentions
+from tests.integration.test_fault_replay import MSK, mentions, two_days
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -39,15 +38,7 @@ def test_racing_workers_real_limits_deletions_a_lost_bot_and_an_outage_lose_and_
     rng = random.Random(HARDENING_SEED)
     start = datetime(2025, 11, 19, 0, 0, tzinfo=MSK)  # Wed 19, Thu 20 Nov 2025
     clock = SimClock(start - timedelta(minutes=1))
-    hours = [(time(9), time(13)), (time(14), time(18))]
-    calendar = BusinessCalendar(
-        "Europe/Moscow", {d: hours for d in range(5)}, country="RU", pre_holiday_minutes=60
-    )
-    teams = {
-        B24_TENANT: managers_for(B24_TENANT, 1, 12, rng),
-        AMO_TENANT: managers_for(AMO_TENANT, 9100001, 12, rng),
-    }
-    leads = plan_week(calendar, teams, leads_per_day=150, seed=HARDENING_SEED, start=start, days=2)
+    calendar, leads = two_days(rng, HARDENING_SEED, start, managers=12, leads_per_day=150)
     # 4% of the leads worked on are deleted 5 minutes later; half of those deletions lose their webhook.
     worked = [lead for lead in leads if lead.processed_at is not None]
     deleted = {
