@@ -40,9 +40,12 @@ class Price:
 
 # The one price table: AWS list prices, Europe (Frankfurt) eu-central-1, on-demand, no free tier,
 # first pricing tier, USD, as of PRICES_TAKEN. Sources: the AWS pricing pages of each service
-# (aws.amazon.com/<service>/pricing); the Frankfurt request prices of API Gateway REST ($3.70/M,
-# usage type EUC1-ApiGatewayRequest) and Lambda ($0.20/M, $0.0000166667/GB-s, EUC1-Request /
-# EUC1-Lambda-GB-Second) as read from the AWS Price List API. DynamoDB's on-demand request
+# (aws.amazon.com/<service>/pricing); the Frankfurt request prices of Lambda ($0.20/M,
+# $0.0000166667/GB-s, EUC1-Request / EUC1-Lambda-GB-Second) as read from the AWS Price List API.
+# API Gateway: the deployed API is an HTTP API ($1.20/M in Frankfurt, usage type
+# EUC1-ApiGatewayHttpRequest, from the pricing page; it was not re-read from the Price List on
+# this machine, which has no internet); the REST API Chalice would deploy costs $3.70/M there
+# (EUC1-ApiGatewayRequest, Price List API). DynamoDB's on-demand request
 # prices are Frankfurt's $1.525/M writes and $0.305/M reads halved by the 1 Nov 2024 cut of
 # on-demand throughput prices in every region.
 PRICES: dict[str, Price] = {
@@ -56,7 +59,9 @@ PRICES: dict[str, Price] = {
     "lambda.requests": Price(0.20, 1e6, "invocation", "x86_64 and arm64 alike"),
     "lambda.gb_s": Price(0.0000166667, 1, "GB-second", "x86_64 (Chalice's default); billed per 1 ms"),
     "lambda.gb_s_arm64": Price(0.0000133334, 1, "GB-second", "arm64, for comparison only"),
-    "apigateway.requests": Price(3.70, 1e6, "request", "REST API (what Chalice deploys)"),
+    "apigateway.requests": Price(
+        1.20, 1e6, "request", "HTTP API (leadwatch.bundle's template), first 300 M a month"
+    ),
     "logs.bytes": Price(0.63, GIB, "byte ingested", "CloudWatch Logs standard class, $0.63/GB"),
     "logs.storage_gb_month": Price(0.0324, 1, "GB-month", "CloudWatch Logs archive, compressed bytes"),
     "cloudwatch.metric_months": Price(0.30, 1, "metric-month", "custom metrics (EMF), prorated by the hour"),

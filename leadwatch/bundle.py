@@ -35,6 +35,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MERGE_TEMPLATE = "infra/resources.yaml"
@@ -209,9 +210,65 @@ def chalice_package(out: Path, extra: list[str] | None = None, project: Path = R
     return out / "deployment.zip"
 
 
+# The API's Lambda handler behind the HTTP API (app.py's `http_api`, leadwatch/http_api.py).
+HTTP_API_HANDLER = "app.http_api"
+HTTP_API = "HttpAPI"  # the AWS::Serverless::HttpApi resource of infra/resources.yaml
+
+
+def use_http_api(template: dict[str, Any], timeout_s: int) -> dict[str, Any]:
+    """Chalice's SAM template with its REST API replaced by the HTTP API of infra/resources.yaml
+    (why: leadwatch/http_api.py): one route per path and method of Chalice's REST API definition,
+    each integrated with the API handler in payload format 1.0, the handler switched to the
+    adapter, and the endpoint outputs pointing at the HTTP API. The REST API, its deployment and
+    its invoke permission go (SAM makes one permission per route)."""
+    resources = template["Resources"]
+    if HTTP_API not in resources:
+        raise ValueError(f"{MERGE_TEMPLATE} has no {HTTP_API} resource to route the API through")
+    rest = resources.pop("RestAPI")
+    resources.pop("APIHandlerInvokePermission", None)
+    events: dict[str, Any] = {}
+    for path, methods in sorted(rest["Properties"]["DefinitionBody"]["paths"].items()):
+        for method in sorted(m for m in methods if m != "options"):
+            name = re.sub(r"[^A-Za-z0-9]", "", f"{method.title()}{path.title()}")
+            events[name] = {
+                "Type": "HttpApi",
+                "Properties": {
+                    "ApiId": {"Ref": HTTP_API},
+                    "Method": method.upper(),
+                    "Path": path,
+                    "PayloadFormatVersion": "1.0",
+                    "TimeoutInMillis": timeout_s * 1000,
+                },
+            }
+    handler = resources["APIHandler"]["Properties"]
+    handler["Handler"] = HTTP_API_HANDLER
+    handler["Events"] = events
+    outputs = template.setdefault("Outputs", {})
+    outputs.pop("RestAPIId", None)
+    outputs["EndpointURL"] = {
+        "Description": "The API's base URL: webhooks go to <EndpointURL>hooks/<tenant>.",
+        "Value": {"Fn::Sub": f"https://${{{HTTP_API}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/"},
+    }
+    outputs["HttpApiId"] = {"Value": {"Ref": HTTP_API}}
+    return template
+
+
+def rewrite_template(out: Path) -> Path:
+    """out/sam.yaml through use_http_api (Chalice writes it as plain YAML, no short tags)."""
+    import yaml
+
+    from leadwatch.infra import API_GATEWAY_TIMEOUT
+
+    sam = out / "sam.yaml"
+    template = yaml.safe_load(sam.read_text())
+    sam.write_text(yaml.safe_dump(use_http_api(template, API_GATEWAY_TIMEOUT), sort_keys=False))
+    return sam
+
+
 def package(out: Path, extra: list[str] | None = None, project: Path = ROOT) -> tuple[Path, Slimmed]:
-    """The deployable package in `out` (sam.yaml + deployment.zip, slimmed)."""
+    """The deployable package in `out` (sam.yaml with the HTTP API + deployment.zip, slimmed)."""
     zip_path = chalice_package(out, extra, project)
+    rewrite_template(out)
     return zip_path, slim(zip_path)
 
 

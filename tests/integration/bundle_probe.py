@@ -42,31 +42,33 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def api_event(method: str, resource: str, path: str, params: dict[str, str], **request: Any) -> dict:
-    """API Gateway's REST proxy event (the "Input format of a Lambda function for proxy integration"
-    in the API Gateway developer guide); Chalice routes on requestContext.resourcePath."""
+def api_event(method: str, path: str, **request: Any) -> dict:
+    """An HTTP API's event in payload format 1.0 (the "Payload format structure" of the HTTP API
+    Lambda integration page, API Gateway developer guide): the REST proxy event's shape, but
+    resourcePath is not promised to be the route's template, so it is left out here and `resource`
+    is the raw path; the adapter (leadwatch/http_api.py) routes on the path itself."""
     headers = {k.lower(): v for k, v in request.get("headers", {}).items()}
     query = request.get("query") or None
     return {
-        "resource": resource,
+        "version": "1.0",
+        "resource": path,
         "path": path,
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
         "queryStringParameters": query,
         "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": params,
-        "stageVariables": None,
         "requestContext": {
-            "resourcePath": resource,
             "httpMethod": method,
-            "path": f"/api{path}",
-            "stage": "api",
+            "path": path,
+            "stage": "$default",
             "requestId": str(uuid.uuid4()),
             "identity": {"sourceIp": "203.0.113.7", "userAgent": "probe"},
             "accountId": "123456789012",
             "apiId": "probe",
         },
+        "pathParameters": None,
+        "stageVariables": None,
         "body": request.get("body"),
         "isBase64Encoded": False,
     }
@@ -124,13 +126,11 @@ def main() -> dict[str, Any]:
     for body in SPEC["webhook_bodies"]:
         event = api_event(
             "POST",
-            "/hooks/{tenant}",
             f"/hooks/{tenant}",
-            {"tenant": tenant},
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             body=body,
         )
-        answer = app.app(event, LambdaContext("api_handler"))
+        answer = app.http_api(event, LambdaContext("api_handler"))
         seen["webhooks"].append({"status": answer["statusCode"], "body": json.loads(answer["body"])})
 
     # The worker on what the webhooks queued.
@@ -154,14 +154,8 @@ def main() -> dict[str, Any]:
 
     # The read API: with the tenant's key, without it, for a tenant that does not exist.
     def get(path_tenant: str, headers: dict[str, str]) -> dict:
-        event = api_event(
-            "GET",
-            "/tenants/{tenant}/timeliness",
-            f"/tenants/{path_tenant}/timeliness",
-            {"tenant": path_tenant},
-            headers=headers,
-        )
-        answer = app.app(event, LambdaContext("api_handler"))
+        event = api_event("GET", f"/tenants/{path_tenant}/timeliness", headers=headers)
+        answer = app.http_api(event, LambdaContext("api_handler"))
         return {"status": answer["statusCode"], "body": json.loads(answer["body"])}
 
     seen["api"] = {

@@ -565,7 +565,7 @@ def test_every_function_and_every_failure_metric_has_an_alarm(package):
 def test_the_api_is_throttled_and_has_reserved_concurrency(package):
     template = _template(package)
     resources, parameters = template["Resources"], template["Parameters"]
-    [settings] = resources["RestAPI"]["Properties"]["MethodSettings"]
+    settings = resources["HttpAPI"]["Properties"]["DefaultRouteSettings"]
     assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
     assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
     assert resources["APIHandler"]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"][1] == {
@@ -574,3 +574,25 @@ def test_the_api_is_throttled_and_has_reserved_concurrency(package):
     assert parameters["ApiReservedConcurrency"]["Default"] > 0
     for queue in ("EventsQueue", "JobsQueue"):
         assert resources[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 10
+
+
+def test_the_api_is_an_http_api_with_one_route_per_chalice_route(package):
+    """The REST API Chalice generates is replaced (leadwatch/http_api.py says why): each route of
+    the app is a route of the HTTP API, in payload format 1.0, to the adapter's handler."""
+    import app as leadwatch_app
+
+    template = _template(package)
+    resources = template["Resources"]
+    assert "RestAPI" not in resources and "APIHandlerInvokePermission" not in resources
+    assert resources["HttpAPI"]["Type"] == "AWS::Serverless::HttpApi"
+    handler = resources["APIHandler"]["Properties"]
+    assert handler["Handler"] == "app.http_api"
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in handler["Events"].values()}
+    expected = {(m, p) for p, methods in leadwatch_app.app.routes.items() for m in methods}
+    assert routes == expected
+    for event in handler["Events"].values():
+        assert event["Type"] == "HttpApi"
+        assert event["Properties"]["PayloadFormatVersion"] == "1.0"
+        assert event["Properties"]["TimeoutInMillis"] <= 30_000
+    assert "HttpAPI" in json.dumps(template["Outputs"]["EndpointURL"])
+    assert "RestAPI" not in json.dumps(template)

@@ -286,7 +286,7 @@ def test_the_bill_prices_each_meter_and_divides_by_the_leads():
     assert result.by_service["sqs"] == pytest.approx(month["sqs.requests"] * 0.40 / 1e6)
     lambda_usd = MONTH_MINUTES * 0.20 / 1e6 + month["lambda.gb_s"] * 0.0000166667
     assert result.by_service["lambda"] == pytest.approx(lambda_usd)
-    assert result.by_service["apigateway"] == pytest.approx(180 * 3.70 / 1e6)
+    assert result.by_service["apigateway"] == pytest.approx(180 * PRICES["apigateway.requests"].usd / 1e6)
     assert result.by_service["cloudwatch_metrics"] == pytest.approx(1.5 * 0.30)
     assert result.by_service["cloudwatch_alarms"] == pytest.approx(2 * 0.10)
     assert result.by_service["ssm"] == result.by_service["eventbridge"] == 0

@@ -523,10 +523,8 @@ def test_concurrency_and_throttling_come_from_the_stacks_parameters():
         assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert 2 <= parameters[parameter]["Default"] <= 1000  # SQS ScalingConfig's range
     assert parameters["JobsMaxConcurrency"]["Default"] >= 167  # README: 1,000 tenants by 11:02
-    [stage] = resources["RestAPI"]["Properties"]["MethodSettings"]
+    stage = resources["HttpAPI"]["Properties"]["DefaultRouteSettings"]
     assert stage == {
-        "HttpMethod": "*",
-        "ResourcePath": "/*",
         "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
         "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
     }
