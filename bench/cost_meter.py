@@ -591,6 +591,15 @@ class CostMeter(AwsCalls):
                 sizes += [sum(sizes) // count] * (scanned - len(items))
             per_item, consistent = False, bool(params.get("ConsistentRead"))
             where = table + (f">{params['IndexName']}" if params.get("IndexName") else "")
+            if not params.get("IndexName"):
+                # Which items the Query reads: the kind of its range key's prefix (begins_with).
+                prefixes = [
+                    v["S"]
+                    for v in (params.get("ExpressionAttributeValues") or {}).values()
+                    if "S" in v and "#" in v["S"]
+                ]
+                if prefixes:
+                    where = item_kind(table, prefixes[0])
         units = read_units(sizes, consistent=consistent, per_item=per_item)
         kind = where.removeprefix("leadwatch-")
         self.charge("dynamodb.rru", units, detail=f"{kind} {operation}")
