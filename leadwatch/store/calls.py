@@ -33,7 +33,7 @@ are read off the item (its calls, and those flagged as touches) rather than coun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,7 +47,7 @@ from leadwatch.store.models import CALL_PREFIX, CallDayItem
 # Calls set by one UpdateItem at most: keeps its expression far below DynamoDB's 4 KB.
 MAX_CALLS_PER_WRITE = 25
 # Merges lost to a concurrent longer report before giving up (the message is then retried).
-MERGE_TRIES = 5
+MERGE_TRIES = 10
 
 # A kept call's fields, by the short names its map uses (attribute names count in an item's
 # size, and so in every write of it).
@@ -152,10 +152,15 @@ class CallDays:
         self.retention = retention
 
     # ----- writes
-    def record(self, tenant: str, calls: Sequence[tuple[Call, date, bool]]) -> list[bool]:
+    def record(
+        self, tenant: str, calls: Sequence[tuple[Call, date, bool]], kept: Mapping[str, Call] | None = None
+    ) -> list[bool]:
         """Keep each (call, its local day, whether it is a touch); for each, whether it was new on
-        its day. One UpdateItem per card-day (a second only to merge what a known call tells more);
-        the same call twice in `calls` is merged first and is new at most once."""
+        its day. One UpdateItem per card-day, and a second only to merge what a known call tells
+        more; a call found in `kept` (what `known` returned for these calls) is merged into its
+        entry in one write instead. The same call twice in `calls` is merged first and is new at
+        most once."""
+        kept = kept or {}
         new = [False] * len(calls)
         groups: dict[tuple[str, date], dict[str, tuple[int, Call, bool]]] = {}
         for index, (call, day, touch) in enumerate(calls):
@@ -166,13 +171,25 @@ class CallDays:
                 group[call.key] = (index, call, touch)
             else:
                 group[call.key] = (have[0], merged(have[1], call), have[2] or touch)
-        for (entity, day), group in groups.items():
+        for (entity_key, day), group in groups.items():
+            entity = EntityRef.parse(entity_key)
             reports = list(group.values())
             for start in range(0, len(reports), MAX_CALLS_PER_WRITE):
                 chunk = reports[start : start + MAX_CALLS_PER_WRITE]
-                fresh = self._add(tenant, EntityRef.parse(entity), day, [(c, t) for _, c, t in chunk])
-                for (index, _, _), is_new in zip(chunk, fresh, strict=True):
-                    new[index] = is_new
+                hinted = {
+                    call.key: KeptCall(kept[call.key], False)  # a touch flag set again changes nothing
+                    for _, call, _ in chunk
+                    if call.key in kept and kept[call.key].entity == entity
+                }
+                missing: set[str] = set()
+                if hinted:
+                    told = [(c, t) for _, c, t in chunk if c.key in hinted]
+                    missing = self._merge(tenant, card_day_key(entity, day), told, hinted)
+                plain = [(i, c, t) for i, c, t in chunk if c.key not in hinted or c.key in missing]
+                if plain:
+                    fresh = self._add(tenant, entity, day, [(c, t) for _, c, t in plain])
+                    for (index, _, _), is_new in zip(plain, fresh, strict=True):
+                        new[index] = is_new
         return new
 
     def _add(self, tenant: str, entity: EntityRef, day: date, reports: list[tuple[Call, bool]]) -> list[bool]:
@@ -198,26 +215,24 @@ class CallDays:
             if _attribute(call.key) in before
         }
         if known:
-            self._merge(tenant, entity, key, [(c, t) for c, t in reports if c.key in known], known)
+            self._merge(tenant, key, [(c, t) for c, t in reports if c.key in known], known)
         return [call.key not in known for call, _ in reports]
 
     def _merge(
-        self,
-        tenant: str,
-        entity: EntityRef,
-        key: str,
-        reports: list[tuple[Call, bool]],
-        known: dict[str, KeptCall],
-    ) -> None:
-        """Add to kept calls what these reports tell more; re-read and retry when a concurrent
-        report lengthened one of them first."""
+        self, tenant: str, key: str, reports: list[tuple[Call, bool]], known: dict[str, KeptCall]
+    ) -> set[str]:
+        """Add to kept calls (`known`: as last read) what these reports tell more; re-read and
+        retry when the item is not as read (a concurrent report lengthened a call first). Returns
+        the keys of the calls the item turned out not to hold."""
+        missing: set[str] = set()
         for _ in range(MERGE_TRIES):
             actions: list[Any] = []
             condition: Any = None
             for call, touch in reports:
                 kept = known.get(call.key)
                 if kept is None:
-                    continue  # gone (expired) since: nothing to merge into
+                    missing.add(call.key)
+                    continue
                 entry = Path([_attribute(call.key)])
                 mine: list[Any] = []
                 # The entry must still be there (a path inside a missing map cannot be set).
@@ -235,15 +250,12 @@ class CallDays:
                     actions += mine
                     for need in needs:
                         condition = need if condition is None else condition & need
-            if not actions:
-                return
-            if update_if(CallDayItem(tenant, key), actions, condition):
-                return
+            if not actions or update_if(CallDayItem(tenant, key), actions, condition):
+                return missing
             try:
-                item = CallDayItem.get(tenant, key, consistent_read=True)
+                known = _calls_of(CallDayItem.get(tenant, key, consistent_read=True))
             except CallDayItem.DoesNotExist:
-                return
-            known = _calls_of(item)
+                known = {}
         raise RuntimeError(f"{tenant}: calls of {key} kept changing under the merge; retry")
 
     def add_recording(self, tenant: str, call: Call, day: date) -> None:

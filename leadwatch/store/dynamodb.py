@@ -7,7 +7,7 @@ the workflows plain dataclasses.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -348,10 +348,15 @@ class Store:
         return self.calls.record(tenant, [(call, day, touch)])[0]
 
     def record_calls(
-        self, tenant: str, calls: Sequence[tuple[Call, date, bool]], now: datetime
+        self,
+        tenant: str,
+        calls: Sequence[tuple[Call, date, bool]],
+        now: datetime,
+        kept: Mapping[str, Call] | None = None,
     ) -> list[bool]:
-        """`record_call` for many: one UpdateItem per card-day among them."""
-        return self.calls.record(tenant, calls)
+        """`record_call` for many: one UpdateItem per card-day among them; a call in `kept`
+        (`known_calls` of these calls) is merged into its entry in one UpdateItem of its own."""
+        return self.calls.record(tenant, calls, kept)
 
     def add_recording(self, tenant: str, call: Call, day: date) -> None:
         """A recording learnt late, on the kept call (and so on its touch) if it has none."""

@@ -14,7 +14,7 @@ checking only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -176,9 +176,14 @@ class StoreProtocol(Protocol):
         ...
 
     def record_calls(
-        self, tenant: str, calls: Sequence[tuple[Call, date, bool]], now: datetime
+        self,
+        tenant: str,
+        calls: Sequence[tuple[Call, date, bool]],
+        now: datetime,
+        kept: Mapping[str, Call] | None = None,
     ) -> list[bool]:
-        """`record_call` for each (call, day, touch), as if one after the other; whether each was new."""
+        """`record_call` for each (call, day, touch), as if one after the other; whether each was new. `kept` is what
+        `known_calls` just returned for these calls, if the caller read it (it saves a write per known call)."""
         ...
 
     def add_recording(self, tenant: str, call: Call, day: date) -> None:

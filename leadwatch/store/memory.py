@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -454,7 +454,11 @@ class MemoryStore:
         return self.record_calls(tenant, [(call, day, touch)], now)[0]
 
     def record_calls(
-        self, tenant: str, calls: Sequence[tuple[Call, date, bool]], now: datetime
+        self,
+        tenant: str,
+        calls: Sequence[tuple[Call, date, bool]],
+        now: datetime,
+        kept: Mapping[str, Call] | None = None,  # DynamoDB's shortcut; the outcome is the same
     ) -> list[bool]:
         new = []
         with self._lock:

@@ -457,6 +457,25 @@ def test_calls_recorded_together_are_each_kept_once(store):
     }
 
 
+def test_calls_told_more_after_known_calls_merge_as_without_it(store):
+    store.create_lead(lead(42), NOW)
+    store.record_call("t1", call(1, duration=5), DAY, False, NOW)
+    kept = store.known_calls("t1", [(ref(42), DAY, "act1"), (ref(42), DAY, "act2")])
+    more = [(call(1, duration=50, record_url="https://r/1"), DAY, True), (call(2), DAY, False)]
+    assert store.record_calls("t1", more, NOW, kept) == [False, True]
+    # What was read is out of date (act1 is longer by now), or of another day (act2 on the next).
+    stale = {"act1": call(1, duration=5), "act2": call(2)}
+    later = [(call(1, duration=30), DAY, False), (call(2, duration=60), DAY + timedelta(days=1), True)]
+    assert store.record_calls("t1", later, NOW, stale) == [False, True]
+    assert [(c.key, c.duration, c.record_url) for c in store.calls_of("t1", ref(42))] == [
+        ("act1", 50, "https://r/1"),
+        ("act2", 60, None),
+    ]
+    assert store.day_counts("t1", DAY) == {ref(42): (2, 1)}
+    assert store.day_counts("t1", DAY + timedelta(days=1)) == {ref(42): (1, 1)}
+    assert totals(store) == (2, 2)
+
+
 def test_a_call_on_another_day_counts_on_that_day_not_again_on_the_card(store):
     store.create_lead(lead(42), NOW)
     store.record_call("t1", call(1), DAY, True, NOW)

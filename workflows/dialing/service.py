@@ -87,7 +87,7 @@ def on_events(
     known = ctx.store.known_calls(tenant, [(c.entity, day, c.key) for c, day in dated]) if dated else {}  # type: ignore[misc]
     telling = [(c, day, plan.is_touch(c)) for c, day in dated if dialing.tells_more(c, known.get(c.key))]
     if telling:
-        ctx.store.record_calls(tenant, telling, now)  # one write per card and day
+        ctx.store.record_calls(tenant, telling, now, known)  # a write per card and day, or per known call
 
     rejections = judge_rejections(ctx, config, current, plan, now)
     effects = [effect for found in rejections.values() for effect in found]
