@@ -6,7 +6,7 @@ Usage is a Counter of meters ("dynamodb.wru", "lambda.gb_s", ...) per *class* of
 class has a driver it grows with (see DRIVERS in bench/cost.py): CRM actions of one kind, leads,
 working days, simulated minutes, or the fires of one scheduled Lambda. A month is each class's
 usage per unit of its driver times the driver's count in a month. A meter named
-"<meter>:<detail>" (e.g. "dynamodb.wru:state/calls#day") is a breakdown of <meter>, scaled the
+"<meter>:<detail>" (e.g. "dynamodb.wru:state/calls") is a breakdown of <meter>, scaled the
 same way and never priced.
 """
 
@@ -277,7 +277,8 @@ _NAME_SEGMENT = re.compile(r"^[a-z][a-z_-]*$")
 
 def item_kind(table: str, range_key: str) -> str:
     """What an item is, for the breakdowns: the table and the leading name segments of its range
-    key (up to two: "state/calls#day", "state/checkpoint#sweep", "inbox/event", "state/effect").
+    key (up to two: "state/checkpoint#sweep", "inbox/event", "state/effect"), up to the first
+    segment that is no name: "state/calls" for a card's calls of a day (`calls#lead:42#<day>`).
     Cards ("lead:42") and journal rows are one kind per table."""
     short = _TABLE_NAMES.get(table, table.removeprefix("leadwatch-"))
     if short in ("leads", "journal"):

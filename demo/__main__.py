@@ -196,10 +196,9 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
     mismatches = []
     for tenant in (B24_TENANT, AMO_TENANT):
         mine = [lead for lead in leads if lead.tenant == tenant and lead.crm_id]
-        states = stack.ctx.store.get_leads(tenant, [_ref(lead) for lead in mine])
+        totals = stack.ctx.store.call_totals(tenant, [_ref(lead) for lead in mine])
         for lead in mine:
-            state = states.get(_ref(lead))
-            got = (state.call_attempts, state.call_touches) if state else (0, 0)
+            got = totals.get(_ref(lead), (0, 0))
             if got != (lead.calls, lead.touches):
                 mismatches.append((lead.key, got, (lead.calls, lead.touches)))
     planned_improper = sum(1 for lead in leads if lead.rejected_at is not None and lead.calls < 15)

@@ -16,7 +16,8 @@ DELETED = "deleted"  # the verdict of a card deleted in the CRM before it was ju
 class LeadState:
     """What leadwatch keeps about one watched card: the card as last seen (stage, owner, title,
     the CRM's modification time), timeliness's part (control time, processing, verdict) and
-    dialing's part (plan day, rejection, call counters)."""
+    dialing's part (plan day, rejection). A card's calls and their counts are kept apart, per card
+    and day (`StoreProtocol.calls_of`, `call_totals`): counting them here wrote the card on every call."""
 
     tenant: str
     entity: EntityRef
@@ -33,11 +34,9 @@ class LeadState:
     # A verdict whose effects were all done by a sweep that died before closing the card.
     pending_verdict: str | None = None
     # Dialing discipline (workflows.dialing): when the card entered a rejected stage, and which
-    # rejection was already judged; the call counters are read-only here (the store adds to them).
+    # rejection was already judged.
     rejected_at: datetime | None = None
     rejection_checked: datetime | None = None
-    call_attempts: int = 0
-    call_touches: int = 0
     plan_day: date | None = None  # day 1 of its dialing plan
     # Deleted in the CRM: closed for every process (a verdict it had is kept).
     deleted_at: datetime | None = None

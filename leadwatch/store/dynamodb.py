@@ -7,7 +7,7 @@ the workflows plain dataclasses.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,9 +15,10 @@ from typing import Any
 from leadwatch.cards import DELETED, LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
+from leadwatch.store.calls import CallDays
 from leadwatch.store.conditions import put_once, update_if
 from leadwatch.store.ledger import EffectLedger
-from leadwatch.store.models import CallItem, InboxItem, JournalItem, LeadItem, StateItem
+from leadwatch.store.models import InboxItem, JournalItem, LeadItem, StateItem
 
 INBOX_TTL = timedelta(days=14)
 DEFAULT_RETENTION = timedelta(days=396)  # 13 months (leadwatch.config.DEFAULT_RETENTION_MONTHS)
@@ -54,21 +55,6 @@ def due_bucket(tenant: str, due_at: datetime, stored_at: datetime) -> str:
 
 def _plan_bucket(tenant: str, day: date | None) -> str | None:
     return f"{tenant}#{day.isoformat()}" if day else None
-
-
-def _call_of(item: CallItem) -> Call:
-    return Call(
-        key=item.call_key,
-        entity=EntityRef.parse(item.entity),
-        direction=item.direction,
-        manager=item.manager,
-        started_at=_dt(item.started_at),  # type: ignore[arg-type]
-        duration=int(item.duration),
-        answered=None if item.answered is None else item.answered == "yes",
-        record_url=item.record_url,
-        activity_id=item.activity_id,
-        source=item.source or "",
-    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +98,8 @@ class Store:
 
     def __init__(self, retention: Callable[[str], timedelta] | None = None):
         self.retention = retention or (lambda _tenant: DEFAULT_RETENTION)
+        # Through self.retention at each write, so setting it later applies to calls too.
+        self.calls = CallDays(lambda tenant: self.retention(tenant))
 
     # ----- inbox
     def put_event(self, tenant: str, dedupe_key: str, payload: dict[str, Any], now: datetime) -> bool:
@@ -209,8 +197,6 @@ class Store:
             pending_verdict=item.verdict_pending,
             rejected_at=_dt(item.rejected_at),
             rejection_checked=_dt(item.rejection_checked),
-            call_attempts=int(item.call_attempts or 0),
-            call_touches=int(item.call_touches or 0),
             plan_day=date.fromisoformat(item.plan_bucket.rpartition("#")[2]) if item.plan_bucket else None,
             deleted_at=_dt(item.deleted_at),
         )
@@ -355,144 +341,55 @@ class Store:
             LeadItem.rejected_at == stamp,
         )
 
-    # ----- calls (dialing discipline)
+    # ----- calls (dialing discipline): one item per card and local day, leadwatch.store.calls
     def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
-        """Keep a call and count it once on its card (total) and on its day, whatever paths bring it.
+        """Keep a call on its card and day, once whatever paths bring it; True when it was new on
+        that day. One UpdateItem (a second when a known call is told more of)."""
+        return self.calls.record(tenant, [(call, day, touch)])[0]
 
-        No read-modify-write: every counter is a conditional ADD that also adds the call's key
-        to the counter's set of counted calls, so concurrent calls all count and a call seen
-        again (another path, a redelivery, a retry after a crash) counts nothing. Returns
-        True when the call was new to leadwatch.
-        """
-        assert call.entity is not None, "a call is recorded on its card"
-        lead_key = call.entity.key
-        # The counters first, the call's own row last: a call leadwatch holds is counted (a crash
-        # in between leaves it unheld, and the retry's counts are no-ops), so a caller may skip
-        # the calls it holds already with nothing new (`known_calls`) and save the writes.
-        self._count(
-            LeadItem(tenant, lead_key),
-            [LeadItem.call_attempts.add(1), LeadItem.calls_counted.add({call.key})],
-            LeadItem.entity.exists() & ~LeadItem.calls_counted.contains(call.key),
-        )
-        day_counter = StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}")
-        self._count(
-            day_counter,
-            [
-                StateItem.attempts.add(1),
-                StateItem.counted.add({call.key}),
-                self._expiry(tenant, call.started_at),
-            ],
-            ~StateItem.counted.contains(call.key),
-        )
-        if touch:
-            self.record_touch(tenant, call, day)
-        item = self._call_item(tenant, f"call#{lead_key}#{call.key}", call, self.retention(tenant))
-        new = put_once(item, CallItem.key.does_not_exist())
-        if not new:
-            self._merge_call(tenant, f"call#{lead_key}#{call.key}", call)
-        return new
+    def record_calls(
+        self,
+        tenant: str,
+        calls: Sequence[tuple[Call, date, bool]],
+        now: datetime,
+        kept: Mapping[str, Call] | None = None,
+    ) -> list[bool]:
+        """`record_call` for many: one UpdateItem per card-day among them; a call in `kept`
+        (`known_calls` of these calls) is merged into its entry in one UpdateItem of its own."""
+        return self.calls.record(tenant, calls, kept)
 
-    def record_touch(self, tenant: str, call: Call, day: date) -> None:
-        """Count a successful touch once (it may be learnt after the attempt: a longer duration later)."""
-        assert call.entity is not None
-        lead_key = call.entity.key
-        self._call_item(
-            tenant, f"touch#{day.isoformat()}#{lead_key}#{call.key}", call, self.retention(tenant)
-        ).save()
-        self._count(
-            LeadItem(tenant, lead_key),
-            [LeadItem.call_touches.add(1), LeadItem.touches_counted.add({call.key})],
-            LeadItem.entity.exists() & ~LeadItem.touches_counted.contains(call.key),
-        )
-        self._count(
-            StateItem(tenant, f"calls#day#{day.isoformat()}#{lead_key}"),
-            [
-                StateItem.touches.add(1),
-                StateItem.touches_counted.add({call.key}),
-                self._expiry(tenant, call.started_at),
-            ],
-            ~StateItem.touches_counted.contains(call.key),
-        )
+    def add_recording(self, tenant: str, call: Call, day: date) -> None:
+        """A recording learnt late, on the kept call (and so on its touch) if it has none."""
+        self.calls.add_recording(tenant, call, day)
 
-    @staticmethod
-    def _count(item: Any, actions: list[Any], condition: Any) -> bool:
-        return update_if(item, actions, condition)
+    def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
+        return next((k.call for k in self.calls.of_card(tenant, entity) if k.call.key == key), None)
+
+    def known_calls(self, tenant: str, keys: Iterable[tuple[EntityRef, date, str]]) -> dict[str, Call]:
+        """The calls leadwatch already holds among (card, local day, call key), by call key."""
+        return self.calls.known(tenant, keys)
+
+    def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
+        return [kept.call for kept in self.calls.of_card(tenant, entity)]
+
+    def call_totals(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, tuple[int, int]]:
+        """(attempts, touches) per card over all its days; a card with no calls (0, 0)."""
+        return self.calls.totals(tenant, entities)
+
+    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
+        """(attempts, touches) per card on one local day."""
+        return {
+            entity: (len(kept), sum(1 for k in kept if k.touch))
+            for entity, kept in self.calls.of_day(tenant, day).items()
+        }
+
+    def touches_on(self, tenant: str, day: date) -> list[Call]:
+        calls = [k.call for kept in self.calls.of_day(tenant, day).values() for k in kept if k.touch]
+        return sorted(calls, key=lambda c: (c.started_at, c.key))
 
     def _expiry(self, tenant: str, happened: datetime) -> Any:
         """Set a counter row's expiry once, from what it first counted."""
         return StateItem.expires_at.set(StateItem.expires_at | (happened + self.retention(tenant)))
-
-    @staticmethod
-    def _call_item(tenant: str, key: str, call: Call, retention: timedelta) -> CallItem:
-        assert call.entity is not None
-        return CallItem(
-            tenant,
-            key,
-            expires_at=call.started_at + retention,
-            entity=call.entity.key,
-            call_key=call.key,
-            direction=call.direction,
-            manager=call.manager,
-            started_at=call.started_at.timestamp(),
-            duration=call.duration,
-            answered=None if call.answered is None else ("yes" if call.answered else "no"),
-            record_url=call.record_url,
-            source=call.source or None,
-            activity_id=call.activity_id,
-        )
-
-    def _merge_call(self, tenant: str, key: str, call: Call) -> None:
-        """Another path told more about a known call: keep the longest duration and any recording."""
-        item = CallItem(tenant, key)
-        if call.record_url:
-            item.update(actions=[CallItem.record_url.set(CallItem.record_url | call.record_url)])
-        if call.answered is not None:
-            item.update(
-                actions=[CallItem.answered.set(CallItem.answered | ("yes" if call.answered else "no"))]
-            )
-        self._count(item, [CallItem.duration.set(call.duration)], CallItem.duration < call.duration)
-
-    def add_recording(self, tenant: str, call: Call, day: date) -> None:
-        """A recording learnt late: on the call and on its entry in the day's touches."""
-        assert call.entity is not None and call.record_url
-        for key in (
-            f"call#{call.entity.key}#{call.key}",
-            f"touch#{day.isoformat()}#{call.entity.key}#{call.key}",
-        ):
-            self._count(
-                CallItem(tenant, key),
-                [CallItem.record_url.set(call.record_url)],
-                CallItem.key.exists() & CallItem.record_url.does_not_exist(),
-            )
-
-    def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
-        try:
-            return _call_of(CallItem.get(tenant, f"call#{entity.key}#{key}"))
-        except CallItem.DoesNotExist:
-            return None
-
-    def known_calls(self, tenant: str, pairs: Iterable[tuple[EntityRef, str]]) -> dict[str, Call]:
-        """The calls leadwatch already holds among (card, call key) pairs, by call key."""
-        keys = sorted({(tenant, f"call#{entity.key}#{key}") for entity, key in pairs})
-        if not keys:
-            return {}
-        return {item.call_key: _call_of(item) for item in CallItem.batch_get(keys)}
-
-    def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
-        items = CallItem.query(tenant, CallItem.key.startswith(f"call#{entity.key}#"))
-        return sorted((_call_of(item) for item in items), key=lambda c: (c.started_at, c.key))
-
-    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
-        """(attempts, touches) per card on one local day."""
-        prefix = f"calls#day#{day.isoformat()}#"
-        return {
-            EntityRef.parse(item.key.removeprefix(prefix)): (int(item.attempts or 0), int(item.touches or 0))
-            for item in StateItem.query(tenant, StateItem.key.startswith(prefix))
-        }
-
-    def touches_on(self, tenant: str, day: date) -> list[Call]:
-        items = CallItem.query(tenant, CallItem.key.startswith(f"touch#{day.isoformat()}#"))
-        return sorted((_call_of(item) for item in items), key=lambda c: (c.started_at, c.key))
 
     def plan_leads(self, tenant: str, first_days: Iterable[date]) -> list[tuple[date, LeadState]]:
         """The cards whose dialing plan starts on one of these days (the plan index only)."""

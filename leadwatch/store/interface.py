@@ -14,7 +14,7 @@ checking only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -168,37 +168,50 @@ class StoreProtocol(Protocol):
         """Mark the rejection judged, only if the stored rejection is the one at `state.rejected_at`."""
         ...
 
-    # ----- calls (dialing discipline)
+    # ----- calls (dialing discipline): kept per card and local day
     def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
-        """Keep the call and count it once on its card and once on `day`, whatever the paths; True when new."""
+        """Keep the call on its card and `day` (a touch if `touch`), once whatever the paths, merging what a later
+        report tells more (longest duration, first recording, first word on answering; a touch stays one); True when
+        it was new on `day`."""
         ...
 
-    def record_touch(self, tenant: str, call: Call, day: date) -> None:
-        """Count a successful touch once on its card and once on `day`, and list it in `touches_on(day)`."""
+    def record_calls(
+        self,
+        tenant: str,
+        calls: Sequence[tuple[Call, date, bool]],
+        now: datetime,
+        kept: Mapping[str, Call] | None = None,
+    ) -> list[bool]:
+        """`record_call` for each (call, day, touch), as if one after the other; whether each was new. `kept` is what
+        `known_calls` just returned for these calls, if the caller read it (it saves a write per known call)."""
         ...
 
     def add_recording(self, tenant: str, call: Call, day: date) -> None:
-        """Give a known call (and its touch on `day`) a recording, if it has none yet."""
+        """Give a known call on `day` (and so its touch) a recording, if it has none yet."""
         ...
 
     def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
-        """The call as kept (merged over every path), or None."""
+        """The call as kept (merged over every path and day), or None."""
         ...
 
-    def known_calls(self, tenant: str, pairs: Iterable[tuple[EntityRef, str]]) -> dict[str, Call]:
-        """The kept calls among these (card, call key) pairs, by call key."""
+    def known_calls(self, tenant: str, keys: Iterable[tuple[EntityRef, date, str]]) -> dict[str, Call]:
+        """The kept calls among these (card, local day, call key), by call key."""
         ...
 
     def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
-        """Every kept call on one card, by start time then key."""
+        """Every kept call on one card, by start time then key (a call kept on two days once)."""
+        ...
+
+    def call_totals(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, tuple[int, int]]:
+        """(attempts, touches) per card over all its days, each call once; (0, 0) for a card with none."""
         ...
 
     def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
-        """(attempts, touches) per card on `day`."""
+        """(attempts, touches) per card on `day`, for the cards with calls that day."""
         ...
 
     def touches_on(self, tenant: str, day: date) -> list[Call]:
-        """The touches counted on `day`, by start time then key."""
+        """The calls kept as touches on `day`, by start time then key."""
         ...
 
     def plan_leads(self, tenant: str, first_days: Iterable[date]) -> list[tuple[date, LeadState]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from leadwatch.events import Call, EntityRef
 
 # The value types still live beside the DynamoDB code (so importing this loads PynamoDB);
 # see the note in leadwatch.store.interface.
+from leadwatch.store.calls import KeptCall, card_day_key, card_prefix, merged
 from leadwatch.store.dynamodb import (
     KEPT_REJECTS_PER_HOUR,
     MAX_KEPT_BODY,
@@ -83,10 +84,6 @@ class _Lead:
     claim_token: str | None = None
     claim_until: float | None = None
     plan_bucket: str | None = None
-    call_attempts: int = 0
-    call_touches: int = 0
-    calls_counted: set[str] = field(default_factory=set)
-    touches_counted: set[str] = field(default_factory=set)
     rejected_at: float | None = None
     rejection_checked: float | None = None
     deleted_at: float | None = None
@@ -108,21 +105,9 @@ class _Lead:
             pending_verdict=self.verdict_pending,
             rejected_at=_dt(self.rejected_at),
             rejection_checked=_dt(self.rejection_checked),
-            call_attempts=self.call_attempts,
-            call_touches=self.call_touches,
             plan_day=date.fromisoformat(self.plan_bucket.rpartition("#")[2]) if self.plan_bucket else None,
             deleted_at=_dt(self.deleted_at),
         )
-
-
-@dataclass
-class _Counter:
-    """A counter that remembers what it counted, so nothing counts twice."""
-
-    attempts: int = 0
-    touches: int = 0
-    counted: set[str] = field(default_factory=set)
-    touches_counted: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -304,14 +289,14 @@ class MemoryStore:
     """`StoreProtocol` in memory (see the module docstring). Expiry (TTL) is not modelled."""
 
     def __init__(self) -> None:
-        # Re-entrant: record_call counts its touch through record_touch under the same lock.
+        # Re-entrant: record_call records through record_calls under the same lock.
         self._lock = threading.RLock()
         self._inbox: dict[str, dict[str, str]] = {}  # event key -> payload JSON
         self._rejects: dict[str, dict[str, RejectRow]] = {}
         self._reject_counts: dict[str, dict[str, int]] = {}  # hour -> rejects kept in it
         self._leads: dict[str, dict[str, _Lead]] = {}
-        self._calls: dict[str, dict[str, Call]] = {}  # "call#<card>#<key>" and "touch#<day>#<card>#<key>"
-        self._day_counters: dict[str, dict[str, _Counter]] = {}  # "<day>#<card>"
+        # "calls#<card>#<day>" -> call key -> the call kept and whether it is a touch, as CallDayItem.
+        self._call_days: dict[str, dict[str, dict[str, KeptCall]]] = {}
         self._stats: dict[str, dict[str, _Stat]] = {}  # "stats#timeliness#<day>#<manager>"
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._journal = _Journal()
@@ -466,95 +451,92 @@ class MemoryStore:
 
     # ----- calls (dialing discipline)
     def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
-        assert call.entity is not None, "a call is recorded on its card"
-        lead_key = call.entity.key
+        return self.record_calls(tenant, [(call, day, touch)], now)[0]
+
+    def record_calls(
+        self,
+        tenant: str,
+        calls: Sequence[tuple[Call, date, bool]],
+        now: datetime,
+        kept: Mapping[str, Call] | None = None,  # DynamoDB's shortcut; the outcome is the same
+    ) -> list[bool]:
+        new = []
         with self._lock:
-            calls = self._part(self._calls, tenant)
-            key = f"call#{lead_key}#{call.key}"
-            kept = calls.get(key)
-            calls[key] = _kept(call) if kept is None else self._merged(kept, call)
-            lead = self._part(self._leads, tenant).get(lead_key)
-            if lead is not None and call.key not in lead.calls_counted:
-                lead.calls_counted.add(call.key)
-                lead.call_attempts += 1
-            counter = self._day_counter(tenant, day, lead_key)
-            if call.key not in counter.counted:
-                counter.counted.add(call.key)
-                counter.attempts += 1
-            if touch:
-                self.record_touch(tenant, call, day)
-            return kept is None
-
-    def record_touch(self, tenant: str, call: Call, day: date) -> None:
-        assert call.entity is not None
-        lead_key = call.entity.key
-        with self._lock:
-            # Overwritten by every report, unmerged: as DynamoDB does (see the contract suite).
-            self._part(self._calls, tenant)[f"touch#{day.isoformat()}#{lead_key}#{call.key}"] = _kept(call)
-            lead = self._part(self._leads, tenant).get(lead_key)
-            if lead is not None and call.key not in lead.touches_counted:
-                lead.touches_counted.add(call.key)
-                lead.call_touches += 1
-            counter = self._day_counter(tenant, day, lead_key)
-            if call.key not in counter.touches_counted:
-                counter.touches_counted.add(call.key)
-                counter.touches += 1
-
-    def _day_counter(self, tenant: str, day: date, lead_key: str) -> _Counter:
-        return self._part(self._day_counters, tenant).setdefault(f"{day.isoformat()}#{lead_key}", _Counter())
-
-    @staticmethod
-    def _merged(kept: Call, call: Call) -> Call:
-        """Another path told more about a known call: keep the longest duration and any recording."""
-        return replace(
-            kept,
-            record_url=call.record_url if kept.record_url is None and call.record_url else kept.record_url,
-            answered=call.answered if kept.answered is None else kept.answered,
-            duration=max(kept.duration, call.duration),
-        )
+            days = self._part(self._call_days, tenant)
+            for call, day, touch in calls:
+                assert call.entity is not None, "a call is recorded on its card"
+                kept_calls = days.setdefault(card_day_key(call.entity, day), {})
+                kept = kept_calls.get(call.key)
+                if kept is None:
+                    kept_calls[call.key] = KeptCall(_kept(call), touch)
+                else:
+                    kept_calls[call.key] = KeptCall(merged(kept.call, _kept(call)), kept.touch or touch)
+                new.append(kept is None)
+        return new
 
     def add_recording(self, tenant: str, call: Call, day: date) -> None:
         assert call.entity is not None and call.record_url
         with self._lock:
-            calls = self._part(self._calls, tenant)
-            for key in (
-                f"call#{call.entity.key}#{call.key}",
-                f"touch#{day.isoformat()}#{call.entity.key}#{call.key}",
-            ):
-                kept = calls.get(key)
-                if kept is not None and kept.record_url is None:
-                    calls[key] = replace(kept, record_url=call.record_url)
+            kept_calls = self._part(self._call_days, tenant).get(card_day_key(call.entity, day), {})
+            kept = kept_calls.get(call.key)
+            if kept is not None and kept.call.record_url is None:
+                kept_calls[call.key] = KeptCall(replace(kept.call, record_url=call.record_url), kept.touch)
+
+    def _of_card(self, tenant: str, entity: EntityRef) -> list[KeptCall]:
+        found: dict[str, KeptCall] = {}
+        with self._lock:
+            days = self._part(self._call_days, tenant)
+            for key in sorted(k for k in days if k.startswith(card_prefix(entity))):
+                for call_key, kept in days[key].items():
+                    have = found.get(call_key)
+                    found[call_key] = (
+                        kept
+                        if have is None
+                        else KeptCall(merged(have.call, kept.call), have.touch or kept.touch)
+                    )
+        return sorted(found.values(), key=lambda k: (k.call.started_at, k.call.key))
 
     def known_call(self, tenant: str, entity: EntityRef, key: str) -> Call | None:
-        with self._lock:
-            return self._part(self._calls, tenant).get(f"call#{entity.key}#{key}")
+        return next((k.call for k in self._of_card(tenant, entity) if k.call.key == key), None)
 
-    def known_calls(self, tenant: str, pairs: Iterable[tuple[EntityRef, str]]) -> dict[str, Call]:
+    def known_calls(self, tenant: str, keys: Iterable[tuple[EntityRef, date, str]]) -> dict[str, Call]:
         with self._lock:
-            calls = self._part(self._calls, tenant)
-            keys = sorted({f"call#{entity.key}#{key}" for entity, key in pairs})
-            return {calls[k].key: calls[k] for k in keys if k in calls}
-
-    def _calls_under(self, tenant: str, prefix: str) -> list[Call]:
-        with self._lock:
-            found = [c for k, c in self._part(self._calls, tenant).items() if k.startswith(prefix)]
-        return sorted(found, key=lambda c: (c.started_at, c.key))
+            days = self._part(self._call_days, tenant)
+            found = {}
+            for entity, day, call_key in keys:
+                kept = days.get(card_day_key(entity, day), {}).get(call_key)
+                if kept is not None:
+                    found[call_key] = kept.call
+            return found
 
     def calls_of(self, tenant: str, entity: EntityRef) -> list[Call]:
-        return self._calls_under(tenant, f"call#{entity.key}#")
+        return [kept.call for kept in self._of_card(tenant, entity)]
 
-    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
-        prefix = f"{day.isoformat()}#"
+    def call_totals(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, tuple[int, int]]:
+        found = {}
+        for entity in sorted(set(entities)):
+            kept = self._of_card(tenant, entity)
+            found[entity] = (len(kept), sum(1 for k in kept if k.touch))
+        return found
+
+    def _of_day(self, tenant: str, day: date) -> dict[EntityRef, list[KeptCall]]:
+        suffix = f"#{day.isoformat()}"
         with self._lock:
-            counters = self._part(self._day_counters, tenant)
             return {
-                EntityRef.parse(k.removeprefix(prefix)): (c.attempts, c.touches)
-                for k, c in counters.items()
-                if k.startswith(prefix)
+                EntityRef.parse(key.split("#")[1]): list(kept_calls.values())
+                for key, kept_calls in self._part(self._call_days, tenant).items()
+                if key.endswith(suffix) and kept_calls
             }
 
+    def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:
+        return {
+            entity: (len(kept), sum(1 for k in kept if k.touch))
+            for entity, kept in self._of_day(tenant, day).items()
+        }
+
     def touches_on(self, tenant: str, day: date) -> list[Call]:
-        return self._calls_under(tenant, f"touch#{day.isoformat()}#")
+        calls = [k.call for kept in self._of_day(tenant, day).values() for k in kept if k.touch]
+        return sorted(calls, key=lambda c: (c.started_at, c.key))
 
     def plan_leads(self, tenant: str, first_days: Iterable[date]) -> list[tuple[date, LeadState]]:
         found = []

@@ -7,6 +7,7 @@ Times are stored as unix seconds (numbers) so the due index can range over them.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
@@ -23,7 +24,7 @@ _BASE_NAMES = {
     "LeadItem": ("LEADWATCH_LEADS_TABLE", "leadwatch-leads"),
     "JournalItem": ("LEADWATCH_JOURNAL_TABLE", "leadwatch-journal"),
     "StateItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
-    "CallItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
+    "CallDayItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "ProcessItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "LimitItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
 }
@@ -98,10 +99,9 @@ class LeadItem(Model):
     claim_until = NumberAttribute(null=True)
     # Dialing: "<tenant>#<day 1 of the dialing plan>", so a report reads only the plan window.
     plan_bucket = UnicodeAttribute(null=True)
-    call_attempts = NumberAttribute(null=True)
-    call_touches = NumberAttribute(null=True)
-    calls_counted = UnicodeSetAttribute(null=True)  # call keys already in call_attempts
-    touches_counted = UnicodeSetAttribute(null=True)
+    # A card's calls are not counted here (every call would write the card, and the sets of
+    # counted calls would grow it past 1 KB): they are in its card-day items (CallDayItem). Rows of
+    # older releases still carry call_attempts, call_touches, calls_counted and touches_counted.
     rejected_at = NumberAttribute(null=True)
     rejection_checked = NumberAttribute(null=True)  # the rejected_at whose check is done
     expires_at = TTLAttribute(null=True)  # the tenant's retention after the card arrived
@@ -140,8 +140,6 @@ class StateItem(Model):
         null=True
     )  # the cards (or calls) a counter has counted, so none counts twice
     attempts = NumberAttribute(null=True)
-    touches = NumberAttribute(null=True)
-    touches_counted = UnicodeSetAttribute(null=True)
     at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)
     # The effect ledger (`effect#<id>`, leadwatch.store.ledger): claimed / done / unconfirmed; a row
@@ -154,26 +152,51 @@ class StateItem(Model):
     refusals = NumberAttribute(null=True)
 
 
-class CallItem(Model):
-    """One call on a card (`call#<card>#<call key>`), or its copy in a day's touches
-    (`touch#<day>#<card>#<call key>`); lives in the state table beside the counters."""
+class CallDayIndex(GlobalSecondaryIndex["CallDayItem"]):
+    """The card-day items of one tenant's local day (the daily report), and nothing else: only
+    card-day items carry `call_day`. Keys only, so a call added to an item that is already indexed
+    writes the table alone; the report reads the few items it lists."""
+
+    class Meta:
+        index_name = "calls-day-index"
+        projection = KeysOnlyProjection()
+
+    call_day = UnicodeAttribute(hash_key=True)
+    entity = UnicodeAttribute(range_key=True)
+
+
+class CallDayItem(Model):
+    """One card's calls of one local day (`calls#<card>#<day>`, leadwatch.store.calls), in the
+    state table. Each call is a top-level map attribute `c#<call key>` (see leadwatch.store.calls
+    for its fields): a new call is added to the item, whether it exists yet or not, in one
+    UpdateItem (a map of calls would have to exist before a call could be set in it). PynamoDB
+    keeps those attributes in `calls` (raw, by call key) when it reads an item."""
 
     class Meta(_Meta):
         table_name = "leadwatch-state"
 
     tenant = UnicodeAttribute(hash_key=True)
     key = UnicodeAttribute(range_key=True)
-    entity = UnicodeAttribute()
-    call_key = UnicodeAttribute()
-    direction = UnicodeAttribute()
-    manager = UnicodeAttribute(null=True)
-    started_at = NumberAttribute()
-    duration = NumberAttribute()
-    answered = UnicodeAttribute(null=True)  # "yes" / "no"; absent when the path did not say
-    record_url = UnicodeAttribute(null=True)
-    source = UnicodeAttribute(null=True)
-    activity_id = UnicodeAttribute(null=True)
-    expires_at = TTLAttribute(null=True)  # the tenant's retention after the call
+    entity = UnicodeAttribute(null=True)  # the card's key
+    call_day = UnicodeAttribute(null=True)  # "<tenant>#<local day>": the day index's key
+    expires_at = TTLAttribute(null=True)  # the tenant's retention after the day's first call
+
+    day_index = CallDayIndex()
+
+    calls: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_raw_data(cls, data: dict[str, Any]) -> CallDayItem:
+        item = super().from_raw_data(data)
+        item.calls = {
+            name.removeprefix(CALL_PREFIX): value["M"]
+            for name, value in data.items()
+            if name.startswith(CALL_PREFIX) and "M" in value
+        }
+        return item
+
+
+CALL_PREFIX = "c#"  # a call's attribute in a card-day item: c#<call key>
 
 
 class ProcessItem(Model):
@@ -211,7 +234,7 @@ MODELS: tuple[type[Model], ...] = (
     LeadItem,
     JournalItem,
     StateItem,
-    CallItem,
+    CallDayItem,
     ProcessItem,
     LimitItem,
 )

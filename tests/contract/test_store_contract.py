@@ -221,10 +221,10 @@ def test_a_created_card_reads_back_whole_in_utc(store):
 
 
 def test_a_created_card_is_open_whatever_the_state_says(store):
-    # Verdicts and counters are the store's to set: a new card starts open and uncounted.
-    store.create_lead(lead(1, verdict="late", verdict_at=NOW, call_attempts=5, call_touches=2), NOW)
+    # Verdicts are the store's to set: a new card starts open.
+    store.create_lead(lead(1, verdict="late", verdict_at=NOW), NOW)
     got = store.get_lead("t1", ref(1))
-    assert (got.verdict, got.verdict_at, got.call_attempts, got.call_touches) == (None, None, 0, 0)
+    assert (got.verdict, got.verdict_at) == (None, None)
     assert [s.entity for _, s in store.due_leads("t1", NOW, since=DAY)] == [ref(1)]
 
 
@@ -387,13 +387,17 @@ def test_a_rejection_is_marked_checked_only_if_it_is_the_stored_one(store):
 # ----- calls
 
 
+def totals(store, tenant: str = "t1") -> tuple[int, int]:
+    """(attempts, touches) of card 42."""
+    return store.call_totals(tenant, [ref(42)])[ref(42)]
+
+
 def test_each_call_counts_once_on_its_card_and_its_day(store):
     store.create_lead(lead(42), NOW)
     assert store.record_call("t1", call(1), DAY, False, NOW)
     assert store.record_call("t1", call(2), DAY, True, NOW)
     assert not store.record_call("t1", call(2), DAY, True, NOW)  # a redelivery
-    got = store.get_lead("t1", ref(42))
-    assert (got.call_attempts, got.call_touches) == (2, 1)
+    assert totals(store) == (2, 1)
     assert store.day_counts("t1", DAY) == {ref(42): (2, 1)}
     assert [c.key for c in store.calls_of("t1", ref(42))] == ["act1", "act2"]
     assert [c.key for c in store.touches_on("t1", DAY)] == ["act2"]
@@ -410,8 +414,7 @@ def test_the_same_call_by_every_path_and_again_counts_once(store):
     assert store.record_call("t1", telephony, DAY, True, NOW) is False
     assert store.record_call("t1", statistic, DAY, True, NOW) is False
     assert store.record_call("t1", statistic, DAY, True, NOW) is False  # a redelivery
-    got = store.get_lead("t1", ref(42))
-    assert (got.call_attempts, got.call_touches) == (1, 1)
+    assert totals(store) == (1, 1)
     assert store.day_counts("t1", DAY) == {ref(42): (1, 1)}
     [kept] = store.calls_of("t1", ref(42))
     # The longest duration, the first recording and the first word on answering; the rest as first told.
@@ -421,17 +424,66 @@ def test_the_same_call_by_every_path_and_again_counts_once(store):
         True,
         "activity",
     )
+    assert store.touches_on("t1", DAY) == [kept]  # the touch is the call as kept
     store.record_call("t1", replace(activity, duration=3, record_url="https://other"), DAY, False, NOW)
     assert store.known_call("t1", ref(42), "act1") == kept  # a shorter, later report changes nothing
+    assert store.known_calls("t1", [(ref(42), DAY, "act1")]) == {"act1": kept}
+
+
+def test_calls_recorded_together_are_each_kept_once(store):
+    store.create_lead(lead(42), NOW)
+    store.record_call("t1", call(1), DAY, False, NOW)
+    batch = [
+        (call(1, duration=50, record_url="https://r/1"), DAY, True),  # known: told more
+        (call(2), DAY, False),
+        (call(2, duration=40), DAY, True),  # the same call twice in the batch
+        (call(3, entity=ref(7)), DAY, False),  # another card
+        (call(4), DAY + timedelta(days=1), True),  # another day
+    ]
+    assert store.record_calls("t1", batch, NOW) == [False, True, False, True, True]
+    assert store.record_calls("t1", batch, NOW) == [False] * 5  # the batch again
+    assert store.record_calls("t1", [], NOW) == []
+    assert store.day_counts("t1", DAY) == {ref(42): (2, 2), ref(7): (1, 0)}
+    assert store.day_counts("t1", DAY + timedelta(days=1)) == {ref(42): (1, 1)}
+    assert [(c.key, c.duration, c.record_url) for c in store.calls_of("t1", ref(42))] == [
+        ("act1", 50, "https://r/1"),
+        ("act2", 40, None),
+        ("act4", 10, None),
+    ]
+    assert store.call_totals("t1", [ref(42), ref(7), ref(8)]) == {
+        ref(42): (3, 3),
+        ref(7): (1, 0),
+        ref(8): (0, 0),
+    }
+
+
+def test_calls_told_more_after_known_calls_merge_as_without_it(store):
+    store.create_lead(lead(42), NOW)
+    store.record_call("t1", call(1, duration=5), DAY, False, NOW)
+    kept = store.known_calls("t1", [(ref(42), DAY, "act1"), (ref(42), DAY, "act2")])
+    more = [(call(1, duration=50, record_url="https://r/1"), DAY, True), (call(2), DAY, False)]
+    assert store.record_calls("t1", more, NOW, kept) == [False, True]
+    # What was read is out of date (act1 is longer by now), or of another day (act2 on the next).
+    stale = {"act1": call(1, duration=5), "act2": call(2)}
+    later = [(call(1, duration=30), DAY, False), (call(2, duration=60), DAY + timedelta(days=1), True)]
+    assert store.record_calls("t1", later, NOW, stale) == [False, True]
+    assert [(c.key, c.duration, c.record_url) for c in store.calls_of("t1", ref(42))] == [
+        ("act1", 50, "https://r/1"),
+        ("act2", 60, None),
+    ]
+    assert store.day_counts("t1", DAY) == {ref(42): (2, 1)}
+    assert store.day_counts("t1", DAY + timedelta(days=1)) == {ref(42): (1, 1)}
+    assert totals(store) == (2, 2)
 
 
 def test_a_call_on_another_day_counts_on_that_day_not_again_on_the_card(store):
     store.create_lead(lead(42), NOW)
     store.record_call("t1", call(1), DAY, True, NOW)
-    store.record_call("t1", call(1), DAY + timedelta(days=1), True, NOW)
-    got = store.get_lead("t1", ref(42))
-    assert (got.call_attempts, got.call_touches) == (1, 1)
+    store.record_call("t1", call(1, duration=60), DAY + timedelta(days=1), True, NOW)
+    assert totals(store) == (1, 1)
     assert store.day_counts("t1", DAY) == store.day_counts("t1", DAY + timedelta(days=1)) == {ref(42): (1, 1)}
+    [kept] = store.calls_of("t1", ref(42))  # once, with what both days tell
+    assert (kept.key, kept.duration) == ("act1", 60)
 
 
 def test_counts_are_per_day_and_per_tenant(store):
@@ -442,21 +494,21 @@ def test_counts_are_per_day_and_per_tenant(store):
     store.record_call("b", call(1), DAY, False, NOW)  # the same call key in another tenant
     assert store.day_counts("a", DAY) == {ref(42): (1, 0)}
     assert store.day_counts("a", DAY + timedelta(days=1)) == {ref(42): (1, 0)}
-    assert store.get_lead("a", ref(42)).call_attempts == 2
-    assert store.get_lead("b", ref(42)).call_attempts == 1
+    assert totals(store, tenant="a") == (2, 0)
+    assert totals(store, tenant="b") == (1, 0)
     assert [c.key for c in store.calls_of("b", ref(42))] == ["act1"]
-    assert store.known_calls("a", [(ref(42), "act1"), (ref(42), "act9")]).keys() == {"act1"}
+    assert store.known_calls("a", [(ref(42), DAY, "act1"), (ref(42), DAY, "act9")]).keys() == {"act1"}
+    assert store.known_calls("a", [(ref(42), DAY, "act2")]) == {}  # kept on the next day
     assert store.day_counts("c", DAY) == {}
 
 
-def test_a_call_on_an_unknown_card_is_kept_and_counted_on_its_day_only(store):
+def test_a_call_on_an_unknown_card_is_kept_and_counted(store):
     assert store.record_call("t1", call(1), DAY, True, NOW)
     assert store.day_counts("t1", DAY) == {ref(42): (1, 1)}
     assert store.get_lead("t1", ref(42)) is None
-    store.create_lead(lead(42), NOW)  # the card arrives later: its total starts from there
-    store.record_call("t1", call(1), DAY, True, NOW)
-    got = store.get_lead("t1", ref(42))
-    assert (got.call_attempts, got.call_touches) == (1, 1)
+    store.create_lead(lead(42), NOW)  # the card arrives later: its calls were kept for it
+    assert not store.record_call("t1", call(1), DAY, True, NOW)
+    assert totals(store) == (1, 1)
     assert store.day_counts("t1", DAY) == {ref(42): (1, 1)}
 
 
@@ -465,26 +517,16 @@ def test_a_touch_learnt_later_counts_once(store):
     short = call(1, duration=3)
     store.record_call("t1", short, DAY, False, NOW)
     assert store.day_counts("t1", DAY) == {ref(42): (1, 0)}
-    store.record_touch("t1", replace(short, duration=40), DAY)
-    store.record_touch("t1", replace(short, duration=40), DAY)
-    got = store.get_lead("t1", ref(42))
-    assert (got.call_attempts, got.call_touches) == (1, 1)
+    store.record_call("t1", replace(short, duration=40), DAY, True, NOW)
+    store.record_call("t1", replace(short, duration=40), DAY, True, NOW)
+    store.record_call("t1", replace(short, duration=5), DAY, False, NOW)  # a touch stays one
+    assert totals(store) == (1, 1)
     assert store.day_counts("t1", DAY) == {ref(42): (1, 1)}
     [touch] = store.touches_on("t1", DAY)
     assert (touch.key, touch.duration) == ("act1", 40)
 
 
-def test_a_touch_only_day_counts_no_attempt(store):
-    store.record_touch("t1", call(1), DAY)
-    assert store.day_counts("t1", DAY) == {ref(42): (0, 1)}
-
-
-def test_a_touch_reported_again_keeps_its_recording_and_longest_duration(store, known_bug):
-    known_bug(
-        "memory",
-        "dynamodb",
-        reason="record_touch overwrites the touch copy with each report (calls_of merges, touches_on does not)",
-    )
+def test_a_touch_reported_again_keeps_its_recording_and_longest_duration(store):
     store.create_lead(lead(42), NOW)
     store.record_call("t1", call(1, duration=50, record_url="https://records.example/1.mp3"), DAY, True, NOW)
     store.record_call("t1", call(1, duration=30), DAY, True, NOW)  # a shorter report by another path
@@ -500,11 +542,13 @@ def test_a_recording_learnt_late_lands_on_the_call_and_its_touch_once(store):
     store.add_recording("t1", call(1, record_url="https://r/other"), DAY)  # the first stays
     store.add_recording("t1", call(2, record_url="https://r/2"), DAY)  # a call with no touch
     store.add_recording("t1", call(3, record_url="https://r/3"), DAY)  # an unknown call: nothing
+    store.add_recording("t1", call(4, record_url="https://r/4"), DAY + timedelta(days=1))  # nor a day without
     assert {c.key: c.record_url for c in store.calls_of("t1", ref(42))} == {
         "act1": "https://r/1",
         "act2": "https://r/2",
     }
     assert [(c.key, c.record_url) for c in store.touches_on("t1", DAY)] == [("act1", "https://r/1")]
+    assert store.day_counts("t1", DAY + timedelta(days=1)) == {}
 
 
 def test_known_calls_read_back_as_kept(store):
@@ -514,8 +558,19 @@ def test_known_calls_read_back_as_kept(store):
     assert got == kept and got.started_at.tzinfo == UTC and got.source == ""
     assert store.known_call("t1", ref(8), "act1") is None  # the key is the card's own
     assert store.known_call("t2", ref(7), "act1") is None
-    assert store.known_calls("t1", [(ref(7), "act1"), (ref(8), "act1")]) == {"act1": got}
+    assert store.known_calls("t1", [(ref(7), DAY, "act1"), (ref(8), DAY, "act1")]) == {"act1": got}
     assert store.known_calls("t1", []) == {}
+
+
+def test_call_keys_of_any_shape_are_kept_as_told(store):
+    # Bitrix24's CALL_IDs hold dots; nothing in a CRM's key may be taken for a document path.
+    keys = ["voxexternalCall.6b1d.1699", "note[3]", "a%5Bb", "x#y", "act 1"]
+    store.record_calls("t1", [(call(n, key=key), DAY, n % 2 == 0) for n, key in enumerate(keys)], NOW)
+    assert [c.key for c in store.calls_of("t1", ref(42))] == keys
+    assert store.known_calls("t1", [(ref(42), DAY, key) for key in keys]).keys() == set(keys)
+    store.add_recording("t1", call(1, key="note[3]", record_url="https://r/3"), DAY)
+    assert store.known_call("t1", ref(42), "note[3]").record_url == "https://r/3"
+    assert [c.key for c in store.touches_on("t1", DAY)] == keys[::2]
 
 
 def test_calls_of_one_card_only_in_time_order(store):
@@ -527,6 +582,7 @@ def test_calls_of_one_card_only_in_time_order(store):
     assert [c.key for c in store.touches_on("t1", DAY)] == ["act1", "act3"]
     assert store.touches_on("t1", DAY + timedelta(days=1)) == []
     assert store.day_counts("t1", DAY) == {ref(1): (3, 1), ref(10): (1, 1)}
+    assert store.call_totals("t1", [ref(1), ref(10)]) == {ref(1): (3, 1), ref(10): (1, 1)}
 
 
 def test_the_plan_index_returns_the_cards_of_a_plan_day(store):
@@ -1018,8 +1074,7 @@ def test_racing_calls_each_count_once_in_memory():
         # 50 distinct calls, every fifth a touch, each reported by two paths at once.
         new = _race(100, lambda i, store=store: store.record_call("t1", call(i % 50), DAY, i % 5 == 0, NOW))
         assert sum(bool(n) for n in new) == 50  # each call was new to exactly one path
-        got = store.get_lead("t1", ref(42))
-        assert (got.call_attempts, got.call_touches) == (50, 10)
+        assert totals(store) == (50, 10)
         assert store.day_counts("t1", DAY) == {ref(42): (50, 10)}
         assert len(store.calls_of("t1", ref(42))) == 50
         assert len(store.touches_on("t1", DAY)) == 10
@@ -1061,29 +1116,28 @@ def test_racing_sweeps_claim_and_count_a_card_once_in_memory():
 
 
 def test_a_tenants_rows_expire_after_its_retention(store):
-    """Cards, calls, touches, counters and journal rows carry their expiry (DynamoDB TTL); the
-    memory store does not model expiry, so this reads DynamoDB's rows only."""
+    """Cards, a card's calls of a day, counters and journal rows carry their expiry (DynamoDB TTL);
+    the memory store does not model expiry, so this reads DynamoDB's rows only."""
     if isinstance(store, MemoryStore):
         pytest.skip("expiry is DynamoDB's (TTL); the memory store keeps everything")
-    from leadwatch.store.models import CallItem, JournalItem, LeadItem, StateItem
+    from leadwatch.store.models import CallDayItem, JournalItem, LeadItem, StateItem
 
     store.retention = lambda tenant: timedelta(days=30) if tenant == "t1" else timedelta(days=396)
     state = lead(1)
     store.create_lead(state, NOW)
     call = Call("c1", ref(1), "out", "7", NOW, 95, answered=True)
     store.record_call("t1", call, DAY, True, NOW)
+    store.record_call("t1", replace(call, key="c2", started_at=NOW + timedelta(hours=2)), DAY, False, NOW)
     store.claim(state, "a", NOW, HOLD)
     store.close_verdict(state, "on_time", "a", NOW, DAY.isoformat(), "7")
     store.put_violation("t1", Violation("v1", "late", ref(1), "7", NOW), NOW)
     month = (NOW + timedelta(days=30)).timestamp()
     assert LeadItem.get("t1", "lead:1").expires_at.timestamp() == state.created_at.timestamp() + 30 * 86400
-    for key in ("call#lead:1#c1", f"touch#{DAY}#lead:1#c1"):
-        assert CallItem.get("t1", key).expires_at.timestamp() == month
-    for key in (f"calls#day#{DAY}#lead:1", f"stats#timeliness#{DAY}#7"):
-        assert StateItem.get("t1", key).expires_at.timestamp() in (
-            month,
-            state.created_at.timestamp() + 30 * 86400,
-        )
+    # Set by the day's first call, not moved by later ones.
+    assert CallDayItem.get("t1", f"calls#lead:1#{DAY}").expires_at.timestamp() == month
+    assert StateItem.get("t1", f"stats#timeliness#{DAY}#7").expires_at.timestamp() == (
+        state.created_at.timestamp() + 30 * 86400
+    )
     [row] = JournalItem.query("t1")
     assert row.expires_at.timestamp() == month
     store.create_lead(lead(2, tenant="t2"), NOW)

@@ -1,11 +1,14 @@
 """Counting calls in DynamoDB (moto's server over HTTP, served one request at a time as
-atomically as DynamoDB): every attempt once, concurrently, whatever the number of paths."""
+atomically as DynamoDB): every attempt once, concurrently, whatever the number of paths. A card's
+calls of a day are one item (leadwatch.store.calls), so every race here is over that item."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +19,7 @@ from leadwatch.store.dynamodb import Store
 NOW = datetime(2025, 11, 11, 8, 0, tzinfo=UTC)
 DAY = date(2025, 11, 11)
 LEAD = EntityRef(EntityType.LEAD, "42")
+_T = TypeVar("_T")
 
 
 @pytest.fixture(scope="module")
@@ -41,32 +45,89 @@ def _call(n: int, duration: int = 10, **extra) -> Call:
     )
 
 
-def test_fifty_concurrent_calls_on_one_lead_count_fifty(store: Store) -> None:
-    tenant = "concurrent"
-    _lead(store, tenant)
-    barrier = threading.Barrier(50)
+def _race(n: int, work: Callable[[int], _T]) -> list[_T]:
+    """`work(i)` for i in range(n), all threads released at once; a thread's failure fails the test."""
+    barrier = threading.Barrier(n)
     errors: list[BaseException] = []
+    results: list[Any] = [None] * n
 
-    def dial(n: int) -> None:
+    def run(i: int) -> None:
         try:
             barrier.wait()
-            store.record_call(tenant, _call(n, duration=40 if n % 5 == 0 else 5), DAY, n % 5 == 0, NOW)
-        except BaseException as exc:  # surfaced below: a thread's failure must fail the test
+            results[i] = work(i)
+        except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=dial, args=(n,)) for n in range(50)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors
-    state = store.get_lead(tenant, LEAD)
-    assert state is not None
-    assert state.call_attempts == 50
-    assert state.call_touches == 10
+    return results
+
+
+def test_fifty_concurrent_calls_on_one_lead_count_fifty(store: Store) -> None:
+    tenant = "concurrent"
+    _lead(store, tenant)
+    # 50 calls, every fifth a touch, each reported by two paths at once: all into one item.
+    new = _race(
+        100,
+        lambda i: store.record_call(
+            tenant, _call(i % 50, duration=40 if i % 5 == 0 else 5), DAY, i % 5 == 0, NOW
+        ),
+    )
+    assert sum(new) == 50  # each call was new to exactly one of its paths
+    assert store.call_totals(tenant, [LEAD]) == {LEAD: (50, 10)}
     assert store.day_counts(tenant, DAY) == {LEAD: (50, 10)}
     assert len(store.calls_of(tenant, LEAD)) == 50
     assert len(store.touches_on(tenant, DAY)) == 10
+
+
+def test_concurrent_reports_of_one_call_keep_the_most_any_told(store: Store) -> None:
+    """Workers racing over one kept call, each with another duration, recording or touch: the
+    longest duration wins whatever the order, a recording stays, the touch counts once."""
+    tenant = "merging"
+    _lead(store, tenant)
+    for round_ in range(3):
+        first = replace(_call(100 + round_, duration=1), answered=None)
+        store.record_call(tenant, first, DAY, False, NOW)
+
+        def report(i: int, first: Call = first) -> bool:
+            told = replace(
+                first,
+                duration=10 + i,
+                answered=i % 3 == 0,
+                record_url=f"https://r/{i}" if i % 4 == 0 else None,
+            )
+            # Half of them bring what they read before (`known_calls`): already out of date.
+            hint = {first.key: first} if i % 2 else None
+            return store.record_calls(tenant, [(told, DAY, i % 2 == 0)], NOW, hint)[0]
+
+        assert _race(20, report) == [False] * 20
+        kept = store.known_call(tenant, LEAD, first.key)
+        assert kept is not None and kept.duration == 29
+        assert kept.answered is not None and kept.record_url in {f"https://r/{i}" for i in range(0, 20, 4)}
+    assert store.day_counts(tenant, DAY) == {LEAD: (3, 3)}
+
+
+def test_concurrent_batches_over_the_cards_of_a_day_count_each_call_once(store: Store) -> None:
+    """Workers recording overlapping batches (several cards, two days) at once."""
+    tenant = "batches"
+    cards = [EntityRef(EntityType.LEAD, str(n)) for n in range(1, 4)]
+    calls = [(_call(n, entity=cards[n % 3]), DAY + timedelta(days=n % 2), n % 4 == 0) for n in range(30)]
+
+    def worker(i: int) -> list[bool]:
+        mine = calls[i * 3 :] + calls[: i * 3]  # each its own order
+        return store.record_calls(tenant, mine, NOW)
+
+    results = _race(10, worker)
+    assert sum(sum(r) for r in results) == 30
+    totals = store.call_totals(tenant, cards)
+    assert sum(a for a, _ in totals.values()) == 30
+    assert sum(t for _, t in totals.values()) == 8
+    per_day = [store.day_counts(tenant, DAY + timedelta(days=d)) for d in (0, 1)]
+    assert sum(a for counts in per_day for a, _ in counts.values()) == 30
 
 
 def test_the_same_call_by_every_path_and_again_counts_once(store: Store) -> None:
@@ -79,8 +140,7 @@ def test_the_same_call_by_every_path_and_again_counts_once(store: Store) -> None
     assert store.record_call(tenant, telephony, DAY, True, NOW) is False
     assert store.record_call(tenant, statistic, DAY, True, NOW) is False
     assert store.record_call(tenant, statistic, DAY, True, NOW) is False  # a redelivery
-    state = store.get_lead(tenant, LEAD)
-    assert state is not None and (state.call_attempts, state.call_touches) == (1, 1)
+    assert store.call_totals(tenant, [LEAD]) == {LEAD: (1, 1)}
     assert store.day_counts(tenant, DAY) == {LEAD: (1, 1)}
     [kept] = store.calls_of(tenant, LEAD)
     assert kept.duration == 45
@@ -92,25 +152,6 @@ def test_the_same_call_by_every_path_and_again_counts_once(store: Store) -> None
     assert store.calls_of(tenant, LEAD)[0].duration == 45
 
 
-def test_a_retry_after_a_crash_between_writes_completes_the_count(store: Store) -> None:
-    """Counted, then the process died before the call's own row (written last, so a call held is
-    a call counted): the retry counts nothing again and writes the row."""
-    from leadwatch.store.models import CallItem
-
-    tenant = "crash"
-    _lead(store, tenant)
-    call = _call(7)
-    assert store.record_call(tenant, call, DAY, False, NOW) is True
-    CallItem(tenant, f"call#{LEAD.key}#{call.key}").delete()  # as if the last write never happened
-    assert store.known_calls(tenant, [(LEAD, call.key)]) == {}
-    assert store.record_call(tenant, call, DAY, False, NOW) is True
-    assert store.record_call(tenant, call, DAY, False, NOW) is False
-    state = store.get_lead(tenant, LEAD)
-    assert state is not None and state.call_attempts == 1
-    assert store.day_counts(tenant, DAY) == {LEAD: (1, 0)}
-    assert store.known_calls(tenant, [(LEAD, call.key)]).keys() == {call.key}
-
-
 def test_counts_are_per_day_and_per_tenant(store: Store) -> None:
     _lead(store, "a")
     _lead(store, "b")
@@ -119,10 +160,10 @@ def test_counts_are_per_day_and_per_tenant(store: Store) -> None:
     store.record_call("b", _call(1), DAY, False, NOW)  # the same call key in another tenant
     assert store.day_counts("a", DAY) == {LEAD: (1, 0)}
     assert store.day_counts("a", DAY + timedelta(days=1)) == {LEAD: (1, 0)}
-    assert store.get_lead("a", LEAD).call_attempts == 2  # type: ignore[union-attr]
-    assert store.get_lead("b", LEAD).call_attempts == 1  # type: ignore[union-attr]
+    assert store.call_totals("a", [LEAD]) == {LEAD: (2, 0)}
+    assert store.call_totals("b", [LEAD]) == {LEAD: (1, 0)}
     assert [c.key for c in store.calls_of("b", LEAD)] == ["act1"]
-    assert store.known_calls("a", [(LEAD, "act1"), (LEAD, "act9")]).keys() == {"act1"}
+    assert store.known_calls("a", [(LEAD, DAY, "act1"), (LEAD, DAY, "act9")]).keys() == {"act1"}
 
 
 def test_the_plan_index_returns_the_cards_of_a_plan_day(store: Store) -> None:

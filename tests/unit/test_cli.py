@@ -119,6 +119,30 @@ def test_aws_setup_adds_the_indexes_a_new_release_brings(capsys):
         assert main(["aws-setup"]) == 0  # and again: nothing left to add
 
 
+def test_aws_setup_gives_an_older_state_table_the_calls_day_index():
+    """A state table made before calls were kept per card and day (no index at all) gets the day index."""
+    import boto3
+    from moto import mock_aws
+
+    from leadwatch.store.schema import table_definitions
+
+    props = next(p for p in table_definitions().values() if p["TableName"] == "leadwatch-state")
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="leadwatch-state",
+            AttributeDefinitions=[
+                a for a in props["AttributeDefinitions"] if a["AttributeName"] in ("tenant", "key")
+            ],
+            KeySchema=props["KeySchema"],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        assert main(["aws-setup"]) == 0
+        indexes = client.describe_table(TableName="leadwatch-state")["Table"]["GlobalSecondaryIndexes"]
+        assert {i["IndexName"] for i in indexes} == {"calls-day-index"}
+        assert main(["aws-setup"]) == 0
+
+
 def test_processes_lists_each_process_with_what_it_declares(capsys):
     assert main(["processes"]) == 0
     out = capsys.readouterr().out

@@ -55,10 +55,11 @@ PROCESS = Process(
         ),
     ),
     state=(
-        StateDecl("leads", "<card key>: plan day, rejection moment, call counters", ("plan-index",)),
+        StateDecl("leads", "<card key>: plan day, rejection moment", ("plan-index",)),
         StateDecl(
             "state",
-            "call#<card>#<call>, touch#<day>#<card>#<call>, calls#day#<day>#<card>, checkpoint#dialing-*",
+            "calls#<card>#<day> (a card's calls of a day), checkpoint#dialing-*",
+            ("calls-day-index",),
         ),
         StateDecl("journal", "improper_rejection violations"),
     ),
@@ -66,28 +67,30 @@ PROCESS = Process(
     # The effect ledger and the journal rows of its effects are the framework's, and so is feeding
     # the calls it reconciles through the queue (leadwatch.iam).
     permissions=(
-        Permission(
-            "worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection, call counts"
-        ),
+        Permission("worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection"),
         Permission(
             "worker",
             "table:state",
-            ("BatchGetItem", "PutItem", "Query", "UpdateItem"),
-            "calls held already, calls, day counters; a card's calls",
+            ("BatchGetItem", "GetItem", "Query", "UpdateItem"),
+            "calls held already; calls (a merge re-reads its item); a card's calls",
         ),
         Permission("report", "index:leads/plan-index", ("Query",), "the leads in plan"),
+        Permission("report", "index:state/calls-day-index", ("Query",), "the cards with calls that day"),
         Permission("report", "table:leads", ("BatchGetItem",), "titles of touched cards"),
         Permission(
             "report",
             "table:state",
-            ("GetItem", "PutItem", "Query", "UpdateItem"),
-            "checkpoint, day counters, touches, recordings",
+            ("BatchGetItem", "GetItem", "PutItem", "Query", "UpdateItem"),
+            "checkpoint, the day's calls, the cards' totals, recordings",
         ),
         Permission(
             "reconcile", "table:state", ("BatchGetItem", "GetItem", "PutItem"), "known calls, checkpoint"
         ),
         Permission("api", "index:leads/plan-index", ("Query",), "the report"),
+        Permission("api", "index:state/calls-day-index", ("Query",), "the report"),
         Permission("api", "table:leads", ("BatchGetItem",), "a card; titles"),
-        Permission("api", "table:state", ("Query",), "a card's calls; day counters, touches"),
+        Permission(
+            "api", "table:state", ("BatchGetItem", "Query"), "a card's calls; the day's calls, totals"
+        ),
     ),
 )

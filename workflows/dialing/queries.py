@@ -48,6 +48,7 @@ def calls(ctx: Context, config: TenantConfig, today: date, params: dict[str, str
     rules = DialingRules.from_config(config.dialing)
     calendar = ctx.calendar(config)
     found = ctx.store.calls_of(config.tenant, entity)
+    attempts, touches = len(found), sum(1 for call in found if rules.is_touch(call))
     by_day: dict[str, int] = {}
     for call in found:
         key = dialing.call_day(call, calendar.tz).isoformat()
@@ -60,8 +61,8 @@ def calls(ctx: Context, config: TenantConfig, today: date, params: dict[str, str
         "manager": state.responsible,
         "stage": state.stage,
         "plan_days": [d.isoformat() for d in dialing.plan_days(first, calendar, rules)],
-        "attempts_total": state.call_attempts,
-        "touches_total": state.call_touches,
+        "attempts_total": attempts,
+        "touches_total": touches,
         "attempts_by_day": by_day,
         "calls": [
             {
@@ -85,5 +86,5 @@ def calls(ctx: Context, config: TenantConfig, today: date, params: dict[str, str
             f"  {call.started_at.astimezone(calendar.tz):%Y-%m-%d %H:%M}  {call.direction:<3} {call.duration:>5}s  "
             f"{config.manager_name(call.manager):<20} {touch:<5} {call.record_url or ''}"
         )
-    lines.append(f"{state.call_attempts} attempt(s), {state.call_touches} successful touch(es)")
+    lines.append(f"{attempts} attempt(s), {touches} successful touch(es)")
     return QueryResult(data, "\n".join(lines))

@@ -51,12 +51,14 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
     starts = dialing.plan_starts_covering(day, calendar, plan)
     in_window = ctx.store.plan_leads(tenant, starts) if starts else []
     counts = ctx.store.day_counts(tenant, day)
+    totals = ctx.store.call_totals(tenant, [state.entity for _, state in in_window]) if in_window else {}
     leads = []
     titles: dict[EntityRef, str] = {}
     for first, state in in_window:
         titles[state.entity] = state.title
         days = dialing.plan_days(first, calendar, plan)
         attempts_today, _ = counts.get(state.entity, (0, 0))
+        attempts_total, touches_total = totals.get(state.entity, (0, 0))
         leads.append(
             dialing.PlanLead(
                 entity=state.entity,
@@ -66,8 +68,8 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
                 first_day=first,
                 day_number=days.index(day) + 1 if day in days else 0,
                 attempts_today=attempts_today,
-                attempts_total=state.call_attempts,
-                touches_total=state.call_touches,
+                attempts_total=attempts_total,
+                touches_total=touches_total,
             )
         )
     calls = ctx.store.touches_on(tenant, day)
@@ -219,7 +221,8 @@ def reconcile_calls(ctx: Context, config: TenantConfig, now: datetime) -> CallsR
         since = local.replace(hour=0, minute=0, second=0, microsecond=0)
     calls = [c for c in ctx.adapter(config).list_calls(since) if c.entity is not None]
     result.listed = len(calls)
-    known = ctx.store.known_calls(tenant, [(c.entity, c.key) for c in calls])  # type: ignore[misc]
+    tz = ctx.calendar(config).tz
+    known = ctx.store.known_calls(tenant, [(c.entity, dialing.call_day(c, tz), c.key) for c in calls])  # type: ignore[misc]
     events = [_call_event(tenant, call) for call in calls if dialing.tells_more(call, known.get(call.key))]
     if events:
         result.fed, _ = accept(ctx, config, events)

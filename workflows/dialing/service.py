@@ -81,14 +81,13 @@ def on_events(
             )
         if _dialing_fields(state) != _dialing_fields(states[entity]):
             ctx.store.note_dialing(state)
-    calls = dialing.merged_calls(calls)
+    dated = [(call, dialing.call_day(call, calendar.tz)) for call in dialing.merged_calls(calls)]
     # A call held already with nothing new (its other webhook, a redelivery) costs one read, not
-    # the failed conditional writes of counting it again.
-    known = ctx.store.known_calls(tenant, [(c.entity, c.key) for c in calls]) if calls else {}  # type: ignore[misc]
-    for call in calls:
-        assert call.entity is not None
-        if dialing.tells_more(call, known.get(call.key)):
-            ctx.store.record_call(tenant, call, dialing.call_day(call, calendar.tz), plan.is_touch(call), now)
+    # a write that changes nothing.
+    known = ctx.store.known_calls(tenant, [(c.entity, day, c.key) for c, day in dated]) if dated else {}  # type: ignore[misc]
+    telling = [(c, day, plan.is_touch(c)) for c, day in dated if dialing.tells_more(c, known.get(c.key))]
+    if telling:
+        ctx.store.record_calls(tenant, telling, now, known)  # a write per card and day, or per known call
 
     rejections = judge_rejections(ctx, config, current, plan, now)
     effects = [effect for found in rejections.values() for effect in found]
@@ -147,13 +146,17 @@ def judge_rejections(
     doubtful = sorted(entity for entity, (attempts, _) in counts.items() if attempts < plan.min_attempts)
     if doubtful:
         found = ctx.adapter(config).activities_on(doubtful)
+        read_back = [
+            replace(activity.call, entity=activity.call.entity or entity)
+            for entity in doubtful
+            for activity in found.get(entity, [])
+            if activity.call is not None
+        ]
+        if read_back:
+            ctx.store.record_calls(
+                tenant, [(c, dialing.call_day(c, calendar.tz), plan.is_touch(c)) for c in read_back], now
+            )
         for entity in doubtful:
-            for activity in found.get(entity, []):
-                if activity.call is None:
-                    continue
-                call = replace(activity.call, entity=activity.call.entity or entity)
-                day = dialing.call_day(call, calendar.tz)
-                ctx.store.record_call(tenant, call, day, plan.is_touch(call), now)
             counts[entity] = attempts_before(ctx, tenant, candidates[entity], plan)
     view = dialing.ReportView(ctx.adapter(config).card_url, config.manager_name, calendar.tz)
     return {
