@@ -244,3 +244,38 @@ def test_lost_webhooks_are_found_by_reconciliation(stack, crm):
     yes, no = ("Y", "N") if crm.tenant == B24_TENANT else ("Yes", "No")
     assert [crm.verdict(lead) for lead in lost] == [yes, no, no, no]
     assert [len(messages_about(stack, lead)) for lead in lost] == [0, 1, 1, 1]
+
+
+def test_a_quiet_reconciliation_writes_no_checkpoint_and_still_finds_a_lost_webhook(stack, crm, monkeypatch):
+    _week(stack, 7)  # in the afternoon: after every other test's checkpoint
+    t0 = stack.clock() + timedelta(hours=4)
+    stack.clock.set(t0)
+    crm.create("Seen", "7", t0)
+    stack.pump()
+    stack.clock.set(t0 + timedelta(minutes=1))
+    stack.reconcile()  # the checkpoint moves to the card's change
+    writes: list[str] = []
+    set_checkpoint = stack.ctx.store.set_checkpoint
+
+    def recording(tenant: str, name: str, value: str) -> None:
+        if tenant == crm.tenant and name == "reconcile":
+            writes.append(value)
+        set_checkpoint(tenant, name, value)
+
+    monkeypatch.setattr(stack.ctx.store, "set_checkpoint", recording)
+    for minute in (2, 3, 4):  # nothing changed: the card is listed again (the overlap), no write
+        stack.clock.set(t0 + timedelta(minutes=minute))
+        stack.reconcile()
+    assert writes == []
+    stack.clock.set(t0 + timedelta(minutes=5))
+    stack.drop_next = 1
+    lost = crm.create("Lost", "7", stack.clock())
+    assert stack.drop_next == 0
+    stack.clock.set(t0 + timedelta(minutes=10))
+    stack.reconcile()
+    stack.pump()
+    assert len(writes) == 1
+    stack.clock.set(t0 + timedelta(minutes=21))  # its control time (15 minutes) has passed
+    stack.settle()
+    assert crm.verdict(lost) == ("N" if crm.tenant == B24_TENANT else "No")
+    assert len(messages_about(stack, lost)) == 1
