@@ -279,3 +279,56 @@ def test_a_quiet_reconciliation_writes_no_checkpoint_and_still_finds_a_lost_webh
     stack.settle()
     assert crm.verdict(lost) == ("N" if crm.tenant == B24_TENANT else "No")
     assert len(messages_about(stack, lost)) == 1
+
+
+def _crm_writes(stack: LocalStack) -> list:
+    """The requests that changed a card in a fake CRM (Bitrix24 `crm.lead.update`, alone or in
+    a batch; amoCRM PATCH)."""
+    bitrix = [r for r in stack.bitrix.requests() if b"crm.lead.update" in r.path.encode() + r.body]
+    return bitrix + stack.amo.requests(method="PATCH")
+
+
+def test_repeated_stage_activity_and_call_webhooks_are_queued_again_and_change_nothing(stack, crm):
+    """Only a card's arrival and deletion are deduped by the inbox: a stage change, an activity
+    or a call delivered again is queued and processed again, and changes nothing."""
+    _week(stack, 9)
+    t0 = stack.clock()
+    lead = crm.create("Said twice", "7", t0)
+    stack.pump()
+    fake = stack.bitrix if crm.tenant == B24_TENANT else stack.amo
+    key = stack.secrets["DEMO_AMO_HOOK_SECRET"] if crm.tenant == AMO_TENANT else None
+    bodies: list[bytes] = []
+    deliver = fake.deliver
+    fake.deliver = bodies.append
+    try:
+        stack.clock.set(t0 + timedelta(minutes=3))
+        crm.call(lead, "7", stack.clock(), 40, "https://records.example/twice.mp3")
+        stack.clock.set(t0 + timedelta(minutes=4))
+        crm.take(lead, "7", stack.clock())
+    finally:
+        fake.deliver = deliver
+    assert len(bodies) >= 2
+    first = [stack.post_hook(crm.tenant, body, key=key) for body in bodies]
+    stack.pump()
+    state = stack.ctx.store.get_lead(crm.tenant, _entity(lead))
+    assert state is not None and state.processed_at is not None and state.call_attempts == 1
+    inbox = stack.ctx.store.events(crm.tenant)
+    writes = len(_crm_writes(stack))
+    assert writes >= 1  # the intake stamp
+    for _ in range(2):
+        again = [stack.post_hook(crm.tenant, body, key=key) for body in bodies]
+        # Queued again, not taken for duplicates: nothing was written to recognise them by.
+        assert [a[1] for a in again] == [a[1] for a in first]
+        assert all(a[1]["accepted"] >= 1 and a[1]["duplicates"] == 0 for a in again)
+        stack.pump()
+    assert stack.ctx.store.get_lead(crm.tenant, _entity(lead)) == state
+    assert stack.ctx.store.events(crm.tenant) == inbox  # no inbox row for any of them
+    assert len(_crm_writes(stack)) == writes
+    stack.clock.set(t0 + timedelta(minutes=16))
+    stack.settle()
+    assert crm.verdict(lead) == ("Y" if crm.tenant == B24_TENANT else "Yes")
+    assert messages_about(stack, lead) == []
+    status, body = stack.get(
+        f"/tenants/{crm.tenant}/leads/{lead}/calls", headers={"X-Api-Key": stack.api_key(crm.tenant)}
+    )
+    assert status == 200 and (body["attempts_total"], body["touches_total"]) == (1, 1)
