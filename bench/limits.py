@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,21 @@ class TimedCounter:
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def claim(self, scope: str, key: str, limit: int, expires_at: int) -> int | None:
+    def claim(
+        self, scope: str, key: str, limit: int, expires_at: int, count: int = 1, start: int = 0
+    ) -> int | None:
+        with self._timed():
+            return self.inner.claim(scope, key, limit, expires_at, count, start)
+
+    def claim_from(self, scope: str, key: str, start: int, count: int, expires_at: int) -> bool:
+        with self._timed():
+            return self.inner.claim_from(scope, key, start, count, expires_at)
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
         started = time.perf_counter()
         try:
-            return self.inner.claim(scope, key, limit, expires_at)
+            yield
         finally:
             with self._lock:
                 self.writes += 1

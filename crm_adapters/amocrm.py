@@ -422,7 +422,9 @@ class AmoCrmAdapter:
         shared limits) across the deployment. amoCRM answers 429 past 7 requests a second and
         blocks the IP (403) when that repeats (developers.kommo.com/docs/limitations). 6 leaves
         one spare: a request granted at the end of one of our seconds and delayed on the way
-        may land in the next of the service's."""
+        may land in the next of the service's. A busy container claims up to a period's worth
+        of the shared slots (limit - 1) in one write: it holds at most a second of the account's
+        rate ahead of the others, and claims one at a time when it calls now and then."""
         if not 1 <= bulk_size <= BULK_LIMIT:
             raise ValueError(f"bulk_size must be 1..{BULK_LIMIT}")
         self.tenant = tenant
@@ -432,7 +434,10 @@ class AmoCrmAdapter:
         self._resolve = resolve
         self._transport = transport or Transport()
         self.limiter = self._transport.shared(
-            self._transport.window(limit, period), tenant, "amocrm", Window.spread(limit, period)
+            self._transport.window(limit, period),
+            tenant,
+            "amocrm",
+            Window.spread(limit, period, batch=max(1, limit - 1)),
         )
         self._client: HttpClient | None = None
         self._client_token: str | None = None

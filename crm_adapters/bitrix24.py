@@ -242,9 +242,11 @@ def _shared_window(rate: float, burst: int) -> Window:
     apidocs.bitrix24.ru/limits.html: 50 and 2 on most plans). Slots of C = burst // 2 requests,
     C / rate seconds long: a span just over k-1 slots long touches k+1 of them, (k+1)C requests,
     and the bucket takes burst + rate (k-1) C / rate = burst + (k-1)C >= (k+1)C while 2C <= burst,
-    for every k; the long-run rate is `rate`."""
+    for every k; the long-run rate is `rate`. A busy container claims up to a quarter of a
+    slot's requests in one write (`Window.batch`): four busy containers can each hold a claim in
+    one slot, and what one holds unused is lost to the others for that slot only."""
     per_slot = max(1, burst // 2)
-    return Window(per_slot / rate, per_slot)
+    return Window(per_slot / rate, per_slot, batch=max(1, per_slot // 4))
 
 
 class Bitrix24Adapter:

@@ -31,7 +31,8 @@ class LeadState:
     crm_modified_at: datetime | None = None
     verdict: str | None = None
     verdict_at: datetime | None = None
-    # A verdict whose effects were all done by a sweep that died before closing the card.
+    # A verdict a sweep decided and pinned when it claimed the card, kept until the card closes:
+    # a sweep that failed or died before closing it leaves it, and the next one acts on the same.
     pending_verdict: str | None = None
     # Dialing discipline (workflows.dialing): when the card entered a rejected stage, and which
     # rejection was already judged.

@@ -174,6 +174,8 @@ def processes_command(processes: Any) -> int:
         if item["requires"]:
             print(f"  runs where these run too: {', '.join(item['requires'])}")
         print(f"  events: {', '.join(item['events']) or '-'}")
+        if item["idempotent_events"]:
+            print(f"  repeats change nothing (not deduped): {', '.join(item['idempotent_events'])}")
         for schedule in item["schedules"]:
             print(
                 f"  schedule: {schedule['function']} every {schedule['every_minutes']} min: "

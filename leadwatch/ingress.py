@@ -1,6 +1,15 @@
-"""The webhook hot path: authenticate, parse, store once, queue. No CRM call.
+"""The webhook hot path: authenticate, parse, dedupe where it matters, queue. No CRM call.
 
-A delivery is answered in milliseconds; everything slow happens in the worker.
+A delivery is answered in milliseconds; everything slow happens in the worker. It is answered
+only once its events are in SQS, which keeps them until a worker has processed them.
+
+The inbox (one conditional put per event: the dedupe, and the event kept 14 days) is written
+only for the events whose repeat some process must not see: those a running process consumes
+without declaring them idempotent (`Process.idempotent_events`; today a card's arrival and its
+deletion), and every event reconciliation feeds (a card listed again at each tick while the
+worker has not caught up is then queued once). The others (stage and owner changes,
+activities, calls: most webhooks) are queued as they come, and a redelivered one is processed
+again to no effect.
 
 A refused delivery is answered 4xx and logged (tenant, status, reason; never its body or URL).
 Its body is kept for inspection only when the delivery authenticated (the adapter says so on
@@ -75,24 +84,33 @@ def receive(ctx: Context, tenant_id: str, body: bytes, query: dict[str, str], co
 
 
 def accept(ctx: Context, config: TenantConfig, events: list[CrmEvent]) -> tuple[int, int]:
-    """Store each event once (the conditional put is the dedupe) and queue the new ones.
+    """Store each event that must be deduped once (the conditional put is the dedupe) and queue
+    the new ones with the others; (queued, duplicates).
 
     If queueing fails, the stored events are removed again so the CRM's retry
     (or the next reconciliation) is not mistaken for a duplicate.
     """
     now = ctx.clock()
     fresh: list[CrmEvent] = []
+    stored: list[CrmEvent] = []
     for event in map(_fit, events):
-        if ctx.store.put_event(config.tenant, event.dedupe_key, event.to_dict(), now):
+        if not _deduped(ctx, config, event):
             fresh.append(event)
+        elif ctx.store.put_event(config.tenant, event.dedupe_key, event.to_dict(), now):
+            fresh.append(event)
+            stored.append(event)
     if fresh:
         try:
             ctx.queue.send([e.to_dict() for e in fresh])
         except Exception:
-            for event in fresh:
+            for event in stored:
                 ctx.store.forget_event(config.tenant, event.dedupe_key)
             raise
     return len(fresh), len(events) - len(fresh)
+
+
+def _deduped(ctx: Context, config: TenantConfig, event: CrmEvent) -> bool:
+    return event.source != "webhook" or ctx.processes.deduped(config, event.kind.value)
 
 
 def _fit(event: CrmEvent) -> CrmEvent:

@@ -8,6 +8,8 @@ is imported the first time it runs, by the function that runs it.
 What the framework does with each part:
 - `events`: the worker hands the process every batch of those events for tenants where
   it is enabled (`on_events`); a process that raises fails only its own work.
+  `idempotent_events`: those of them whose repeat changes nothing in the process; their
+  webhooks are queued without the inbox's dedupe write (see leadwatch.ingress).
 - `schedules`: one scheduled Lambda each, running the job once per tenant where the
   process is enabled; one tenant's failure does not stop the others.
 - `queries`: each is both a read API route (`GET /tenants/{tenant}/<path>`, behind the
@@ -180,6 +182,10 @@ class Process:
     config: str
     events: tuple[str, ...] = ()
     on_events: str | None = None
+    # The kinds of `events` whose repeat (a redelivered webhook, the same fact by another path)
+    # changes nothing here: state merged, calls counted by key, effects through the ledger. A
+    # kind every subscribed process lists skips the inbox's dedupe write (one write per webhook).
+    idempotent_events: tuple[str, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     queries: tuple[Query, ...] = ()
     routes: tuple[Route, ...] = ()
@@ -200,6 +206,8 @@ class Process:
             raise ValueError(f"process name {self.name!r}: use 2-31 lowercase letters, digits and _")
         if bool(self.events) != bool(self.on_events):
             raise ValueError(f"process {self.name!r}: declare both events and on_events, or neither")
+        if unknown := sorted(set(self.idempotent_events) - set(self.events)):
+            raise ValueError(f"process {self.name!r}: idempotent_events it does not consume: {unknown}")
         names = [s.name for s in self.schedules]
         if len(set(names)) != len(names):
             raise ValueError(f"process {self.name!r}: schedule names repeat: {names}")

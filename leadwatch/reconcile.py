@@ -49,6 +49,27 @@ def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileR
     )
 
 
+def next_checkpoint(
+    stored: str | None, snapshots: list[Any], since: datetime, now: datetime
+) -> datetime | None:
+    """Where the checkpoint moves after a listing from `since`, None when it stays (no write).
+
+    It is the newest change listed, never past now (a CRM clock ahead of ours must not hide
+    changes) and never back. A listing with nothing newer leaves it where it is: the next tick
+    lists from the same place, which holds no more than what changed since (a card changed while
+    the tenant was quiet is listed all the same), so a quiet tenant's reconciliation writes
+    nothing. The first run sets it, so a tenant's lookback is a day once only.
+    """
+    previous = datetime.fromisoformat(stored) if stored else None
+    newest = max((s.modified_at for s in snapshots if s.modified_at), default=None)
+    if newest is None:
+        return max(since, now - OVERLAP) if previous is None else None
+    moved = min(newest, now)
+    if previous is not None and moved <= previous:
+        return None
+    return moved
+
+
 def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> ReconcileReport:
     report = ReconcileReport()
     stored = ctx.store.get_checkpoint(config.tenant, CHECKPOINT)
@@ -84,10 +105,9 @@ def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> Recon
         )
     if events:
         report.fed, _ = accept(ctx, config, events)
-    newest = max((s.modified_at for s in snapshots if s.modified_at), default=None)
-    # Never move the checkpoint past now: a CRM clock ahead of ours must not hide changes.
-    checkpoint = min(newest, now) if newest else max(since, now - OVERLAP)
-    ctx.store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
+    checkpoint = next_checkpoint(stored, snapshots, since, now)
+    if checkpoint is not None:
+        ctx.store.set_checkpoint(config.tenant, CHECKPOINT, checkpoint.isoformat())
     for process in ctx.processes.running(config):
         if process.reconcile is None:
             continue

@@ -83,6 +83,13 @@ class ProcessRegistry:
         """The processes that consume one kind of event, in registry order."""
         return [p for p in self if event_kind in p.events]
 
+    def deduped(self, config: TenantConfig, event_kind: str) -> bool:
+        """Whether a webhook event of this kind must be stored once in the inbox for this tenant:
+        some process running for it consumes the kind and does not declare its repeat harmless."""
+        return any(
+            event_kind in p.events and event_kind not in p.idempotent_events for p in self.running(config)
+        )
+
     def schedules(self) -> list[tuple[Process, Schedule]]:
         return [(p, s) for p in self for s in p.schedules]
 
@@ -123,6 +130,7 @@ class ProcessRegistry:
                 "config_section": p.name,
                 "requires": list(p.requires),
                 "events": list(p.events),
+                "idempotent_events": list(p.idempotent_events),
                 "schedules": [
                     {
                         "function": p.function_name(s),

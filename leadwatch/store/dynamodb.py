@@ -435,14 +435,19 @@ class Store:
             day += timedelta(days=1)
         return None
 
-    def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
-        """Take a due card for this sweep, so an overlapping sweep leaves it alone."""
-        return update_if(
-            LeadItem(state.tenant, state.entity.key),
-            [LeadItem.claim_token.set(token), LeadItem.claim_until.set((now + hold).timestamp())],
-            LeadItem.due_bucket.exists()
-            & (LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())),
+    def claim(
+        self, state: LeadState, token: str, now: datetime, hold: timedelta, verdict: str | None = None
+    ) -> bool:
+        """Take a due card for this sweep, so an overlapping sweep leaves it alone; with `verdict`,
+        pin it on the card in the same write (refused when another verdict is pinned there)."""
+        actions = [LeadItem.claim_token.set(token), LeadItem.claim_until.set((now + hold).timestamp())]
+        condition = LeadItem.due_bucket.exists() & (
+            LeadItem.claim_until.does_not_exist() | (LeadItem.claim_until < now.timestamp())
         )
+        if verdict is not None:
+            actions.append(LeadItem.verdict_pending.set(verdict))
+            condition &= LeadItem.verdict_pending.does_not_exist() | (LeadItem.verdict_pending == verdict)
+        return update_if(LeadItem(state.tenant, state.entity.key), actions, condition)
 
     def release(self, state: LeadState, token: str) -> None:
         update_if(
@@ -456,15 +461,19 @@ class Store:
     ) -> bool:
         """Count the card for its manager and mark it done, only if this sweep still holds it.
 
-        Three conditional writes, no read and no transaction (which costs double):
+        Up to three conditional writes, no read and no transaction (which costs double):
         the verdict is first pinned on the card under the claim, then counted (the
         counter remembers which cards it counted), then the card is closed. A sweep
         that dies in between leaves the card due with its pinned verdict; the next
-        sweep finishes the job with that same verdict and counts it once.
+        sweep finishes the job with that same verdict and counts it once. A card whose
+        state shows this verdict pinned already (by the claim, or by a sweep that died)
+        is not pinned again: whichever sweep counts it counts that verdict, once.
         """
         lead = LeadItem(state.tenant, state.entity.key)
         held = (LeadItem.claim_token == token) & LeadItem.verdict.does_not_exist()
-        if not update_if(lead, [LeadItem.verdict_pending.set(verdict)], held):
+        if state.pending_verdict != verdict and not update_if(
+            lead, [LeadItem.verdict_pending.set(verdict)], held
+        ):
             return False  # not (or no longer) this sweep's card: it must not count it either
         counter = StateItem(state.tenant, f"stats#timeliness#{day}#{manager}")
         field = StateItem.on_time if verdict == "on_time" else StateItem.late

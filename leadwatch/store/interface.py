@@ -229,8 +229,12 @@ class StoreProtocol(Protocol):
         """The due time of the first open card due after `now` in the day buckets today..today+horizon-1, or None."""
         ...
 
-    def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
-        """Hold an open card for this sweep until now + hold; False while another hold lasts or the card is closed."""
+    def claim(
+        self, state: LeadState, token: str, now: datetime, hold: timedelta, verdict: str | None = None
+    ) -> bool:
+        """Hold an open card for this sweep until now + hold; False while another hold lasts or the
+        card is closed. With `verdict`, pin it on the card in the same step (`pending_verdict`; it
+        stays through a release): False when another verdict is pinned there."""
         ...
 
     def release(self, state: LeadState, token: str) -> None:

@@ -1,12 +1,14 @@
 """The counters behind the deployment's shared rate limits (crm_adapters.limits.SlotCounter).
 
-DynamoDB: one item per (scope, limit, slot) in the state table (`LimitItem`, key
-`limit#<name>#<slot>`), raised by one conditional UpdateItem, `ADD n :1` only while `n` is below
-the slot's limit, so every container of the deployment counts into the same item and no slot
-ever holds more than its limit. Each claim is one write (1 WCU, refused or not: a refused
-conditional write is billed too); the item is a few dozen bytes and goes by TTL minutes after
-its slot. Needs dynamodb:UpdateItem on the state table in every function that calls a CRM or
-Telegram.
+DynamoDB: one item per (scope, limit, counter) in the state table (`LimitItem`, key
+`limit#<name>#<first slot>[+<slots>]`), raised by one conditional UpdateItem, so every container
+of the deployment counts into the same item and no counter ever hands out more than its limit:
+`claim` is `SET n = if_not_exists(n, :start) + :count` only while `n` is missing or at least
+`start` and stays within the limit, `claim_from` is `SET n = :start + :count` only while `n`
+is missing or at most `start`. Each is one write (1 WCU,
+refused or not: a refused conditional write is billed too), whatever `count`; the item is a few
+dozen bytes and goes by TTL minutes after its last slot. Needs dynamodb:UpdateItem on the state
+table in every function that calls a CRM or Telegram.
 
 Memory: the same counters under one lock, for unit tests and benchmarks without AWS.
 """
@@ -26,23 +28,44 @@ class DynamoSlotCounter:
     def __init__(self) -> None:
         self.writes = 0  # UpdateItem calls made (granted or refused)
 
-    def claim(self, scope: str, key: str, limit: int, expires_at: int) -> int | None:
+    def claim(
+        self, scope: str, key: str, limit: int, expires_at: int, count: int = 1, start: int = 0
+    ) -> int | None:
+        if start + count > limit:
+            return None
         item = LimitItem(scope, key)
         self.writes += 1
         try:
             # PynamoDB's update() puts the ALL_NEW answer into `item`.
             item.update(
                 actions=[
-                    LimitItem.n.add(1),
+                    LimitItem.n.set((LimitItem.n | start) + count),
                     LimitItem.expires_at.set(datetime.fromtimestamp(expires_at, UTC)),
                 ],
-                condition=LimitItem.n.does_not_exist() | (LimitItem.n < limit),
+                condition=LimitItem.n.does_not_exist() | LimitItem.n.between(start, limit - count),
             )
         except UpdateError as exc:
             if lost_condition(exc):
                 return None
             raise
         return int(item.n or 0)
+
+    def claim_from(self, scope: str, key: str, start: int, count: int, expires_at: int) -> bool:
+        item = LimitItem(scope, key)
+        self.writes += 1
+        try:
+            item.update(
+                actions=[
+                    LimitItem.n.set(start + count),
+                    LimitItem.expires_at.set(datetime.fromtimestamp(expires_at, UTC)),
+                ],
+                condition=LimitItem.n.does_not_exist() | (LimitItem.n <= start),
+            )
+        except UpdateError as exc:
+            if lost_condition(exc):
+                return False
+            raise
+        return True
 
 
 class MemorySlotCounter:
@@ -51,11 +74,23 @@ class MemorySlotCounter:
         self.writes = 0
         self._lock = threading.Lock()
 
-    def claim(self, scope: str, key: str, limit: int, expires_at: int) -> int | None:
+    def claim(
+        self, scope: str, key: str, limit: int, expires_at: int, count: int = 1, start: int = 0
+    ) -> int | None:
+        if start + count > limit:
+            return None
         with self._lock:
             self.writes += 1
-            count = self.counts.get((scope, key), 0)
-            if count >= limit:
+            now = self.counts.get((scope, key), start)
+            if now < start or now + count > limit:
                 return None
-            self.counts[(scope, key)] = count + 1
-            return count + 1
+            self.counts[(scope, key)] = now + count
+            return now + count
+
+    def claim_from(self, scope: str, key: str, start: int, count: int, expires_at: int) -> bool:
+        with self._lock:
+            self.writes += 1
+            if self.counts.get((scope, key), 0) > start:
+                return False
+            self.counts[(scope, key)] = start + count
+            return True

@@ -589,15 +589,21 @@ class MemoryStore:
                 day += timedelta(days=1)
         return None
 
-    def claim(self, state: LeadState, token: str, now: datetime, hold: timedelta) -> bool:
+    def claim(
+        self, state: LeadState, token: str, now: datetime, hold: timedelta, verdict: str | None = None
+    ) -> bool:
         with self._lock:
             lead = self._part(self._leads, state.tenant).get(state.entity.key)
             if lead is None or lead.due_bucket is None:
                 return False
             if lead.claim_until is not None and lead.claim_until >= now.timestamp():
                 return False
+            if verdict is not None and lead.verdict_pending not in (None, verdict):
+                return False
             lead.claim_token = token
             lead.claim_until = (now + hold).timestamp()
+            if verdict is not None:
+                lead.verdict_pending = verdict
             return True
 
     def release(self, state: LeadState, token: str) -> None:

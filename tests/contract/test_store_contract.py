@@ -703,6 +703,36 @@ def test_close_verdict_counts_once_and_closes_once(store):
     assert (got.verdict, got.verdict_at, got.pending_verdict) == ("late", NOW, None)
 
 
+def test_a_claim_pins_its_verdict_which_outlives_a_release_and_is_never_replaced(store):
+    state = lead(1)
+    store.create_lead(state, NOW)
+    assert store.claim(state, "a", NOW, HOLD, verdict="late")
+    store.release(state, "a")  # its alert failed: the card stays due, with its verdict
+    [(_, again)] = list(store.due_leads("t1", NOW, since=DAY))
+    assert again.pending_verdict == "late" and again.verdict is None
+    assert not store.claim(again, "b", NOW, HOLD, verdict="on_time")  # another verdict: refused
+    assert store.claim(again, "b", NOW, HOLD, verdict="late")
+    # Pinned by the claim: closing it counts and closes without pinning again.
+    assert store.close_verdict(again, "late", "b", NOW, "2025-11-11", "7")
+    assert not store.close_verdict(again, "late", "b", NOW, "2025-11-11", "7")  # closed
+    [row] = store.timeliness_stats("t1", DAY, DAY)
+    assert (row.on_time, row.late) == (0, 1)
+    got = store.get_lead("t1", state.entity)
+    assert (got.verdict, got.pending_verdict) == ("late", None)
+
+
+def test_a_verdict_pinned_by_a_claim_is_counted_once_whoever_closes_it(store):
+    state = lead(1)
+    store.create_lead(state, NOW)
+    assert store.claim(state, "a", NOW, HOLD, verdict="on_time")
+    later = NOW + HOLD + timedelta(seconds=1)  # "a" is slow: its hold ran out
+    assert store.claim(state, "b", later, HOLD, verdict="on_time")
+    pinned = replace(state, pending_verdict="on_time")
+    assert store.close_verdict(pinned, "on_time", "b", later, "2025-11-11", "7")
+    assert not store.close_verdict(pinned, "on_time", "a", later, "2025-11-11", "7")
+    assert [(r.on_time, r.late) for r in store.timeliness_stats("t1", DAY, DAY)] == [(1, 0)]
+
+
 def test_a_sweep_whose_hold_was_taken_over_neither_counts_nor_closes(store):
     state = lead(1)
     store.create_lead(state, NOW)

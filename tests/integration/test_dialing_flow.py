@@ -287,3 +287,42 @@ def test_calls_api_needs_the_key_and_a_known_card(stack, crm):
     other = AMO_TENANT if crm.tenant == B24_TENANT else B24_TENANT
     lead = lead_with_calls(stack, crm, [33])
     assert stack.get(f"/tenants/{other}/leads/{lead}/calls", headers=key)[0] == 401
+
+
+def test_calls_reconciliation_moves_its_checkpoint_about_once_in_two_hours(stack, crm, monkeypatch):
+    lead = lead_with_calls(stack, crm, [50])
+    stack.clock.advance(timedelta(minutes=5))
+    stack.reconcile_fed()
+    stack.pump()
+    writes: list[str] = []
+    set_checkpoint = stack.ctx.store.set_checkpoint
+
+    def recording(tenant: str, name: str, value: str) -> None:
+        if tenant == crm.tenant and name == "reconcile-calls":
+            writes.append(value)
+        set_checkpoint(tenant, name, value)
+
+    monkeypatch.setattr(stack.ctx.store, "set_checkpoint", recording)
+    for _ in range(3):  # the known call is listed again (the hour's overlap): nothing new, no write
+        stack.clock.advance(timedelta(minutes=10))
+        assert stack.reconcile_fed() == 0
+    # A call whose webhooks are lost is found from the same checkpoint, still without a write.
+    stack.drop_next = 2 if crm.tenant == B24_TENANT else 1
+    stack.clock.advance(timedelta(minutes=5))
+    crm.call(lead, "7", stack.clock(), 65, "https://records.example/lost-later.mp3")
+    stack.pump()
+    stack.clock.advance(timedelta(minutes=10))
+    assert stack.reconcile_fed() >= 1
+    stack.pump()
+    body = calls_api(stack, crm.tenant, lead)
+    assert (
+        body["attempts_total"] == 2
+        and body["calls"][-1]["record_url"] == "https://records.example/lost-later.mp3"
+    )
+    assert writes == []
+    # Two hours after the first call the listing reaches back that far: the checkpoint moves, once.
+    stack.clock.set(at(stack, 12.5))
+    assert stack.reconcile_fed() == 0
+    stack.clock.advance(timedelta(minutes=10))
+    assert stack.reconcile_fed() == 0
+    assert len(writes) == 1

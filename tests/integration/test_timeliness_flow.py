@@ -244,3 +244,91 @@ def test_lost_webhooks_are_found_by_reconciliation(stack, crm):
     yes, no = ("Y", "N") if crm.tenant == B24_TENANT else ("Yes", "No")
     assert [crm.verdict(lead) for lead in lost] == [yes, no, no, no]
     assert [len(messages_about(stack, lead)) for lead in lost] == [0, 1, 1, 1]
+
+
+def test_a_quiet_reconciliation_writes_no_checkpoint_and_still_finds_a_lost_webhook(stack, crm, monkeypatch):
+    _week(stack, 7)  # in the afternoon: after every other test's checkpoint
+    t0 = stack.clock() + timedelta(hours=4)
+    stack.clock.set(t0)
+    crm.create("Seen", "7", t0)
+    stack.pump()
+    stack.clock.set(t0 + timedelta(minutes=1))
+    stack.reconcile()  # the checkpoint moves to the card's change
+    writes: list[str] = []
+    set_checkpoint = stack.ctx.store.set_checkpoint
+
+    def recording(tenant: str, name: str, value: str) -> None:
+        if tenant == crm.tenant and name == "reconcile":
+            writes.append(value)
+        set_checkpoint(tenant, name, value)
+
+    monkeypatch.setattr(stack.ctx.store, "set_checkpoint", recording)
+    for minute in (2, 3, 4):  # nothing changed: the card is listed again (the overlap), no write
+        stack.clock.set(t0 + timedelta(minutes=minute))
+        stack.reconcile()
+    assert writes == []
+    stack.clock.set(t0 + timedelta(minutes=5))
+    stack.drop_next = 1
+    lost = crm.create("Lost", "7", stack.clock())
+    assert stack.drop_next == 0
+    stack.clock.set(t0 + timedelta(minutes=10))
+    stack.reconcile()
+    stack.pump()
+    assert len(writes) == 1
+    stack.clock.set(t0 + timedelta(minutes=21))  # its control time (15 minutes) has passed
+    stack.settle()
+    assert crm.verdict(lost) == ("N" if crm.tenant == B24_TENANT else "No")
+    assert len(messages_about(stack, lost)) == 1
+
+
+def _crm_writes(stack: LocalStack) -> list:
+    """The requests that changed a card in a fake CRM (Bitrix24 `crm.lead.update`, alone or in
+    a batch; amoCRM PATCH)."""
+    bitrix = [r for r in stack.bitrix.requests() if b"crm.lead.update" in r.path.encode() + r.body]
+    return bitrix + stack.amo.requests(method="PATCH")
+
+
+def test_repeated_stage_activity_and_call_webhooks_are_queued_again_and_change_nothing(stack, crm):
+    """Only a card's arrival and deletion are deduped by the inbox: a stage change, an activity
+    or a call delivered again is queued and processed again, and changes nothing."""
+    _week(stack, 9)
+    t0 = stack.clock()
+    lead = crm.create("Said twice", "7", t0)
+    stack.pump()
+    fake = stack.bitrix if crm.tenant == B24_TENANT else stack.amo
+    key = stack.secrets["DEMO_AMO_HOOK_SECRET"] if crm.tenant == AMO_TENANT else None
+    bodies: list[bytes] = []
+    deliver = fake.deliver
+    fake.deliver = bodies.append
+    try:
+        stack.clock.set(t0 + timedelta(minutes=3))
+        crm.call(lead, "7", stack.clock(), 40, "https://records.example/twice.mp3")
+        stack.clock.set(t0 + timedelta(minutes=4))
+        crm.take(lead, "7", stack.clock())
+    finally:
+        fake.deliver = deliver
+    assert len(bodies) >= 2
+    first = [stack.post_hook(crm.tenant, body, key=key) for body in bodies]
+    stack.pump()
+    state = stack.ctx.store.get_lead(crm.tenant, _entity(lead))
+    assert state is not None and state.processed_at is not None and state.call_attempts == 1
+    inbox = stack.ctx.store.events(crm.tenant)
+    writes = len(_crm_writes(stack))
+    assert writes >= 1  # the intake stamp
+    for _ in range(2):
+        again = [stack.post_hook(crm.tenant, body, key=key) for body in bodies]
+        # Queued again, not taken for duplicates: nothing was written to recognise them by.
+        assert [a[1] for a in again] == [a[1] for a in first]
+        assert all(a[1]["accepted"] >= 1 and a[1]["duplicates"] == 0 for a in again)
+        stack.pump()
+    assert stack.ctx.store.get_lead(crm.tenant, _entity(lead)) == state
+    assert stack.ctx.store.events(crm.tenant) == inbox  # no inbox row for any of them
+    assert len(_crm_writes(stack)) == writes
+    stack.clock.set(t0 + timedelta(minutes=16))
+    stack.settle()
+    assert crm.verdict(lead) == ("Y" if crm.tenant == B24_TENANT else "Yes")
+    assert messages_about(stack, lead) == []
+    status, body = stack.get(
+        f"/tenants/{crm.tenant}/leads/{lead}/calls", headers={"X-Api-Key": stack.api_key(crm.tenant)}
+    )
+    assert status == 200 and (body["attempts_total"], body["touches_total"]) == (1, 1)

@@ -4,7 +4,9 @@ token bucket did not."""
 from __future__ import annotations
 
 import itertools
+import math
 import threading
+from collections import Counter
 
 import pytest
 
@@ -259,3 +261,125 @@ def test_a_counter_slower_than_its_slots_or_failing_is_an_outage_not_a_free_pass
     with pytest.raises(CrmUnavailable, match="counter failed: connection refused") as caught:
         broken.acquire()
     assert caught.value.retryable
+
+
+# ----------------------------------------------------------------------------- claims of several
+AMO = Window.spread(6, 1.0, batch=5)  # one a 0.2 s slot, up to 5 a claim
+
+
+def test_a_busy_container_claims_several_slots_in_one_write() -> None:
+    clock = VirtualTime()  # 1000.0: the first slot of a counter
+    counter = MemorySlotCounter()
+    limiter = SharedLimits(counter, clock, clock.sleep).limiter("t1", "amocrm", AMO)
+    times = grant_times(limiter, clock, 100)
+    assert most_in_any(times, 1.0) <= 6
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [0.2] * 99  # every slot used
+    # 1, 2, 4, 5, 5, 3 (the counter's last slots), then 5 a claim: 22 writes for 100 requests.
+    assert counter.writes == limiter.claims == 22 and limiter.lost == 0
+    assert all(n <= 20 for n in counter.counts.values())  # 20 slots a counter, one request each
+
+
+def test_a_container_that_calls_now_and_then_holds_nothing_back() -> None:
+    clock = VirtualTime()
+    counter = MemorySlotCounter()
+    limits = SharedLimits(counter, clock, clock.sleep)
+    a, b = limits.limiter("t1", "amocrm", AMO), limits.limiter("t1", "amocrm", AMO)
+    for _ in range(3):  # a request now and then: a claim of one each
+        assert a.acquire() == 0
+        clock.sleep(3.0)
+    assert (a.claims, a.lost) == (3, 0)
+    # a holds no slot in reserve: b, another container, goes in the next one.
+    assert a.acquire() == 0
+    assert b.acquire() == pytest.approx(0.2)
+
+
+def test_a_claim_at_the_start_of_a_burst_takes_what_recent_bursts_took() -> None:
+    sizes: list[int] = []
+
+    class Sizes(MemorySlotCounter):
+        def claim(self, scope, key, limit, expires_at, count=1, start=0):  # type: ignore[no-untyped-def]
+            sizes.append(count)
+            return super().claim(scope, key, limit, expires_at, count, start)
+
+    clock = VirtualTime()
+    limiter = SharedLimits(Sizes(), clock, clock.sleep).limiter("t1", "amocrm", AMO)
+    claims = []
+    for i, n in enumerate([3, 3, 1, 1, 1, 1, 1]):  # bursts of requests, each from a counter's first slot
+        clock.now = 1_004.0 + 4.0 * i
+        before = len(sizes)
+        grant_times(limiter, clock, n)
+        claims.append(sizes[before:])
+    # The first burst learns (1 then 2), the next ones take the longest of the last four bursts
+    # at once: a write a burst; once four bursts in a row were of one request, one a claim.
+    assert claims == [[1, 2], [3], [3], [3], [3], [3], [1]]
+    assert limiter.lost == 2 * 4  # the two spare of each burst of one that claimed three
+
+
+def test_two_containers_taking_turns_share_the_counters_and_keep_the_bound() -> None:
+    clock = VirtualTime()
+    counter = MemorySlotCounter()
+    a, b = (SharedLimits(counter, clock, clock.sleep).limiter("t1", "amocrm", AMO) for _ in range(2))
+    times = []
+    for turn in range(8):  # a burst of 15 requests each in turn
+        times += grant_times(a if turn % 2 == 0 else b, clock, 15)
+    assert most_in_any(times, 1.0) <= 6
+    assert max(Counter(math.floor(t / AMO.seconds + 1e-9) for t in times).values()) == 1
+    assert counter.writes <= 0.4 * len(times)
+
+
+def test_two_containers_alternating_request_by_request_keep_the_bound() -> None:
+    """The worst case for claims of several: here each one's waits pass the slots the other
+    holds, so permits are lost and claims stay small, about a write a request as one at a
+    time takes; the bound holds all the same."""
+    clock = VirtualTime()
+    counter = MemorySlotCounter()
+    limiters = [SharedLimits(counter, clock, clock.sleep).limiter("t1", "amocrm", AMO) for _ in range(2)]
+    times = []
+    for n in range(120):
+        limiters[n % 3 % 2].acquire()  # a, b, a, a, b, a, ...
+        times.append(clock())
+    assert times == sorted(times)
+    assert most_in_any(times, 1.0) <= 6
+    assert max(Counter(math.floor(t / AMO.seconds + 1e-9) for t in times).values()) == 1
+    assert counter.writes <= 1.1 * len(times)
+
+
+def test_a_counter_left_behind_is_moved_on_past_the_slots_that_ended() -> None:
+    clock = VirtualTime()  # the first of a counter's 20 slots
+    counter = MemorySlotCounter()
+    limits = SharedLimits(counter, clock, clock.sleep)
+    a = limits.limiter("t1", "amocrm", AMO)
+    a.acquire()
+    clock.sleep(2.0)  # slot 10 of the same counter: permits 1..9 are of slots that ended
+    assert a.acquire() == 0
+    assert (a.claims, a.refused) == (2, 0)  # a saw the counter behind: one claim_from
+    assert counter.counts[("t1", "limit#amocrm#5000+20")] == 11
+    b = limits.limiter("t1", "amocrm", AMO)  # new: it has not seen the counter
+    assert b.acquire() == pytest.approx(0.2)  # the next slot, in one write
+    assert (b.claims, b.refused) == (1, 0)
+    clock.sleep(1.0)  # slot 16: b left the counter at 12, but had found a there before it
+    assert b.acquire() == 0
+    assert (b.claims, b.refused) == (3, 1)  # so it guessed others were claiming: one write more
+
+
+def test_a_slot_of_many_is_claimed_a_batch_at_a_time() -> None:
+    clock = VirtualTime(1_001.0)  # Bitrix24's slots: 22 requests in 11 s
+    counter = MemorySlotCounter()
+    limiter = SharedWindowLimiter(counter, "t1", "bitrix24", Window(11.0, 22, batch=5), clock, clock.sleep)
+    times = grant_times(limiter, clock, 23)
+    assert times[:22] == [1_001.0] * 22 and times[22] == 1_012.0
+    assert counter.counts[("t1", "limit#bitrix24#91")] == 22
+    # 1, 2, 4, 5, 5, 5 (the slot full: not asked again), then one in the next slot.
+    assert (limiter.claims, limiter.refused) == (7, 0)
+
+
+def test_permits_held_for_later_slots_are_kept_past_a_max_wait() -> None:
+    clock = VirtualTime()
+    counter = MemorySlotCounter()
+    limiter = SharedLimits(counter, clock, clock.sleep).limiter("t1", "amocrm", AMO)
+    grant_times(limiter, clock, 3)  # claims of 1 and 2; the 4th holds a claim of 4
+    assert limiter.acquire() == pytest.approx(0.2) and limiter.claims == 3
+    with pytest.raises(PacingWait) as caught:
+        limiter.acquire(max_wait=0.1)
+    assert caught.value.retry_after == pytest.approx(0.2)
+    assert limiter.acquire() == pytest.approx(0.2) and limiter.claims == 3  # no write: it held one

@@ -175,3 +175,40 @@ def test_a_long_digest_goes_in_parts_of_whole_lines_and_few_alerts_go_one_by_one
     clock.set(TUESDAY_10 + timedelta(minutes=16))
     run_process_schedule(ctx, "timeliness", "sweep")
     assert len(telegram.sent) == 5 and all("Lead not processed on time" in m for m in telegram.sent)
+
+
+def test_a_verdict_whose_alert_failed_stands_when_the_sweep_comes_back():
+    """The sweep pins the verdict when it claims the card: its alert failing leaves the card due
+    with that verdict, and a webhook that comes in meanwhile showing earlier processing does not
+    turn it into another (its CRM field was written already)."""
+    from crm_adapters.base import CrmUnavailable
+
+    class Down(StubNotifier):
+        down = True
+
+        def send(self, chat_id: str, text: str) -> None:
+            if self.down:
+                raise CrmUnavailable("Telegram is down")
+            super().send(chat_id, text)
+
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), Down()
+    ctx = context(clock, crm, telegram)
+    crm.cards[CARD] = card("NEW", TUESDAY_10)
+    assert handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")]).failed == []
+    clock.set(TUESDAY_10 + timedelta(minutes=16))
+    [sweep] = run_process_schedule(ctx, "timeliness", "sweep").values()
+    assert (sweep.closed, sweep.retried_later) == (0, 1)
+    assert ctx.store.get_lead("acme-b24", CARD).pending_verdict == "late"
+    assert crm.writes[-1] == ("lead:42", {"UF_CRM_1704817301": "N"})
+    # The manager's stage change, made before the control time, arrives only now.
+    taken = TUESDAY_10 + timedelta(minutes=10)
+    crm.cards[CARD] = card("IN_PROCESS", taken)
+    assert handle(ctx, [event(EventKind.STAGE_CHANGED, "IN_PROCESS", taken, "e2")]).failed == []
+    telegram.down = False
+    clock.set(TUESDAY_10 + timedelta(minutes=17))
+    [sweep] = run_process_schedule(ctx, "timeliness", "sweep").values()
+    assert (sweep.closed, sweep.late) == (1, 1)
+    assert len(telegram.sent) == 1 and "Sofa" in telegram.sent[0]
+    assert [w for w in crm.writes if "UF_CRM_1704817301" in w[1]] == [("lead:42", {"UF_CRM_1704817301": "N"})]
+    state = ctx.store.get_lead("acme-b24", CARD)
+    assert (state.verdict, state.pending_verdict) == ("late", None)

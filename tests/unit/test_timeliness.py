@@ -95,6 +95,19 @@ def test_an_older_sighting_does_not_roll_the_card_back():
     assert [e.effect_id for e in stale.effects] == ["intake:t1:lead:42"]  # the stamp is still asked for
 
 
+def test_a_sighting_that_moves_only_the_modification_time_is_not_stored():
+    state = intake()
+    echo = timeliness.observe(  # the echo of the intake stamp leadwatch wrote
+        "t1", state, snapshot(modified=T0 + timedelta(minutes=1)), FixedCalendar(), RULES, T0
+    )
+    assert echo.state is None
+    assert [e.effect_id for e in echo.effects] == ["intake:t1:lead:42"]
+    moved = timeliness.observe(
+        "t1", state, snapshot(responsible="8", modified=T0 + timedelta(minutes=2)), FixedCalendar(), RULES, T0
+    )
+    assert moved.state is not None and moved.state.crm_modified_at == T0 + timedelta(minutes=2)
+
+
 def test_processing_once_recorded_is_never_moved():
     state = intake()
     first = timeliness.observe(
@@ -175,6 +188,14 @@ def test_late_verdict_writes_no_records_a_violation_and_alerts_once():
     assert '<a href="https://crm/lead/42">Window &lt;b&gt;order&lt;/b&gt;</a>' in alert.text
     assert "Anna &lt;Smith&gt; &amp; Co" in alert.text
     assert "10:15" in alert.text
+
+
+def test_a_pinned_verdict_keeps_its_effects_whatever_the_card_shows_since():
+    state = replace(intake(stage="IN_PROCESS"), pending_verdict=timeliness.LATE)
+    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK, state.pending_verdict)
+    assert verdict == timeliness.LATE
+    assert [type(e) for e in effects] == [SetCardFields, RecordViolation, Notify]
+    assert effects[0].fields == {"UF_CRM_ONTIME": "N"}
 
 
 def test_effect_ids_are_stable_so_reruns_repeat_nothing():

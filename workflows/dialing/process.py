@@ -23,6 +23,17 @@ PROCESS = Process(
         "call.ended",
     ),
     on_events="workflows.dialing.service:on_events",
+    # A repeat of any of them changes nothing: stages older than the card's are ignored, the
+    # first sighting of a rejection fixes its moment and a judged one is not judged again, calls
+    # count once per CRM call (conditional adds keyed by the call), alerts go through the ledger.
+    idempotent_events=(
+        "lead.created",
+        "lead.changed",
+        "lead.stage_changed",
+        "lead.responsible_changed",
+        "activity.added",
+        "call.ended",
+    ),
     reconcile="workflows.dialing.report:reconcile_calls",
     schedules=(
         Schedule(

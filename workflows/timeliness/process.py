@@ -16,6 +16,16 @@ PROCESS = Process(
     check="workflows.timeliness.config:check",
     events=(*CARD_EVENTS, "lead.deleted", "activity.added", "call.ended"),
     on_events="workflows.timeliness.service:on_events",
+    # A repeat of these changes nothing: the card's stage, owner and title move only forward in
+    # the CRM's modification time, processing is kept once learnt (only moved earlier), and the
+    # intake stamp goes through the ledger. A card's arrival and deletion stay deduped.
+    idempotent_events=(
+        "lead.changed",
+        "lead.stage_changed",
+        "lead.responsible_changed",
+        "activity.added",
+        "call.ended",
+    ),
     schedules=(
         Schedule(
             name="sweep",

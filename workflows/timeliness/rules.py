@@ -132,7 +132,15 @@ def observe(
         processed = _processed_at(snapshot, rules, now)
         if processed is not None:
             updated = replace(updated, processed_at=max(processed, state.created_at), processed_how="stage")
-    return Decision(state=updated if updated != state else None, effects=stamp)
+    # A sighting that moves only the CRM's modification time (mostly the echo of leadwatch's own
+    # intake and verdict fields, or a note) is not stored: a write of the card row for nothing
+    # leadwatch reads. What that gives up: the stored time guards against older sightings, so a
+    # late one of a stage or owner the card left and came back from since (A, B, A, the B hook
+    # retried last) is taken; the card's next sighting (its next change, the echo of the verdict
+    # field) sets it right again, and processing, once learnt, is never undone.
+    if replace(updated, crm_modified_at=state.crm_modified_at) == state:
+        return Decision(effects=stamp)
+    return Decision(state=updated, effects=stamp)
 
 
 def intake_stamp(state: LeadState, rules: TimelinessRules) -> SetCardFields:
@@ -174,11 +182,14 @@ class CardView:
 
 
 def decide_verdict(
-    state: LeadState, rules: TimelinessRules, view: CardView, tz: Any
+    state: LeadState, rules: TimelinessRules, view: CardView, tz: Any, verdict: str | None = None
 ) -> tuple[str, list[Effect]]:
-    """The verdict for a card whose control time has come, and what it sets off."""
-    on_time = state.processed_at is not None and state.processed_at <= state.due_at
-    verdict = ON_TIME if on_time else LATE
+    """The verdict for a card whose control time has come, and what it sets off. A `verdict`
+    decided before (pinned on the card) is kept: the effects are those of that one."""
+    if verdict is None:
+        on_time = state.processed_at is not None and state.processed_at <= state.due_at
+        verdict = ON_TIME if on_time else LATE
+    on_time = verdict == ON_TIME
     effects: list[Effect] = [
         SetCardFields(
             verdict_effect_id(state.tenant, state.entity),

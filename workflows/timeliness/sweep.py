@@ -3,17 +3,18 @@
 A job per tenant (leadwatch.scheduling), woken when the tenant's next card falls due (the
 worker wakes it for each new card; the job names the next one it knows of).
 
-Reads only the due cards (the sparse due index), claims each with a conditional
-write so an overlapping sweep leaves it alone, performs the verdict's effects,
-and closes the card (verdict + per-manager counter) in one transaction. A card
-whose effects did not all succeed is released and stays due for the next sweep.
+Reads only the due cards (the sparse due index), looks again in the CRM at those about to be
+called late, decides each verdict and claims the card with it pinned in one conditional write
+(an overlapping sweep leaves it alone), performs the verdict's effects, and closes the card
+(per-manager counter, then verdict). A card whose effects did not all succeed is released and
+stays due, with its verdict pinned, for the next sweep.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -63,46 +64,45 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
     due = list(store.due_leads(config.tenant, now, since=since, limit=MAX_PER_SWEEP))
     report.due = len(due)
     token = uuid.uuid4().hex
-    claimed = []
     still_open: set[date] = set()  # buckets that keep an open card after this sweep
-    for day, state in due:
-        if store.claim(state, token, now, CLAIM_HOLD):
-            claimed.append((day, state))
-        else:
-            still_open.add(day)
-    report.skipped = len(due) - len(claimed)
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
     rules = timeliness.TimelinessRules.from_config(config.timeliness)
     try:
-        claimed = _refresh_unprocessed(ctx, config, claimed, now)
+        looked = _refresh_unprocessed(ctx, config, due, now)
     except CrmError as exc:
         # Without a fresh look a lost webhook could turn into a false "late": try again next minute.
         log.warning("tenant %s: cannot re-read due cards, sweep postponed: %s", config.tenant, exc)
         observability.crm_failure(config.tenant, exc)
-        for day, state in claimed:
-            store.release(state, token)
-            still_open.add(day)
-        report.retried_later = len(claimed)
+        still_open |= {day for day, _ in due}
+        report.retried_later = len(due)
         report.errors["refresh"] = str(exc)
-        claimed = []
+        looked = []
     plans = []
     effects = []
-    for _, state in claimed:
+    for day, state in looked:
         if state is None:
-            continue
-        if state.pending_verdict is not None:
-            plans.append((state, state.pending_verdict, []))  # acted on already: only count and close
-            continue
+            continue  # deleted in the CRM: closed without a verdict
         view = timeliness.CardView(adapter.card_url(state.entity), config.manager_name(state.responsible))
-        verdict, lead_effects = timeliness.decide_verdict(state, rules, view, calendar.tz)
-        plans.append((state, verdict, [e.effect_id for e in lead_effects]))
+        # A verdict pinned by an earlier sweep stands: its effects are made again (the ledger does
+        # only those not done yet), then it is counted and the card closed.
+        verdict, lead_effects = timeliness.decide_verdict(
+            state, rules, view, calendar.tz, state.pending_verdict
+        )
+        # One write claims the card, so an overlapping sweep leaves it alone, and pins its verdict,
+        # so a sweep that fails or dies before closing it leaves the next one the same verdict.
+        if not store.claim(state, token, now, CLAIM_HOLD, verdict=verdict):
+            still_open.add(day)
+            report.skipped += 1
+            continue
+        plans.append(
+            (day, replace(state, pending_verdict=verdict), verdict, [e.effect_id for e in lead_effects])
+        )
         effects.extend(lead_effects)
     outcome = executor.perform(ctx, config, effects, budget) if effects else executor.Outcome()
-    days = {state.entity: day for day, state in claimed if state is not None}
-    for state, verdict, ids in plans:
+    for day, state, verdict, ids in plans:
         if not outcome.all_done(ids):
-            still_open.add(days[state.entity])
+            still_open.add(day)
             store.release(state, token)
             report.retried_later += 1
             for effect_id in ids:
@@ -147,7 +147,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
 
 
 def _refresh_unprocessed(
-    ctx: Context, config: TenantConfig, claimed: list[tuple[date, LeadState]], now: datetime
+    ctx: Context, config: TenantConfig, due: list[tuple[date, LeadState]], now: datetime
 ) -> list[tuple[date, LeadState | None]]:
     """Look again at the cards about to be called late: the card, then its activities.
 
@@ -160,7 +160,7 @@ def _refresh_unprocessed(
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
     rules = timeliness.TimelinessRules.from_config(config.timeliness)
-    current: dict = {state.entity: state for _, state in claimed}
+    current: dict = {state.entity: state for _, state in due}
     # Unprocessed, or processed only after the control time: an earlier call whose webhook is late
     # (queued behind an outage) must not make it late.
     suspects = [
@@ -169,7 +169,7 @@ def _refresh_unprocessed(
         if (state.processed_at is None or state.processed_at > state.due_at) and state.pending_verdict is None
     ]
     if not suspects:
-        return list(claimed)
+        return list(due)
     cards = adapter.get_leads(suspects)
     changed = set()
     for entity in suspects:
@@ -197,4 +197,4 @@ def _refresh_unprocessed(
                     changed.add(entity)
     for entity in changed:
         ctx.store.update_lead(current[entity])
-    return [(day, current[state.entity]) for day, state in claimed]
+    return [(day, current[state.entity]) for day, state in due]
