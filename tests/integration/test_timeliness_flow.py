@@ -311,7 +311,8 @@ def test_repeated_stage_activity_and_call_webhooks_are_queued_again_and_change_n
     first = [stack.post_hook(crm.tenant, body, key=key) for body in bodies]
     stack.pump()
     state = stack.ctx.store.get_lead(crm.tenant, _entity(lead))
-    assert state is not None and state.processed_at is not None and state.call_attempts == 1
+    assert state is not None and state.processed_at is not None
+    assert stack.ctx.store.call_totals(crm.tenant, [_entity(lead)])[_entity(lead)][0] == 1
     inbox = stack.ctx.store.events(crm.tenant)
     writes = len(_crm_writes(stack))
     assert writes >= 1  # the intake stamp
