@@ -22,3 +22,17 @@ def moto_tables() -> str:
         yield endpoint
     finally:
         moto.stop()
+
+
+def checkpoint_writes(stack, monkeypatch: pytest.MonkeyPatch, tenant: str, name: str) -> list[str]:
+    """The values written to one tenant's checkpoint from now on (the writes still go through)."""
+    writes: list[str] = []
+    set_checkpoint = stack.ctx.store.set_checkpoint
+
+    def recording(written_tenant: str, written_name: str, value: str) -> None:
+        if written_tenant == tenant and written_name == name:
+            writes.append(value)
+        set_checkpoint(written_tenant, written_name, value)
+
+    monkeypatch.setattr(stack.ctx.store, "set_checkpoint", recording)
+    return writes

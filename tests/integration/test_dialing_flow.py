@@ -19,6 +19,7 @@ from leadwatch.testing.stack import (
     LocalStack,
     SimClock,
 )
+from tests.integration.conftest import checkpoint_writes
 
 MSK = ZoneInfo("Europe/Moscow")
 MONDAY_9 = datetime(2025, 11, 10, 9, 0, tzinfo=MSK)  # a plain week: Mon 10 .. Fri 14 Nov 2025
@@ -294,15 +295,7 @@ def test_calls_reconciliation_moves_its_checkpoint_about_once_in_two_hours(stack
     stack.clock.advance(timedelta(minutes=5))
     stack.reconcile_fed()
     stack.pump()
-    writes: list[str] = []
-    set_checkpoint = stack.ctx.store.set_checkpoint
-
-    def recording(tenant: str, name: str, value: str) -> None:
-        if tenant == crm.tenant and name == "reconcile-calls":
-            writes.append(value)
-        set_checkpoint(tenant, name, value)
-
-    monkeypatch.setattr(stack.ctx.store, "set_checkpoint", recording)
+    writes = checkpoint_writes(stack, monkeypatch, crm.tenant, "reconcile-calls")
     for _ in range(3):  # the known call is listed again (the hour's overlap): nothing new, no write
         stack.clock.advance(timedelta(minutes=10))
         assert stack.reconcile_fed() == 0

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
+from tests.integration.conftest import checkpoint_writes
 
 MSK = ZoneInfo("Europe/Moscow")
 TUESDAY_10 = datetime(2025, 11, 11, 10, 0, tzinfo=MSK)
@@ -254,15 +255,7 @@ def test_a_quiet_reconciliation_writes_no_checkpoint_and_still_finds_a_lost_webh
     stack.pump()
     stack.clock.set(t0 + timedelta(minutes=1))
     stack.reconcile()  # the checkpoint moves to the card's change
-    writes: list[str] = []
-    set_checkpoint = stack.ctx.store.set_checkpoint
-
-    def recording(tenant: str, name: str, value: str) -> None:
-        if tenant == crm.tenant and name == "reconcile":
-            writes.append(value)
-        set_checkpoint(tenant, name, value)
-
-    monkeypatch.setattr(stack.ctx.store, "set_checkpoint", recording)
+    writes = checkpoint_writes(stack, monkeypatch, crm.tenant, "reconcile")
     for minute in (2, 3, 4):  # nothing changed: the card is listed again (the overlap), no write
         stack.clock.set(t0 + timedelta(minutes=minute))
         stack.reconcile()
