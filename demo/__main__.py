@@ -16,11 +16,12 @@ import json
 import random
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from demo.replay import DEMO_TENANTS, lose_some_webhooks, replay
 from demo.week import DAYS, WEEK_START, PlannedLead, demo_week, on_time_by_plan, tally_calls
+from leadwatch.testing import snapshot
 from leadwatch.testing.stack import (
     AMO_TENANT,
     B24_TENANT,
@@ -66,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     end, settle_until, names = week.end, week.settle_until, week.names
     tally_calls(actions, settle_until)
 
+    # Calls planned after the replay stops are not made; the header counts what the end reports.
+    calls = sum(lead.calls for lead in leads)
     print(
-        f"leadwatch demo: {len(leads)} leads and {sum(a.kind == 'call' for a in actions)} calls "
-        f"for {2 * args.managers} managers in two CRMs, "
-        f"{WEEK_START:%a %d %b} .. {end - timedelta(days=1):%a %d %b %Y} (Europe/Moscow), seed {args.seed}"
+        f"leadwatch demo: {len(leads)} leads and {calls} calls "
+        f"for {2 * args.managers} managers in two CRMs, leads arriving "
+        f"{WEEK_START:%a %d %b} .. {end - timedelta(days=1):%a %d %b %Y} (Europe/Moscow), seed {args.seed};\n"
+        f"the replay runs on to {settle_until:%a %d %b %H:%M}, when the last of them falls due"
     )
     print("starting moto (DynamoDB, SQS) and fake Bitrix24, amoCRM and Telegram servers on 127.0.0.1 ...")
     started = time.monotonic()
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         lose_some_webhooks(stack, args.drop, drop_rng)
         replay(stack, calendar, actions, drivers, settle_until, reports=True)
         report = build_report(stack, leads, drivers, calendar, args, time.monotonic() - started)
+        saved = snapshot.save(stack.dynamodb, args.out / "state", stack.tenants_dir, stack.secrets)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(report["markdown"], encoding="utf-8")
     (args.out / "report.json").write_text(
@@ -91,15 +96,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report["text"])
     print(f"\nreport written to {args.out / 'report.md'} and {args.out / 'report.json'}")
+    lead = next(lead.crm_id for lead in leads if lead.tenant == B24_TENANT and lead.crm_id)
+    print(asking(args.out / "state", saved, WEEK_START.date(), last_day(args), lead))
     data = report["data"]
     return 0 if data["mismatches"] == 0 and data["dialing"]["mismatches"] == 0 else 1
+
+
+def last_day(args: argparse.Namespace) -> date:
+    return (WEEK_START + timedelta(days=args.days - 1)).date()
+
+
+def asking(state: Path, items: int, first: date, last: date, lead: str) -> str:
+    """How to ask the CLI and the read API about this run, with this run's tenants and days."""
+    cli = f".venv/bin/leadwatch --state {state}"
+    return "\n".join(
+        [
+            f"\nthe demo's state ({items} items) is saved in {state}; ask about it:",
+            f"  {cli} timeliness {B24_TENANT} --from {first} --to {last}",
+            f"  {cli} dialing {AMO_TENANT} --date {first + timedelta(days=1)}",
+            f"  {cli} calls {B24_TENANT} {lead}",
+            f"  {cli} violations {B24_TENANT} --from {first} --to {last}",
+            f"  {cli} serve      # the read API on http://127.0.0.1:8000, for curl (it prints the keys)",
+        ]
+    )
 
 
 def build_report(
     stack: LocalStack, leads: list[PlannedLead], drivers, calendar, args, elapsed: float
 ) -> dict:
     first = WEEK_START.date()
-    last = (WEEK_START + timedelta(days=args.days - 1)).date()
+    last = last_day(args)
     sections_text, sections_md, data = (
         [],
         [],
@@ -251,17 +277,28 @@ DIALING_COLUMNS = ("lead_days", "compliant", "behind", "untouched", "touches", "
 DIALING_HEADERS = ("lead-days", "3+ a day", "behind", "no call", "touches", "improper rej.")
 
 
+def _share(row: dict) -> float:
+    return row["compliant"] / row["lead_days"] * 100 if row["lead_days"] else 0.0
+
+
+def _dialing_rows(per: dict[str, dict]) -> list[tuple[str, dict]]:
+    """Worst compliance first, as the timeliness tables put the latest first, then the total."""
+    ordered = sorted(per.items(), key=lambda item: (_share(item[1]), item[0]))
+    total = {c: sum(row[c] for row in per.values()) for c in DIALING_COLUMNS}
+    return [*ordered, ("TOTAL", total)]
+
+
 def _dialing_text(title: str, per: dict[str, dict]) -> str:
     width = max([len(name) for name in per] + [7])
     lines = [
         title,
         f"  {'manager':<{width}}  " + "  ".join(f"{h:>9}" for h in DIALING_HEADERS) + "  compliant",
     ]
-    for name in sorted(per):
-        row = per[name]
-        share = row["compliant"] / row["lead_days"] * 100 if row["lead_days"] else 0.0
+    for name, row in _dialing_rows(per):
         lines.append(
-            f"  {name:<{width}}  " + "  ".join(f"{row[c]:>9}" for c in DIALING_COLUMNS) + f"  {share:>8.1f}%"
+            f"  {name:<{width}}  "
+            + "  ".join(f"{row[c]:>9}" for c in DIALING_COLUMNS)
+            + f"  {_share(row):>8.1f}%"
         )
     return "\n".join(lines)
 
@@ -269,10 +306,11 @@ def _dialing_text(title: str, per: dict[str, dict]) -> str:
 def _dialing_markdown(title: str, per: dict[str, dict]) -> str:
     lines = [f"### {title}", "", "| manager | " + " | ".join(DIALING_HEADERS) + " | compliant |"]
     lines.append("|---|" + "---:|" * (len(DIALING_HEADERS) + 1))
-    for name in sorted(per):
-        row = per[name]
-        share = row["compliant"] / row["lead_days"] * 100 if row["lead_days"] else 0.0
-        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in DIALING_COLUMNS) + f" | {share:.1f}% |")
+    for name, row in _dialing_rows(per):
+        label = "**total**" if name == "TOTAL" else name
+        lines.append(
+            f"| {label} | " + " | ".join(str(row[c]) for c in DIALING_COLUMNS) + f" | {_share(row):.1f}% |"
+        )
     return "\n".join(lines)
 
 
