@@ -299,7 +299,7 @@ class BusinessCalendar:
         return None
 
     def control_time(self, created: datetime, reaction: timedelta, control_start: time) -> datetime:
-        """When a lead created at `created` is checked (DOMAIN.md section 1).
+        """When a lead created at `created` is checked (docs/timeliness.md, "The control time").
 
         In hours (see `reaction_deadline`): `created` + `reaction` in working time.
         Otherwise the control start of the next working day: for a lead outside the

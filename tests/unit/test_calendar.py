@@ -1,4 +1,4 @@
-"""The business calendar: dated cases from DOMAIN.md section 1, the Russian production
+"""The business calendar: dated control times (docs/timeliness.md), the Russian production
 calendar, tenant overrides, DST, and properties of the control time."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def closes_at(cal: BusinessCalendar, day: date) -> time:
     return cal.intervals(day)[-1][1].timetz().replace(tzinfo=None)
 
 
-# ---- DOMAIN.md section 1, dated ------------------------------------------------------
+# ---- docs/timeliness.md, dated -------------------------------------------------------
 
 # Tue 2025-11-11 is an ordinary week: Mon 10 .. Fri 14 are working days.
 DATED = [

@@ -1,4 +1,4 @@
-"""Dialing discipline (DOMAIN.md section 2), as pure decisions.
+"""Dialing discipline (docs/dialing.md), as pure decisions.
 
 The plan: every lead is dialed `attempts_per_day` times on each of its first
 `plan_days` working days, and at least `min_attempts` times in total before it

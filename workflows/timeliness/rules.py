@@ -1,4 +1,4 @@
-"""Timeliness of first processing (DOMAIN.md section 1), as pure decisions.
+"""Timeliness of first processing (docs/timeliness.md), as pure decisions.
 
 Intake: a card seen for the first time gets its intake time (the CRM's creation
 time) and its control time from the business calendar, and the intake timestamp
