@@ -1,6 +1,6 @@
 """amoCRM (Kommo) behind the `CrmAdapter` interface: account webhooks in, API v4 out.
 
-Wire facts (checked sources in fakes/amocrm.py and /work/shared/CRM-PROTOCOLS.md 3-4):
+Wire facts (each with the page it was checked on in leadwatch/testing/amocrm.py):
 webhooks are form-encoded `leads[{action}][N][...]` bodies that already carry the card
 (and, for notes, the note), with no signature: the tenant's secret travels in the webhook
 URL as `?key=`. The API answers HAL JSON, 204 with no body for an empty list, problem+json

@@ -1,7 +1,7 @@
 """Bitrix24 behind the `CrmAdapter` interface: outgoing-webhook events in, REST through an
 incoming webhook out.
 
-Wire facts (b24restdocs, see /work/shared/CRM-PROTOCOLS.md sections 1-2): events are
+Wire facts (from Bitrix24's REST documentation, the bitrix24/b24restdocs repository): events are
 form-encoded and carry only `data[FIELDS][ID]` (except ONVOXIMPLANTCALLEND, whose `data` is flat
 and names the CRM activity, not the card), authenticated by `auth[application_token]`
 (no signature); REST is `{portal}/rest/{user}/{code}/{method}.json`; `batch` runs up to 50

@@ -1,6 +1,6 @@
 """A fake amoCRM (Kommo) account: REST API v4 over real HTTP, and the account webhooks.
 
-Wire facts and where they were checked (see also /work/shared/CRM-PROTOCOLS.md sections 3-4):
+Wire facts and where they were checked:
 
 - Leads API (amocrm.ru/developers/content/crm_platform/leads-api, mirrored in the
   biradrags/amo-docs repository): `GET /api/v4/leads` with `page`, `limit` (at most 250),

@@ -1,7 +1,7 @@
 """A fake Bitrix24 portal: the incoming-webhook REST API and the outbound CRM events.
 
-It speaks the wire formats of the real portal (see /work/shared/CRM-PROTOCOLS.md
-sections 1 and 2, verified against bitrix24/b24restdocs): REST at
+It speaks the wire formats of the real portal (verified against Bitrix24's REST
+documentation, the bitrix24/b24restdocs repository): REST at
 `/rest/{user}/{code}/{method}[.json]` with GET query strings, JSON or form
 bodies; the `{"result", "time"}` envelope; list pages of 50 with `total` and
 `next`; `batch` with its PHP-style empty `[]` members; every number a string
