@@ -350,6 +350,28 @@ class CalendarConfig(_Strict):
             raise ValueError(f"python-holidays has no calendar for country {value!r}")
         return value.upper()
 
+    @field_validator("subdivision")
+    @classmethod
+    def _known_subdivision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if "country" not in info.data:
+            return value  # the country itself is wrong, and said so
+        country = info.data["country"]
+        if country is None:
+            raise ValueError("a subdivision needs its 'country'")
+        import holidays
+
+        try:
+            holidays.country_holidays(country, subdiv=value)  # as leadwatch.calendar builds it
+        except NotImplementedError:
+            known = holidays.list_supported_countries().get(country, [])
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise ValueError(
+                f"python-holidays has no subdivision {value!r} of {country} (known: {listed or 'none'})"
+            ) from None
+        return value
+
     @field_validator("overrides")
     @classmethod
     def _unique_dates(cls, value: list[DateOverride]) -> list[DateOverride]:
@@ -359,6 +381,15 @@ class CalendarConfig(_Strict):
                 raise ValueError(f"date {item.date} is overridden twice")
             seen.add(item.date)
         return value
+
+    @model_validator(mode="after")
+    def _builds(self) -> CalendarConfig:
+        # The calendar the functions build from this section at run time: what it refuses is
+        # refused here, with the file named, instead of at every lead of the tenant.
+        from leadwatch.calendar import calendar_from_config
+
+        calendar_from_config(self)
+        return self
 
     def pre_holiday_minutes(self) -> int:
         if self.pre_holiday_shortening_minutes is not None:
