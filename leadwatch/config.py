@@ -107,11 +107,6 @@ class TenantLoader(yaml.SafeLoader):
     - a key written twice in one mapping is an error (PyYAML keeps the last one silently).
     """
 
-    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
-        first: [(tag, _PLAIN_NUMBERS.get(tag, regexp)) for tag, regexp in resolvers if tag != _TIMESTAMP]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[tuple[type, Any], yaml.Mark] = {}
         for key_node, _ in node.value:
@@ -133,6 +128,13 @@ class TenantLoader(yaml.SafeLoader):
                 )
             seen[marker] = key_node.start_mark
         return super().construct_mapping(node, deep)
+
+
+# The class's own table (PyYAML copies the base's on the first add_implicit_resolver).
+TenantLoader.yaml_implicit_resolvers = {
+    first: [(tag, _PLAIN_NUMBERS.get(tag, regexp)) for tag, regexp in resolvers if tag != _TIMESTAMP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load_yaml(text: str, source: str) -> Any:
