@@ -350,7 +350,8 @@ def _client_error(error: Any, where: str) -> str:
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", "") or str(error)
     if code == "ResourceNotFoundException":
-        return f"{_missing_tables(where)} at {where}: create them with `leadwatch aws-setup` (or deploy the stack)"
+        missing = _missing_tables(where)
+        return f"{missing} at {where}: create them with `leadwatch aws-setup` (or deploy the stack)"
     if code in _BAD_CREDENTIALS:
         return f"AWS refused the credentials ({code}: {message}): check AWS_PROFILE or AWS_ACCESS_KEY_ID"
     if code in ("AccessDeniedException", "AccessDenied"):
