@@ -1,14 +1,21 @@
-"""Per-tenant configuration: one YAML file per tenant, validated with messages
-that name the file, the key and the problem.
+"""Per-tenant configuration: one YAML file per tenant (`<tenant>.yaml` or `<tenant>.yml`),
+validated with messages that name the file, the key and the problem.
 
-Secrets are never in the file: a secret is named by reference,
-`{env: NAME}` or `{ssm: /parameter/name}`, and resolved by `leadwatch.secrets`.
+Secrets are never in the file: a secret is named by reference, `{env: NAME}` or
+`{ssm: /leadwatch/<tenant>/<name>}`, and resolved by `leadwatch.secrets`.
+
+The files are read with `TenantLoader`, PyYAML's safe loader minus the YAML 1.1 readings that
+turn a time of day into something else: `18:30` stays the text "18:30" (not the sexagesimal
+number 1110) and `2026-02-30` stays text for the date check to name (not a constructor crash).
+The CLI's `check-config` and the deployed functions (leadwatch.context) load through the same
+`TenantRegistry`, so a file the check passes is the file the functions run.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from functools import cache
 from itertools import pairwise
@@ -19,9 +26,11 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -54,10 +63,93 @@ def retention_of(months: int) -> timedelta:
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _INTERVAL = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+TENANT_SUFFIXES = (".yaml", ".yml")
+# Where a tenant's SSM parameters live: each function's role is granted the names the tenant files
+# give (leadwatch.iam), so a file may name only parameters under its own tenant's path, never
+# another tenant's or another application's.
+SSM_PREFIX = "/leadwatch/"
+_SSM_NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 
 
 class ConfigError(Exception):
     """A tenant file is missing, unreadable or invalid. The message is for a human."""
+
+
+# ----------------------------------------------------------------------------- reading YAML
+_INT, _FLOAT, _TIMESTAMP = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "timestamp"))
+# PyYAML's YAML 1.1 int and float patterns without their base-60 forms (`18:30` -> 1110).
+_PLAIN_NUMBERS = {
+    _INT: re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+        |[-+]?0[0-7_]+
+        |[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    _FLOAT: re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+}
+
+
+class TenantLoader(yaml.SafeLoader):
+    """PyYAML's safe loader for tenant files, with three differences, each a silent misreading:
+
+    - `18:30` and `11:00` are text, as they are quoted: YAML 1.1 reads an unquoted one as the
+      base-60 number 1110 (`09:30`, with its leading zero, was text already);
+    - `2026-12-31` is text, parsed by the model (which names the key of an impossible date)
+      instead of by PyYAML's timestamp constructor (which raises with neither file nor key);
+    - a key written twice in one mapping is an error (PyYAML keeps the last one silently).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[type, Any], yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                marker = (type(key), key)
+                hash(marker)
+            except TypeError:
+                continue
+            if marker in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is written twice in one mapping (first on line {seen[marker].line + 1}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+            seen[marker] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+# The class's own table (PyYAML copies the base's on the first add_implicit_resolver).
+TenantLoader.yaml_implicit_resolvers = {
+    first: [(tag, _PLAIN_NUMBERS.get(tag, regexp)) for tag, regexp in resolvers if tag != _TIMESTAMP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The document in `text`, read as tenant files are; a problem is a ConfigError naming `source`
+    and the line."""
+    try:
+        return yaml.load(text, Loader=TenantLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"{source}: not valid YAML: {where}{problem}") from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        # An explicit tag the value does not fit (`!!int x`, `!!timestamp 2026-02-30`).
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
 
 
 class Section(BaseModel):
@@ -71,7 +163,10 @@ _Strict = Section
 
 
 class SecretRef(_Strict):
-    """Where a secret lives: an environment variable or an SSM parameter."""
+    """Where a secret lives: an environment variable or an SSM parameter.
+
+    Validated with the tenant in its context (as `parse_tenant` does), an SSM name must be under
+    `/leadwatch/<tenant>/`."""
 
     env: str | None = None
     ssm: str | None = None
@@ -82,32 +177,61 @@ class SecretRef(_Strict):
         if isinstance(value, str):
             raise ValueError(
                 "a secret must not be written in the file; name where it lives: "
-                "{env: VARIABLE_NAME} or {ssm: /parameter/name}"
+                "{env: VARIABLE_NAME} or {ssm: /leadwatch/<tenant>/<name>}"
             )
         return value
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
+    def _exactly_one(self, info: ValidationInfo) -> SecretRef:
         if (self.env is None) == (self.ssm is None):
             raise ValueError("give exactly one of 'env' or 'ssm'")
+        tenant = (info.context or {}).get("tenant")
+        if self.ssm is not None and isinstance(tenant, str):
+            _check_parameter(self.ssm, tenant)
         return self
 
     def describe(self) -> str:
         return f"environment variable {self.env}" if self.env else f"SSM parameter {self.ssm}"
 
 
+def _check_parameter(name: str, tenant: str) -> None:
+    own = f"{SSM_PREFIX}{tenant}/"
+    if not name.startswith(own) or not _SSM_NAME.match(name) or "//" in name or name.endswith("/"):
+        raise ValueError(
+            f"SSM parameter {name!r} is not one of this tenant's: name it {own}<name> (letters, digits "
+            "and _ . - /); the functions' roles are granted only each tenant's own parameters"
+        )
+
+
 def parse_clock(text: str) -> time:
-    hours, _, minutes = text.partition(":")
+    match = _CLOCK.match(text.strip())
     try:
-        value = time(int(hours), int(minutes))
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a time of day HH:MM") from exc
-    return value
+        if not match:
+            raise ValueError(text)
+        return time(int(match[1]), int(match[2]))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day HH:MM") from None
+
+
+def _clock(value: Any) -> Any:
+    """A time of day from "HH:MM" (quoted or not: TenantLoader keeps both as text), local to the
+    tenant's calendar, so never one with a zone; a number is refused rather than read as seconds."""
+    if isinstance(value, str):
+        return parse_clock(value)
+    if isinstance(value, time) and value.tzinfo is None:
+        return value
+    if isinstance(value, time):
+        raise ValueError(f'{value.isoformat()} has a time zone: write the local time as "HH:MM"')
+    raise ValueError(f'{value!r} is not a time of day: write it as "HH:MM", e.g. "18:30"')
+
+
+# A local time of day, "HH:MM" in the file; every time setting of a section is one.
+Clock = Annotated[time, BeforeValidator(_clock)]
 
 
 class Interval(_Strict):
-    start: time
-    end: time
+    start: Clock
+    end: Clock
 
     @model_validator(mode="before")
     @classmethod
@@ -228,6 +352,28 @@ class CalendarConfig(_Strict):
             raise ValueError(f"python-holidays has no calendar for country {value!r}")
         return value.upper()
 
+    @field_validator("subdivision")
+    @classmethod
+    def _known_subdivision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if "country" not in info.data:
+            return value  # the country itself is wrong, and said so
+        country = info.data["country"]
+        if country is None:
+            raise ValueError("a subdivision needs its 'country'")
+        import holidays
+
+        try:
+            holidays.country_holidays(country, subdiv=value)  # as leadwatch.calendar builds it
+        except NotImplementedError:
+            known = holidays.list_supported_countries().get(country, [])
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise ValueError(
+                f"python-holidays has no subdivision {value!r} of {country} (known: {listed or 'none'})"
+            ) from None
+        return value
+
     @field_validator("overrides")
     @classmethod
     def _unique_dates(cls, value: list[DateOverride]) -> list[DateOverride]:
@@ -237,6 +383,15 @@ class CalendarConfig(_Strict):
                 raise ValueError(f"date {item.date} is overridden twice")
             seen.add(item.date)
         return value
+
+    @model_validator(mode="after")
+    def _builds(self) -> CalendarConfig:
+        # The calendar the functions build from this section at run time: what it refuses is
+        # refused here, with the file named, instead of at every lead of the tenant.
+        from leadwatch.calendar import calendar_from_config
+
+        calendar_from_config(self)
+        return self
 
     def pre_holiday_minutes(self) -> int:
         if self.pre_holiday_shortening_minutes is not None:
@@ -266,15 +421,15 @@ class Bitrix24Config(_Strict):
 
     @field_validator("application_token", mode="before")
     @classmethod
-    def _one_or_several(cls, value: Any) -> Any:
+    def _one_or_several(cls, value: Any, info: ValidationInfo) -> Any:
         """One reference or a list of them, with one message per problem (not one per union member)."""
         if not isinstance(value, list):
-            return _secret_ref(value, "")
+            return _secret_ref(value, "", info.context)
         if not value:
             raise ValueError("give at least one application token")
         if len(value) > MAX_APPLICATION_TOKENS:
             raise ValueError(f"give at most {MAX_APPLICATION_TOKENS} application tokens")
-        refs = [_secret_ref(item, f"[{n}]: ") for n, item in enumerate(value)]
+        refs = [_secret_ref(item, f"[{n}]: ", info.context) for n, item in enumerate(value)]
         if len({ref.describe() for ref in refs}) < len(refs):
             raise ValueError("an application token is listed twice")
         return refs
@@ -313,9 +468,9 @@ class AmoCrmConfig(_Strict):
         return str(value) if isinstance(value, int) else value
 
 
-def _secret_ref(value: Any, where: str) -> SecretRef:
+def _secret_ref(value: Any, where: str, context: dict[str, Any] | None) -> SecretRef:
     try:
-        return SecretRef.model_validate(value)
+        return SecretRef.model_validate(value, context=context)
     except ValidationError as exc:
         error = exc.errors()[0]
         message = error["msg"].removeprefix("Value error, ")
@@ -454,19 +609,27 @@ def default_model() -> type[TenantConfig]:
 
 
 def parse_tenant(text: str, source: str, model: type[TenantConfig] | None = None) -> TenantConfig:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    data = load_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level")
-    try:
-        crm = data.get("crm")
+    crm = data.get("crm")
+    context = {
         # Sections whose defaults depend on the CRM (its own stage ids) read the kind from here.
-        context = {"crm_kind": crm.get("kind") if isinstance(crm, dict) else None}
+        "crm_kind": crm.get("kind") if isinstance(crm, dict) else None,
+        # Secret references must name this tenant's own SSM parameters.
+        "tenant": data.get("tenant"),
+    }
+    try:
         config = (model or default_model()).model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    except Exception as exc:
+        # A check that trips over a value the model let through is a bug in the check, but the
+        # person running it still learns which file, and the other files are still checked.
+        raise ConfigError(
+            f"{source}: could not be checked ({type(exc).__name__}: {exc}); "
+            "this is a bug in leadwatch's checks, please report it with the file"
+        ) from exc
     return config
 
 
@@ -475,34 +638,74 @@ def load_tenant_file(path: Path, model: type[TenantConfig] | None = None) -> Ten
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     config = parse_tenant(text, str(path), model)
     if config.tenant != path.stem:
         raise ConfigError(f"{path}: tenant: {config.tenant!r} must match the file name ({path.stem!r})")
     return config
 
 
+def tenant_files(directory: Path) -> list[Path]:
+    """The tenant files of a directory: `*.yaml` and `*.yml`, by name."""
+    return sorted(p for p in directory.iterdir() if p.suffix in TENANT_SUFFIXES and p.is_file())
+
+
+@dataclass
+class TenantScan:
+    """What reading tenant files found: the valid tenants, and one message per problem (each
+    starting with its file), every file read whatever the others hold."""
+
+    files: list[Path]
+    tenants: dict[str, TenantConfig] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def scan_tenants(path: Path, model: type[TenantConfig] | None = None) -> TenantScan:
+    """Read one tenant file, or every tenant file of a directory (`leadwatch check-config PATH`,
+    and through `TenantRegistry.from_dir` the deployed functions)."""
+    if path.is_dir():
+        files = tenant_files(path)
+    elif not path.exists():
+        return TenantScan([], problems=[f"{path}: no such file or directory"])
+    elif path.suffix not in TENANT_SUFFIXES:
+        return TenantScan([], problems=[f"{path}: not a tenant file (<tenant>.yaml or <tenant>.yml)"])
+    else:
+        files = [path]
+    found = TenantScan(files)
+    first: dict[str, Path] = {}
+    for file in files:
+        if file.stem in first:
+            # acme.yaml beside acme.yml: which one the functions run is not for chance to decide.
+            found.problems.append(
+                f"{file}: tenant {file.stem!r} is already defined by {first[file.stem]}; keep one file"
+            )
+            continue
+        first[file.stem] = file
+        try:
+            config = load_tenant_file(file, model)
+        except ConfigError as exc:
+            found.problems.append(str(exc))
+            continue
+        found.tenants[config.tenant] = config
+    return found
+
+
 class TenantRegistry:
-    """All tenants of a deployment, from one directory of `<tenant>.yaml` files."""
+    """All tenants of a deployment, from one directory of `<tenant>.yaml` (or `.yml`) files."""
 
     def __init__(self, tenants: dict[str, TenantConfig]):
         self._tenants = dict(tenants)
 
     @classmethod
     def from_dir(cls, directory: Path, model: type[TenantConfig] | None = None) -> TenantRegistry:
+        """Every tenant file of `directory`; every problem of every file in one ConfigError."""
         if not directory.is_dir():
             raise ConfigError(f"{directory}: tenant directory does not exist")
-        tenants: dict[str, TenantConfig] = {}
-        problems: list[str] = []
-        for path in sorted(directory.glob("*.yaml")):
-            try:
-                config = load_tenant_file(path, model)
-            except ConfigError as exc:
-                problems.append(str(exc))
-                continue
-            tenants[config.tenant] = config
-        if problems:
-            raise ConfigError("\n".join(problems))
-        return cls(tenants)
+        found = scan_tenants(directory, model)
+        if found.problems:
+            raise ConfigError("\n".join(found.problems))
+        return cls(found.tenants)
 
     def get(self, tenant: str) -> TenantConfig | None:
         return self._tenants.get(tenant)

@@ -25,8 +25,9 @@ Scoping:
   resolves them; the policy files as committed are for `chalice package`), or, for a stage given a
   region and account (`--stage S --region R --account A`, recorded in .chalice/config.json under
   the stage's `leadwatch_aws`), those, for `chalice deploy --stage S`.
-- Secrets: a function reads only the SSM parameters the tenant files (config/tenants/*.yaml, bundled
-  with the functions) name for the kinds of secret it uses (`SECRET_PLACES`): the API handler the
+- Secrets: a function reads only the SSM parameters the tenant files (config/tenants/*.yaml and
+  *.yml, bundled with the functions; each under /leadwatch/<tenant>/, leadwatch.config) name for
+  the kinds of secret it uses (`SECRET_PLACES`): the API handler the
   webhook token or key and the read API key, the worker and the jobs Lambda the CRM credentials,
   and whoever sends messages the Telegram bot token; the dispatchers none. No tenant file, no grant.
   A role's inline policies may hold 10,240 characters (IAM quotas); past that the names are folded
@@ -387,7 +388,7 @@ def secret_uses(tenants: Iterable[TenantConfig]) -> list[SecretUse]:
 
 
 def tenant_configs(project_dir: Path | str, registry: ProcessRegistry) -> list[TenantConfig]:
-    """The deployment's tenant files (config/tenants/*.yaml, bundled with the functions)."""
+    """The deployment's tenant files (config/tenants/*.yaml and *.yml, bundled with the functions)."""
     from leadwatch.config import TenantRegistry
 
     directory = Path(project_dir) / "config" / "tenants"

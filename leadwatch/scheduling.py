@@ -196,6 +196,17 @@ def reconcile_is_due(calendar: Any, now: datetime, every: timedelta = RECONCILE_
     return timedelta(minutes=local.minute, seconds=local.second) < every
 
 
+def _reconcile_is_due(ctx: Context, config: TenantConfig, now: datetime) -> bool:
+    """A tenant whose calendar cannot be built (a file the check did not stop) is due at every
+    tick: its job fails alone, where the jobs Lambda's errors show it, and the other tenants'
+    dispatch goes on."""
+    try:
+        return reconcile_is_due(ctx.calendar(config), now)
+    except Exception:
+        log.exception("tenant %s: reconcile's working hours unknown; dispatched anyway", config.tenant)
+        return True
+
+
 def dispatch_reconcile(
     ctx: Context, now: datetime | None = None, *, every_tenant: bool = False
 ) -> Dispatched:
@@ -203,7 +214,7 @@ def dispatch_reconcile(
     the hour: a run asked for by a person)."""
     when = now or ctx.clock()
     tenants = [config for config in ctx.registry if ctx.processes.running(config)]
-    due = [c for c in tenants if every_tenant or reconcile_is_due(ctx.calendar(c), when)]
+    due = [c for c in tenants if every_tenant or _reconcile_is_due(ctx, c, when)]
     jobs = [Job(FRAMEWORK, RECONCILE, config.tenant, when).to_message() for config in due]
     if jobs:
         ctx.jobs.send(jobs)

@@ -1,18 +1,29 @@
-"""The command line: config checks, the timeliness table, and aws-setup against moto."""
+"""The command line: config checks, the queries, aws-setup against moto, its help, and one line for
+each problem on the way to the data."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from leadwatch.cards import LeadState
-from leadwatch.cli import main
+from leadwatch.cli import build_parser, main
 from leadwatch.events import EntityRef, EntityType
+from leadwatch.registry import default_registry
 from leadwatch.store.dynamodb import Store
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "config" / "examples"
 
 
 def test_check_config_ok_and_bad(tmp_path, capsys):
@@ -152,3 +163,242 @@ def test_processes_lists_each_process_with_what_it_declares(capsys):
     assert "command: leadwatch calls TENANT LEAD [--json]" in out
     assert "runs where these run too: timeliness" in out
     assert "permission: timeliness_sweep jobs: Query on index:leads/due-index" in out
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def every_parser(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from every_parser(sub)
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """A new argument without help fails here: iterated from the parser itself."""
+    parser = build_parser(default_registry())
+    missing = []
+    commands = 0
+    for prog, sub in every_parser(parser):
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                commands += len(action.choices)
+                missing += [f"{prog} {c.dest}" for c in action._choices_actions if not (c.help or "").strip()]
+                assert {c.dest for c in action._choices_actions} == set(action.choices)
+            if not (action.help or "").strip() or action.help == argparse.SUPPRESS:
+                missing.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
+    assert commands >= 7 and missing == []
+
+
+def test_help_shows_the_default_period_and_where_the_data_is():
+    parser = build_parser(default_registry())
+    subs = dict(every_parser(parser))
+    for command in ("violations", "timeliness"):
+        text = " ".join(subs[f"leadwatch {command}"].format_help().split())  # as read, unwrapped
+        assert "default period: the seven days ending today" in text
+        assert "six days before --to" in text and "default: today in the tenant's time zone" in text
+    for prog in (
+        "leadwatch",
+        "leadwatch violations",
+        "leadwatch dialing",
+        "leadwatch calls",
+        "leadwatch check-config",
+    ):
+        text = subs[prog].format_help()
+        for variable in (
+            "LEADWATCH_TENANTS_DIR",
+            "LEADWATCH_DYNAMODB_ENDPOINT",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_DEFAULT_REGION",
+        ):
+            assert variable in text, (prog, variable)
+
+
+# ----------------------------------------------------------------------------- check-config paths
+
+
+def test_check_config_takes_one_file(capsys):
+    assert main(["check-config", str(EXAMPLES / "acme-b24.yaml")]) == 0
+    assert "1 tenant(s) valid: acme-b24" in capsys.readouterr().out
+
+
+def test_check_config_reads_yml_and_refuses_a_tenant_defined_twice(tmp_path, capsys):
+    shutil.copy(EXAMPLES / "acme-b24.yaml", tmp_path / "acme-b24.yml")
+    shutil.copy(EXAMPLES / "acme-amo.yaml", tmp_path / "acme-amo.yaml")
+    assert main(["check-config", str(tmp_path)]) == 0
+    assert "2 tenant(s) valid: acme-amo, acme-b24" in capsys.readouterr().out
+    shutil.copy(EXAMPLES / "acme-b24.yaml", tmp_path / "acme-b24.yaml")
+    assert main(["check-config", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "acme-b24.yml: tenant 'acme-b24' is already defined by" in err
+
+
+def test_check_config_of_an_empty_or_missing_place_fails(tmp_path, capsys):
+    assert main(["check-config", str(tmp_path)]) == 2
+    assert f"{tmp_path}: no tenant files (<tenant>.yaml or <tenant>.yml) here" in capsys.readouterr().err
+    assert main(["check-config", str(tmp_path / "nope")]) == 2
+    assert "nope: no such file or directory" in capsys.readouterr().err
+    assert main(["--tenants-dir", str(tmp_path), "check-config"]) == 2  # the tenant directory, empty
+    assert main(["check-config", "--tenants-dir", str(tmp_path)]) == 2  # the option after the command
+
+
+def test_check_config_reads_bare_times_and_checks_every_file_past_a_bad_date(tmp_path, capsys):
+    b24 = (EXAMPLES / "acme-b24.yaml").read_text().replace('"11:00"', "11:00")
+    (tmp_path / "acme-b24.yaml").write_text(b24 + "dialing:\n  report_time: 18:30\n")
+    amo = (EXAMPLES / "acme-amo.yaml").read_text()
+    (tmp_path / "acme-amo.yaml").write_text(amo + "calendar_typo: 1\n")
+    (tmp_path / "zeta.yaml").write_text(b24.replace("acme-b24", "zeta").replace("2026-12-31", "2026-02-30"))
+    assert main(["check-config", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "acme-amo.yaml" in captured.err and "calendar_typo: unknown key" in captured.err
+    assert "zeta.yaml" in captured.err and "calendar.overrides[0].date:" in captured.err
+    assert "1 of 3 tenant file(s) valid: acme-b24" in captured.out
+
+
+def test_a_secret_outside_the_tenants_ssm_path_fails_the_check(tmp_path, capsys):
+    text = (EXAMPLES / "acme-b24.yaml").read_text()
+    text = text.replace("{ssm: /leadwatch/acme-b24/webhook-code}", "{ssm: /other/app/db-password}")
+    (tmp_path / "acme-b24.yaml").write_text(text)
+    assert main(["check-config", str(tmp_path)]) == 2
+    assert "crm.webhook_code: SSM parameter '/other/app/db-password' is not one of this tenant's" in (
+        capsys.readouterr().err
+    )
+
+
+# ----------------------------------------------------------------------------- where the data is
+
+
+def test_an_unknown_tenant_is_named_with_the_known_ones_and_where_they_were_looked_up(tmp_path, capsys):
+    assert main(["--tenants-dir", str(EXAMPLES), "violations", "acme"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"unknown tenant 'acme': no acme.yaml or acme.yml in {EXAMPLES} (--tenants-dir)" in err
+    assert "tenants there: acme-amo, acme-b24" in err
+    os.environ["LEADWATCH_TENANTS_DIR"] = str(tmp_path)
+    try:
+        assert main(["calls", "acme-b24", "5"]) == 2
+    finally:
+        del os.environ["LEADWATCH_TENANTS_DIR"]
+    err = capsys.readouterr().err
+    assert f"in {tmp_path} (LEADWATCH_TENANTS_DIR); tenants there: none" in err
+
+
+QUERIES = [
+    ["violations", "acme-b24"],
+    ["timeliness", "acme-b24", "--from", "2025-11-10", "--to", "2025-11-12"],
+    ["dialing", "acme-b24", "--date", "2025-11-10"],
+    ["calls", "acme-b24", "5"],
+]
+
+
+@pytest.mark.parametrize("command", QUERIES, ids=lambda c: c[0])
+def test_missing_tables_are_one_line(command, capsys):
+    """moto, in process, with none of leadwatch's tables."""
+    from moto import mock_aws
+
+    from leadwatch.store.models import bind
+
+    with mock_aws():
+        bind(host=None, region="eu-central-1")
+        assert main(["--tenants-dir", str(EXAMPLES), *command]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (
+        "leadwatch: tables leadwatch-inbox, leadwatch-journal, leadwatch-leads, leadwatch-state not found"
+        in err
+    )
+    assert "leadwatch aws-setup" in err
+
+
+def closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there once the probe is closed
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed command as a user runs it, with only the environment given (no AWS
+    credentials from this machine: no files, no instance metadata)."""
+    base = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/nonexistent",
+        "PYTHONPATH": str(ROOT),
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_DEFAULT_REGION": "eu-central-1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "leadwatch.cli", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_no_credentials_is_one_line():
+    """The README's case: the local endpoint set, no credentials in the environment."""
+    err = one_line(
+        run_cli(
+            "--tenants-dir",
+            str(EXAMPLES),
+            "violations",
+            "acme-b24",
+            LEADWATCH_DYNAMODB_ENDPOINT=closed_port(),
+        )
+    )
+    assert err.startswith("leadwatch: no AWS credentials") and "AWS_ACCESS_KEY_ID" in err
+    assert "a local moto server takes any pair" in err
+
+
+def test_a_closed_endpoint_is_one_line_for_the_queries_and_aws_setup():
+    endpoint = closed_port()
+    keys = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "LEADWATCH_DYNAMODB_ENDPOINT": endpoint}
+    err = one_line(run_cli("timeliness", "acme-b24", "--tenants-dir", str(EXAMPLES), **keys))
+    assert (
+        err
+        == f"leadwatch: cannot connect to {endpoint} (LEADWATCH_DYNAMODB_ENDPOINT): is the local server running there?\n"
+    )
+    assert one_line(run_cli("aws-setup", **keys)).startswith(f"leadwatch: cannot connect to {endpoint}")
+
+
+@pytest.mark.parametrize("command", QUERIES, ids=lambda c: c[0])
+def test_every_query_reports_a_connection_problem_in_one_line(command, capsys, monkeypatch):
+    from leadwatch.store.models import bind
+
+    endpoint = closed_port()
+    monkeypatch.setenv("LEADWATCH_DYNAMODB_ENDPOINT", endpoint)
+    try:
+        assert main(["--tenants-dir", str(EXAMPLES), *command]) == 1
+    finally:
+        bind(host=None, region="eu-central-1")
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"leadwatch: cannot connect to {endpoint} (LEADWATCH_DYNAMODB_ENDPOINT): is the local server running there?\n"
+    )
+
+
+def test_an_endpoint_that_is_not_a_url_is_one_line(monkeypatch, capsys):
+    from leadwatch.store.models import bind
+
+    monkeypatch.setenv("LEADWATCH_DYNAMODB_ENDPOINT", "localhost:5000")
+    try:
+        assert main(["--tenants-dir", str(EXAMPLES), "violations", "acme-b24"]) == 1
+    finally:
+        bind(host=None, region="eu-central-1")
+    assert "LEADWATCH_DYNAMODB_ENDPOINT must be a URL like http://127.0.0.1:5000" in capsys.readouterr().err

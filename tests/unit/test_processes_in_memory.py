@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from crm_adapters.base import WriteResult
-from leadwatch.config import TenantRegistry, load_tenant_file
+from leadwatch.config import TenantConfig, TenantRegistry, load_tenant_file
 from leadwatch.context import Context
 from leadwatch.dispatch import Message, handle
 from leadwatch.events import CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
-from leadwatch.scheduling import WAKE_NAMESPACE, WAKE_PARTITION, run_process_schedule
+from leadwatch.scheduling import WAKE_NAMESPACE, WAKE_PARTITION, Failed, run_process_schedule
 from leadwatch.state import MemoryState
 from leadwatch.store.memory import MemoryStore
 from leadwatch.testing.stack import SimClock
@@ -212,3 +212,87 @@ def test_a_verdict_whose_alert_failed_stands_when_the_sweep_comes_back():
     assert [w for w in crm.writes if "UF_CRM_1704817301" in w[1]] == [("lead:42", {"UF_CRM_1704817301": "N"})]
     state = ctx.store.get_lead("acme-b24", CARD)
     assert (state.verdict, state.pending_verdict) == ("late", None)
+
+
+# ----------------------------------------------------------------------------- one tenant's failure
+
+
+def with_a_broken_tenant(ctx: Context) -> TenantConfig:
+    """A second tenant, ahead of acme-b24 in every loop, whose report time is the zoned 00:18:30
+    YAML 1.1 once made of a bare 18:30 (the loader now keeps it "18:30"): its report raises a
+    TypeError at every run. Built around validation, as the old loader's config was."""
+    good = ctx.registry.get("acme-b24")
+    broken = good.model_copy(
+        update={
+            "tenant": "aaa-broken",
+            "dialing": good.dialing.model_copy(update={"report_time": time(0, 18, 30, tzinfo=UTC)}),
+        }
+    )
+    ctx.registry = TenantRegistry({"aaa-broken": broken, "acme-b24": good})
+    return broken
+
+
+def a_lead_in_the_plan(ctx: Context, crm: StubCrm) -> None:
+    crm.cards[CARD] = card("NEW", TUESDAY_10)
+    assert handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")]).failed == []
+
+
+def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_process():
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    with_a_broken_tenant(ctx)
+    a_lead_in_the_plan(ctx, crm)
+    clock.set(TUESDAY_10.replace(hour=18, minute=31))
+    runs = run_process_schedule(ctx, "dialing", "report")
+    assert runs["aaa-broken"] == Failed(error="TypeError")
+    assert runs["acme-b24"].sent_parts == 1 and runs["acme-b24"].error is None
+    assert len(telegram.sent) == 1 and "Dialing report" in telegram.sent[0]
+
+
+def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_the_jobs_lambda():
+    """The deployed path: the dispatcher queues one job per tenant, the jobs Lambda runs them; the
+    broken tenant's job comes back alone (a batch item failure), the other is done."""
+    from chalice.app import SQSEvent
+
+    from functions.jobs import jobs
+    from leadwatch.context import set_context
+    from leadwatch.scheduling import dispatch
+
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    with_a_broken_tenant(ctx)
+    a_lead_in_the_plan(ctx, crm)
+    clock.set(TUESDAY_10.replace(hour=18, minute=31))
+    process = ctx.processes.get("dialing")
+    ctx.jobs.sent.clear()
+    dispatch(ctx, process, next(s for s in process.schedules if s.name == "report"))
+    assert [job["job"]["tenant"] for job in ctx.jobs.sent] == ["aaa-broken", "acme-b24"]
+    records = [
+        {"messageId": f"m{n}", "receiptHandle": f"h{n}", "body": json.dumps(job), "attributes": {}}
+        for n, job in enumerate(ctx.jobs.sent)
+    ]
+    set_context(ctx)
+    try:
+        answer = jobs(SQSEvent({"Records": records}, None))
+    finally:
+        set_context(None)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    assert len(telegram.sent) == 1 and "Dialing report" in telegram.sent[0]
+
+
+def test_a_tenant_whose_calendar_cannot_be_built_stops_no_other_tenants_reconciliation():
+    from leadwatch.scheduling import dispatch_reconcile
+
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    good = ctx.registry.get("acme-b24")
+    broken = good.model_copy(
+        update={
+            "tenant": "aaa-broken",
+            "calendar": good.calendar.model_copy(update={"subdivision": "XX"}),  # refused by the check now
+        }
+    )
+    ctx.registry = TenantRegistry({"aaa-broken": broken, "acme-b24": good})
+    done = dispatch_reconcile(ctx)
+    assert done.due == 2  # the broken one's job fails alone, where the jobs Lambda's errors show it
+    assert [job["job"]["tenant"] for job in ctx.jobs.sent] == ["aaa-broken", "acme-b24"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from leadwatch.config import Section, parse_clock
+from leadwatch.config import Clock, Section
 
 # Stages every account has: Bitrix24's lead statuses, amoCRM's fixed "lost" and "won" in each pipeline.
 DEFAULT_REJECTED_STAGES = {"bitrix24": ["JUNK"], "amocrm": ["143"]}
@@ -24,7 +24,7 @@ class DialingConfig(Section):
     touch_seconds: int = Field(
         default=30, ge=0, le=3600, description="a call longer than this is a successful touch"
     )
-    report_time: time = time(18, 30)
+    report_time: Clock = time(18, 30)
     # None: the CRM's own rejected/closed stages (Bitrix24 JUNK / CONVERTED, amoCRM 143 / 142).
     rejected_stages: list[str] | None = Field(default=None, min_length=1)
     closed_stages: list[str] | None = None
@@ -41,11 +41,6 @@ class DialingConfig(Section):
             "closed_stages": DEFAULT_CLOSED_STAGES[kind],
             **data,
         }
-
-    @field_validator("report_time", mode="before")
-    @classmethod
-    def _clock(cls, value: Any) -> Any:
-        return parse_clock(value) if isinstance(value, str) else value
 
     @field_validator("rejected_stages", "closed_stages", mode="before")
     @classmethod

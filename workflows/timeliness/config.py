@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from leadwatch.config import WEEKDAYS, Section, parse_clock
+from leadwatch.config import WEEKDAYS, Clock, Section
 
 # Without these the process has nothing to judge or nowhere to write its verdict.
 REQUIRED = ("unprocessed_stages", "intake_field", "verdict_field")
@@ -33,7 +33,7 @@ class TimelinessConfig(Section):
     """Off until the stages and fields it works with are named: a file without the section is valid."""
 
     enabled: bool = True
-    control_start: time = time(11, 0)
+    control_start: Clock = time(11, 0)
     reaction_minutes: int = Field(default=15, ge=1, le=24 * 60)
     unprocessed_stages: list[str]
     intake_field: str = Field(description="CRM field id that receives the intake timestamp")
@@ -60,11 +60,6 @@ class TimelinessConfig(Section):
         if self.enabled and not self.unprocessed_stages:
             raise ValueError("unprocessed_stages: name at least one stage while timeliness is enabled")
         return self
-
-    @field_validator("control_start", mode="before")
-    @classmethod
-    def _clock(cls, value: Any) -> Any:
-        return parse_clock(value) if isinstance(value, str) else value
 
     @field_validator("unprocessed_stages", mode="before")
     @classmethod
