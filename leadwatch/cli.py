@@ -7,6 +7,8 @@
   leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
   leadwatch dialing TENANT [--date D] [--json]      the dialing report of a day (default today)
   leadwatch calls TENANT LEAD [--json]              a card's call attempts and touches
+  leadwatch serve [--port 8000]                     the read API on this machine, for curl
+  leadwatch --state out/state COMMAND ...           any command over the demo's saved state
 
 Where it reads from is in `--help` (ENVIRONMENT): the tenant files, and the same DynamoDB tables
 as the functions. A credential, connection or missing-table problem is one line on stderr and
@@ -16,6 +18,7 @@ exit code 1 (`problem_line`); a configuration problem names file, key and proble
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from leadwatch.config import TenantRegistry
     from leadwatch.process import Process, Query
     from leadwatch.registry import ProcessRegistry
 
@@ -134,6 +138,14 @@ def build_parser(processes: ProcessRegistry) -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory of tenant files (default: $LEADWATCH_TENANTS_DIR, else config/tenants)",
     )
+    where.add_argument(
+        "--state",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="read a state saved by the demo (out/state) instead of DynamoDB: its tables are loaded "
+        "into an in-process moto, its tenant files are the tenant directory",
+    )
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="leadwatch",
@@ -209,12 +221,31 @@ def build_parser(processes: ProcessRegistry) -> argparse.ArgumentParser:
         help="after `chalice deploy`: the worker's Lambda name (e.g. leadwatch-dev-worker), to turn on "
         "partial batch failure reports on its SQS event source",
     )
+    serve = commands.add_parser(
+        "serve",
+        help="serve the read API on this machine (for curl), e.g. over the demo's --state",
+        description=_wrap(
+            "Serve the read API (every process's GET route, with its X-Api-Key) on this machine "
+            "until Ctrl-C, over the same tables and tenant files as the other commands. Webhooks "
+            "are not taken: it only reads. With --state it prints each tenant's API key."
+        ),
+        parents=[where],
+        epilog=epilog,
+        formatter_class=raw,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except BrokenPipeError:
+        # `leadwatch ... | head`: the reader has what it wanted; no traceback on the way out.
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         line = problem_line(exc)
         if line is None:
@@ -233,6 +264,22 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "processes":
         return processes_command(processes)
 
+    state = getattr(args, "state", None)
+    if state is not None:
+        from leadwatch.testing.snapshot import StateError, open_state
+
+        try:
+            with open_state(state) as state_tenants:
+                if not getattr(args, "tenants_dir", None):
+                    args.tenants_dir = state_tenants
+                return _run(args, processes, state=True)
+        except StateError as exc:
+            print(f"leadwatch: {exc}", file=sys.stderr)
+            return 2
+    return _run(args, processes, state=False)
+
+
+def _run(args: argparse.Namespace, processes: ProcessRegistry, *, state: bool) -> int:
     from leadwatch.config import ConfigError, TenantRegistry
 
     directory, chosen_by = _tenants_dir(args)
@@ -243,6 +290,8 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as exc:
         print(f"{exc}\n(tenant directory from {chosen_by})", file=sys.stderr)
         return 2
+    if args.command == "serve":
+        return serve_command(registry, processes, args.host, args.port, show_keys=state)
 
     config = registry.get(args.tenant)
     if config is None:
@@ -266,6 +315,56 @@ def _main(argv: list[str] | None) -> int:
     if args.command in queries:
         return query_command(ctx, config, *queries[args.command], args)
     return violations_command(ctx, config, args)
+
+
+def serve_command(
+    registry: TenantRegistry, processes: ProcessRegistry, host: str, port: int, *, show_keys: bool
+) -> int:
+    """The app's read routes behind Chalice's local server, on a context that reads only."""
+    from chalice.config import Config
+    from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+    from functions.build import build_app
+    from leadwatch.context import Context, SqsQueue, set_context
+    from leadwatch.secrets import SecretResolver
+    from leadwatch.store.dynamodb import Store
+    from leadwatch.store.models import bind_from_environment
+
+    bind_from_environment()
+    secrets = SecretResolver()
+    set_context(
+        Context(registry=registry, store=Store(), queue=SqsQueue(""), secrets=secrets, processes=processes)
+    )
+    app, _ = build_app(processes)
+
+    class ReadOnly(ChaliceRequestHandler):
+        def do_POST(self) -> None:
+            body = json.dumps({"error": "leadwatch serve only reads: webhooks go to a deployment"})
+            self.send_response(405)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        do_PUT = do_DELETE = do_PATCH = do_POST
+
+        def log_message(self, format: str, *args: object) -> None:
+            # One line per request without its query string, which may carry an amoCRM key.
+            print(f"{self.command} {self.path.split('?')[0]} -> {args[1] if len(args) > 1 else ''}")
+
+    server = LocalDevServer(app, Config(chalice_stage="dev"), host, port, handler_cls=ReadOnly)
+    print(f"leadwatch read API on http://{host}:{port} (Ctrl-C stops); tenants: {', '.join(registry.ids())}")
+    for tenant in registry.ids():
+        config = registry.get(tenant)
+        if config is None or config.api_key is None:
+            print(f"  {tenant}: no api_key, its read API is off")
+        elif show_keys:
+            key = secrets.resolve(config.api_key)
+            print(f'  curl -H "X-Api-Key: {key}" http://{host}:{port}/tenants/{tenant}/timeliness')
+    sys.stdout.flush()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
 
 
 def check_config(path: Path, processes: ProcessRegistry) -> int:
