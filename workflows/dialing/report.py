@@ -47,7 +47,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
     """The dialing report of one local day, from the plan index and the day's counters."""
     tenant = config.tenant
     calendar = ctx.calendar(config)
-    plan = DialingRules.from_config(config.dialing)
+    plan = DialingRules.from_config(config.section("dialing"))
     starts = dialing.plan_starts_covering(day, calendar, plan)
     in_window = ctx.store.plan_leads(tenant, starts) if starts else []
     counts = ctx.store.day_counts(tenant, day)
@@ -75,7 +75,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
     calls = ctx.store.touches_on(tenant, day)
     missing = {c.entity for c in calls if c.entity is not None and c.entity not in titles}
     if missing:
-        titles.update({e: s.title for e, s in ctx.store.get_leads(tenant, missing).items()})  # type: ignore[arg-type]
+        titles.update({e: s.title for e, s in ctx.store.get_leads(tenant, missing).items()})
     touches = [
         dialing.Touch(
             key=call.key,
@@ -97,7 +97,9 @@ def report_view(ctx: Context, config: TenantConfig) -> dialing.ReportView:
 
 
 def report_text(ctx: Context, config: TenantConfig, report: dialing.DailyReport) -> str:
-    return dialing.render_report(report, report_view(ctx, config), DialingRules.from_config(config.dialing))
+    return dialing.render_report(
+        report, report_view(ctx, config), DialingRules.from_config(config.section("dialing"))
+    )
 
 
 @dataclass
@@ -116,7 +118,7 @@ def send_due_report(
     """The reports owed now: today's from its report time on a working day, and any earlier day's
     not sent on its day (sent late, with its date). One job per tenant, woken at report time."""
     calendar = ctx.calendar(config)
-    rules = DialingRules.from_config(config.dialing)
+    rules = DialingRules.from_config(config.section("dialing"))
     wake_at = dialing.next_report_at(now, calendar, rules, calendar.tz)
     last = ctx.store.get_checkpoint(config.tenant, REPORT_CHECKPOINT)
     owed = [

@@ -34,7 +34,7 @@ def on_events(
     tenant = config.tenant
     now = ctx.clock()
     calendar = ctx.calendar(config)
-    plan = DialingRules.from_config(config.dialing)
+    plan = DialingRules.from_config(config.section("dialing"))
 
     entities = {batch.entity_of(e) for _, e in items} - {None}
     states: dict[EntityRef, LeadState] = {
