@@ -170,9 +170,9 @@ class Context:
     processes: ProcessRegistry = field(default_factory=lambda: _default_processes())
     # Where processes keep their own state (`state()`); DynamoDB unless a test or replay says otherwise.
     state_store: StateStore | None = None
-    _adapters: dict[str, Any] = field(default_factory=dict)
-    _notifiers: dict[str, Any] = field(default_factory=dict)
-    _calendars: dict[str, Any] = field(default_factory=dict)
+    _adapters: dict[str, CrmAdapter] = field(default_factory=dict)
+    _notifiers: dict[str, TelegramNotifier] = field(default_factory=dict)
+    _calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def state(self, process: str) -> ProcessState:
