@@ -265,7 +265,8 @@ class FakeBitrix24(FakeServer):
         self.monotonic = monotonic
         self.bucket = LeakyBucket(rate, burst, clock=monotonic)
         self.outbox: list[bytes] = []
-        self.deliver: Callable[[bytes], None] = self.outbox.append
+        # What it returns is not read: a test's list.append, the local stack's post_hook.
+        self.deliver: Callable[[bytes], object] = self.outbox.append
         # REST writes actually applied, in order: (method, id). Lets a test see that a retried
         # batch wrote each card exactly once.
         self.applied: list[tuple[str, str]] = []
@@ -979,10 +980,10 @@ class FakeBitrix24(FakeServer):
                 fields = _lookup(params, "fields")
                 if not isinstance(fields, Mapping):
                     raise ApiError(400, "", "Parameter 'fields' must be array.")
-                event = self._change(table, row, _upper(fields), None, by=self.webhook_user_id)
+                changed = self._change(table, row, _upper(fields), None, by=self.webhook_user_id)
                 self.applied.append((method, row["ID"]))
-                if event:
-                    events.append(event)
+                if changed:
+                    events.append(changed)
                 return True, None, None
         raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 

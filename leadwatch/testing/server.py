@@ -192,6 +192,8 @@ class FakeServer:
         if self._httpd is None:
             raise RuntimeError(f"{self.name} is not started")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):  # typeshed allows it for other families; an IP socket's host is a str
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> FakeServer:
