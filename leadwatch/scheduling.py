@@ -259,7 +259,7 @@ def run_job(ctx: Context, job: Job, budget: Budget, requeue: Callable[[Job], Non
 def as_dict(report: Any) -> dict[str, Any]:
     if report is None:
         return {}
-    data = asdict(report) if is_dataclass(report) else dict(report)  # type: ignore[arg-type]
+    data = asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report)
     return {k: (v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
 
 

@@ -36,7 +36,7 @@ from leadwatch.testing.telegram import FakeTelegram
 if TYPE_CHECKING:
     from crm_adapters.base import CrmAdapter
     from leadwatch.config import TenantConfig
-    from leadwatch.secrets import TenantSecrets
+    from leadwatch.context import SecretSource
     from leadwatch.telegram import TelegramNotifier
 
 REGION = "eu-central-1"
@@ -388,14 +388,14 @@ class LocalStack:
             limits=limits,
         )
 
-        def adapter_factory(config: TenantConfig, secrets: TenantSecrets) -> CrmAdapter:
+        def adapter_factory(config: TenantConfig, secrets: SecretSource) -> CrmAdapter:
             if config.crm.kind == "bitrix24":
                 return Bitrix24Adapter(
                     config.tenant, config.crm, secrets, transport=transport, rate=2.0 * scale, burst=50
                 )
             return AmoCrmAdapter(config.tenant, config.crm, secrets, transport=transport, period=1.0 / scale)
 
-        def notifier_factory(config: TenantConfig, secrets: TenantSecrets) -> TelegramNotifier:
+        def notifier_factory(config: TenantConfig, secrets: SecretSource) -> TelegramNotifier:
             return TelegramNotifier(
                 Secret(secrets, config.telegram.bot_token),
                 api_base=config.telegram.api_base,

@@ -33,10 +33,7 @@ CALLS_OVERLAP = timedelta(hours=1)
 def _sent(ctx: Context) -> set[tuple[str, str]]:
     """The (tenant, day) reports this warm function already knows are out, so most minutes cost no
     read at all. Kept on the context: a new context (another deployment, a test's stack) starts empty."""
-    sent = getattr(ctx, "_dialing_reports_sent", None)
-    if sent is None:
-        sent = set()
-        ctx._dialing_reports_sent = sent  # type: ignore[attr-defined]
+    sent: set[tuple[str, str]] = ctx.warm.setdefault("dialing.reports_sent", set())
     return sent
 
 
@@ -224,7 +221,8 @@ def reconcile_calls(ctx: Context, config: TenantConfig, now: datetime) -> CallsR
     calls = [c for c in ctx.adapter(config).list_calls(since) if c.entity is not None]
     result.listed = len(calls)
     tz = ctx.calendar(config).tz
-    known = ctx.store.known_calls(tenant, [(c.entity, dialing.call_day(c, tz), c.key) for c in calls])  # type: ignore[misc]
+    keys = [(c.entity, dialing.call_day(c, tz), c.key) for c in calls if c.entity is not None]
+    known = ctx.store.known_calls(tenant, keys)
     events = [_call_event(tenant, call) for call in calls if dialing.tells_more(call, known.get(call.key))]
     if events:
         result.fed, _ = accept(ctx, config, events)
