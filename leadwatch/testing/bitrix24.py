@@ -801,10 +801,6 @@ class FakeBitrix24(FakeServer):
         assert self._httpd is not None
         if self._own_domain:
             self.domain = urlsplit(self.url).netloc
-        # The base handler writes headers and body in two sends; with Nagle's algorithm on, a
-        # keep-alive client (requests.Session) then waits ~40 ms for a delayed ACK per answer,
-        # which would hide the leaky bucket behind the latency.
-        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
         report = self._httpd.handle_error
 
         def quiet_disconnects(request: Any, client_address: Any) -> None:
@@ -813,6 +809,7 @@ class FakeBitrix24(FakeServer):
                 return
             report(request, client_address)
 
+        # The server has no other hook for its errors; mypy refuses assigning to a method on principle.
         self._httpd.handle_error = quiet_disconnects  # type: ignore[method-assign]
         return self
 
