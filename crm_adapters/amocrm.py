@@ -124,7 +124,8 @@ class AmoValidationError(CrmRejected):
             index = _to_int(entry.get("request_id"))
             if index is None:
                 continue
-            problems = entry.get("errors") if isinstance(entry.get("errors"), list) else []
+            listed = entry.get("errors")
+            problems = listed if isinstance(listed, list) else []
             text = "; ".join(
                 f"{p.get('path', '?')}: {p.get('code', '?')} {p.get('detail', '')}".strip()
                 for p in problems

@@ -737,13 +737,13 @@ class Bitrix24Adapter:
             }
             for row in self._rows("crm.activity.list", query):
                 activity = self._activity(row)
-                call = activity.call if activity is not None else None
-                if call is None or call.entity is None or call.entity.type is not entity_type:
+                logged = activity.call if activity is not None else None
+                if logged is None or logged.entity is None or logged.entity.type is not entity_type:
                     continue  # a portal that ignored the filter must not pass off another kind
-                if call.key in seen or call.key in ignored:
+                if logged.key in seen or logged.key in ignored:
                     continue
-                seen.add(call.key)
-                yield call
+                seen.add(logged.key)
+                yield logged
 
     def _statistic_calls(self, since: datetime, types: list[EntityType], ignored: set[str]) -> Iterator[Call]:
         query = {

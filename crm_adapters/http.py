@@ -71,7 +71,7 @@ class RetryPolicy:
             # Never retry before the server allows; if that is past the budget, the call gives up
             # and the work is left for the next run.
             return max(error.retry_after, 0.0)
-        backoff = min(self.base_delay * (2**attempt), self.max_delay)
+        backoff = min(self.base_delay * 2.0**attempt, self.max_delay)
         return backoff * (0.5 + rng.random() / 2)
 
 

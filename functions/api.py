@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from chalice import Chalice, Response
 
+from functions.request import current_request, raw_body
+
 if TYPE_CHECKING:
     from chalice.app import Request
 
@@ -82,7 +84,7 @@ def _observed(routes: Chalice, tenant: str, answer: Callable[[Request], Response
     """Run one read under the request's correlation id, with the tenant in every log line."""
     from leadwatch import observability
 
-    request = routes.current_request
+    request = current_request(routes)
     with observability.invocation(
         (request.context or {}).get("requestId"), tenant=tenant, lambda_context=routes.lambda_context
     ):
@@ -146,7 +148,7 @@ def _serve(request: Request, process: Process, route: Route, tenant: str, path: 
     asked = RouteRequest(
         method=request.method,
         params={**params, **path},
-        body=request.raw_body or b"",
+        body=raw_body(request),
         content_type=request.headers.get("content-type", ""),
         headers=dict(request.headers),
         today=today,

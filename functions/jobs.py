@@ -8,11 +8,12 @@ import os
 from typing import Any
 
 from chalice import Chalice
+from chalice.app import SQSEvent
 
 QUEUE_NAME = os.environ.get("LEADWATCH_JOBS_QUEUE_NAME", "leadwatch-jobs")
 
 
-def jobs(event) -> dict:
+def jobs(event: SQSEvent) -> dict[str, Any]:
     from crm_adapters.http import time_limit
     from leadwatch import observability
     from leadwatch.context import get_context

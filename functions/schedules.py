@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chalice import Chalice, Rate
+from chalice.app import CloudWatchEvent
 
 if TYPE_CHECKING:
     from leadwatch.process import Process, Schedule
@@ -17,10 +18,10 @@ if TYPE_CHECKING:
 RECONCILE_MINUTES = int(os.environ.get("LEADWATCH_RECONCILE_MINUTES", "10"))  # as leadwatch.scheduling
 
 
-def dispatcher(process: Process, schedule: Schedule) -> Callable[[Any], dict]:
+def dispatcher(process: Process, schedule: Schedule) -> Callable[[CloudWatchEvent], dict[str, Any]]:
     """The Lambda handler of one process schedule."""
 
-    def handler(event) -> dict:
+    def handler(event: CloudWatchEvent) -> dict[str, Any]:
         from leadwatch import observability
         from leadwatch.context import get_context
         from leadwatch.scheduling import as_dict, dispatch
@@ -34,7 +35,7 @@ def dispatcher(process: Process, schedule: Schedule) -> Callable[[Any], dict]:
     return handler
 
 
-def reconcile(event) -> dict:
+def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
     from leadwatch import observability
     from leadwatch.context import get_context
     from leadwatch.scheduling import as_dict, dispatch_reconcile

@@ -6,11 +6,12 @@ import os
 from typing import Any
 
 from chalice import Chalice
+from chalice.app import SQSEvent
 
 QUEUE_NAME = os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events")
 
 
-def worker(event) -> dict:
+def worker(event: SQSEvent) -> dict[str, Any]:
     from crm_adapters.http import time_limit
     from leadwatch import observability
     from leadwatch.context import get_context

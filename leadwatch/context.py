@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from crm_adapters.base import CrmAdapter
     from crm_adapters.limits import SharedLimits
     from leadwatch.calendar import BusinessCalendar
-    from leadwatch.config import TenantConfig, TenantRegistry
+    from leadwatch.config import SecretRef, TenantConfig, TenantRegistry
     from leadwatch.registry import ProcessRegistry
-    from leadwatch.secrets import SecretResolver, TenantSecrets
+    from leadwatch.secrets import SecretResolver
     from leadwatch.state import ProcessState, StateStore
     from leadwatch.store.dynamodb import Store
     from leadwatch.telegram import TelegramNotifier
@@ -101,13 +101,15 @@ class SqsQueue:
 
 
 # A factory is given the tenant's own secrets (`SecretResolver.for_tenant`): read together,
-# cached together, and read again when a service refuses one.
-AdapterFactory = Callable[["TenantConfig", "TenantSecrets"], "CrmAdapter"]
-NotifierFactory = Callable[["TenantConfig", "TenantSecrets"], "TelegramNotifier"]
+# cached together, and read again when a service refuses one. A test's context may give a plain
+# function instead.
+SecretSource = Callable[["SecretRef"], str]
+AdapterFactory = Callable[["TenantConfig", SecretSource], "CrmAdapter"]
+NotifierFactory = Callable[["TenantConfig", SecretSource], "TelegramNotifier"]
 
 
 def default_adapter(
-    config: TenantConfig, secrets: TenantSecrets, limits: SharedLimits | None = None
+    config: TenantConfig, secrets: SecretSource, limits: SharedLimits | None = None
 ) -> CrmAdapter:
     """The tenant's CRM adapter; with `limits`, its rate limit holds across the deployment."""
     from crm_adapters.http import Transport
@@ -123,7 +125,7 @@ def default_adapter(
 
 
 def default_notifier(
-    config: TenantConfig, secrets: TenantSecrets, limits: SharedLimits | None = None
+    config: TenantConfig, secrets: SecretSource, limits: SharedLimits | None = None
 ) -> TelegramNotifier:
     from leadwatch.secrets import Secret
     from leadwatch.telegram import TelegramNotifier
@@ -153,7 +155,7 @@ class Context:
     registry: TenantRegistry
     store: Store
     queue: Queue
-    secrets: SecretResolver
+    secrets: SecretResolver | SecretSource
     clock: Clock = utc_now
     adapter_factory: AdapterFactory = default_adapter
     notifier_factory: NotifierFactory = default_notifier
@@ -170,9 +172,12 @@ class Context:
     processes: ProcessRegistry = field(default_factory=lambda: _default_processes())
     # Where processes keep their own state (`state()`); DynamoDB unless a test or replay says otherwise.
     state_store: StateStore | None = None
-    _adapters: dict[str, Any] = field(default_factory=dict)
-    _notifiers: dict[str, Any] = field(default_factory=dict)
-    _calendars: dict[str, Any] = field(default_factory=dict)
+    # What a warm function remembers between invocations, under its keeper's name (a process's
+    # `<process>.<what>`): only what saves a read, as a new context starts empty.
+    warm: dict[str, Any] = field(default_factory=dict)
+    _adapters: dict[str, CrmAdapter] = field(default_factory=dict)
+    _notifiers: dict[str, TelegramNotifier] = field(default_factory=dict)
+    _calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def state(self, process: str) -> ProcessState:
@@ -195,11 +200,14 @@ class Context:
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return self.registry.get(tenant_id)
 
-    def secrets_of(self, config: TenantConfig) -> TenantSecrets:
+    def secrets_of(self, config: TenantConfig) -> SecretSource:
         """The tenant's secrets (one SSM read brings them all). A plain resolving function (a
         test's) is handed on as it is."""
-        for_tenant = getattr(self.secrets, "for_tenant", None)
-        return for_tenant(config) if for_tenant is not None else self.secrets  # type: ignore[return-value]
+        from leadwatch.secrets import SecretResolver
+
+        if isinstance(self.secrets, SecretResolver):
+            return self.secrets.for_tenant(config)
+        return self.secrets
 
     def adapter(self, config: TenantConfig) -> CrmAdapter:
         with self._lock:

@@ -36,7 +36,8 @@ LAST_RETRY_SECONDS = 900
 
 def retry_delay(receive_count: int) -> int:
     """Seconds until a message that failed on its `receive_count`-th receive is tried again."""
-    return min(FIRST_RETRY_SECONDS * 2 ** max(receive_count - 1, 0), LAST_RETRY_SECONDS)
+    # Doubling by a shift: `2 ** n` is not an int to a type checker (n might be negative).
+    return min(FIRST_RETRY_SECONDS * (1 << max(receive_count - 1, 0)), LAST_RETRY_SECONDS)
 
 
 def back_off(queue: Any, records: list[dict[str, Any]], failed: list[str], deferred: list[str]) -> None:
@@ -177,6 +178,7 @@ def _dispatch(ctx: Context, config: TenantConfig, items: list[tuple[Message, Crm
     batch = EventBatch(ctx, config, items)
     failed: set[str] = set()
     for process in running:
+        assert process.on_events is not None  # Process requires it with events
         mine = batch.only(process.events)
         try:
             failed |= resolve(process.on_events)(ctx, config, batch, mine)

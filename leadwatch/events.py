@@ -147,7 +147,7 @@ class CrmEvent:
         return self.kind is EventKind.ACTIVITY_ADDED and self.activity is None
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(asdict(self))
+        return _encode_fields(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CrmEvent:
@@ -213,7 +213,7 @@ def call_from_dict(data: dict[str, Any]) -> Call:
 
 
 def snapshot_to_dict(snapshot: LeadSnapshot) -> dict[str, Any]:
-    return _encode(asdict(snapshot))
+    return _encode_fields(asdict(snapshot))
 
 
 def _entity(data: dict[str, Any] | str) -> EntityRef:
@@ -231,9 +231,13 @@ def _dt(value: str | None) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
+def _encode_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: _encode(v) for k, v in fields.items()}
+
+
 def _encode(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return _encode_fields(value)
     if isinstance(value, list | tuple):
         return [_encode(v) for v in value]
     if isinstance(value, datetime):

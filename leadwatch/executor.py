@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,7 @@ class _Run:
             return False
         kind, reason = why
         if self.ledger.mark_gave_up(self.tenant, effect.effect_id, self.owner, now, f"{reason}: {error}"):
+            details: dict[str, Any]
             if isinstance(effect, SetCardFields):
                 subject, details = effect.entity.key, {"fields": sorted(effect.fields)}
             else:
@@ -121,7 +123,7 @@ class _Run:
         return True
 
 
-def perform(ctx: Context, config: TenantConfig, effects: list[Effect], budget: Any = None) -> Outcome:
+def perform(ctx: Context, config: TenantConfig, effects: Sequence[Effect], budget: Any = None) -> Outcome:
     """Perform effects exactly once. With a `budget` (a scheduled job's time), messages not sent
     when it is spent are left failed ("deferred") for the job's continuation."""
     unique: dict[str, Effect] = {}

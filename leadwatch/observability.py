@@ -38,7 +38,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics
@@ -86,8 +86,8 @@ class _StdStreamHandler(logging.StreamHandler):
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stdout if in_lambda() else sys.stderr
 
 
@@ -235,7 +235,7 @@ def _record(name: str, value: float, *, gauge: bool = False, **dimensions: str) 
 
 
 def _with_total(name: str, count: float, **dimensions: str) -> None:
-    _record(name, count, **dimensions)
+    _record(name, count, gauge=False, **dimensions)
     _record(name, count)
 
 
@@ -363,8 +363,8 @@ def flush() -> None:
         groups.setdefault(dimensions, {})[name] = value
     emf = metrics()
     for dimensions, values in sorted(groups.items()):
-        for name, value in dimensions:
-            emf.add_dimension(name=name, value=value)
+        for dimension, label in dimensions:
+            emf.add_dimension(name=dimension, value=label)
         for name, value in sorted(values.items()):
             emf.add_metric(name=name, unit=MetricUnit.Count, value=value)
         emf.flush_metrics(raise_on_empty_metrics=False)

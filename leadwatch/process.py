@@ -217,8 +217,8 @@ class Process:
                     f"process {self.name!r}: schedule name {schedule.name!r} is not a plain name"
                 )
         for route in self.routes:
-            unknown = set(route.methods) - {"GET", "POST"}
-            if unknown or not route.methods:
+            unsupported = set(route.methods) - {"GET", "POST"}
+            if unsupported or not route.methods:
                 raise ValueError(
                     f"process {self.name!r}: route {route.name!r} methods must be GET and/or POST"
                 )

@@ -9,6 +9,7 @@ with another owner) through the same idempotent path as webhooks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from crm_adapters.base import CrmError
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
-from leadwatch.events import CrmEvent, EventKind
+from leadwatch.events import CrmEvent, EventKind, LeadSnapshot
 from leadwatch.ingress import accept
 from leadwatch.process import resolve
 
@@ -50,7 +51,7 @@ def reconcile(ctx: Context, now: datetime | None = None) -> dict[str, ReconcileR
 
 
 def next_checkpoint(
-    stored: str | None, snapshots: list[Any], since: datetime, now: datetime
+    stored: str | None, snapshots: Sequence[LeadSnapshot], since: datetime, now: datetime
 ) -> datetime | None:
     """Where the checkpoint moves after a listing from `since`, None when it stays (no write).
 
@@ -119,5 +120,7 @@ def reconcile_tenant(ctx: Context, config: TenantConfig, now: datetime) -> Recon
             observability.crm_failure(config.tenant, exc)
             report.error = f"{process.name}: {type(exc).__name__}"
         else:
-            report.processes[process.name] = asdict(found) if is_dataclass(found) else dict(found or {})
+            report.processes[process.name] = (
+                asdict(found) if is_dataclass(found) and not isinstance(found, type) else dict(found or {})
+            )
     return report

@@ -34,7 +34,7 @@ from leadwatch.process import resolve
 
 if TYPE_CHECKING:
     from leadwatch.config import TenantConfig
-    from leadwatch.context import Context
+    from leadwatch.context import Context, Queue
     from leadwatch.process import Process, Schedule
     from leadwatch.state import ProcessState
 
@@ -156,24 +156,29 @@ def due_tenants(ctx: Context, process: Process, schedule: Schedule, now: datetim
     if schedule.fan_out == "all":
         return running
     records = _wakes(ctx).query(WAKE_PARTITION, f"{process.name}.{schedule.name}#")
-    wakes = {r.key.rsplit("#", 1)[1]: r.value.get("at") for r in records}
+    wakes: dict[str, float | None] = {r.key.rsplit("#", 1)[1]: r.value.get("at") for r in records}
     stamp = now.timestamp()
     # A tenant never run has no wake-up yet: its first job finds out what it has to do.
     return [
-        c
-        for c in running
-        if c.tenant not in wakes or (wakes[c.tenant] is not None and wakes[c.tenant] <= stamp)
+        c for c in running if c.tenant not in wakes or ((at := wakes[c.tenant]) is not None and at <= stamp)
     ]
 
 
 # ----------------------------------------------------------------------------- the two halves
+def jobs_queue(ctx: Context) -> Queue:
+    """The queue the jobs go to; only a context built for scheduled work has one."""
+    if ctx.jobs is None:
+        raise RuntimeError("this context has no jobs queue (Context.jobs): it cannot run scheduled jobs")
+    return ctx.jobs
+
+
 def dispatch(ctx: Context, process: Process, schedule: Schedule, now: datetime | None = None) -> Dispatched:
     """The scheduled Lambda's work: one job per tenant with due work, on the jobs queue."""
     when = now or ctx.clock()
     due = due_tenants(ctx, process, schedule, when)
     jobs = [Job(process.name, schedule.name, config.tenant, when).to_message() for config in due]
     if jobs:
-        ctx.jobs.send(jobs)
+        jobs_queue(ctx).send(jobs)
     return Dispatched(
         tenants=sum(1 for c in ctx.registry if ctx.processes.is_running(c, process.name)), due=len(jobs)
     )
@@ -217,7 +222,7 @@ def dispatch_reconcile(
     due = [c for c in tenants if every_tenant or _reconcile_is_due(ctx, c, when)]
     jobs = [Job(FRAMEWORK, RECONCILE, config.tenant, when).to_message() for config in due]
     if jobs:
-        ctx.jobs.send(jobs)
+        jobs_queue(ctx).send(jobs)
     return Dispatched(tenants=len(tenants), due=len(jobs))
 
 
@@ -248,7 +253,7 @@ def run_job(ctx: Context, job: Job, budget: Budget, requeue: Callable[[Job], Non
         if requeue is not None:
             requeue(following)
         else:
-            ctx.jobs.send([following.to_message()])
+            jobs_queue(ctx).send([following.to_message()])
     elif schedule.fan_out == "wake":
         _set_wake(
             ctx,
@@ -265,7 +270,7 @@ def run_job(ctx: Context, job: Job, budget: Budget, requeue: Callable[[Job], Non
 def as_dict(report: Any) -> dict[str, Any]:
     if report is None:
         return {}
-    data = asdict(report) if is_dataclass(report) else dict(report)  # type: ignore[arg-type]
+    data = asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report)
     return {k: (v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
 
 

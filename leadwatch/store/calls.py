@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path, Value
 
 from leadwatch.events import Call, EntityRef
@@ -236,7 +237,7 @@ class CallDays:
                 entry = Path([_attribute(call.key)])
                 mine: list[Any] = []
                 # The entry must still be there (a path inside a missing map cannot be set).
-                needs = [entry.exists()]
+                needs: list[Condition] = [entry.exists()]
                 if call.duration > kept.call.duration:
                     mine.append(entry[_DURATION].set(Value(_number(call.duration))))
                     needs.append(entry[_DURATION] < Value(_number(call.duration)))

@@ -38,8 +38,12 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+def _at(value: float) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)
+
+
 def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+    return None if value is None else _at(value)
 
 
 def due_bucket(tenant: str, due_at: datetime, stored_at: datetime) -> str:
@@ -163,8 +167,8 @@ class Store:
         return [
             RejectRow(
                 item.key,
-                _dt(item.received_at),  # type: ignore[arg-type]
-                int(item.status),  # type: ignore[arg-type]
+                _at(item.received_at),
+                int(item.status),
                 item.reason or "",
                 item.raw if item.raw is not None else (item.body or "").encode("utf-8"),
             )
@@ -184,8 +188,8 @@ class Store:
         return LeadState(
             tenant=item.tenant,
             entity=EntityRef.parse(item.entity),
-            created_at=_dt(item.created_at),  # type: ignore[arg-type]
-            due_at=_dt(item.due_at),  # type: ignore[arg-type]
+            created_at=_at(item.created_at),
+            due_at=_at(item.due_at),
             stage=item.stage,
             responsible=item.responsible,
             title=item.title or "",
@@ -560,7 +564,7 @@ class Store:
                     item.type,
                     item.entity,
                     item.manager,
-                    _dt(item.occurred_at),  # type: ignore[arg-type]
+                    _at(item.occurred_at),
                     json.loads(item.details or "{}"),
                 )
             )

@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.expressions.update import Action
 
 from leadwatch.store.conditions import lost_condition
 from leadwatch.store.models import JournalItem, StateItem
@@ -216,7 +217,7 @@ class EffectLedger:
         A row of its own, so a claim (a put) never wipes the count; written only when something
         failed, so the effects that succeed cost nothing more."""
         item = StateItem(tenant, _failure_key(effect_id))
-        actions = [
+        actions: list[Action] = [
             StateItem.attempts.add(1),
             StateItem.refusals.add(1 if permanent else 0),
             StateItem.at.set(StateItem.at | now.timestamp()),
@@ -328,7 +329,7 @@ class EffectLedger:
     def _settle(
         self, tenant: str, effect_id: str, owner: str, now: datetime, status: Status, detail: str | None
     ) -> bool:
-        actions = [
+        actions: list[Action] = [
             StateItem.status.set(status.value),
             StateItem.at.set(now.timestamp()),
             StateItem.expires_at.set(now + self.ttl),

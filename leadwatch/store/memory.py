@@ -52,8 +52,12 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+def _at(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
 def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
+    return None if value is None else _at(value)
 
 
 def _plan_bucket(tenant: str, day: date | None) -> str | None:
@@ -62,7 +66,7 @@ def _plan_bucket(tenant: str, day: date | None) -> str | None:
 
 def _kept(call: Call) -> Call:
     """A call as DynamoDB gives it back: its start in UTC, no source as ""."""
-    return replace(call, started_at=_dt(call.started_at.timestamp()), source=call.source or "")
+    return replace(call, started_at=_at(call.started_at.timestamp()), source=call.source or "")
 
 
 @dataclass
@@ -92,8 +96,8 @@ class _Lead:
         return LeadState(
             tenant=tenant,
             entity=EntityRef.parse(entity),
-            created_at=_dt(self.created_at),  # type: ignore[arg-type]
-            due_at=_dt(self.due_at),  # type: ignore[arg-type]
+            created_at=_at(self.created_at),
+            due_at=_at(self.due_at),
             stage=self.stage,
             responsible=self.responsible,
             title=self.title or "",
@@ -332,7 +336,7 @@ class MemoryStore:
         per_hour: int = KEPT_REJECTS_PER_HOUR,
     ) -> bool:
         key = f"reject#{now.astimezone(UTC).isoformat()}#{ident}"
-        row = RejectRow(key, _dt(now.timestamp()), status, reason[:1000], bytes(body[:MAX_KEPT_BODY]))  # type: ignore[arg-type]
+        row = RejectRow(key, _at(now.timestamp()), status, reason[:1000], bytes(body[:MAX_KEPT_BODY]))
         with self._lock:
             counts = self._part(self._reject_counts, tenant)
             hour = reject_hour(now)
@@ -466,12 +470,12 @@ class MemoryStore:
             for call, day, touch in calls:
                 assert call.entity is not None, "a call is recorded on its card"
                 kept_calls = days.setdefault(card_day_key(call.entity, day), {})
-                kept = kept_calls.get(call.key)
-                if kept is None:
+                held = kept_calls.get(call.key)
+                if held is None:
                     kept_calls[call.key] = KeptCall(_kept(call), touch)
                 else:
-                    kept_calls[call.key] = KeptCall(merged(kept.call, _kept(call)), kept.touch or touch)
-                new.append(kept is None)
+                    kept_calls[call.key] = KeptCall(merged(held.call, _kept(call)), held.touch or touch)
+                new.append(held is None)
         return new
 
     def add_recording(self, tenant: str, call: Call, day: date) -> None:
@@ -684,8 +688,8 @@ class MemoryStore:
                 r.type,
                 r.entity,
                 r.manager,
-                _dt(r.occurred_at),
-                json.loads(r.details),  # type: ignore[arg-type]
+                _at(r.occurred_at),
+                json.loads(r.details),
             )
             for r in found
             if not type or r.type == type

@@ -28,6 +28,7 @@ def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
+        assert isinstance(node, yaml.MappingNode)  # YAML has no fourth kind of node
         value = loader.construct_mapping(node, deep=True)
     return {name: value}
 
@@ -36,7 +37,10 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    template = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    if not isinstance(template, dict):
+        raise ValueError(f"{path}: a CloudFormation template is a mapping, not {type(template).__name__}")
+    return template
 
 
 def table_definitions(path: Path = TEMPLATE) -> dict[str, dict[str, Any]]:

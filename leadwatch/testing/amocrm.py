@@ -71,6 +71,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -265,7 +266,8 @@ class FakeAmoCrm(FakeServer):
         self._rate = (rate_limit, rate_window)
         self.rate_limit = FixedWindow(rate_limit, rate_window, clock=monotonic)
         self.outbox: list[bytes] = []
-        self.deliver: Callable[[bytes], None] = self.outbox.append
+        # What it returns is not read: a test's list.append, the local stack's post_hook.
+        self.deliver: Callable[[bytes], object] = self.outbox.append
         # REST writes actually applied, in order: (method, lead id). Lets a test see that a
         # retried bulk PATCH wrote each card exactly once.
         self.applied: list[tuple[str, int]] = []
@@ -872,6 +874,7 @@ class FakeAmoCrm(FakeServer):
         if not self.rate_limit.admit():
             return too_many_requests(request)
         events: list[bytes] = []
+        handlers: dict[str, Callable[[Request, list[bytes]], Reply]]
         try:
             if path == "/api/v4/leads":
                 handlers = {"GET": self._list, "PATCH": self._patch_many, "POST": self._create_many}
@@ -939,7 +942,7 @@ class FakeAmoCrm(FakeServer):
                 raise _BadRequest(
                     _problem(400, "Bad Request", f"order[{order_field}]={direction} is not supported")
                 )
-            leads.sort(key=lambda lead, f=order_field: lead[f], reverse=direction == "desc")
+            leads.sort(key=itemgetter(order_field), reverse=direction == "desc")
         return self._page(query, "/api/v4/leads", "leads", leads, self._wire, page, limit)
 
     def _page(
@@ -1004,7 +1007,7 @@ class FakeAmoCrm(FakeServer):
                 raise _BadRequest(
                     _problem(400, "Bad Request", f"order[{order_field}]={direction} is not supported")
                 )
-            notes.sort(key=lambda note, f=order_field: note[f], reverse=direction == "desc")
+            notes.sort(key=itemgetter(order_field), reverse=direction == "desc")
         return self._page(query, "/api/v4/leads/notes", "notes", notes, self._note_wire, page, limit)
 
     # ---- GET /api/v4/events

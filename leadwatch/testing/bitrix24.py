@@ -265,7 +265,8 @@ class FakeBitrix24(FakeServer):
         self.monotonic = monotonic
         self.bucket = LeakyBucket(rate, burst, clock=monotonic)
         self.outbox: list[bytes] = []
-        self.deliver: Callable[[bytes], None] = self.outbox.append
+        # What it returns is not read: a test's list.append, the local stack's post_hook.
+        self.deliver: Callable[[bytes], object] = self.outbox.append
         # REST writes actually applied, in order: (method, id). Lets a test see that a retried
         # batch wrote each card exactly once.
         self.applied: list[tuple[str, str]] = []
@@ -800,10 +801,6 @@ class FakeBitrix24(FakeServer):
         assert self._httpd is not None
         if self._own_domain:
             self.domain = urlsplit(self.url).netloc
-        # The base handler writes headers and body in two sends; with Nagle's algorithm on, a
-        # keep-alive client (requests.Session) then waits ~40 ms for a delayed ACK per answer,
-        # which would hide the leaky bucket behind the latency.
-        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
         report = self._httpd.handle_error
 
         def quiet_disconnects(request: Any, client_address: Any) -> None:
@@ -812,6 +809,7 @@ class FakeBitrix24(FakeServer):
                 return
             report(request, client_address)
 
+        # The server has no other hook for its errors; mypy refuses assigning to a method on principle.
         self._httpd.handle_error = quiet_disconnects  # type: ignore[method-assign]
         return self
 
@@ -979,10 +977,10 @@ class FakeBitrix24(FakeServer):
                 fields = _lookup(params, "fields")
                 if not isinstance(fields, Mapping):
                     raise ApiError(400, "", "Parameter 'fields' must be array.")
-                event = self._change(table, row, _upper(fields), None, by=self.webhook_user_id)
+                changed = self._change(table, row, _upper(fields), None, by=self.webhook_user_id)
                 self.applied.append((method, row["ID"]))
-                if event:
-                    events.append(event)
+                if changed:
+                    events.append(changed)
                 return True, None, None
         raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 

@@ -161,6 +161,8 @@ def slow_fault(seconds: float, late_error: Fault) -> Fault:
         reply.delay = seconds
         return reply
 
+    # Read back by FakeServer._pick_fault (which performs the request for real); a function has no
+    # declared attributes.
     slow_reply.answer_after = seconds  # type: ignore[attr-defined]
     slow_reply.__name__ = f"slow_{seconds:g}s"
     return slow_reply
@@ -192,6 +194,8 @@ class FakeServer:
         if self._httpd is None:
             raise RuntimeError(f"{self.name} is not started")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):  # typeshed allows it for other families; an IP socket's host is a str
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> FakeServer:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
@@ -32,6 +32,12 @@ from crm_adapters.http import RetryPolicy, Transport
 from leadwatch.testing.amocrm import FakeAmoCrm
 from leadwatch.testing.bitrix24 import FakeBitrix24
 from leadwatch.testing.telegram import FakeTelegram
+
+if TYPE_CHECKING:
+    from crm_adapters.base import CrmAdapter
+    from leadwatch.config import TenantConfig
+    from leadwatch.context import SecretSource
+    from leadwatch.telegram import TelegramNotifier
 
 REGION = "eu-central-1"
 
@@ -63,7 +69,7 @@ class SimClock:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -382,14 +388,14 @@ class LocalStack:
             limits=limits,
         )
 
-        def adapter_factory(config, secrets):
+        def adapter_factory(config: TenantConfig, secrets: SecretSource) -> CrmAdapter:
             if config.crm.kind == "bitrix24":
                 return Bitrix24Adapter(
                     config.tenant, config.crm, secrets, transport=transport, rate=2.0 * scale, burst=50
                 )
             return AmoCrmAdapter(config.tenant, config.crm, secrets, transport=transport, period=1.0 / scale)
 
-        def notifier_factory(config, secrets):
+        def notifier_factory(config: TenantConfig, secrets: SecretSource) -> TelegramNotifier:
             return TelegramNotifier(
                 Secret(secrets, config.telegram.bot_token),
                 api_base=config.telegram.api_base,
@@ -601,7 +607,10 @@ class LocalStack:
         event = self.client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
         )
-        return self.client.lambda_.invoke(name, event).payload
+        payload = self.client.lambda_.invoke(name, event).payload
+        if not isinstance(payload, dict):
+            raise AssertionError(f"schedule {name} returned {payload!r}, not its report")
+        return payload
 
     def run_schedule(self, process: str, schedule: str) -> dict:
         """Invoke one process schedule's Lambda, as EventBridge would, then the jobs Lambda on every

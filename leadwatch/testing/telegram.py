@@ -398,7 +398,7 @@ class FakeTelegram(FakeServer):
     def limit_refusals(self) -> int:
         """Messages refused by the service's own limits (per chat, per group), scripted faults aside."""
         with self.lock:
-            buckets = [*self._buckets.values(), *self._groups.values()]
+            buckets: list[LeakyBucket | SlidingWindow] = [*self._buckets.values(), *self._groups.values()]
         return sum(b.refused for b in buckets)
 
     def _limited(self, chat_id: str) -> Reply | None:

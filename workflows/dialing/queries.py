@@ -45,7 +45,7 @@ def calls(ctx: Context, config: TenantConfig, today: date, params: dict[str, str
     state = ctx.store.get_lead(config.tenant, entity)
     if state is None:
         raise QueryError(f"leadwatch holds no card {entity.key} for tenant {config.tenant!r}", status=404)
-    rules = DialingRules.from_config(config.dialing)
+    rules = DialingRules.from_config(config.section("dialing"))
     calendar = ctx.calendar(config)
     found = ctx.store.calls_of(config.tenant, entity)
     attempts, touches = len(found), sum(1 for call in found if rules.is_touch(call))

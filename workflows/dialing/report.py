@@ -33,10 +33,7 @@ CALLS_OVERLAP = timedelta(hours=1)
 def _sent(ctx: Context) -> set[tuple[str, str]]:
     """The (tenant, day) reports this warm function already knows are out, so most minutes cost no
     read at all. Kept on the context: a new context (another deployment, a test's stack) starts empty."""
-    sent = getattr(ctx, "_dialing_reports_sent", None)
-    if sent is None:
-        sent = set()
-        ctx._dialing_reports_sent = sent  # type: ignore[attr-defined]
+    sent: set[tuple[str, str]] = ctx.warm.setdefault("dialing.reports_sent", set())
     return sent
 
 
@@ -47,7 +44,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
     """The dialing report of one local day, from the plan index and the day's counters."""
     tenant = config.tenant
     calendar = ctx.calendar(config)
-    plan = DialingRules.from_config(config.dialing)
+    plan = DialingRules.from_config(config.section("dialing"))
     starts = dialing.plan_starts_covering(day, calendar, plan)
     in_window = ctx.store.plan_leads(tenant, starts) if starts else []
     counts = ctx.store.day_counts(tenant, day)
@@ -75,7 +72,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
     calls = ctx.store.touches_on(tenant, day)
     missing = {c.entity for c in calls if c.entity is not None and c.entity not in titles}
     if missing:
-        titles.update({e: s.title for e, s in ctx.store.get_leads(tenant, missing).items()})  # type: ignore[arg-type]
+        titles.update({e: s.title for e, s in ctx.store.get_leads(tenant, missing).items()})
     touches = [
         dialing.Touch(
             key=call.key,
@@ -97,7 +94,9 @@ def report_view(ctx: Context, config: TenantConfig) -> dialing.ReportView:
 
 
 def report_text(ctx: Context, config: TenantConfig, report: dialing.DailyReport) -> str:
-    return dialing.render_report(report, report_view(ctx, config), DialingRules.from_config(config.dialing))
+    return dialing.render_report(
+        report, report_view(ctx, config), DialingRules.from_config(config.section("dialing"))
+    )
 
 
 @dataclass
@@ -116,7 +115,7 @@ def send_due_report(
     """The reports owed now: today's from its report time on a working day, and any earlier day's
     not sent on its day (sent late, with its date). One job per tenant, woken at report time."""
     calendar = ctx.calendar(config)
-    rules = DialingRules.from_config(config.dialing)
+    rules = DialingRules.from_config(config.section("dialing"))
     wake_at = dialing.next_report_at(now, calendar, rules, calendar.tz)
     last = ctx.store.get_checkpoint(config.tenant, REPORT_CHECKPOINT)
     owed = [
@@ -222,7 +221,8 @@ def reconcile_calls(ctx: Context, config: TenantConfig, now: datetime) -> CallsR
     calls = [c for c in ctx.adapter(config).list_calls(since) if c.entity is not None]
     result.listed = len(calls)
     tz = ctx.calendar(config).tz
-    known = ctx.store.known_calls(tenant, [(c.entity, dialing.call_day(c, tz), c.key) for c in calls])  # type: ignore[misc]
+    keys = [(c.entity, dialing.call_day(c, tz), c.key) for c in calls if c.entity is not None]
+    known = ctx.store.known_calls(tenant, keys)
     events = [_call_event(tenant, call) for call in calls if dialing.tells_more(call, known.get(call.key))]
     if events:
         result.fed, _ = accept(ctx, config, events)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from leadwatch import executor
 from leadwatch.cards import LeadState
-from leadwatch.events import Call, CrmEvent, EntityRef
+from leadwatch.events import Call, CrmEvent, EntityRef, LeadSnapshot
 from workflows.dialing import rules as dialing
 from workflows.dialing.rules import DialingRules
 
@@ -34,20 +34,22 @@ def on_events(
     tenant = config.tenant
     now = ctx.clock()
     calendar = ctx.calendar(config)
-    plan = DialingRules.from_config(config.dialing)
+    plan = DialingRules.from_config(config.section("dialing"))
 
-    entities = {batch.entity_of(e) for _, e in items} - {None}
+    entities = {ref for _, e in items if (ref := batch.entity_of(e)) is not None}
     states: dict[EntityRef, LeadState] = {
         entity: state
-        for entity, state in ctx.store.get_leads(tenant, entities).items()  # type: ignore[arg-type]
+        for entity, state in ctx.store.get_leads(tenant, entities).items()
         if state.deleted_at is None  # deleted in the CRM: out of every plan
     }
-    needing = {batch.entity_of(e) for _, e in items if e.needs_card() and batch.entity_of(e) in states}
-    cards = batch.cards(needing) if needing else {}  # type: ignore[arg-type]
-    snapshots = [
-        (message, event, batch.entity_of(event), event.lead or cards.get(batch.entity_of(event)))  # type: ignore[arg-type]
-        for message, event in items
-    ]
+    needing = {
+        ref for _, e in items if (ref := batch.entity_of(e)) is not None and ref in states and e.needs_card()
+    }
+    cards = batch.cards(needing) if needing else {}
+    snapshots: list[tuple[Message, CrmEvent, EntityRef | None, LeadSnapshot | None]] = []
+    for message, event in items:
+        ref = batch.entity_of(event)
+        snapshots.append((message, event, ref, event.lead or (cards.get(ref) if ref is not None else None)))
     # A batch older than what the card already shows (an out-of-order hook, a slow reconciliation)
     # must not move its stage back.
     newest: dict[EntityRef, datetime] = {}
@@ -84,7 +86,9 @@ def on_events(
     dated = [(call, dialing.call_day(call, calendar.tz)) for call in dialing.merged_calls(calls)]
     # A call held already with nothing new (its other webhook, a redelivery) costs one read, not
     # a write that changes nothing.
-    known = ctx.store.known_calls(tenant, [(c.entity, day, c.key) for c, day in dated]) if dated else {}  # type: ignore[misc]
+    # Every call is on its card by now (above); the filter tells the type checker so.
+    keys = [(c.entity, day, c.key) for c, day in dated if c.entity is not None]
+    known = ctx.store.known_calls(tenant, keys) if keys else {}
     telling = [(c, day, plan.is_touch(c)) for c, day in dated if dialing.tells_more(c, known.get(c.key))]
     if telling:
         ctx.store.record_calls(tenant, telling, now, known)  # a write per card and day, or per known call

@@ -117,7 +117,7 @@ def observe(
         )
         return Decision(state=state, effects=[intake_stamp(state, rules)], created=True)
 
-    stamp = [intake_stamp(state, rules)] if state.open else []
+    stamp: list[Effect] = [intake_stamp(state, rules)] if state.open else []
     # An older sighting (out-of-order amoCRM hooks, a slow reconciliation) must not roll the card back.
     if snapshot.modified_at and state.crm_modified_at and snapshot.modified_at < state.crm_modified_at:
         return Decision(effects=stamp)

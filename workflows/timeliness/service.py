@@ -22,23 +22,25 @@ def on_events(
     tenant = config.tenant
     now = ctx.clock()
     calendar = ctx.calendar(config)
-    rules = timeliness.TimelinessRules.from_config(config.timeliness)
+    rules = timeliness.TimelinessRules.from_config(config.section("timeliness"))
 
-    entities = {batch.entity_of(e) for _, e in items} - {None}
-    states = ctx.store.get_leads(tenant, entities)  # type: ignore[arg-type]
-    deleted = {e.entity for _, e in items if e.kind is EventKind.LEAD_DELETED}
-    for entity in deleted & states.keys():
+    entities = {ref for _, e in items if (ref := batch.entity_of(e)) is not None}
+    states = ctx.store.get_leads(tenant, entities)
+    deleted = {e.entity for _, e in items if e.kind is EventKind.LEAD_DELETED and e.entity is not None}
+    for gone in deleted & states.keys():
         # Gone from the CRM: nothing to judge or write any more (a verdict it had stays).
-        ctx.store.close_deleted(states[entity], now)
+        ctx.store.close_deleted(states[gone], now)
     items = [(m, e) for m, e in items if batch.entity_of(e) not in deleted]
     # Read the card when the event did not carry it, and for activities on cards we never saw
     # (their creation webhook was lost): the card is how they get their intake.
     to_read = {
-        batch.entity_of(e)
+        ref
         for _, e in items
-        if (e.needs_card() or batch.entity_of(e) not in states) and e.lead is None and batch.entity_of(e)
+        if (ref := batch.entity_of(e)) is not None
+        and e.lead is None
+        and (e.needs_card() or ref not in states)
     }
-    cards = batch.cards(to_read) if to_read else {}  # type: ignore[arg-type]
+    cards = batch.cards(to_read) if to_read else {}
 
     current: dict[EntityRef, timeliness.LeadState | None] = dict(states)
     created: set[EntityRef] = set()

@@ -67,7 +67,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
     still_open: set[date] = set()  # buckets that keep an open card after this sweep
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
-    rules = timeliness.TimelinessRules.from_config(config.timeliness)
+    rules = timeliness.TimelinessRules.from_config(config.section("timeliness"))
     try:
         looked = _refresh_unprocessed(ctx, config, due, now)
     except CrmError as exc:
@@ -159,7 +159,7 @@ def _refresh_unprocessed(
     """
     adapter = ctx.adapter(config)
     calendar = ctx.calendar(config)
-    rules = timeliness.TimelinessRules.from_config(config.timeliness)
+    rules = timeliness.TimelinessRules.from_config(config.section("timeliness"))
     current: dict = {state.entity: state for _, state in due}
     # Unprocessed, or processed only after the control time: an earlier call whose webhook is late
     # (queued behind an outage) must not make it late.
