@@ -14,7 +14,7 @@ The CLI's `check-config` and the deployed functions (leadwatch.context) load thr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from functools import cache
@@ -402,6 +402,13 @@ class CalendarConfig(_Strict):
 MAX_APPLICATION_TOKENS = 10
 
 
+Entity = Literal["lead", "deal"]
+
+
+def _leads_only() -> list[Entity]:
+    return ["lead"]
+
+
 class Bitrix24Config(_Strict):
     kind: Literal["bitrix24"]
     base_url: str = Field(description="portal URL, e.g. https://acme.bitrix24.ru")
@@ -412,7 +419,7 @@ class Bitrix24Config(_Strict):
     application_token: SecretRef | list[SecretRef]
     # If set, a delivery's auth[member_id] (the portal's id) must be this one.
     member_id: str | None = Field(default=None, min_length=1, max_length=128)
-    entities: list[Literal["lead", "deal"]] = Field(default_factory=lambda: ["lead"], min_length=1)
+    entities: list[Entity] = Field(default_factory=_leads_only, min_length=1)
 
     @field_validator("base_url")
     @classmethod
@@ -721,7 +728,7 @@ class TenantRegistry:
         self._tenants[config.tenant] = config
         return previous
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[TenantConfig]:
         return iter(self._tenants.values())
 
     def __len__(self) -> int:
