@@ -31,13 +31,15 @@ def replay(
     counts: dict[str, int] | None = None,
     reports: bool = False,
     workers: int = 1,
+    report: Callable[[str], None] | None = None,
 ) -> None:
     """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules.
 
     `sweep_every` > 1 runs the deadline sweep less often than AWS would (every minute): verdicts
     do not depend on when the sweep runs, only alerts come later, so long fault runs may save time.
     `reports` runs the dialing report schedule every minute too. `workers` workers drain the
-    queue side by side (as Lambda runs them).
+    queue side by side (as Lambda runs them). `report` is told each tenth of the way done (the
+    slow tests show it, as the demo shows its progress bar).
     """
     from tqdm import tqdm
 
@@ -103,6 +105,11 @@ def replay(
                     f"{moment.astimezone(MSK):%a %d.%m %H:%M} MSK, telegram {len(stack.telegram.messages)}"
                 )
             bar.update(1)
+            if report is not None and (minute + 1) * 10 // minutes > minute * 10 // minutes:
+                report(
+                    f"{(minute + 1) * 100 // minutes}% of {minutes} simulated minutes, at "
+                    f"{moment.astimezone(MSK):%a %d.%m %H:%M} MSK; messages handled {tally['messages']}"
+                )
         reconcile()
         pump()
         sweep()

@@ -1,11 +1,43 @@
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import boto3
 import pytest
 
 from leadwatch.store.models import bind
 from leadwatch.store.schema import create_tables
 from leadwatch.testing.stack import REGION, MotoProcess, free_port
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration is an integration test (`-m "not integration"` is the
+    unit tier), whether or not its module says so."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def progress(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """`progress(text)` prints `[slow] <test>: <text>` on the terminal at once, past pytest's
+    capture and from an xdist worker too (its stderr is the terminal's), so a replay that runs
+    for minutes shows where it is instead of a silent percentage."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        line = f"\n[slow] {request.node.name}: {text} ({time.monotonic() - started:.0f} s)\n"
+        with capture.global_and_fixture_disabled():
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    say("started")
+    return say
 
 
 @pytest.fixture(scope="module")

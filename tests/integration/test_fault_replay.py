@@ -125,7 +125,7 @@ class FaultyWire:
         self.held.clear()
 
 
-def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
+def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog, progress):
     # Everything leadwatch logs, and what its libraries say at INFO and above.
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="leadwatch")
@@ -178,6 +178,7 @@ def test_ten_thousand_faulty_deliveries_lose_nothing_and_double_nothing(caplog):
                 drivers,
                 until + timedelta(minutes=5),
                 progress=False,
+                report=progress,
                 every_minute=wire.release,
                 sweep_every=5,
             )

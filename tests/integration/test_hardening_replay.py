@@ -27,7 +27,9 @@ HARDENING_SEED = 20251119
 CHAT = "-100777"  # both demo tenants' head chat
 
 
-def test_racing_workers_real_limits_deletions_a_lost_bot_and_an_outage_lose_and_double_nothing(caplog):
+def test_racing_workers_real_limits_deletions_a_lost_bot_and_an_outage_lose_and_double_nothing(
+    caplog, progress
+):
     """Two working days on both CRMs with 3 workers draining the queue side by side, the fakes at
     the services' real limits (amoCRM 7 a second, Telegram 1 a second per chat and 20 a minute per
     group, Bitrix24's leaky bucket), cards deleted after they were worked on (half of the deletion
@@ -82,6 +84,7 @@ def test_racing_workers_real_limits_deletions_a_lost_bot_and_an_outage_lose_and_
             drivers,
             until + timedelta(minutes=10),
             progress=False,
+            report=progress,
             every_minute=every_minute,
             workers=3,
         )
