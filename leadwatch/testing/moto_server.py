@@ -21,6 +21,10 @@ def main() -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import run_simple
 
+    from leadwatch.testing import moto_speed
+
+    moto_speed.install()
+
     run_simple("127.0.0.1", port, DomainDispatcherApplication(create_backend_app), threaded=False)
 
 

@@ -282,6 +282,9 @@ class LocalStack:
         if self.aws == "inprocess":
             from moto import mock_aws
 
+            from leadwatch.testing import moto_speed
+
+            moto_speed.install()
             self._mock_aws = mock_aws()
             self._mock_aws.start()
             self.aws_endpoint = None  # boto3 and PynamoDB talk to moto's in-process backends

@@ -1,0 +1,68 @@
+"""One emulator cost taken out of moto's DynamoDB Query, with the same answers.
+
+moto 5 answers every Query, on the table or on an index, by first sorting *every item of the
+table* (`Table.all_items()` sorts by the table's keys, comparing `DynamoType`s in Python) and
+then picking the matching ones, which it sorts again by the queried key. The first sort decides
+nothing: the second orders the matches by the index's keys and then the table's keys, which
+together are unique, so its result does not depend on the order it was given. On the tables a
+replay fills (tens of thousands of items) that first sort was a fifth of the fault replay's
+time, and it is what made the dispatcher's one-item wake-up query cost 0.7 s there (on DynamoDB
+it reads one item).
+
+`install()` makes `all_items()` skip that sort while a Query runs (Scan still pages through the
+sorted order it relies on). The local stack installs it in-process and in its moto server;
+tests/unit/test_moto_speed.py checks the answers are the same item for item, pages included.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_state = threading.local()
+
+
+def install() -> None:
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table, "_leadwatch_query_unsorted", False):
+        return
+    sorted_all_items = Table.all_items
+    query = Table.query
+
+    def all_items(self: Any) -> list[Any]:
+        if not getattr(_state, "querying", 0):
+            return sorted_all_items(self)
+        items: list[Any] = []
+        for hash_set in self.items.values():
+            if self.range_key_attr:
+                items.extend(hash_set.values())
+            else:
+                items.append(hash_set)
+        return items
+
+    def unsorted_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _state.querying = getattr(_state, "querying", 0) + 1
+        try:
+            return query(self, *args, **kwargs)
+        finally:
+            _state.querying -= 1
+
+    _originals["all_items"], _originals["query"] = sorted_all_items, query
+    Table.all_items = all_items  # type: ignore[method-assign]
+    Table.query = unsorted_query  # type: ignore[method-assign]
+    Table._leadwatch_query_unsorted = True  # type: ignore[attr-defined]
+
+
+def uninstall() -> None:
+    """moto as it comes (the equivalence test compares both)."""
+    from moto.dynamodb.models.table import Table
+
+    if not getattr(Table, "_leadwatch_query_unsorted", False):
+        return
+    Table.all_items = _originals.pop("all_items")  # type: ignore[method-assign]
+    Table.query = _originals.pop("query")  # type: ignore[method-assign]
+    Table._leadwatch_query_unsorted = False  # type: ignore[attr-defined]
+
+
+_originals: dict[str, Any] = {}
