@@ -9,7 +9,8 @@ replay fills (tens of thousands of items) that first sort was a fifth of the fau
 time, and it is what made the dispatcher's one-item wake-up query cost 0.7 s there (on DynamoDB
 it reads one item).
 
-`install()` makes `all_items()` skip that sort while a Query runs (Scan still pages through the
+`install()` makes `all_items()` skip that sort while a Query runs, and hand a Query on the
+table itself only its partition's items, which are all it keeps (Scan still pages through the
 sorted order it relies on). The local stack installs it in-process and in its moto server;
 tests/unit/test_moto_speed.py checks the answers are the same item for item, pages included.
 """
@@ -34,6 +35,13 @@ def install() -> None:
         if not getattr(_state, "querying", 0):
             return sorted_all_items(self)
         items: list[Any] = []
+        wanted = getattr(_state, "hash_key", None)
+        if wanted is not None:
+            # A query on the table itself keeps only the items of its partition key.
+            found = self.items.get(wanted)
+            if found is None:
+                return items
+            return list(found.values()) if self.range_key_attr else [found]
         for hash_set in self.items.values():
             if self.range_key_attr:
                 items.extend(hash_set.values())
@@ -41,12 +49,18 @@ def install() -> None:
                 items.append(hash_set)
         return items
 
-    def unsorted_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def unsorted_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         _state.querying = getattr(_state, "querying", 0) + 1
+        # Table.query(hash_key, range_comparison, range_objs, limit, exclusive_start_key,
+        # scan_index_forward, projection_expressions, index_name, ...), as moto's backend calls it.
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        outer = getattr(_state, "hash_key", None)
+        _state.hash_key = None if index_name or hash_key is None else hash_key
         try:
-            return query(self, *args, **kwargs)
+            return query(self, hash_key, *args, **kwargs)
         finally:
             _state.querying -= 1
+            _state.hash_key = outer
 
     _originals["all_items"], _originals["query"] = sorted_all_items, query
     Table.all_items = all_items  # type: ignore[method-assign]
