@@ -10,7 +10,8 @@ time, and it is what made the dispatcher's one-item wake-up query cost 0.7 s the
 it reads one item).
 
 `install()` makes `all_items()` skip that sort while a Query runs, and hand a Query on the
-table itself only its partition's items, which are all it keeps (Scan still pages through the
+table itself only its partition's items, and a Query on an index with a string partition key
+only the items holding that string, which are all it keeps (Scan still pages through the
 sorted order it relies on). The local stack installs it in-process and in its moto server;
 tests/unit/test_moto_speed.py checks the answers are the same item for item, pages included.
 """
@@ -47,6 +48,19 @@ def install() -> None:
                 items.extend(hash_set.values())
             else:
                 items.append(hash_set)
+        strings = getattr(_state, "index_strings", None)
+        if strings:
+            # An index query keeps only items whose index partition key equals the asked one;
+            # for strings that is the same text, which is cheaper to test than moto's own compare
+            # (moto tests every kept item again).
+            items = [
+                item
+                for item in items
+                if all(
+                    (value := item.attrs.get(name)) is not None and value.type == "S" and value.value == text
+                    for name, text in strings
+                )
+            ]
         return items
 
     def unsorted_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
@@ -54,13 +68,19 @@ def install() -> None:
         # Table.query(hash_key, range_comparison, range_objs, limit, exclusive_start_key,
         # scan_index_forward, projection_expressions, index_name, ...), as moto's backend calls it.
         index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
-        outer = getattr(_state, "hash_key", None)
+        outer = getattr(_state, "hash_key", None), getattr(_state, "index_strings", None)
         _state.hash_key = None if index_name or hash_key is None else hash_key
+        conditions = kwargs.get("hash_key_conditions") or []
+        _state.index_strings = (
+            [(name, value.value) for name, value in conditions]
+            if index_name and conditions and all(value.type == "S" for _, value in conditions)
+            else None
+        )
         try:
             return query(self, hash_key, *args, **kwargs)
         finally:
             _state.querying -= 1
-            _state.hash_key = outer
+            _state.hash_key, _state.index_strings = outer
 
     _originals["all_items"], _originals["query"] = sorted_all_items, query
     Table.all_items = all_items  # type: ignore[method-assign]
