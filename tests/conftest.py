@@ -32,3 +32,9 @@ def aws():
         urls = create_queues(sqs)
         bind(host=None, region="eu-central-1")
         yield {"dynamodb": dynamodb, "sqs": sqs, "queues": urls}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow replays first: with one xdist worker per core each starts on its own worker at
+    once, and the short tests fill in around them, instead of a replay starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
