@@ -39,9 +39,33 @@ log = logging.getLogger("leadwatch.names")
 
 DEFAULT_TTL = timedelta(hours=24)
 DEFAULT_RETRY = timedelta(minutes=10)
+# A deployment may choose other intervals (minutes; .chalice/config.json's environment_variables).
+TTL_VARIABLE = "LEADWATCH_NAMES_TTL_MINUTES"
+RETRY_VARIABLE = "LEADWATCH_NAMES_RETRY_MINUTES"
 UNASSIGNED = "unassigned"
 
 _cached_only: ContextVar[bool] = ContextVar("leadwatch_names_cached_only", default=False)
+
+
+def intervals_from(environ: Mapping[str, str]) -> tuple[timedelta, timedelta]:
+    """(ttl, retry_every) as the deployment sets them, else 24 h and 10 min."""
+    found = []
+    for variable, default, most in (
+        (TTL_VARIABLE, DEFAULT_TTL, 7 * 1440),
+        (RETRY_VARIABLE, DEFAULT_RETRY, 1440),
+    ):
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            found.append(default)
+            continue
+        try:
+            minutes = float(raw)
+        except ValueError:
+            raise ValueError(f"{variable}={raw!r} is not a number of minutes") from None
+        if not 1 <= minutes <= most:
+            raise ValueError(f"{variable}={raw!r} must be between 1 and {most} minutes")
+        found.append(timedelta(minutes=minutes))
+    return found[0], found[1]
 
 
 @contextmanager

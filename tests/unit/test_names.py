@@ -255,3 +255,44 @@ def test_what_the_store_keeps_is_what_names_read(store, crm, clock):
         T0,
         {"deal:NEW": "Общая", "deal:C1:NEW": "Опт"},
     )
+
+
+def test_intervals_come_from_the_environment():
+    from leadwatch.names import DEFAULT_RETRY, DEFAULT_TTL, intervals_from
+
+    assert intervals_from({}) == (DEFAULT_TTL, DEFAULT_RETRY) == (timedelta(hours=24), timedelta(minutes=10))
+    given = {"LEADWATCH_NAMES_TTL_MINUTES": "60", "LEADWATCH_NAMES_RETRY_MINUTES": "2.5"}
+    assert intervals_from(given) == (timedelta(hours=1), timedelta(minutes=2.5))
+    for bad in ({"LEADWATCH_NAMES_TTL_MINUTES": "soon"}, {"LEADWATCH_NAMES_RETRY_MINUTES": "0"}):
+        with pytest.raises(ValueError, match="LEADWATCH_NAMES_"):
+            intervals_from(bad)
+
+
+def test_the_context_keeps_one_names_per_tenant_with_the_tenant_files_map(crm, clock):
+    from pathlib import Path
+
+    from leadwatch.config import TenantRegistry, load_tenant_file
+    from leadwatch.context import Context
+
+    config = load_tenant_file(Path(__file__).resolve().parents[2] / "config" / "examples" / "acme-b24.yaml")
+    built: list[str] = []
+
+    def adapter_factory(config, secrets):
+        built.append(config.tenant)
+        return crm
+
+    ctx = Context(
+        registry=TenantRegistry({config.tenant: config}),
+        store=MemoryStore(),
+        queue=None,
+        secrets=lambda ref: "unused",
+        clock=clock,
+        adapter_factory=adapter_factory,
+        names_retry=timedelta(minutes=1),
+    )
+    names = ctx.names(config)
+    assert ctx.names(config) is names and built == []  # nothing read before a name is asked for
+    assert names.manager("7") == "Ivan Sidorov"  # the file's map
+    assert names.manager("9120031") == "Анна Петрова"  # the CRM's
+    assert names.retry_every == timedelta(minutes=1) and names.ttl == timedelta(hours=24)
+    assert built == ["acme-b24"]
