@@ -136,19 +136,15 @@ class Names:
         for no one."""
         if user_id is None or user_id == "":
             return UNASSIGNED
-        override = self._managers.get(user_id)
-        if override:
-            return override
-        listed = self._lookup(USERS, user_id)
-        return listed.names[user_id] if listed is not None else f"user {user_id}"
+        return self.find_manager(user_id) or f"user {user_id}"
 
     def stage(self, stage_id: str | None, entity: EntityType = EntityType.LEAD) -> str:
-        """The stage's name as the CRM shows it, else "stage <id>". `entity`: the card's type
-        (Bitrix24's lead statuses and its general deal category share ids such as NEW)."""
+        """The stage's name as the CRM shows it, else "stage <id>"; "no stage" for none.
+        `entity`: the card's type (Bitrix24's lead statuses and its general deal category share
+        ids such as NEW)."""
         if stage_id is None or stage_id == "":
             return "no stage"
-        listed = self._lookup(STAGES, stage_key(entity, stage_id))
-        return listed.names[stage_key(entity, stage_id)] if listed is not None else f"stage {stage_id}"
+        return self.find_stage(stage_id, entity) or f"stage {stage_id}"
 
     def pipeline(self, stage_id: str | None, entity: EntityType = EntityType.LEAD) -> str | None:
         """The name of the stage's pipeline (a Bitrix24 deal category, an amoCRM pipeline), or
@@ -158,6 +154,25 @@ class Names:
         key = stage_key(entity, stage_id)
         listed = self._lookup(STAGES, key)
         return listed.pipelines.get(key) if listed is not None else None
+
+    def find_manager(self, user_id: str | None) -> str | None:
+        """The manager's name when the tenant file or the CRM knows it, else None (a template
+        words the unknown its own way)."""
+        if user_id is None or user_id == "":
+            return None
+        override = self._managers.get(user_id)
+        if override:
+            return override
+        listed = self._lookup(USERS, user_id)
+        return listed.names[user_id] if listed is not None else None
+
+    def find_stage(self, stage_id: str | None, entity: EntityType = EntityType.LEAD) -> str | None:
+        """The stage's name when the CRM knows it, else None."""
+        if stage_id is None or stage_id == "":
+            return None
+        key = stage_key(entity, stage_id)
+        listed = self._lookup(STAGES, key)
+        return listed.names[key] if listed is not None else None
 
     # ------------------------------------------------------------------ the lists
     def _lookup(self, kind: str, key: str) -> NameList | None:

@@ -296,3 +296,13 @@ def test_the_context_keeps_one_names_per_tenant_with_the_tenant_files_map(crm, c
     assert names.manager("9120031") == "Анна Петрова"  # the CRM's
     assert names.retry_every == timedelta(minutes=1) and names.ttl == timedelta(hours=24)
     assert built == ["acme-b24"]
+
+
+def test_find_gives_none_for_what_nobody_knows_so_a_template_can_word_it(store, crm, clock):
+    names = names_of(store, crm, clock, managers={"1": "From the file"})
+    assert names.find_manager("1") == "From the file"
+    assert names.find_manager("7") == "O'Brien & <Sons>"
+    assert names.find_manager("404") is None and names.find_manager(None) is None
+    assert names.find_stage("C1:NEW", EntityType.DEAL) == "Новая"
+    assert names.find_stage("C1:NEW") is None  # not a lead status
+    assert names.find_stage("") is None
