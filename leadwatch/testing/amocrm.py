@@ -369,7 +369,7 @@ class FakeAmoCrm(FakeServer):
                 "admin": admin,
             }
 
-    def set_users(self, users: Mapping[int | str, str]) -> None:
+    def set_users(self, users: Mapping[Any, str]) -> None:
         """Replace every user: id -> full name."""
         with self.lock:
             self.users.clear()

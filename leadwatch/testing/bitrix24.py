@@ -422,7 +422,7 @@ class FakeBitrix24(FakeServer):
                 "USER_TYPE": "employee",
             }
 
-    def set_users(self, users: Mapping[str | int, str]) -> None:
+    def set_users(self, users: Mapping[Any, str]) -> None:
         """Replace every user: id -> full name, split at its first space into NAME and LAST_NAME."""
         with self.lock:
             self.users.clear()

@@ -4,6 +4,7 @@ whole deployment, a CRM that fails leaves ids readable, and a list past its TTL 
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -164,6 +165,7 @@ def test_many_containers_missing_together_read_the_crm_once_per_interval(store, 
 
 
 def test_a_crm_that_fails_leaves_ids_readable_and_is_tried_again_later(store, crm, clock, caplog):
+    caplog.set_level(logging.WARNING, logger="leadwatch.names")
     crm.fail = CrmUnavailable("Bitrix24 HTTP 503")
     names = names_of(store, crm, clock)
     assert names.manager("9120031") == "user 9120031"
