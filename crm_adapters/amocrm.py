@@ -13,6 +13,13 @@ string in the webhook's `text` (`UNIQ`, `DURATION`, `LINK`, `PHONE`, `SRC`, `cal
 `duration`, `link`, `phone`, `source`, `call_status`, `call_result`) in API v4. The events feed
 `GET /api/v4/events` (at most 100 per page on amocrm.ru) lists `outgoing_call` / `incoming_call`
 events that point to their note in `value_after[].note.id`.
+
+Names (amocrm.ru/developers/content/crm_platform/users-api and leads_pipelines, mirrored in the
+biradrags/amo-docs repository): `GET /api/v4/users` pages HAL `_embedded.users` of `{id, name,
+email, rights: {is_active, ...}}` (`limit` at most 250) and is open to account admins only (403
+otherwise); `GET /api/v4/leads/pipelines` lists every pipeline (at most 50, no paging) with its
+statuses in `_embedded.statuses` of `{id, name, pipeline_id, ...}`; status ids are unique in the
+account except 142 (won) and 143 (lost), which every pipeline has, each under its own name.
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ from crm_adapters.base import (
     CrmRejected,
     CrmUnavailable,
     MalformedWebhook,
+    StageName,
     WebhookForbidden,
     WebhookRequest,
     WebhookUnauthorized,
     WriteResult,
+    stage_key,
 )
 from crm_adapters.formdata import FormError, parse_form
 from crm_adapters.http import HttpClient, Transport
@@ -856,6 +865,56 @@ class AmoCrmAdapter:
     def card_url(self, entity: EntityRef) -> str:
         return f"{self.base_url}/leads/detail/{quote(entity.id, safe='')}"
 
+    def list_users(self) -> dict[str, str]:
+        """`GET /api/v4/users`, every page of 250 (users-api): `name` is the user's full name, the
+        e-mail stands in for an empty one. The token must be an account admin's: amoCRM answers
+        others 403, which is raised (CrmRejected) like any refusal."""
+        active: dict[str, str] = {}
+        left: dict[str, str] = {}
+        for page in range(1, MAX_PAGES + 1):
+            body = self._call("GET", "/api/v4/users", params=[("limit", PAGE_LIMIT), ("page", page)])
+            users = _embedded(body, "users")
+            for user in users:
+                ident = _to_int(user.get("id"))
+                name = _clean(user.get("name")) or _clean(user.get("email"))
+                if ident is None or name is None:
+                    continue
+                rights = user.get("rights")
+                gone = isinstance(rights, Mapping) and rights.get("is_active") is False
+                (left if gone else active)[str(ident)] = name
+            if len(users) < PAGE_LIMIT or not _has_next(body):
+                break
+        else:
+            raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of users")
+        return {**active, **{k: v for k, v in left.items() if k not in active}}
+
+    def list_stages(self) -> dict[str, StageName]:
+        """Every status of every pipeline, in one `GET /api/v4/leads/pipelines` (leads_pipelines).
+        142 and 143, in every pipeline, take the main pipeline's names and no pipeline (a card's
+        stored state does not keep its pipeline)."""
+        pipelines = sorted(
+            _embedded(self._call("GET", "/api/v4/leads/pipelines"), "pipelines"),
+            key=lambda p: (p.get("is_main") is not True, _to_int(p.get("sort")) or 0),
+        )
+        stages: dict[str, StageName] = {}
+        shared: set[str] = set()
+        for pipeline in pipelines:
+            title = _clean(pipeline.get("name"))
+            embedded = pipeline.get("_embedded")
+            statuses = embedded.get("statuses") if isinstance(embedded, Mapping) else None
+            for status in statuses if isinstance(statuses, list) else []:
+                ident = _to_int(status.get("id")) if isinstance(status, Mapping) else None
+                if ident is None:
+                    continue
+                key = stage_key(EntityType.LEAD, str(ident))
+                if key in stages:
+                    shared.add(key)
+                    continue
+                stages[key] = StageName(_clean(status.get("name")) or str(ident), title)
+        for key in shared:
+            stages[key] = StageName(stages[key].name)
+        return stages
+
 
 # ----------------------------------------------------------------------------- helpers
 def _embedded(body: Any, name: str) -> list[Mapping[str, Any]]:
@@ -867,6 +926,11 @@ def _embedded(body: Any, name: str) -> list[Mapping[str, Any]]:
     if not isinstance(items, list):
         raise CrmUnavailable(f"amoCRM answered a {name[:-1]} list without _embedded.{name}")
     return [item for item in items if isinstance(item, Mapping)]
+
+
+def _clean(value: Any) -> str | None:
+    """A name as text, stripped; None for anything else or nothing."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _has_next(body: Any) -> bool:

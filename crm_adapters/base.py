@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from leadwatch.effects import SetCardFields
-from leadwatch.events import Activity, Call, CrmEvent, EntityRef, LeadSnapshot
+from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, LeadSnapshot
 
 
 class WebhookRejected(Exception):
@@ -108,6 +108,23 @@ class WebhookRequest:
     content_type: str = "application/x-www-form-urlencoded"
 
 
+@dataclass(frozen=True)
+class StageName:
+    """A stage as a person reads it in the CRM: its own name, and its pipeline's where the CRM
+    has several (a Bitrix24 deal category, an amoCRM pipeline). `pipeline` is None for Bitrix24
+    lead statuses, which have none, and for a stage id every amoCRM pipeline shares (142, 143)."""
+
+    name: str
+    pipeline: str | None = None
+
+
+def stage_key(entity_type: EntityType, stage_id: str) -> str:
+    """A stage's key in `CrmAdapter.list_stages`: `lead:NEW`, `deal:C1:NEW`, `lead:61234501`.
+    The entity type is part of it because Bitrix24's lead statuses and the deal stages of its
+    general category share ids (NEW)."""
+    return f"{entity_type.value}:{stage_id}"
+
+
 class CrmAdapter(Protocol):
     kind: str
 
@@ -154,6 +171,19 @@ class CrmAdapter(Protocol):
 
     def card_url(self, entity: EntityRef) -> str:
         """The link a person clicks to open the card."""
+        ...
+
+    def list_users(self) -> dict[str, str]:
+        """Every user of the account: id -> the name people know them by, all pages. Users still
+        active come first (a list cut to size keeps them); people who left stay listed after them
+        (old cards are still theirs); a user with no name at all is left out. Raises CrmError when
+        the CRM cannot answer or refuses (Bitrix24 without a `user*` scope, amoCRM without admin
+        rights)."""
+        ...
+
+    def list_stages(self) -> dict[str, StageName]:
+        """Every stage a watched card can be in, by `stage_key`, with its pipeline's name: in as
+        few calls as the API allows. Raises CrmError when the CRM cannot answer."""
         ...
 
 

@@ -30,10 +30,12 @@ from crm_adapters.base import (
     CrmRejected,
     CrmUnavailable,
     MalformedWebhook,
+    StageName,
     WebhookForbidden,
     WebhookRequest,
     WebhookUnauthorized,
     WriteResult,
+    stage_key,
 )
 from crm_adapters.formdata import MAX_FIELDS, FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, Transport
@@ -89,6 +91,14 @@ _ACTIVITY_SELECT = [
     "START_TIME",
     "END_TIME",
 ]
+
+# Names (user-get.md, crm-status-list.md, crm-category-list.md, crm/deals/index.md): a list method
+# answers 50 rows a page, `start` picks the page, `total` counts them all, so the pages after the
+# first can go in batches of 50. Deal categories are "funnels" of entityTypeId 2; the stages of
+# category 0 are the STATUS directory DEAL_STAGE, of category N DEAL_STAGE_N (ids "C<N>:...").
+PAGE_SIZE = 50
+MAX_LIST_PAGES = 400  # 20,000 users: a bound on one listing's time, far past a sales team
+_DEAL_TYPE_ID = 2
 
 _SNAPSHOT_FIELDS = ["ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "MOVED_TIME"]
 _SELECT = {
@@ -907,3 +917,172 @@ class Bitrix24Adapter:
     # ------------------------------------------------------------------ links
     def card_url(self, entity: EntityRef) -> str:
         return f"{self.config.base_url}/crm/{entity.type.value}/details/{entity.id}/"
+
+    # ------------------------------------------------------------------ names
+    def list_users(self) -> dict[str, str]:
+        """`user.get` (b24restdocs api-reference/user/user-get.md), every page: employees, fired
+        ones included (only `FILTER[ACTIVE]` would leave them out), without bots and e-mail users.
+        A name is "NAME LAST_NAME" as the portal shows it, else the e-mail (scopes `user_basic`
+        and `user` give it; `user_brief`, which is enough for names, does not). The webhook
+        needs one of those scopes: without, the portal answers 403 insufficient_scope."""
+        active: dict[str, str] = {}
+        left: dict[str, str] = {}
+        for row in self._all_rows("user.get", {"sort": "ID", "order": "ASC"}):
+            ident = _id_text(row.get("ID"))
+            name = _user_name(row)
+            if ident is None or name is None:
+                continue
+            (left if _inactive(row.get("ACTIVE")) else active)[ident] = name
+        return {**active, **{k: v for k, v in left.items() if k not in active}}
+
+    def list_stages(self) -> dict[str, StageName]:
+        """Lead statuses (`crm.status.list`, ENTITY_ID STATUS) and, with deals watched, every deal
+        category (`crm.category.list`, entityTypeId 2) with its stages (ENTITY_ID DEAL_STAGE,
+        DEAL_STAGE_<id>), as b24restdocs api-reference/crm/deals/index.md says to read them: one
+        batch for the statuses, the categories and the general category's stages, then one per
+        50 other categories. A portal that refuses crm.category.list (an old on-premise one)
+        shows the general category only."""
+        lists: dict[str, tuple[str, dict[str, Any]]] = {"lead": _status_query("STATUS")}
+        deals = "deal" in self.config.entities
+        if deals:
+            lists["categories"] = ("crm.category.list", {"entityTypeId": _DEAL_TYPE_ID})
+            lists["deal0"] = _status_query("DEAL_STAGE")
+        outer = self._batch({key: _command(*query) for key, query in lists.items()})
+        stages = {
+            stage_key(EntityType.LEAD, status): StageName(name)
+            for status, name in _statuses(self._command_rows(outer, "lead", *lists["lead"]))
+        }
+        if not deals:
+            return stages
+        categories = self._categories(outer, *lists["categories"])
+        found = {0: _statuses(self._command_rows(outer, "deal0", *lists["deal0"]))}
+        for chunk in _chunks(sorted(c for c in categories if c != 0), BATCH_LIMIT):
+            keyed = {f"deal{c}": _status_query(f"DEAL_STAGE_{c}") for c in chunk}
+            more = self._batch({key: _command(*query) for key, query in keyed.items()})
+            for category in chunk:
+                key = f"deal{category}"
+                found[category] = _statuses(self._command_rows(more, key, *keyed[key]))
+        for category, rows in found.items():
+            for status, name in rows:
+                stages[stage_key(EntityType.DEAL, status)] = StageName(name, categories.get(category))
+        return stages
+
+    def _categories(
+        self, outer: Mapping[str, Any], method: str, query: dict[str, Any]
+    ) -> dict[int, str | None]:
+        """Deal category id -> name, from the batch's crm.category.list (`result.categories`)."""
+        errors = _members(outer.get("result_error"))
+        if "categories" in errors:
+            error = self._command_error(errors["categories"], method)
+            if isinstance(error, CrmRejected):
+                return {0: None}
+            raise error
+        found: dict[int, str | None] = {0: None}
+        for row in self._command_rows(outer, "categories", method, query, _category_rows):
+            ident = _text(row.get("id"))
+            if ident is not None and ident.isdigit():
+                found[int(ident)] = _text(row.get("name"))
+        return found
+
+    def _command_rows(
+        self,
+        outer: Mapping[str, Any],
+        key: str,
+        method: str,
+        query: dict[str, Any],
+        rows_of: Callable[[Any], Any] = lambda result: result,
+    ) -> list[dict[str, Any]]:
+        """The rows one list command of a batch answered, and its later pages (`result_next`)
+        read with plain calls."""
+        errors = _members(outer.get("result_error"))
+        if key in errors:
+            raise self._command_error(errors[key], method)
+        rows = rows_of(_members(outer.get("result")).get(key))
+        if not isinstance(rows, list):
+            raise CrmUnavailable(f"Bitrix24 batch gave no list for {method}")
+        found = [row for row in rows if isinstance(row, dict)]
+        following = _members(outer.get("result_next")).get(key)
+        if following is not None:
+            found += self._rows_from(method, query, self._next_start(following, method), rows_of)
+        return found
+
+    def _all_rows(
+        self, method: str, query: Mapping[str, Any], rows_of: Callable[[Any], Any] = lambda result: result
+    ) -> list[dict[str, Any]]:
+        """Every row of a list method: the first page, then the rest in batches of 50 pages
+        (2,500 rows a request) planned from its `total`; following `next` when there is none."""
+        body = self.call(method, {**query, "start": 0})
+        rows = rows_of(body["result"])
+        if not isinstance(rows, list):
+            raise CrmUnavailable(f"Bitrix24 {method}: no list in 'result'")
+        found = [row for row in rows if isinstance(row, dict)]
+        if body.get("next") is None:
+            return found
+        first = self._next_start(body["next"], method)
+        try:
+            total = int(body["total"])
+        except (KeyError, TypeError, ValueError):
+            return found + self._rows_from(method, query, first, rows_of)
+        starts = list(range(first, min(total, MAX_LIST_PAGES * PAGE_SIZE), PAGE_SIZE))
+        for chunk in _chunks(starts, BATCH_LIMIT):
+            keyed = {f"p{start}": _command(method, {**query, "start": start}) for start in chunk}
+            outer = self._batch(keyed)
+            results, errors = _members(outer.get("result")), _members(outer.get("result_error"))
+            for key in keyed:
+                if key in errors:
+                    raise self._command_error(errors[key], method)
+                page = rows_of(results.get(key))
+                if not isinstance(page, list):
+                    raise CrmUnavailable(f"Bitrix24 batch gave no list for {method}")
+                found += [row for row in page if isinstance(row, dict)]
+        return found
+
+    def _rows_from(
+        self, method: str, query: Mapping[str, Any], start: int, rows_of: Callable[[Any], Any]
+    ) -> list[dict[str, Any]]:
+        """Rows of a list method from offset `start` on, page by page, at most MAX_LIST_PAGES."""
+        found: list[dict[str, Any]] = []
+        for _ in range(MAX_LIST_PAGES):
+            body = self.call(method, {**query, "start": start})
+            rows = rows_of(body["result"])
+            if not isinstance(rows, list):
+                raise CrmUnavailable(f"Bitrix24 {method}: no list in 'result'")
+            found += [row for row in rows if isinstance(row, dict)]
+            if body.get("next") is None:
+                break
+            start = self._next_start(body["next"], method)
+        return found
+
+
+def _command(method: str, query: Mapping[str, Any]) -> str:
+    """A batch command: the method and its parameters as a query string."""
+    return f"{method}?{encode_form(dict(query)).decode()}"
+
+
+def _status_query(entity_id: str) -> tuple[str, dict[str, Any]]:
+    return "crm.status.list", {"filter": {"ENTITY_ID": entity_id}, "order": {"SORT": "ASC"}}
+
+
+def _statuses(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(STATUS_ID, NAME) of a crm.status.list listing; a status without a name shows its id."""
+    found = []
+    for row in rows:
+        status = _text(row.get("STATUS_ID"))
+        if status is not None:
+            found.append((status, _text(row.get("NAME")) or status))
+    return found
+
+
+def _category_rows(result: Any) -> Any:
+    """crm.category.list answers `{"categories": [...]}` where other lists answer the list."""
+    return result.get("categories") if isinstance(result, dict) else None
+
+
+def _user_name(row: Mapping[str, Any]) -> str | None:
+    full = " ".join(part for part in (_text(row.get("NAME")), _text(row.get("LAST_NAME"))) if part)
+    return full or _text(row.get("EMAIL"))
+
+
+def _inactive(value: Any) -> bool:
+    """ACTIVE is a JSON boolean in user.get; a portal answering "N" (as other fields say it) too."""
+    return value is False or (isinstance(value, str) and value.strip().upper() in {"N", "FALSE", "0"})

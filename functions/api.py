@@ -83,10 +83,15 @@ def _authorize(ctx: Context, request: Request, tenant: str) -> TenantConfig | Re
 def _observed(routes: Chalice, tenant: str, answer: Callable[[Request], Response]) -> Response:
     """Run one read under the request's correlation id, with the tenant in every log line."""
     from leadwatch import observability
+    from leadwatch.names import cached_only
 
     request = current_request(routes)
-    with observability.invocation(
-        (request.context or {}).get("requestId"), tenant=tenant, lambda_context=routes.lambda_context
+    # Names as the worker and the jobs cached them: this function holds no CRM credentials.
+    with (
+        observability.invocation(
+            (request.context or {}).get("requestId"), tenant=tenant, lambda_context=routes.lambda_context
+        ),
+        cached_only(),
     ):
         return answer(request)
 

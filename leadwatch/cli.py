@@ -469,9 +469,10 @@ def violations_command(ctx: Any, config: Any, args: argparse.Namespace) -> int:
             )
         )
     else:
+        names = ctx.names(config)
         for r in rows:
             print(
-                f"{r.occurred_at.astimezone(tz):%Y-%m-%d %H:%M}  {r.type:<24} {r.entity:<14} {config.manager_name(r.manager)}"
+                f"{r.occurred_at.astimezone(tz):%Y-%m-%d %H:%M}  {r.type:<24} {r.entity:<14} {names.manager(r.manager)}"
             )
         print(f"{len(rows)} violation(s)")
     return 0

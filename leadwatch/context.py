@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from crm_adapters.limits import SharedLimits
     from leadwatch.calendar import BusinessCalendar
     from leadwatch.config import SecretRef, TenantConfig, TenantRegistry
+    from leadwatch.names import Names
     from leadwatch.registry import ProcessRegistry
     from leadwatch.secrets import SecretResolver
     from leadwatch.state import ProcessState, StateStore
@@ -175,7 +176,12 @@ class Context:
     # What a warm function remembers between invocations, under its keeper's name (a process's
     # `<process>.<what>`): only what saves a read, as a new context starts empty.
     warm: dict[str, Any] = field(default_factory=dict)
+    # How long the CRM's names are trusted, and how often a miss may read them again
+    # (leadwatch.names; None: 24 h and 10 min).
+    names_ttl: timedelta | None = None
+    names_retry: timedelta | None = None
     _adapters: dict[str, CrmAdapter] = field(default_factory=dict)
+    _names: dict[str, Names] = field(default_factory=dict)
     _notifiers: dict[str, TelegramNotifier] = field(default_factory=dict)
     _calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -221,6 +227,24 @@ class Context:
                 self._notifiers[config.tenant] = self.notifier_factory(config, self.secrets_of(config))
             return self._notifiers[config.tenant]
 
+    def names(self, config: TenantConfig) -> Names:
+        """The names of the tenant's managers and stages (leadwatch.names): made on first use and
+        kept for the container; nothing is read until a name is asked for."""
+        with self._lock:
+            if config.tenant not in self._names:
+                from leadwatch.names import DEFAULT_RETRY, DEFAULT_TTL, Names
+
+                self._names[config.tenant] = Names(
+                    config.tenant,
+                    self.store,
+                    lambda: self.adapter(config),
+                    self.clock,
+                    managers=config.managers,
+                    ttl=self.names_ttl or DEFAULT_TTL,
+                    retry_every=self.names_retry or DEFAULT_RETRY,
+                )
+            return self._names[config.tenant]
+
     def calendar(self, config: TenantConfig) -> BusinessCalendar:
         with self._lock:
             if config.tenant not in self._calendars:
@@ -250,6 +274,7 @@ def tenants_dir() -> Path:
 
 def build_from_environment() -> Context:
     from leadwatch.config import TenantRegistry
+    from leadwatch.names import intervals_from
     from leadwatch.secrets import SecretResolver, ttl_from
     from leadwatch.store.dynamodb import Store
     from leadwatch.store.models import bind_from_environment
@@ -259,6 +284,7 @@ def build_from_environment() -> Context:
     sqs_endpoint = os.environ.get("LEADWATCH_SQS_ENDPOINT") or None
     limits = shared_limits_from_environment()
     registry = TenantRegistry.from_dir(tenants_dir())
+    names_ttl, names_retry = intervals_from(os.environ)
     return Context(
         registry=registry,
         store=Store(retention=registry.retention),
@@ -270,6 +296,8 @@ def build_from_environment() -> Context:
             name=os.environ.get("LEADWATCH_QUEUE_NAME", "leadwatch-events"),
         ),
         secrets=SecretResolver(ttl=ttl_from(os.environ)),
+        names_ttl=names_ttl,
+        names_retry=names_retry,
         dead_letters=SqsQueue(
             os.environ.get("LEADWATCH_DLQ_URL", ""),
             endpoint=sqs_endpoint,

@@ -138,6 +138,13 @@ FRAMEWORK: tuple[Permission, ...] = (
     Permission(
         JOBS, "queue:events", ("SendMessage", "GetQueueUrl"), "reconciliation: feed what webhooks missed"
     ),
+    # The CRM's names (leadwatch.names, leadwatch.store.names): whoever renders for the head reads
+    # the tenant's cached lists (GetItem); the worker and the jobs also claim a refresh and store
+    # what they read from the CRM (conditional UpdateItem). The read API only reads them
+    # (names.cached_only): it holds no CRM credentials.
+    Permission(API, "table:state", ("GetItem",), "names: the CRM's names as cached"),
+    Permission(WORKER, "table:state", ("GetItem", "UpdateItem"), "names: read, refresh, keep"),
+    Permission(JOBS, "table:state", ("GetItem", "UpdateItem"), "names: read, refresh, keep"),
     # Secrets (leadwatch.secrets: one GetParameter per name): the webhook checks need only what
     # authenticates the CRM's deliveries and the read API its key; whoever calls the CRM needs its
     # credentials (the worker's batched card reads; the jobs' sweeps, reports and reconciliation).

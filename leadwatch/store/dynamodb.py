@@ -18,7 +18,8 @@ from leadwatch.events import Call, EntityRef
 from leadwatch.store.calls import CallDays
 from leadwatch.store.conditions import put_once, update_if
 from leadwatch.store.ledger import EffectLedger
-from leadwatch.store.models import InboxItem, JournalItem, LeadItem, StateItem
+from leadwatch.store.models import InboxItem, JournalItem, LeadItem, NamesItem, StateItem
+from leadwatch.store.names import KEEP, NameList, bounded, dump, load
 
 INBOX_TTL = timedelta(days=14)
 DEFAULT_RETENTION = timedelta(days=396)  # 13 months (leadwatch.config.DEFAULT_RETENTION_MONTHS)
@@ -588,3 +589,40 @@ class Store:
             _, _, day, manager = item.key.split("#", 3)
             rows.append(StatRow(day, manager, int(item.on_time or 0), int(item.late or 0)))
         return rows
+
+    # ----- the CRM's names (leadwatch.store.names): one item per tenant and kind
+    def get_names(self, tenant: str, kind: str) -> NameList | None:
+        """One GetItem (eventually consistent: a list a moment old serves as well)."""
+        try:
+            item = NamesItem.get(tenant, f"names#{kind}")
+        except NamesItem.DoesNotExist:
+            return None
+        if item.read_at is None:
+            return None  # only a refresh was claimed
+        return load(item.data or "", _at(item.read_at), bool(item.truncated))
+
+    def put_names(self, tenant: str, kind: str, names: NameList) -> bool:
+        """One conditional UpdateItem: only over a list read earlier (or none)."""
+        kept = bounded(names)
+        read_at = kept.read_at.timestamp()
+        return update_if(
+            NamesItem(tenant, f"names#{kind}"),
+            [
+                NamesItem.data.set(dump(kept)),
+                NamesItem.read_at.set(read_at),
+                NamesItem.truncated.set(kept.truncated),
+                NamesItem.expires_at.set(kept.read_at + KEEP),
+            ],
+            NamesItem.read_at.does_not_exist() | (NamesItem.read_at <= read_at),
+        )
+
+    def claim_names_refresh(self, tenant: str, kind: str, now: datetime, every: timedelta) -> bool:
+        """One conditional UpdateItem on the list's item (made if absent, then expiring too)."""
+        return update_if(
+            NamesItem(tenant, f"names#{kind}"),
+            [
+                NamesItem.tried_at.set(now.timestamp()),
+                NamesItem.expires_at.set(NamesItem.expires_at | (now + KEEP)),
+            ],
+            NamesItem.tried_at.does_not_exist() | (NamesItem.tried_at <= (now - every).timestamp()),
+        )

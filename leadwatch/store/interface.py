@@ -9,7 +9,7 @@ events cannot make state go backwards. Time is always passed in.
 
 This module loads no PynamoDB: the value types it names (`StatRow`, `JournalRow`, `RejectRow`,
 `ClaimResult`, `LedgerEntry`) still live beside the DynamoDB code and are named for type
-checking only.
+checking only; `NameList` lives in `leadwatch.store.names`, shared by both stores.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from leadwatch.events import Call, EntityRef
     from leadwatch.store.dynamodb import JournalRow, RejectRow, StatRow
     from leadwatch.store.ledger import ClaimResult, Failures, LedgerEntry
+    from leadwatch.store.names import NameList
 
 
 class EffectLedgerProtocol(Protocol):
@@ -289,4 +290,19 @@ class StoreProtocol(Protocol):
 
     def timeliness_stats(self, tenant: str, first: date, last: date) -> list[StatRow]:
         """The verdict counters of days first..last (both included), by day then manager."""
+        ...
+
+    # ----- the CRM's names (leadwatch.names): one list per tenant and kind
+    def get_names(self, tenant: str, kind: str) -> NameList | None:
+        """The list last stored, or None (never stored: at most a refresh was claimed)."""
+        ...
+
+    def put_names(self, tenant: str, kind: str, names: NameList) -> bool:
+        """Store the list as `leadwatch.store.names.bounded` keeps it, unless one read later
+        (`read_at`) is there: False then, nothing written. A refresh claimed stays claimed."""
+        ...
+
+    def claim_names_refresh(self, tenant: str, kind: str, now: datetime, every: timedelta) -> bool:
+        """True (and claimed at `now`) unless a refresh of this list was claimed in the `every`
+        before `now`: one CRM read per tenant, kind and `every`, whichever container asks."""
         ...

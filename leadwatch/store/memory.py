@@ -44,6 +44,7 @@ from leadwatch.store.ledger import (
     settlement_details,
     settlement_id,
 )
+from leadwatch.store.names import NameList, bounded
 
 _V = TypeVar("_V")
 
@@ -303,6 +304,8 @@ class MemoryStore:
         self._call_days: dict[str, dict[str, dict[str, KeptCall]]] = {}
         self._stats: dict[str, dict[str, _Stat]] = {}  # "stats#timeliness#<day>#<manager>"
         self._checkpoints: dict[str, dict[str, str]] = {}
+        # "names#<kind>" -> (the list or None, when a refresh was last claimed), as NamesItem.
+        self._names: dict[str, dict[str, tuple[NameList | None, float | None]]] = {}
         self._journal = _Journal()
         self._ledger = MemoryLedger(self._lock, self._journal)
 
@@ -715,3 +718,29 @@ class MemoryStore:
                     _, _, day, manager = key.split("#", 3)
                     rows.append(StatRow(day, manager, stats[key].on_time, stats[key].late))
             return rows
+
+    # ----- the CRM's names
+    def get_names(self, tenant: str, kind: str) -> NameList | None:
+        with self._lock:
+            return self._part(self._names, tenant).get(f"names#{kind}", (None, None))[0]
+
+    def put_names(self, tenant: str, kind: str, names: NameList) -> bool:
+        kept = bounded(names)
+        # Through unix seconds and back, as DynamoDB keeps it.
+        kept = replace(kept, read_at=_at(kept.read_at.timestamp()))
+        with self._lock:
+            lists = self._part(self._names, tenant)
+            stored, tried = lists.get(f"names#{kind}", (None, None))
+            if stored is not None and stored.read_at > kept.read_at:
+                return False
+            lists[f"names#{kind}"] = (kept, tried)
+            return True
+
+    def claim_names_refresh(self, tenant: str, kind: str, now: datetime, every: timedelta) -> bool:
+        with self._lock:
+            lists = self._part(self._names, tenant)
+            stored, tried = lists.get(f"names#{kind}", (None, None))
+            if tried is not None and tried > (now - every).timestamp():
+                return False
+            lists[f"names#{kind}"] = (stored, now.timestamp())
+            return True

@@ -11,6 +11,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
+    BooleanAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -27,6 +28,7 @@ _BASE_NAMES = {
     "CallDayItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "ProcessItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
     "LimitItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
+    "NamesItem": ("LEADWATCH_STATE_TABLE", "leadwatch-state"),
 }
 
 
@@ -229,6 +231,23 @@ class LimitItem(Model):
     expires_at = TTLAttribute(null=True)
 
 
+class NamesItem(Model):
+    """The CRM's names of one kind for a tenant (`names#<kind>`, leadwatch.store.names): the
+    list as JSON, when it was read, when a refresh was last claimed. Gone by TTL long after its
+    last read."""
+
+    class Meta(_Meta):
+        table_name = "leadwatch-state"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    data = UnicodeAttribute(null=True)  # JSON {"n": {id: name}, "p": {stage key: pipeline name}}
+    read_at = NumberAttribute(null=True)
+    tried_at = NumberAttribute(null=True)
+    truncated = BooleanAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
 MODELS: tuple[type[Model], ...] = (
     InboxItem,
     LeadItem,
@@ -237,6 +256,7 @@ MODELS: tuple[type[Model], ...] = (
     CallDayItem,
     ProcessItem,
     LimitItem,
+    NamesItem,
 )
 
 

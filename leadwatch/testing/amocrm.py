@@ -52,12 +52,24 @@ Wire facts and where they were checked:
   account_id, _links, _embedded}`; a call event's `value_after` is `[{"note": {"id": N}}]`;
   204 when nothing matches. Listed newest first, as the account's event feed shows them.
 
+- Users (crm_platform/users-api): `GET /api/v4/users` with `page`, `limit` (at most 250); HAL
+  `{"_total_items", "_page", "_page_count", "_links", "_embedded": {"users": [{id, name, email,
+  lang, rights: {..., is_admin, is_free, is_active, group_id, role_id}, _links}]}}`; "available
+  only with the account admin's rights": 403 otherwise (`token_is_admin=False`).
+- Pipelines (crm_platform/leads_pipelines): `GET /api/v4/leads/pipelines` lists them all (at most
+  50, no paging), each with `_embedded.statuses` of `{id, name, sort, is_editable, pipeline_id,
+  color, type, account_id}`; every pipeline has 142 and 143, under names of its own.
+
 REST writes come back as webhooks (`emit_on_rest_writes`, on by default), as a real account
 sends its hooks for changes made through the API too: leadwatch sees its own verdict writes.
 
+Tests set the account's users with `set_users` / `add_user` and add pipelines with `add_pipeline`;
+`reset` brings back the defaults (one admin user, the main pipeline).
+
 Not modelled: contacts and companies themselves (a contact call exists only as its event and
-note), tags, loss reasons, several pipelines, a single note by id, event types other than
-calls, access rights, the 403 IP block after repeated 429s.
+note), tags, loss reasons, leads in pipelines other than the main one (their statuses are
+listed), a single note by id, event types other than calls, access rights beyond the users
+list's admin check, the 403 IP block after repeated 429s.
 """
 
 from __future__ import annotations
@@ -90,6 +102,10 @@ WON = 142
 LOST = 143
 HAL = "application/hal+json"
 PROBLEM = "application/problem+json"
+
+# The account's owner, an admin (the token's user), as on a new account.
+DEFAULT_USERS: dict[int, str] = {1: "Account Owner"}
+MAIN_PIPELINE = "Воронка"  # a new account's main pipeline, as leads_pipelines shows it
 
 DEFAULT_STATUSES: dict[int, str] = {
     70011: "Неразобранное",
@@ -258,6 +274,14 @@ class FakeAmoCrm(FakeServer):
         for closed, title in ((WON, DEFAULT_STATUSES[WON]), (LOST, DEFAULT_STATUSES[LOST])):
             self.statuses.setdefault(closed, title)  # 142 and 143 exist in every pipeline
         self.fields: dict[int, CustomField] = {f.id: f for f in custom_fields}
+        # The account's users (id -> {name, email, active}) and pipelines besides the main one
+        # (id -> (name, statuses)); kept across `reset` only as the defaults. False: the token is
+        # not an admin's, and /api/v4/users answers 403.
+        self.token_is_admin = True
+        self.pipeline_name = MAIN_PIPELINE
+        self.users: dict[int, dict[str, Any]] = {}
+        self.other_pipelines: dict[int, tuple[str, dict[int, str]]] = {}
+        self._default_names()
         self.zone = ZoneInfo(timezone)
         self.emit_on_rest_writes = self._emit_default = emit_on_rest_writes
         # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands
@@ -299,6 +323,7 @@ class FakeAmoCrm(FakeServer):
             self.applied.clear()
             self.emit_on_rest_writes = self._emit_default
             self.rate_limit = FixedWindow(*self._rate, clock=self.monotonic)
+            self._default_names()
         self.clear_faults()
         self.clear_log()
 
@@ -328,6 +353,44 @@ class FakeAmoCrm(FakeServer):
     ) -> None:
         with self.lock:
             self.fields[field_id] = CustomField(field_id, name, field_type, dict(enums or {}), code)
+
+    def add_user(
+        self, user_id: int | str, name: str, *, active: bool = True, email: str = "", admin: bool = False
+    ) -> None:
+        """A user of the account, as /api/v4/users lists them (an existing id is replaced)."""
+        ident = _int_value(user_id)
+        if ident is None or ident <= 0:
+            raise ValueError(f"a user id is a positive integer, got {user_id!r}")
+        with self.lock:
+            self.users[ident] = {
+                "name": name,
+                "email": email or f"user{ident}@example.com",
+                "active": active,
+                "admin": admin,
+            }
+
+    def set_users(self, users: Mapping[Any, str]) -> None:
+        """Replace every user: id -> full name."""
+        with self.lock:
+            self.users.clear()
+            for user_id, name in users.items():
+                self.add_user(user_id, name)
+
+    def add_pipeline(self, pipeline_id: int, name: str, statuses: Mapping[int, str]) -> None:
+        """Another pipeline with these statuses (142 and 143 are added, as every pipeline has
+        them; give them to name them otherwise). Leads are not moved into it."""
+        own = dict(statuses)
+        for closed in (WON, LOST):
+            own.setdefault(closed, DEFAULT_STATUSES[closed])
+        with self.lock:
+            self.other_pipelines[pipeline_id] = (name, own)
+
+    def _default_names(self) -> None:
+        self.token_is_admin = True
+        self.users = {}
+        for user_id, name in DEFAULT_USERS.items():
+            self.add_user(user_id, name, admin=True)
+        self.other_pipelines = {}
 
     # ------------------------------------------------------------------ Python API
     def create_lead(
@@ -880,6 +943,8 @@ class FakeAmoCrm(FakeServer):
                 handlers = {"GET": self._list, "PATCH": self._patch_many, "POST": self._create_many}
             elif path == "/api/v4/leads/pipelines":
                 handlers = {"GET": self._pipelines}
+            elif path == "/api/v4/users":
+                handlers = {"GET": self._users}
             elif path == "/api/v4/leads/notes":
                 handlers = {"GET": self._notes}
             elif path == "/api/v4/events":
@@ -1105,37 +1170,91 @@ class FakeAmoCrm(FakeServer):
 
     # ---- GET /api/v4/leads/pipelines
     def _pipelines(self, request: Request, events: list[bytes]) -> Reply:
-        statuses = [
-            {
-                "id": status_id,
-                "name": title,
-                "sort": 10 * (index + 1),
-                "is_editable": status_id not in (WON, LOST) and index > 0,
-                "pipeline_id": self.pipeline_id,
-                "color": "#99ccff",
-                "type": 1 if index == 0 else 0,
-                "account_id": int(self.account_id) if self.account_id.isdigit() else self.account_id,
-            }
-            for index, (status_id, title) in enumerate(self.statuses.items())
-        ]
-        pipeline = {
-            "id": self.pipeline_id,
-            "name": "Воронка",
-            "sort": 1,
-            "is_main": True,
-            "is_unsorted_on": True,
-            "is_archive": False,
-            "account_id": statuses[0]["account_id"] if statuses else None,
-            "_links": {"self": {"href": f"{self.account_url}/api/v4/leads/pipelines/{self.pipeline_id}"}},
-            "_embedded": {"statuses": statuses},
-        }
+        account = int(self.account_id) if self.account_id.isdigit() else self.account_id
+        listed = [(self.pipeline_id, self.pipeline_name, self.statuses, True)]
+        listed += [(ident, name, own, False) for ident, (name, own) in sorted(self.other_pipelines.items())]
+        pipelines = []
+        for sort, (pipeline_id, name, statuses, main) in enumerate(listed, start=1):
+            base = f"{self.account_url}/api/v4/leads/pipelines/{pipeline_id}"
+            pipelines.append(
+                {
+                    "id": pipeline_id,
+                    "name": name,
+                    "sort": sort,
+                    "is_main": main,
+                    "is_unsorted_on": True,
+                    "is_archive": False,
+                    "account_id": account,
+                    "_links": {"self": {"href": base}},
+                    "_embedded": {
+                        "statuses": [
+                            {
+                                "id": status_id,
+                                "name": title,
+                                "sort": 10000
+                                if status_id == WON
+                                else 11000
+                                if status_id == LOST
+                                else 10 * (n + 1),
+                                "is_editable": status_id not in (WON, LOST) and n > 0,
+                                "pipeline_id": pipeline_id,
+                                "color": "#99ccff",
+                                "type": 1 if n == 0 else 0,
+                                "account_id": account,
+                                "_links": {"self": {"href": f"{base}/statuses/{status_id}"}},
+                            }
+                            for n, (status_id, title) in enumerate(statuses.items())
+                        ]
+                    },
+                }
+            )
         return self._hal(
             {
-                "_total_items": 1,
+                "_total_items": len(pipelines),
                 "_links": {"self": {"href": f"{self.account_url}/api/v4/leads/pipelines"}},
-                "_embedded": {"pipelines": [pipeline]},
+                "_embedded": {"pipelines": pipelines},
             }
         )
+
+    # ---- GET /api/v4/users
+    def _users(self, request: Request, events: list[bytes]) -> Reply:
+        if not self.token_is_admin:
+            return _problem(403, "Forbidden", "Access denied")
+        single = dict(request.query)
+        page = self._query_int(single, "page", 1, minimum=1)
+        limit = min(self._query_int(single, "limit", PAGE_LIMIT_DEFAULT, minimum=1), PAGE_LIMIT_MAX)
+        users = sorted(self.users.items())
+        reply = self._page(request.query, "/api/v4/users", "users", users, self._user_wire, page, limit)
+        if reply.status == 200:
+            body = json.loads(reply.body)
+            body = {"_total_items": len(users), "_page_count": -(-len(users) // limit), **body}
+            reply = self._hal(body)
+        return reply
+
+    def _user_wire(self, entry: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+        ident, user = entry
+        rights = {"view": "A", "edit": "A", "add": "A", "delete": "A", "export": "A"}
+        return {
+            "id": ident,
+            "name": user["name"],
+            "email": user["email"],
+            "lang": "ru",
+            "rights": {
+                "leads": dict(rights),
+                "contacts": dict(rights),
+                "companies": dict(rights),
+                "tasks": {"edit": "A", "delete": "A"},
+                "mail_access": False,
+                "catalog_access": False,
+                "status_rights": None,
+                "is_admin": user["admin"],
+                "is_free": False,
+                "is_active": user["active"],
+                "group_id": None,
+                "role_id": None,
+            },
+            "_links": {"self": {"href": f"{self.account_url}/api/v4/users/{ident}"}},
+        }
 
     # ---- PATCH /api/v4/leads and /api/v4/leads/{id}
     def _patch_many(self, request: Request, events: list[bytes]) -> Reply:

@@ -14,6 +14,14 @@ default), as a real portal sends its events for changes an integration makes too
 Telephony: `add_call` records a finished call as a real portal does (a call activity, a
 `voximplant.statistic.get` row, then ONCRMACTIVITYADD and the flat-`data` ONVOXIMPLANTCALLEND).
 
+Names: `user.get` (user-get.md: pages of 50 by `start`, `total`, ACTIVE a JSON boolean, fired
+employees listed unless FILTER[ACTIVE]; 403 insufficient_scope for a webhook without a `user*`
+scope, `user_scope=False`), `crm.category.list` (crm-category-list.md: `{"categories": [{id, name,
+sort, entityTypeId, isDefault}]}` for entityTypeId 2) and `crm.status.list` over the lead statuses
+(STATUS) and each deal category's stages (DEAL_STAGE, DEAL_STAGE_<id> with ids "C<id>:..."). Tests
+set them with `set_users` / `add_user`, `add_deal_category` and `rename_stage`; `reset` brings back
+the portal's defaults (one admin, the general category).
+
 Not modelled: `$result[...]` references between batch commands, multifields
 (PHONE, EMAIL), user fields' types, access rights, the operating-time limit
 (inject `operation_time_limit` instead).
@@ -63,6 +71,10 @@ DEAL_STAGES: list[tuple[str, str, str, int]] = [
     ("WON", "Deal won", "S", 60),
     ("LOSE", "Deal lost", "F", 70),
 ]
+
+# The portal's own user: the admin who made the webhook (ID 1), as on a new portal.
+DEFAULT_USERS: dict[str, str] = {"1": "Portal Admin"}
+DEFAULT_CATEGORY = "General"  # the name crm.category.list gives category 0 (crm-category-list.md)
 
 # Outbound event handler ids, as the portal's webhook settings would number them.
 EVENT_HANDLER_IDS = {
@@ -272,6 +284,14 @@ class FakeBitrix24(FakeServer):
         self.applied: list[tuple[str, str]] = []
         # voximplant.statistic.get rows by ID: telephony's own call log, apart from the CRM tables.
         self._statistic: dict[int, dict[str, Any]] = {}
+        # The account's settings, kept across `reset` only as the defaults: user.get rows by ID,
+        # deal categories (id -> name) and the STATUS directories (ENTITY_ID -> rows) of
+        # crm.status.list. False: the webhook has no `user*` scope (user.get answers 403).
+        self.user_scope = True
+        self.users: dict[int, dict[str, Any]] = {}
+        self.categories: dict[int, str] = {}
+        self.directories: dict[str, list[tuple[str, str, str, int]]] = {}
+        self._default_names()
         self._tables = {
             "lead": _Table(
                 "lead",
@@ -372,6 +392,81 @@ class FakeBitrix24(FakeServer):
 
     def delete_deal(self, deal_id: str | int, *, emit: bool = True) -> None:
         self._delete_and_emit("deal", deal_id, "ONCRMDEALDELETE", emit)
+
+    # ---- the account's users, deal categories and stages (what leadwatch reads names from)
+    def add_user(
+        self,
+        user_id: str | int,
+        name: str = "",
+        last_name: str = "",
+        *,
+        active: bool = True,
+        email: str = "",
+        second_name: str = "",
+    ) -> None:
+        """A user as user.get lists them (an existing id is replaced)."""
+        ident = _positive_id(user_id)
+        with self.lock:
+            self.users[ident] = {
+                "ID": str(ident),
+                "XML_ID": "",
+                "ACTIVE": active,
+                "NAME": name,
+                "LAST_NAME": last_name,
+                "SECOND_NAME": second_name,
+                "EMAIL": email,
+                "TIME_ZONE": "",
+                "IS_ONLINE": "N",
+                "WORK_POSITION": "",
+                "UF_DEPARTMENT": [1],
+                "USER_TYPE": "employee",
+            }
+
+    def set_users(self, users: Mapping[Any, str]) -> None:
+        """Replace every user: id -> full name, split at its first space into NAME and LAST_NAME."""
+        with self.lock:
+            self.users.clear()
+        for user_id, full in users.items():
+            first, _, last = full.partition(" ")
+            self.add_user(user_id, first, last)
+
+    def add_deal_category(
+        self, category_id: int, name: str, stages: list[tuple[str, str]] | None = None
+    ) -> list[str]:
+        """A deal category (funnel) with its stages (code, name; the general category's by
+        default), each id prefixed "C<id>:" as the portal does. Returns the stage ids."""
+        if category_id <= 0:
+            raise ValueError("category 0 is the general one; give another id")
+        chosen = stages or [(code, title) for code, title, _s, _o in DEAL_STAGES]
+        semantics = {code: sem for code, _t, sem, _o in DEAL_STAGES}
+        rows = [
+            (f"C{category_id}:{code}", title, semantics.get(code, "P"), 10 * (n + 1))
+            for n, (code, title) in enumerate(chosen)
+        ]
+        with self.lock:
+            self.categories[category_id] = name
+            self.directories[f"DEAL_STAGE_{category_id}"] = rows
+            self._tables["deal"].stages.update({row[0]: row[2] for row in rows})
+        return [row[0] for row in rows]
+
+    def rename_stage(self, entity_id: str, status_id: str, name: str) -> None:
+        """Give a status of a directory (STATUS, DEAL_STAGE, DEAL_STAGE_<id>) another name."""
+        with self.lock:
+            rows = self.directories[entity_id]
+            for n, (code, _title, semantics, sort) in enumerate(rows):
+                if code == status_id:
+                    rows[n] = (code, name, semantics, sort)
+                    return
+        raise KeyError(f"no status {status_id} in {entity_id}")
+
+    def _default_names(self) -> None:
+        self.user_scope = True
+        self.users = {}
+        for user_id, full in DEFAULT_USERS.items():
+            first, _, last = full.partition(" ")
+            self.add_user(user_id, first, last, email="admin@example.com")
+        self.categories = {0: DEFAULT_CATEGORY}
+        self.directories = {"STATUS": list(LEAD_STATUSES), "DEAL_STAGE": list(DEAL_STAGES)}
 
     def add_activity(
         self,
@@ -821,6 +916,7 @@ class FakeBitrix24(FakeServer):
                 table.rows.clear()
                 table.next_id = 1
             self._statistic.clear()
+            self._default_names()
             self.outbox.clear()
             self.pending_echoes.clear()
             self.deliver = self.outbox.append
@@ -953,6 +1049,10 @@ class FakeBitrix24(FakeServer):
         """Run one method under self.lock. Returns (result, total, next) - the last two for lists."""
         if method == "crm.status.list":
             return self._status_list(params)
+        if method == "crm.category.list":
+            return self._category_list(params)
+        if method == "user.get":
+            return self._user_get(params)
         if method == "voximplant.statistic.get":
             return self._statistic_get(params)
         parts = method.split(".")
@@ -987,7 +1087,8 @@ class FakeBitrix24(FakeServer):
     def _status_list(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
         items: list[dict[str, Any]] = []
         ident = 1
-        for entity, statuses in (("STATUS", LEAD_STATUSES), ("DEAL_STAGE", DEAL_STAGES)):
+        for entity, statuses in self.directories.items():
+            category = entity.removeprefix("DEAL_STAGE_") if entity.startswith("DEAL_STAGE_") else None
             for status_id, name, semantics, sort in statuses:
                 items.append(
                     {
@@ -998,7 +1099,7 @@ class FakeBitrix24(FakeServer):
                         "NAME_INIT": name,
                         "SORT": str(sort),
                         "SYSTEM": "Y",
-                        "CATEGORY_ID": "0" if entity == "DEAL_STAGE" else None,
+                        "CATEGORY_ID": category,
                         "COLOR": "#39A8EF",
                         "SEMANTICS": None if semantics == "P" else semantics,
                         "EXTRA": {
@@ -1011,6 +1112,62 @@ class FakeBitrix24(FakeServer):
         rows = [r for r in items if _matches(r, _filter_of(params), _STATUS_TYPES)]
         rows = _ordered(rows, _lookup(params, "order") or {"SORT": "ASC"}, _STATUS_TYPES)
         return rows, len(rows), None
+
+    def _category_list(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        """crm.category.list: the funnels of entityTypeId 2 (deals), the general one last as the
+        docs' example shows it; other types are refused as the portal refuses them."""
+        raw = _lookup(params, "entityTypeId")
+        if raw is None:
+            raise ApiError(400, "", "Required parameter 'entityTypeId' is not set")
+        if str(raw).strip() != "2":
+            if str(raw).strip() in {"1", "3", "4"}:
+                raise ApiError(400, "ENTITY_TYPE_NOT_SUPPORTED", f"Entity type {raw} is not supported")
+            raise ApiError(400, "NOT_FOUND", "SPA not found")
+        others = [
+            {
+                "id": ident,
+                "name": name,
+                "sort": 200,
+                "entityTypeId": 2,
+                "isDefault": "N",
+                "originId": "",
+                "originatorId": "",
+            }
+            for ident, name in sorted(self.categories.items())
+            if ident != 0
+        ]
+        general = {
+            "id": 0,
+            "name": self.categories.get(0, DEFAULT_CATEGORY),
+            "sort": 300,
+            "entityTypeId": 2,
+            "isDefault": "Y",
+        }
+        categories = [*others, general]
+        return {"categories": categories}, len(categories), None
+
+    def _user_get(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        """user.get: FILTER (ACTIVE, ID and the other fields), sort / order, pages of 50."""
+        if not self.user_scope:
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                "The request requires higher privileges than provided by the webhook token",
+            )
+        conditions = dict(_filter_of(params))
+        # ACTIVE is a boolean: "true" keeps the employees, anything else the fired ones.
+        active = next((v for k, v in conditions.items() if str(k).upper() == "ACTIVE"), None)
+        conditions = {k: v for k, v in conditions.items() if str(k).upper() != "ACTIVE"}
+        candidates = [
+            u
+            for u in self.users.values()
+            if active is None or u["ACTIVE"] is (str(active).lower() in {"true", "y", "1"})
+        ]
+        types = _FieldTypes(frozenset({"ID"}), frozenset(), self._parse_date)
+        rows = [u for u in candidates if _matches(u, conditions, types)]
+        sort = _lookup(params, "sort")
+        order = {str(sort): str(_lookup(params, "order") or "ASC")} if isinstance(sort, str) and sort else {}
+        return self._page(_ordered(rows, order, types), params, [])
 
     def _list(self, table: _Table, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
         types = _FieldTypes(table.numeric | {"SORT"}, table.dates, self._parse_date)

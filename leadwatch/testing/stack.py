@@ -29,7 +29,9 @@ import requests
 import yaml
 
 from crm_adapters.http import RetryPolicy, Transport
+from leadwatch.testing.amocrm import DEFAULT_USERS as AMO_USERS
 from leadwatch.testing.amocrm import FakeAmoCrm
+from leadwatch.testing.bitrix24 import DEFAULT_USERS as B24_USERS
 from leadwatch.testing.bitrix24 import FakeBitrix24
 from leadwatch.testing.telegram import FakeTelegram
 
@@ -188,10 +190,13 @@ class LocalStack:
         crm_timeout: tuple[float, float] = (5.0, 20.0),
         processes: Any = None,
         tenant_sections: dict[str, dict[str, Any]] | None = None,
+        tenant_managers: bool = True,
     ):
         """`processes`: the registry to run (default: the deployment's, workflows.PROCESSES); a
         process author passes one with their own process. `tenant_sections`: extra sections
-        written into both tenant files (a process's settings), by section name."""
+        written into both tenant files (a process's settings), by section name. `managers` (CRM
+        user id -> name) are both CRMs' users, and the tenant files' `managers` map unless
+        `tenant_managers` is False (then every name comes from the CRM)."""
         if aws not in ("server", "inprocess"):
             raise ValueError(f"aws must be 'server' or 'inprocess', got {aws!r}")
         self.aws = aws
@@ -203,6 +208,7 @@ class LocalStack:
         self.sleeps = Sleeps(real=real_sleep)
         self.http = http
         self.managers = managers or {}
+        self.tenant_managers = tenant_managers
         scale = crm_rate_scale
         self.bitrix = FakeBitrix24(
             webhook_code="b24-webhook-code-Zx81",
@@ -228,6 +234,10 @@ class LocalStack:
             group_period=60.0 / scale,
         )
         self.crm_rate_scale = scale
+        # The portals' users are the managers (and the admin each has), so their names are the CRM's.
+        users = {user: name for user, name in self.managers.items() if user.isdigit() and int(user) > 0}
+        self.bitrix.set_users(B24_USERS | users)
+        self.amo.set_users({str(user): name for user, name in AMO_USERS.items()} | users)
         self.secrets = {
             "DEMO_B24_WEBHOOK_CODE": "b24-webhook-code-Zx81",
             "DEMO_B24_APP_TOKEN": "b24-app-token-Qw77",
@@ -345,7 +355,7 @@ class LocalStack:
             },
             self.telegram.url,
             ["NEW"],
-            managers=self.managers,
+            managers=self.managers if self.tenant_managers else {},
         )
         amo = tenant_yaml(
             AMO_TENANT,
@@ -358,7 +368,7 @@ class LocalStack:
             },
             self.telegram.url,
             [str(s) for s in self.amo.first_stages()],
-            managers=self.managers,
+            managers=self.managers if self.tenant_managers else {},
         )
         for data in (b24, amo):
             data.update(self.tenant_sections)

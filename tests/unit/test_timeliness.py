@@ -31,7 +31,7 @@ RULES = timeliness.TimelinessRules(
     verdict_yes="Y",
     verdict_no="N",
 )
-VIEW = timeliness.CardView("https://crm/lead/42", "Anna <Smith> & Co")
+VIEW = timeliness.CardView("https://crm/lead/42", lambda _manager: "Anna <Smith> & Co")
 
 
 def snapshot(
@@ -188,6 +188,26 @@ def test_late_verdict_writes_no_records_a_violation_and_alerts_once():
     assert '<a href="https://crm/lead/42">Window &lt;b&gt;order&lt;/b&gt;</a>' in alert.text
     assert "Anna &lt;Smith&gt; &amp; Co" in alert.text
     assert "10:15" in alert.text
+    assert "Still in: NEW" in alert.text  # without names, the stage's id
+
+
+def test_the_alert_names_the_manager_and_the_stage_as_the_view_gives_them():
+    asked: list[tuple] = []
+
+    def stage_name(stage, entity):
+        asked.append((stage, entity))
+        return "Не разобран <&>"
+
+    view = timeliness.CardView("https://crm/lead/42", {"7": "Анна"}.__getitem__, stage_name)
+    _, effects = timeliness.decide_verdict(intake(), RULES, view, MSK)
+    alert = effects[2]
+    assert "Manager: Анна" in alert.text
+    assert "Still in: Не разобран &lt;&amp;&gt;" in alert.text
+    assert asked == [("NEW", EntityType.LEAD)]
+    assert "Анна, late" in alert.digest_line
+    # An on-time card asks for no name at all.
+    timeliness.decide_verdict(replace(intake(), processed_at=T0), RULES, view, MSK)
+    assert len(asked) == 1
 
 
 def test_a_pinned_verdict_keeps_its_effects_whatever_the_card_shows_since():

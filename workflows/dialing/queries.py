@@ -79,12 +79,14 @@ def calls(ctx: Context, config: TenantConfig, today: date, params: dict[str, str
             for call in found
         ],
     }
-    lines = [f"{entity.key} {state.title!r}, {config.manager_name(state.responsible)}, stage {state.stage}"]
+    names = ctx.names(config)
+    stage = names.stage(state.stage, entity.type)
+    lines = [f"{entity.key} {state.title!r}, {names.manager(state.responsible)}, stage {stage}"]
     for call in found:
         touch = "touch" if rules.is_touch(call) else ""
         lines.append(
             f"  {call.started_at.astimezone(calendar.tz):%Y-%m-%d %H:%M}  {call.direction:<3} {call.duration:>5}s  "
-            f"{config.manager_name(call.manager):<20} {touch:<5} {call.record_url or ''}"
+            f"{names.manager(call.manager):<20} {touch:<5} {call.record_url or ''}"
         )
     lines.append(f"{attempts} attempt(s), {touches} successful touch(es)")
     return QueryResult(data, "\n".join(lines))

@@ -90,7 +90,9 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
 
 
 def report_view(ctx: Context, config: TenantConfig) -> dialing.ReportView:
-    return dialing.ReportView(ctx.adapter(config).card_url, config.manager_name, ctx.calendar(config).tz)
+    return dialing.ReportView(
+        ctx.adapter(config).card_url, ctx.names(config).manager, ctx.calendar(config).tz
+    )
 
 
 def report_text(ctx: Context, config: TenantConfig, report: dialing.DailyReport) -> str:

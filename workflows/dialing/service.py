@@ -162,7 +162,7 @@ def judge_rejections(
             )
         for entity in doubtful:
             counts[entity] = attempts_before(ctx, tenant, candidates[entity], plan)
-    view = dialing.ReportView(ctx.adapter(config).card_url, config.manager_name, calendar.tz)
+    view = dialing.ReportView(ctx.adapter(config).card_url, ctx.names(config).manager, calendar.tz)
     return {
         entity: dialing.rejection_effects(state, *counts[entity], plan, view)
         for entity, state in candidates.items()

@@ -36,9 +36,10 @@ def timeliness_by_manager(
         counts = totals.setdefault(row.manager, [0, 0])
         counts[0] += row.on_time
         counts[1] += row.late
+    names = ctx.names(config)
     rows = [
         ManagerTimeliness(
-            manager, config.manager_name(None if manager == "unassigned" else manager), on + late, on, late
+            manager, names.manager(None if manager == "unassigned" else manager), on + late, on, late
         )
         for manager, (on, late) in totals.items()
     ]
@@ -46,11 +47,12 @@ def timeliness_by_manager(
 
 
 def timeliness_by_day(ctx: Context, config: TenantConfig, first: date, last: date) -> list[dict[str, Any]]:
+    names = ctx.names(config)
     return [
         {
             "day": r.day,
             "manager": r.manager,
-            "name": config.manager_name(r.manager),
+            "name": names.manager(r.manager),
             "on_time": r.on_time,
             "late": r.late,
         }

@@ -14,6 +14,7 @@ state and effects go out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from html import escape
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 
 from leadwatch.cards import LeadState
 from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields, Violation
-from leadwatch.events import Activity, EntityRef, LeadSnapshot
+from leadwatch.events import Activity, EntityRef, EntityType, LeadSnapshot
 
 ON_TIME = "on_time"
 LATE = "late"
@@ -173,12 +174,18 @@ def observe_activity(state: LeadState | None, activity: Activity, rules: Timelin
     return Decision(state=replace(state, processed_at=when, processed_how=f"activity:{activity.kind}"))
 
 
+def _stage_id(stage: str, entity: EntityType) -> str:
+    return stage
+
+
 @dataclass(frozen=True)
 class CardView:
-    """How to show a card to the head: its link and its manager's name."""
+    """How to show a card to the head: its link, and its manager's and stage's names (asked for
+    only when a message is written: `Names.manager`, `Names.stage`)."""
 
     url: str
-    manager_name: str
+    manager_name: Callable[[str | None], str]
+    stage_name: Callable[[str, EntityType], str] = _stage_id
 
 
 def decide_verdict(
@@ -237,7 +244,8 @@ def _card_link(state: LeadState, view: CardView) -> str:
 def late_line(state: LeadState, view: CardView, tz: Any) -> str:
     """The alert as one line of a digest."""
     due = state.due_at.astimezone(tz)
-    return f"⏰ {_card_link(state, view)}: {escape(view.manager_name)}, late (due {due:%a %d.%m %H:%M})"
+    manager = escape(view.manager_name(state.responsible))
+    return f"⏰ {_card_link(state, view)}: {manager}, late (due {due:%a %d.%m %H:%M})"
 
 
 def late_message(state: LeadState, view: CardView, tz: Any) -> str:
@@ -246,13 +254,13 @@ def late_message(state: LeadState, view: CardView, tz: Any) -> str:
     lines = [
         "⏰ <b>Lead not processed on time</b>",
         _card_link(state, view),
-        f"Manager: {escape(view.manager_name)}",
+        f"Manager: {escape(view.manager_name(state.responsible))}",
         f"Arrived: {created:%a %d.%m %H:%M}, due: {due:%a %d.%m %H:%M}",
     ]
     if state.processed_at is not None:
         lines.append(f"Processed only at {state.processed_at.astimezone(tz):%a %d.%m %H:%M}")
     else:
-        lines.append(f"Still in stage {escape(state.stage)}")
+        lines.append(f"Still in: {escape(view.stage_name(state.stage, state.entity.type))}")
     return "\n".join(lines)
 
 

@@ -66,6 +66,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
     token = uuid.uuid4().hex
     still_open: set[date] = set()  # buckets that keep an open card after this sweep
     adapter = ctx.adapter(config)
+    names = ctx.names(config)
     calendar = ctx.calendar(config)
     rules = timeliness.TimelinessRules.from_config(config.section("timeliness"))
     try:
@@ -83,7 +84,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
     for day, state in looked:
         if state is None:
             continue  # deleted in the CRM: closed without a verdict
-        view = timeliness.CardView(adapter.card_url(state.entity), config.manager_name(state.responsible))
+        view = timeliness.CardView(adapter.card_url(state.entity), names.manager, names.stage)
         # A verdict pinned by an earlier sweep stands: its effects are made again (the ledger does
         # only those not done yet), then it is counted and the card closed.
         verdict, lead_effects = timeliness.decide_verdict(
