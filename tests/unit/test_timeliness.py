@@ -149,6 +149,18 @@ def test_a_task_set_for_later_is_not_processing():
     assert timeliness.observe_activity(intake(), task, RULES).state is None
 
 
+def test_a_call_planned_for_later_is_not_processing():
+    planned = Activity("a1", LEAD, "call", "7", T0 + timedelta(minutes=4), "out", completed=False)
+    assert timeliness.observe_activity(intake(), planned, RULES).state is None
+
+
+def test_an_email_received_is_not_processing_but_one_sent_is():
+    received = Activity("a1", LEAD, "email", "7", T0 + timedelta(minutes=4), "in")
+    assert timeliness.observe_activity(intake(), received, RULES).state is None
+    sent = Activity("a2", LEAD, "email", "7", T0 + timedelta(minutes=5), "out")
+    assert timeliness.observe_activity(intake(), sent, RULES).state.processed_how == "activity:email"
+
+
 def test_activity_counting_can_be_switched_off():
     rules = timeliness.TimelinessRules(**{**RULES.__dict__, "activity_counts_as_processed": False})
     call = Activity("a1", LEAD, "call", "7", T0 + timedelta(minutes=4), "out")

@@ -155,7 +155,8 @@ PROCESSING_ACTIVITIES = frozenset({"call", "email", "meeting", "note"})
 
 
 def observe_activity(state: LeadState | None, activity: Activity, rules: TimelinessRules) -> Decision:
-    """A call, e-mail or note on the card: processing, if the responsible manager did it.
+    """A call, e-mail or note on the card: processing, if the responsible manager did it (done,
+    not planned; an e-mail sent, not received).
 
     Webhooks come out of order (an activity's may wait behind an outage while the stage change's
     arrives), so an activity earlier than the processing known so far moves it earlier, until
@@ -163,6 +164,10 @@ def observe_activity(state: LeadState | None, activity: Activity, rules: Timelin
     if state is None or not rules.activity_counts_as_processed:
         return Decision()
     if activity.kind not in PROCESSING_ACTIVITIES:
+        return Decision()
+    # A call or meeting planned for later is a task, and an e-mail that came in is the client's
+    # work, not the manager's: neither processes the lead.
+    if not activity.completed or (activity.kind == "email" and activity.direction == "in"):
         return Decision()
     if state.responsible is not None and activity.author not in (None, state.responsible):
         return Decision()
