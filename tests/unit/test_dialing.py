@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,6 +25,7 @@ HOURS = [(time(9), time(13)), (time(14), time(18))]
 CALENDAR = BusinessCalendar(
     "Europe/Moscow", {d: HOURS for d in range(5)}, country="RU", pre_holiday_minutes=60
 )
+ROOT_EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 RULES = dialing.DialingRules(rejected_stages=frozenset({"JUNK"}), closed_stages=frozenset({"CONVERTED"}))
 
 
@@ -318,3 +320,22 @@ def test_a_card_born_rejected_is_not_judged() -> None:
     assert seen.rejected_at is not None and not dialing.needs_rejection_check(seen)
     moved = dialing.observe_stage(born, born.created_at + timedelta(minutes=5), RULES, NOW)
     assert dialing.needs_rejection_check(moved)
+
+
+def test_bitrix24_defaults_cover_deal_funnels_and_lead_statuses() -> None:
+    from leadwatch.config import parse_tenant
+
+    text = (ROOT_EXAMPLES / "acme-b24.yaml").read_text(encoding="utf-8")
+    rules = dialing.DialingRules.from_config(parse_tenant(text, "acme-b24.yaml").dialing)
+    for stage in ("JUNK", "LOSE", "C1:LOSE", "C12:LOSE"):
+        assert rules.is_rejected(stage), stage
+    for stage in ("CONVERTED", "WON", "C3:WON"):
+        assert rules.is_finished(stage) and not rules.is_rejected(stage), stage
+    for stage in ("NEW", "IN_PROCESS", "C1:NEW", "C1:PREPARATION", "LOSER", "XLOSE"):
+        assert not rules.is_finished(stage), stage
+
+
+def test_a_listed_stage_matches_exactly_unless_it_has_a_star() -> None:
+    rules = dialing.DialingRules(rejected_stages=frozenset({"C*:APOLOGY", "5"}))
+    assert rules.is_rejected("C2:APOLOGY") and rules.is_rejected("5")
+    assert not rules.is_rejected("55") and not rules.is_rejected("C2:APOLOGY2")

@@ -9,9 +9,11 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from leadwatch.config import Clock, Section
 
-# Stages every account has: Bitrix24's lead statuses, amoCRM's fixed "lost" and "won" in each pipeline.
-DEFAULT_REJECTED_STAGES = {"bitrix24": ["JUNK"], "amocrm": ["143"]}
-DEFAULT_CLOSED_STAGES = {"bitrix24": ["CONVERTED"], "amocrm": ["142"]}
+# Stages every account has: Bitrix24's lead statuses and the lost / won stages of its deal funnels
+# (the general funnel's LOSE / WON, funnel n's Cn:LOSE / Cn:WON), amoCRM's fixed "lost" and "won"
+# in each pipeline. `*` matches any text, so `C*:LOSE` covers every funnel.
+DEFAULT_REJECTED_STAGES = {"bitrix24": ["JUNK", "LOSE", "C*:LOSE"], "amocrm": ["143"]}
+DEFAULT_CLOSED_STAGES = {"bitrix24": ["CONVERTED", "WON", "C*:WON"], "amocrm": ["142"]}
 
 
 class DialingConfig(Section):
@@ -25,7 +27,8 @@ class DialingConfig(Section):
         default=30, ge=0, le=3600, description="a call longer than this is a successful touch"
     )
     report_time: Clock = time(18, 30)
-    # None: the CRM's own rejected/closed stages (Bitrix24 JUNK / CONVERTED, amoCRM 143 / 142).
+    # None: the CRM's own rejected/closed stages (Bitrix24 JUNK, LOSE, C*:LOSE / CONVERTED, WON,
+    # C*:WON; amoCRM 143 / 142). A `*` in a stage id matches any text.
     rejected_stages: list[str] | None = Field(default=None, min_length=1)
     closed_stages: list[str] | None = None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from fnmatch import fnmatchcase
 from html import escape
 from typing import Any, Protocol
 
@@ -63,11 +64,19 @@ class DialingRules:
         return call.duration > self.touch_seconds and call.answered is not False
 
     def is_rejected(self, stage: str) -> bool:
-        return stage in self.rejected_stages
+        return _matches(stage, self.rejected_stages)
 
     def is_finished(self, stage: str) -> bool:
         """Out of the plan: rejected or closed (won, converted): nobody has to dial it any more."""
-        return stage in self.rejected_stages or stage in self.closed_stages
+        return _matches(stage, self.rejected_stages) or _matches(stage, self.closed_stages)
+
+
+def _matches(stage: str, patterns: frozenset[str]) -> bool:
+    """A stage id listed, or matching a listed pattern with `*` (Bitrix24 deal funnels number
+    their stages per funnel: `C*:LOSE` is the lost stage of every funnel but the general one)."""
+    if stage in patterns:
+        return True
+    return any("*" in pattern and fnmatchcase(stage, pattern) for pattern in patterns)
 
 
 # ---------------------------------------------------------------------------- plan arithmetic
