@@ -248,7 +248,9 @@ def test_check_config_of_an_empty_or_missing_place_fails(tmp_path, capsys):
 
 def test_check_config_reads_bare_times_and_checks_every_file_past_a_bad_date(tmp_path, capsys):
     b24 = (EXAMPLES / "acme-b24.yaml").read_text().replace('"11:00"', "11:00")
-    (tmp_path / "acme-b24.yaml").write_text(b24 + "dialing:\n  report_time: 18:30\n")
+    assert 'report_time: "18:30"' in b24
+    b24 = b24.replace('report_time: "18:30"', "report_time: 18:30")
+    (tmp_path / "acme-b24.yaml").write_text(b24)
     amo = (EXAMPLES / "acme-amo.yaml").read_text()
     (tmp_path / "acme-amo.yaml").write_text(amo + "calendar_typo: 1\n")
     (tmp_path / "zeta.yaml").write_text(b24.replace("acme-b24", "zeta").replace("2026-12-31", "2026-02-30"))
