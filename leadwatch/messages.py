@@ -149,14 +149,14 @@ def clean(text: str) -> str:
 
 def shorten(text: str, limit: int) -> str:
     """At most `limit` characters: cut at the last space in the final third when there is one
-    (so a word stays whole), and end with "…"."""
+    (so a word stays whole), without the punctuation left hanging there, and end with "…"."""
     if len(text) <= limit:
         return text
     head = text[: limit - 1]
     space = head.rfind(" ")
     if space >= limit * 2 // 3:
         head = head[:space]
-    return head.rstrip() + "…"
+    return (head.rstrip(" ,;:-–—") or head) + "…"
 
 
 # ----------------------------------------------------------------------------- the writer
@@ -256,10 +256,22 @@ def message(lines: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
-def parts(html_text: str, limit: int = MAX_MESSAGE_LENGTH) -> list[str]:
+def parts(html_text: str, limit: int = MAX_MESSAGE_LENGTH, *, header: str | None = None) -> list[str]:
     """A message as Telegram takes it: parts of at most `limit` characters after entity parsing,
-    cut between lines (whole tags), none of them blank."""
-    return [part for part in split_message(html_text, limit) if visible_text(part).strip()]
+    cut between lines (whole tags), none of them blank.
+
+    `header`: the message's first line (whole HTML). When the message needs more than one part,
+    the first part's header is numbered and every other part starts with it, so each part says
+    what it belongs to: `📞 <b>Отчёт о прозвоне за ср 05.11.2025</b> (2/3)`."""
+    whole = [part for part in split_message(html_text, limit) if visible_text(part).strip()]
+    if header is None or len(whole) <= 1 or not html_text.startswith(header + "\n"):
+        return whole
+    numbered = len(f" ({len(whole) * 10}/{len(whole) * 10})\n")  # room for the numbers, with a digit to spare
+    body = html_text[len(header) + 1 :]
+    found = [
+        p for p in split_message(body, limit - visible_length(header) - numbered) if visible_text(p).strip()
+    ]
+    return [f"{header} ({n}/{len(found)})\n{part.lstrip(chr(10))}" for n, part in enumerate(found, start=1)]
 
 
 # A digest part's lines, in characters after entity parsing: its header fits in what is left of

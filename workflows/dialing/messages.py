@@ -12,7 +12,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from leadwatch.i18n import Lang, Plural
-from leadwatch.messages import Kind, Writer, link, message
+from leadwatch.messages import Kind, Writer, link, message, parts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -184,13 +184,17 @@ def report_message(report: DailyReport, view: ReportView, attempts_per_day: int,
     return message(lines)
 
 
+def report_parts(html_text: str) -> list[str]:
+    """The report as it is sent: one message, or parts of whole lines, each headed by the report's
+    first line and numbered (leadwatch.messages.parts)."""
+    return parts(html_text, header=html_text.split("\n", 1)[0])
+
+
 def not_working_day(writer: Writer, day: date) -> str:
     return TEXTS[writer.lang].not_working_day.format(day=writer.day(day))
 
 
-def rejection_message(
-    state: LeadState, attempts: int, touches: int, required: int, view: ReportView
-) -> str:
+def rejection_message(state: LeadState, attempts: int, touches: int, required: int, view: ReportView) -> str:
     """The alert about a card rejected after fewer call attempts than required."""
     w = view.writer
     t = TEXTS[w.lang]

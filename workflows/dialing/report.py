@@ -18,9 +18,9 @@ from leadwatch.context import Context
 from leadwatch.effects import Notify
 from leadwatch.events import Call, CrmEvent, EntityRef, EventKind
 from leadwatch.ingress import accept
-from leadwatch.messages import parts as message_parts
 from leadwatch.messages import writer_for
 from workflows.dialing import rules as dialing
+from workflows.dialing.messages import report_parts
 from workflows.dialing.rules import DialingRules
 
 log = logging.getLogger("leadwatch.dialing")
@@ -157,7 +157,7 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
         ctx.store.set_checkpoint(tenant, REPORT_CHECKPOINT, day.isoformat())
         _sent(ctx).add((tenant, day.isoformat()))
         return run
-    parts = message_parts(report_text(ctx, config, report))
+    parts = report_parts(report_text(ctx, config, report))
     effects = [Notify(dialing.report_effect_id(tenant, day, index), part) for index, part in enumerate(parts)]
     outcome = executor.perform(ctx, config, effects)
     run.sent_parts = outcome.performed
