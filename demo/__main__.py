@@ -251,7 +251,8 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
     days = calendar.working_days(first, first + timedelta(days=args.days - 1))
     rows: dict[str, dict[str, dict]] = {}
     for tenant in (B24_TENANT, AMO_TENANT):
-        names = stack.ctx.names(stack.ctx.tenant(tenant))
+        # Names as the tenant's messages give them, the unknown in its language.
+        names = Writer(language(stack, tenant), MSK, stack.ctx.names(stack.ctx.tenant(tenant)))
         per: dict[str, dict] = {}
         for day in days:
             status, body = stack.get(
@@ -260,18 +261,18 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
             if status != 200:
                 raise RuntimeError(f"read API answered {status}: {body}")
             for line in body["managers"]:
-                row = _row(per, names.manager(line["manager"]))
+                row = _row(per, names.manager_name(line["manager"]))
                 row["lead_days"] += line["in_plan"]
                 row["compliant"] += line["compliant"]
                 row["behind"] += line["behind"]
                 row["untouched"] += line["untouched"]
             for touch in body["touches"]:
-                _row(per, names.manager(touch["manager"]))["touches"] += 1
+                _row(per, names.manager_name(touch["manager"]))["touches"] += 1
         start = datetime.combine(first, datetime.min.time(), calendar.tz)
         for row in stack.ctx.store.violations(
             tenant, start, start + timedelta(days=30), "improper_rejection"
         ):
-            _row(per, names.manager(row.manager))["improper"] += 1
+            _row(per, names.manager_name(row.manager))["improper"] += 1
         rows[tenant] = per
     # The truth: every planned call counted once on its card, every planned early rejection flagged.
     mismatches = []
