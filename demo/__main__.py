@@ -6,7 +6,9 @@ DynamoDB and SQS are moto's server, Bitrix24 / amoCRM / Telegram are the fakes,
 all over HTTP on 127.0.0.1. The fakes post their webhooks to leadwatch's HTTP
 endpoint; the queue is drained by the real worker; the deadline sweep and
 reconciliation run as EventBridge would run them, on a simulated clock.
-At the end the per-manager table comes from the read API and is written to a file.
+At the end the per-manager tables come from the read API and are written to a file, each in its
+tenant's language (the Bitrix24 tenant writes Russian, the amoCRM one English), beside a few of the
+Telegram messages each head read.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ import sys
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from demo.replay import DEMO_TENANTS, lose_some_webhooks, replay
 from demo.week import DAYS, WEEK_START, PlannedLead, demo_week, on_time_by_plan, tally_calls
+from leadwatch import i18n
+from leadwatch.i18n import Lang, Plural
+from leadwatch.messages import CORE, StaticNames, Writer
+from leadwatch.telegram import visible_text
 from leadwatch.testing import snapshot
 from leadwatch.testing.stack import (
     AMO_TENANT,
@@ -31,6 +38,37 @@ from leadwatch.testing.stack import (
     LocalStack,
     SimClock,
 )
+from workflows.dialing.messages import REJECTION_ALERT, REPORT
+from workflows.timeliness.messages import LATE_ALERT
+from workflows.timeliness.messages import TEXTS as TIMELINESS_TEXTS
+from workflows.timeliness.messages import table as timeliness_table
+from workflows.timeliness.queries import ManagerTimeliness
+
+# The demo's own table headings, in each tenant's language (the Bitrix24 tenant writes Russian,
+# the amoCRM one English: leadwatch.testing.stack).
+DEMO_TEXTS: dict[Lang, dict[str, str]] = {
+    "ru": {
+        "timeliness": "{tenant} ({crm}), лиды, поступившие {first} – {last}",
+        "dialing": "{tenant}: прозвон по плану, лидо-дни в плане за {days}",
+        "messages": "Что руководитель получил в Telegram ({tenant}), например:",
+    },
+    "en": {
+        "timeliness": "{tenant} ({crm}), leads that arrived {first} .. {last}",
+        "dialing": "{tenant}: dialing compliance, lead-days in plan on {days}",
+        "messages": "What the head read in Telegram ({tenant}), for example:",
+    },
+}
+WORKING_DAYS: dict[Lang, Plural] = {
+    "ru": Plural("рабочий день", "рабочих дня", few="рабочих дня", many="рабочих дней"),
+    "en": Plural("working day", "working days"),
+}
+DIALING_HEADERS: dict[Lang, tuple[str, ...]] = {
+    "ru": ("лидо-дней", "3+ в день", "отстают", "без звонков", "результат.", "необосн. отк.", "по норме"),
+    "en": ("lead-days", "3+ a day", "behind", "no call", "touches", "improper rej.", "compliant"),
+}
+
+
+MSK = ZoneInfo("Europe/Moscow")  # both demo tenants' zone
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,9 +179,15 @@ def build_report(
             raise RuntimeError(f"read API answered {status}: {body}")
         rows = body["managers"]
         data["tenants"][tenant] = rows
-        title = f"{tenant} ({'Bitrix24' if tenant == B24_TENANT else 'amoCRM'}), leads that arrived {first} .. {last}"
-        sections_text.append(table_text(title, rows))
-        sections_md.append(table_markdown(title, rows))
+        lang = language(stack, tenant)
+        title = DEMO_TEXTS[lang]["timeliness"].format(
+            tenant=tenant,
+            crm="Bitrix24" if tenant == B24_TENANT else "amoCRM",
+            first=i18n.day_text(first, lang),
+            last=i18n.day_text(last, lang),
+        )
+        sections_text.append(table_text(title, rows, lang, tenant, first, last))
+        sections_md.append(table_markdown(title, rows, lang))
     # Check every verdict leadwatch wrote into the CRM cards against the plan's truth.
     expected_late = 0
     for lead in leads:
@@ -177,7 +221,16 @@ def build_report(
     )
     dialing = dialing_section(stack, leads, calendar, args)
     data["dialing"] = dialing["data"]
-    text = "\n\n".join(sections_text) + "\n\n" + "\n".join(facts) + "\n\n" + dialing["text"]
+    samples = sample_messages(stack)
+    text = (
+        "\n\n".join(sections_text)
+        + "\n\n"
+        + "\n".join(facts)
+        + "\n\n"
+        + dialing["text"]
+        + "\n\n"
+        + samples["text"]
+    )
     markdown = (
         "# leadwatch demo\n\n## Timeliness of first processing\n\n"
         + "\n\n".join(sections_md)
@@ -185,6 +238,8 @@ def build_report(
         + "\n".join(f"- {f}" for f in facts)
         + "\n\n## Dialing discipline\n\n"
         + dialing["markdown"]
+        + "\n\n## Messages in Telegram\n\n"
+        + samples["markdown"]
         + "\n"
     )
     return {"text": text, "markdown": markdown, "data": data}
@@ -196,7 +251,8 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
     days = calendar.working_days(first, first + timedelta(days=args.days - 1))
     rows: dict[str, dict[str, dict]] = {}
     for tenant in (B24_TENANT, AMO_TENANT):
-        names = stack.ctx.names(stack.ctx.tenant(tenant))
+        # Names as the tenant's messages give them, the unknown in its language.
+        names = Writer(language(stack, tenant), MSK, stack.ctx.names(stack.ctx.tenant(tenant)))
         per: dict[str, dict] = {}
         for day in days:
             status, body = stack.get(
@@ -205,18 +261,18 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
             if status != 200:
                 raise RuntimeError(f"read API answered {status}: {body}")
             for line in body["managers"]:
-                row = _row(per, names.manager(line["manager"]))
+                row = _row(per, names.manager_name(line["manager"]))
                 row["lead_days"] += line["in_plan"]
                 row["compliant"] += line["compliant"]
                 row["behind"] += line["behind"]
                 row["untouched"] += line["untouched"]
             for touch in body["touches"]:
-                _row(per, names.manager(touch["manager"]))["touches"] += 1
+                _row(per, names.manager_name(touch["manager"]))["touches"] += 1
         start = datetime.combine(first, datetime.min.time(), calendar.tz)
         for row in stack.ctx.store.violations(
             tenant, start, start + timedelta(days=30), "improper_rejection"
         ):
-            _row(per, names.manager(row.manager))["improper"] += 1
+            _row(per, names.manager_name(row.manager))["improper"] += 1
         rows[tenant] = per
     # The truth: every planned call counted once on its card, every planned early rejection flagged.
     mismatches = []
@@ -231,8 +287,8 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
     flagged = sum(row["improper"] for per in rows.values() for row in per.values())
     if flagged != planned_improper:
         mismatches.append(("improper rejections", flagged, planned_improper))
-    reports = [m for m in stack.telegram.messages if "Dialing report" in m.text]
-    alerts = [m for m in stack.telegram.messages if "Improper rejection" in m.text]
+    reports = [m for m in stack.telegram.messages if REPORT.of(m.text)]
+    alerts = [m for m in stack.telegram.messages if REJECTION_ALERT.of(m.text)]
     calls = sum(lead.calls for lead in leads)
     facts = [
         f"calls: {calls}, counted on their cards as planned: "
@@ -246,9 +302,12 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
         facts.append("DIALING MISMATCHES (lead, got, want): " + ", ".join(map(str, mismatches[:10])))
     text_parts, md_parts = [], []
     for tenant, per in rows.items():
-        title = f"{tenant}: dialing compliance, lead-days in plan on {len(days)} working days"
-        text_parts.append(_dialing_text(title, per))
-        md_parts.append(_dialing_markdown(title, per))
+        lang = language(stack, tenant)
+        title = DEMO_TEXTS[lang]["dialing"].format(
+            tenant=tenant, days=i18n.count(len(days), WORKING_DAYS[lang], lang)
+        )
+        text_parts.append(_dialing_text(title, per, lang))
+        md_parts.append(_dialing_markdown(title, per, lang))
     return {
         "text": "\n\n".join(text_parts) + "\n\n" + "\n".join(facts),
         "markdown": "\n\n".join(md_parts) + "\n\n" + "\n".join(f"- {f}" for f in facts),
@@ -274,78 +333,105 @@ def _ref(lead: PlannedLead):
 
 
 DIALING_COLUMNS = ("lead_days", "compliant", "behind", "untouched", "touches", "improper")
-DIALING_HEADERS = ("lead-days", "3+ a day", "behind", "no call", "touches", "improper rej.")
 
 
 def _share(row: dict) -> float:
     return row["compliant"] / row["lead_days"] * 100 if row["lead_days"] else 0.0
 
 
-def _dialing_rows(per: dict[str, dict]) -> list[tuple[str, dict]]:
+def _dialing_rows(per: dict[str, dict], lang: Lang) -> list[tuple[str, dict]]:
     """Worst compliance first, as the timeliness tables put the latest first, then the total."""
     ordered = sorted(per.items(), key=lambda item: (_share(item[1]), item[0]))
     total = {c: sum(row[c] for row in per.values()) for c in DIALING_COLUMNS}
-    return [*ordered, ("TOTAL", total)]
+    return [*ordered, (CORE[lang].total, total)]
 
 
-def _dialing_text(title: str, per: dict[str, dict]) -> str:
-    width = max([len(name) for name in per] + [7])
+def _dialing_text(title: str, per: dict[str, dict], lang: Lang) -> str:
+    manager = TIMELINESS_TEXTS[lang].columns[0]
+    rows = _dialing_rows(per, lang)
+    width = max([len(name) for name, _ in rows] + [len(manager)])
+    headers = DIALING_HEADERS[lang]
+    widths = [max(len(h), 9) for h in headers]
     lines = [
         title,
-        f"  {'manager':<{width}}  " + "  ".join(f"{h:>9}" for h in DIALING_HEADERS) + "  compliant",
+        f"  {manager:<{width}}  " + "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True)),
     ]
-    for name, row in _dialing_rows(per):
+    for name, row in rows:
+        cells = [i18n.number(row[c], lang) for c in DIALING_COLUMNS] + [i18n.percent(_share(row) / 100, lang)]
         lines.append(
-            f"  {name:<{width}}  "
-            + "  ".join(f"{row[c]:>9}" for c in DIALING_COLUMNS)
-            + f"  {_share(row):>8.1f}%"
+            f"  {name:<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
         )
     return "\n".join(lines)
 
 
-def _dialing_markdown(title: str, per: dict[str, dict]) -> str:
-    lines = [f"### {title}", "", "| manager | " + " | ".join(DIALING_HEADERS) + " | compliant |"]
-    lines.append("|---|" + "---:|" * (len(DIALING_HEADERS) + 1))
-    for name, row in _dialing_rows(per):
-        label = "**total**" if name == "TOTAL" else name
+def _dialing_markdown(title: str, per: dict[str, dict], lang: Lang) -> str:
+    manager = TIMELINESS_TEXTS[lang].columns[0]
+    lines = [f"### {title}", "", f"| {manager} | " + " | ".join(DIALING_HEADERS[lang]) + " |"]
+    lines.append("|---|" + "---:|" * len(DIALING_HEADERS[lang]))
+    for name, row in _dialing_rows(per, lang):
+        label = f"**{name}**" if name == CORE[lang].total else name
         lines.append(
-            f"| {label} | " + " | ".join(str(row[c]) for c in DIALING_COLUMNS) + f" | {_share(row):.1f}% |"
+            f"| {label} | "
+            + " | ".join(str(row[c]) for c in DIALING_COLUMNS)
+            + f" | {i18n.percent(_share(row) / 100, lang)} |"
         )
     return "\n".join(lines)
 
 
-def table_text(title: str, rows: list[dict]) -> str:
-    width = max([len(r["name"]) for r in rows] + [7])
-    lines = [title, f"  {'manager':<{width}}  {'leads':>5}  {'on time':>7}  {'late':>5}  {'late %':>6}"]
+def language(stack: LocalStack, tenant: str) -> Lang:
+    return stack.ctx.tenant(tenant).language
+
+
+def _managers(rows: list[dict]) -> list[ManagerTimeliness]:
+    return [ManagerTimeliness(r["manager"], r["name"], r["leads"], r["on_time"], r["late"]) for r in rows]
+
+
+def table_text(title: str, rows: list[dict], lang: Lang, tenant: str, first: date, last: date) -> str:
+    """The per-manager table as the CLI and `format=text` show it, in the tenant's language."""
+    writer = Writer(lang, MSK, StaticNames({r["manager"]: r["name"] for r in rows}))
+    table = timeliness_table(_managers(rows), writer, tenant, first, last)
+    return "\n".join([title, *(f"  {line}" for line in table.splitlines()[1:])])
+
+
+def table_markdown(title: str, rows: list[dict], lang: Lang) -> str:
+    columns = TIMELINESS_TEXTS[lang].columns
+    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"  {r['name']:<{width}}  {r['leads']:>5}  {r['on_time']:>7}  {r['late']:>5}  {r['share_late'] * 100:>5.1f}%"
+            f"| {r['name']} | {r['leads']} | {r['on_time']} | {r['late']} | {i18n.percent(r['share_late'], lang)} |"
         )
     total = sum(r["leads"] for r in rows)
     late = sum(r["late"] for r in rows)
-    lines.append(
-        f"  {'TOTAL':<{width}}  {total:>5}  {total - late:>7}  {late:>5}  {(late / total * 100 if total else 0):>5.1f}%"
-    )
+    share = i18n.percent(late / total if total else 0, lang)
+    lines.append(f"| **{CORE[lang].total}** | {total} | {total - late} | {late} | {share} |")
     return "\n".join(lines)
 
 
-def table_markdown(title: str, rows: list[dict]) -> str:
-    lines = [
-        f"## {title}",
-        "",
-        "| manager | leads | on time | late | share late |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['leads']} | {r['on_time']} | {r['late']} | {r['share_late'] * 100:.1f}% |"
+SAMPLE_LINES = 16  # of a long message (a report) shown in the demo's output
+
+
+def sample_messages(stack: LocalStack) -> dict[str, str]:
+    """One late alert, one daily report and one improper-rejection alert of each tenant, as the
+    head read them in Telegram (tags removed), in plain text and as Markdown."""
+    text, markdown = [], []
+    for tenant in (B24_TENANT, AMO_TENANT):
+        base = (stack.bitrix if tenant == B24_TENANT else stack.amo).url
+        mine = [m.text for m in stack.telegram.messages if base in m.text]
+        shown = []
+        for kind in (LATE_ALERT, REPORT, REJECTION_ALERT):
+            found = next((m for m in mine if kind.of(m)), None)
+            if found is None:
+                continue
+            lines = visible_text(found).splitlines()
+            if len(lines) > SAMPLE_LINES:
+                lines = [*lines[:SAMPLE_LINES], f"… (+{len(lines) - SAMPLE_LINES})"]
+            shown.append(lines)
+        heading = DEMO_TEXTS[language(stack, tenant)]["messages"].format(tenant=tenant)
+        text.append("\n\n".join([heading, *("\n".join(f"  | {line}" for line in lines) for lines in shown)]))
+        markdown.append(
+            "\n\n".join([f"### {heading}", *("```\n" + "\n".join(lines) + "\n```" for lines in shown)])
         )
-    total = sum(r["leads"] for r in rows)
-    late = sum(r["late"] for r in rows)
-    lines.append(
-        f"| **total** | {total} | {total - late} | {late} | {(late / total * 100 if total else 0):.1f}% |"
-    )
-    return "\n".join(lines)
+    return {"text": "\n\n".join(text), "markdown": "\n\n".join(markdown)}
 
 
 if __name__ == "__main__":

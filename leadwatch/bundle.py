@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leadwatch.i18n import LANGUAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 MERGE_TEMPLATE = "infra/resources.yaml"
 MB = 1_000_000  # sizes in MB are 10^6 bytes (Lambda's own limits are in MB)
@@ -47,6 +49,10 @@ MOONSHOT_MB = 3.0
 RUNTIME_PROVIDED = frozenset(
     {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "urllib3", "six"}
 )
+
+
+# The Babel locale files leadwatch loads: one per language it writes in, and their parent `root`.
+BABEL_LOCALES = ("root", *LANGUAGES)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,19 @@ UNUSED: tuple[Cut, ...] = (
         "mypyc-compiled copies of md.py and cd.py, which ship beside them as source and are imported "
         "instead; requests calls charset_normalizer only to guess the encoding of a body without a "
         "charset (leadwatch reads JSON)",
+    ),
+    Cut(
+        "Babel locale data of other languages",
+        ("babel/locale-data/*",),
+        "leadwatch writes only in the languages of leadwatch.i18n; Babel loads a locale's file and its "
+        "parents' (ru and en: their own and root) besides global.dat",
+        keep=tuple(f"babel/locale-data/{name}.dat" for name in BABEL_LOCALES),
+    ),
+    Cut(
+        "Babel message catalog tooling",
+        ("babel/messages/*",),
+        "gettext .po/.mo extraction and compilation; leadwatch's catalogs are Python "
+        "(workflows/<process>/messages.py) and it imports only babel.core, babel.dates and babel.numbers",
     ),
     Cut(
         "leadwatch.testing (fakes)",

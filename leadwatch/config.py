@@ -36,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from leadwatch.i18n import Lang, default_language, parse_language
+
 DEFAULT_RETENTION_MONTHS = 13
 
 # The kind of each secret a tenant file may hold, by where it sits: each function is granted (and
@@ -524,6 +526,9 @@ class TenantConfig(_Strict):
     telegram: TelegramConfig
     api_key: SecretRef | None = Field(default=None, description="key for the read API")
     managers: dict[str, str] = Field(default_factory=dict, description="CRM user id -> display name")
+    # What the head reads is written in this language (leadwatch.i18n): `ru` or `en`; by default
+    # Russian where the calendar's country is RU, BY, KZ or KG, else English.
+    language: Lang = "en"
     # How long leadwatch keeps a tenant's cards, calls, counters and journal (client names among
     # them): each row goes this many months after what it records happened (DynamoDB TTL).
     retention_months: int = Field(default=DEFAULT_RETENTION_MONTHS, ge=1, le=120)
@@ -538,6 +543,20 @@ class TenantConfig(_Strict):
         if not _TENANT_ID.match(value):
             raise ValueError(f"{value!r}: use 2-63 lowercase letters, digits and dashes")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _language_by_country(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("language") is not None:
+            return data
+        calendar = data.get("calendar")
+        country = calendar.get("country") if isinstance(calendar, dict) else None
+        return {**data, "language": default_language(country if isinstance(country, str) else None)}
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _known_language(cls, value: Any) -> Lang:
+        return parse_language(value)
 
     @field_validator("managers", mode="before")
     @classmethod

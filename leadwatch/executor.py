@@ -260,34 +260,27 @@ def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:
         outcome.performed += 1
 
 
-# A digest part stays well under Telegram's 4,096 characters (cut on whole lines, so on whole tags).
-DIGEST_PART_CHARS = 3500
-
-
 def _send_digest(run: _Run, notifier: Any, alerts: list[Notify], outcome: Outcome) -> None:
-    """Many alerts due together go out as one digest (in parts of whole lines when long).
+    """Many alerts due together go out as one digest (in parts of whole lines when long), with a
+    header in the tenant's language (leadwatch.messages.digest).
 
     Each alert is still its own effect in the ledger: all are claimed first, each part's alerts
     are settled with it, so a racing worker sends none of them again, and an alert that keeps
     failing is given up on its own."""
+    from leadwatch.messages import digest, pack_lines
+
     mine = set(_sort_claims(run.claim([a.effect_id for a in alerts]), outcome))
     alerts = [a for a in alerts if a.effect_id in mine]
     parts: list[list[Notify]] = []
-    size = DIGEST_PART_CHARS
-    for alert in alerts:
-        line = alert.digest_line or ""
-        if size + len(line) + 1 > DIGEST_PART_CHARS:
-            parts.append([])
-            size = 0
-        parts[-1].append(alert)
-        size += len(line) + 1
+    for size in pack_lines([a.digest_line or "" for a in alerts]):
+        start = sum(len(p) for p in parts)
+        parts.append(alerts[start : start + size])
     for number, part in enumerate(parts, start=1):
         if run.budget is not None and run.budget.spent():
             _let_go(run, [a for p in parts[number - 1 :] for a in p], "deferred: out of time", outcome)
             return
-        where = f" ({number}/{len(parts)})" if len(parts) > 1 else ""
-        header = f"🔔 <b>{len(alerts)} alerts at once</b>{where}"
-        text = "\n".join([header, *(a.digest_line or "" for a in part)])
+        lines = [a.digest_line or "" for a in part]
+        text = digest(run.config.language, lines, len(alerts), number, len(parts))
         try:
             notifier.send(run.config.telegram.chat_id, text)
         except OutcomeUnknown as exc:

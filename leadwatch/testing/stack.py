@@ -369,6 +369,9 @@ class LocalStack:
             self.telegram.url,
             [str(s) for s in self.amo.first_stages()],
             managers=self.managers if self.tenant_managers else {},
+            # Both calendars are Russian; the Bitrix24 tenant writes Russian by that default, this
+            # one English, so every flow runs in both languages.
+            language="en",
         )
         for data in (b24, amo):
             data.update(self.tenant_sections)

@@ -113,6 +113,32 @@ def calendar_dates(table: Any) -> dict[str, list]:
     }
 
 
+def i18n_sample(i18n: Any, lang: str) -> list[str]:
+    """Every kind of formatting leadwatch.i18n does (the test computes the same with the venv's Babel)."""
+    from datetime import UTC, date, datetime
+    from zoneinfo import ZoneInfo
+
+    moment, zone = datetime(2025, 11, 14, 14, 50, tzinfo=UTC), ZoneInfo("Europe/Moscow")
+    word = i18n.Plural("one", "other", few="few", many="many")
+    return [
+        i18n.weekday_time(moment, zone, lang),
+        i18n.clock(moment, zone, lang),
+        i18n.weekday_date(date(2025, 11, 4), lang),
+        i18n.day_text(date(2025, 11, 4), lang),
+        i18n.number(12345.5, lang, 1),
+        i18n.percent(0.125, lang),
+        *(i18n.count(n, word, lang) for n in (0, 1, 2, 5, 21, 1000)),
+    ]
+
+
+def babel_files() -> list[str]:
+    """The files of Babel's data that this interpreter has loaded (by the bundle's own paths)."""
+    from babel import core, localedata
+
+    loaded = sorted(f"locale-data/{name}.dat" for name in localedata._cache)
+    return (["global.dat"] if core._global_data is not None else []) + loaded
+
+
 def main() -> dict[str, Any]:
     seen: dict[str, Any] = {"sys_path": list(sys.path)}
     import app
@@ -153,16 +179,23 @@ def main() -> dict[str, Any]:
     seen["jobs_batch"], seen["jobs"] = run_queue(app.jobs, SPEC["jobs_url"], "leadwatch-jobs", 1)
 
     # The read API: with the tenant's key, without it, for a tenant that does not exist.
-    def get(path_tenant: str, headers: dict[str, str]) -> dict:
-        event = api_event("GET", f"/tenants/{path_tenant}/timeliness", headers=headers)
+    def get(path_tenant: str, headers: dict[str, str], query: dict[str, str] | None = None) -> dict:
+        event = api_event("GET", f"/tenants/{path_tenant}/timeliness", headers=headers, query=query)
         answer = app.http_api(event, LambdaContext("api_handler"))
         return {"status": answer["statusCode"], "body": json.loads(answer["body"])}
 
     seen["api"] = {
         "keyed": get(tenant, {"X-Api-Key": SPEC["api_key"]}),
+        "text": get(tenant, {"X-Api-Key": SPEC["api_key"]}, {"format": "text"}),
         "no_key": get(tenant, {}),
         "unknown": get("nobody", {"X-Api-Key": SPEC["api_key"]}),
     }
+
+    # Formatting in each language leadwatch writes, from the bundle's slimmed Babel.
+    from leadwatch import i18n
+
+    seen["i18n"] = {lang: i18n_sample(i18n, lang) for lang in i18n.LANGUAGES}
+    seen["babel_files"] = babel_files()
 
     # Country calendars as the bundle's python-holidays computes them.
     from leadwatch.calendar import _country_year

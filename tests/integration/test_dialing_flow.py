@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from leadwatch.events import EntityRef, EntityType
+from leadwatch.messages import Kind, Writer
 from leadwatch.testing.stack import (
     AMO_TENANT,
     B24_TENANT,
@@ -20,6 +21,7 @@ from leadwatch.testing.stack import (
     SimClock,
 )
 from tests.integration.conftest import checkpoint_writes
+from workflows.dialing.messages import REJECTION_ALERT, REPORT
 
 MSK = ZoneInfo("Europe/Moscow")
 MONDAY_9 = datetime(2025, 11, 10, 9, 0, tzinfo=MSK)  # a plain week: Mon 10 .. Fri 14 Nov 2025
@@ -87,6 +89,28 @@ def calls_api(stack: LocalStack, tenant: str, lead: str) -> dict:
 
 def alerts(stack: LocalStack, marker: str) -> list:
     return [m for m in stack.telegram.messages if marker in m.text]
+
+
+def of_kind(stack: LocalStack, kind: Kind) -> list:
+    return [m for m in stack.telegram.messages if kind.of(m.text)]
+
+
+# What each tenant's head reads: the Bitrix24 tenant writes Russian (its calendar's country), the
+# amoCRM one English (its file says so).
+WORDS = {
+    B24_TENANT: {
+        "behind": "<b>Отстают от плана сегодня</b>",
+        "touches": "<b>Результативные звонки сегодня</b>",
+        "1 of 3": "сегодня 1 из 3",
+        "14 of 15": "Отказ {when}: 14 звонков из 15 обязательных (0 результативных)",
+    },
+    AMO_TENANT: {
+        "behind": "<b>Behind plan today</b>",
+        "touches": "<b>Successful touches today</b>",
+        "1 of 3": "1 of 3 today",
+        "14 of 15": "Rejected {when} after 14 call attempts of the 15 required (0 successful touches)",
+    },
+}
 
 
 def test_calls_are_counted_with_touches_and_recordings(stack, crm):
@@ -158,20 +182,22 @@ def test_report_at_18_30_on_a_working_day(stack, crm):
     stack.pump()
     stack.clock.set(at(stack, 18.49))  # 18:29
     stack.dialing_report()
-    today = f"Dialing report for {at(stack, 0):%a %d.%m.%Y}"
-    assert alerts(stack, today) == []  # (earlier days' reports this tenant missed may go out late)
+    assert (
+        reports(stack, crm, at(stack, 0)) == []
+    )  # (earlier days' reports this tenant missed may go out late)
     stack.clock.set(at(stack, 18.5))
     stack.dialing_report()
     stack.clock.advance(timedelta(minutes=1))
     stack.dialing_report()  # the next minute: already sent, nothing more
     url = stack.ctx.adapter(stack.ctx.tenant(crm.tenant)).card_url
-    [report] = [m for m in alerts(stack, "Dialing report") if url(entity(untouched)) in m.text]
-    text = report.text
-    no_attempt, _, rest = text.partition("<b>Behind plan today</b>")
+    [report] = [m for m in of_kind(stack, REPORT) if url(entity(untouched)) in m.text]
+    text, words = report.text, WORDS[crm.tenant]
+    assert report in reports(stack, crm, at(stack, 0))
+    no_attempt, _, rest = text.partition(words["behind"])
     assert f'href="{url(entity(untouched))}"' in no_attempt
-    assert f'href="{url(entity(behind))}"' in rest.split("<b>Successful touches")[0]
-    assert "1 of 3 today" in text
-    assert f'href="{url(entity(compliant))}"' in text.split("<b>Successful touches")[1]  # its 45 s touch
+    assert f'href="{url(entity(behind))}"' in rest.split(words["touches"])[0]
+    assert words["1 of 3"] in text
+    assert f'href="{url(entity(compliant))}"' in text.split(words["touches"])[1]  # its 45 s touch
     assert f'href="{url(entity(rejected))}"' not in text  # rejected: out of the plan
     assert "Anna Petrova: 1 / 0 / 1 / 0" in text and "Ivan Orlov: 2 / 1 / 0 / 1" in text
     assert f"https://records.example/{compliant}/1.mp3" in text
@@ -187,26 +213,31 @@ def test_report_at_18_30_on_a_working_day(stack, crm):
     assert [t["duration"] for t in body["touches"]] == [45]
 
 
-def reports(stack: LocalStack, crm: CrmDriver, marker: str) -> list:
-    """This tenant's messages (they link its cards): both tenants of the stack share one chat."""
+def reports(stack: LocalStack, crm: CrmDriver, day: datetime) -> list:
+    """This tenant's reports of `day` (they link its cards: both tenants of the stack share one
+    chat), known by their header in either language."""
     base = (stack.bitrix if crm.tenant == B24_TENANT else stack.amo).url
-    return [m for m in alerts(stack, marker) if base in m.text]
+    return [
+        m
+        for m in of_kind(stack, REPORT)
+        if base in m.text and f"{day:%d.%m.%Y}</b>" in m.text.splitlines()[0]
+    ]
 
 
 def test_a_report_missed_on_its_day_is_sent_late_with_its_date(stack, crm):
     lead_with_calls(stack, crm, [0], manager="7", start=10)
     stack.clock.set(at(stack, 18.5))
     stack.dialing_report()
-    monday = f"Dialing report for {at(stack, 0):%a %d.%m.%Y}"
+    monday = at(stack, 0)
     assert len(reports(stack, crm, monday)) == 1
     # No run at all on Tuesday evening (an outage): Wednesday morning's run sends Tuesday's report.
     stack.clock.set(at(stack, 24 + 10))
     lead_with_calls(stack, crm, [0, 0], manager="8", start=24 + 10)
     stack.clock.set(at(stack, 48 + 9))
     stack.dialing_report()
-    tuesday = f"Dialing report for {at(stack, 24):%a %d.%m.%Y}"
+    tuesday = at(stack, 24)
     assert len(reports(stack, crm, tuesday)) == 1
-    assert reports(stack, crm, f"Dialing report for {at(stack, 48):%a %d.%m.%Y}") == []  # not yet 18:30
+    assert reports(stack, crm, at(stack, 48)) == []  # not yet 18:30
     stack.dialing_report()
     assert len(reports(stack, crm, tuesday)) == 1 and len(reports(stack, crm, monday)) == 1  # once each
 
@@ -215,7 +246,7 @@ def test_no_report_on_a_holiday(stack, crm):
     # Tue 4 Nov 2025 (Unity Day) is no working day in Russia.
     stack.clock.set(datetime(2025, 11, 4, 18, 45, tzinfo=MSK))
     stack.dialing_report()
-    assert alerts(stack, "Dialing report") == []
+    assert of_kind(stack, REPORT) == []
     status, body = stack.get(
         f"/tenants/{crm.tenant}/dialing?date=2025-11-04", headers={"X-Api-Key": stack.api_key(crm.tenant)}
     )
@@ -246,11 +277,15 @@ def test_rejection_with_fewer_than_15_attempts_is_improper(stack, crm, calls: in
         [row] = _rejections(stack, crm.tenant, lead)
         assert row.manager == "7" and row.details["attempts"] == 14
         [alert] = sent
-        assert "Improper rejection" in alert.text and "14 call attempts of the 15 required" in alert.text
+        tenant = stack.ctx.tenant(crm.tenant)
+        when = Writer(tenant.language, MSK).when(row.occurred_at)
+        assert (
+            REJECTION_ALERT.of(alert.text) and WORDS[crm.tenant]["14 of 15"].format(when=when) in alert.text
+        )
         assert "Anna Petrova" in alert.text
     else:
         assert _rejections(stack, crm.tenant, lead) == []
-        assert [m for m in sent if "Improper rejection" in m.text] == []
+        assert [m for m in sent if REJECTION_ALERT.of(m.text)] == []
 
 
 def test_a_rejection_right_after_calls_whose_webhooks_are_late_is_not_improper(stack, crm):

@@ -31,6 +31,7 @@ from leadwatch.testing.stack import (
     SimClock,
 )
 from leadwatch.testing.telegram import slow
+from workflows.dialing.messages import REJECTION_ALERT, REPORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -211,7 +212,7 @@ def test_two_workers_on_two_updates_of_one_junked_lead_send_one_alert(fresh: Loc
         assert _work(stack, leftovers) == []
 
     url = stack.ctx.adapter(stack.ctx.tenant(tenant)).card_url(EntityRef(EntityType.LEAD, lead))
-    alerts = [m for m in stack.telegram.messages if "Improper rejection" in m.text and url in m.text]
+    alerts = [m for m in stack.telegram.messages if REJECTION_ALERT.of(m.text) and url in m.text]
     assert len(alerts) == 1
     assert len(_rejections(stack, tenant, lead)) == 1
 
@@ -241,7 +242,7 @@ def test_two_overlapping_dialing_report_runs_send_it_once(fresh: LocalStack, ten
     send_due_reports(stack.ctx)  # the next minute's run: the report is out, nothing more
 
     url = stack.ctx.adapter(stack.ctx.tenant(tenant)).card_url(EntityRef(EntityType.LEAD, lead))
-    reports = [m for m in stack.telegram.messages if "Dialing report" in m.text and url in m.text]
+    reports = [m for m in stack.telegram.messages if REPORT.of(m.text) and url in m.text]
     assert len(reports) == 1
 
 

@@ -18,17 +18,19 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from chalice.utils import to_cfn_resource_name
 from packaging.requirements import Requirement
 
-from leadwatch import bundle, iam
+from leadwatch import bundle, i18n, iam
 from leadwatch.calendar import _country_year
 from leadwatch.events import EntityRef, EntityType
+from leadwatch.i18n import LANGUAGES
 from leadwatch.registry import ProcessRegistry
 from leadwatch.testing.stack import B24_TENANT, BitrixDriver, LocalStack, SimClock
 from workflows import PROCESSES
@@ -116,6 +118,10 @@ def test_bundle_is_under_5_mb_and_leaves_out_what_the_runtime_provides(package):
         n for n in names if n.startswith(("tests/", "fakes/", "demo/", "bench/", "leadwatch/testing/"))
     ]
     assert not [n for n in names if "__pycache__/" in n or n.endswith(".pyc")]
+    # Of Babel's locale data, only the languages leadwatch writes in and their parent.
+    locales = sorted(n for n in names if n.startswith("babel/locale-data/"))
+    assert locales == sorted(f"babel/locale-data/{name}.dat" for name in bundle.BABEL_LOCALES)
+    assert "babel/global.dat" in names and not [n for n in names if n.startswith("babel/messages/")]
 
 
 def _lambda_environment() -> dict[str, str]:
@@ -245,9 +251,32 @@ def test_handlers_work_from_the_bundle_next_to_only_the_runtimes_packages(
     assert seen["jobs_batch"] == 1 and seen["jobs"] == {"batchItemFailures": []}
     assert seen["api"]["keyed"]["status"] == 200, seen["api"]["keyed"]
     assert seen["api"]["no_key"]["status"] == 401
+    # Written in the tenant's language (the stack's Bitrix24 tenant: Russian) by the slimmed Babel,
+    # which formats every language leadwatch writes exactly as the full one does.
+    assert seen["api"]["text"]["status"] == 200
+    assert seen["api"]["text"]["body"]["text"].startswith(f"Своевременность, {B24_TENANT}, ")
+    assert seen["i18n"] == {lang: _i18n_sample(lang) for lang in LANGUAGES}
+    assert seen["babel_files"] == sorted(
+        ["global.dat", *(f"locale-data/{name}.dat" for name in bundle.BABEL_LOCALES)]
+    )
     assert seen["api"]["unknown"]["status"] == 404
     # Holiday names are not bundled: the calendars are the same dates as with them.
     assert seen["calendars"] == {key: _calendar_dates(key) for key in CALENDARS}
+
+
+def _i18n_sample(lang: str) -> list[str]:
+    """What bundle_probe.i18n_sample gives, computed with the venv's full Babel."""
+    moment, zone = datetime(2025, 11, 14, 14, 50, tzinfo=UTC), ZoneInfo("Europe/Moscow")
+    word = i18n.Plural("one", "other", few="few", many="many")
+    return [
+        i18n.weekday_time(moment, zone, lang),
+        i18n.clock(moment, zone, lang),
+        i18n.weekday_date(date(2025, 11, 4), lang),
+        i18n.day_text(date(2025, 11, 4), lang),
+        i18n.number(12345.5, lang, 1),
+        i18n.percent(0.125, lang),
+        *(i18n.count(n, word, lang) for n in (0, 1, 2, 5, 21, 1000)),
+    ]
 
 
 def _calendar_dates(key: str) -> dict[str, list]:

@@ -20,6 +20,7 @@ from leadwatch.testing.stack import (
     LocalStack,
     SimClock,
 )
+from workflows.dialing.messages import REJECTION_ALERT, REPORT
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +113,7 @@ def test_dialing_off_counts_judges_reports_and_reconciles_nothing(stack, crm):
         state = stack.ctx.store.get_lead(crm.tenant, entity)
         assert state is not None and state.rejected_at is None
         assert not [r for r in fake.log if any(part in r.path for part in TELEPHONY)]
-        assert not [m for m in mine(stack, crm) if "Improper rejection" in m or "Dialing report" in m]
+        assert not [m for m in mine(stack, crm) if REJECTION_ALERT.of(m) or REPORT.of(m)]
         assert crm.tenant not in reports
         status, body = stack.get(
             f"/tenants/{crm.tenant}/leads/{lead}/calls", {"X-Api-Key": stack.api_key(crm.tenant)}

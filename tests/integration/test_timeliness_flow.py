@@ -11,6 +11,7 @@ import pytest
 
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, AmoDriver, BitrixDriver, LocalStack, SimClock
 from tests.integration.conftest import checkpoint_writes
+from workflows.timeliness.messages import LATE_ALERT
 
 MSK = ZoneInfo("Europe/Moscow")
 TUESDAY_10 = datetime(2025, 11, 11, 10, 0, tzinfo=MSK)
@@ -73,6 +74,13 @@ def test_on_time_and_late_leads_get_their_verdicts(stack, crm):
     assert messages_about(stack, quick) == []
     [alert] = messages_about(stack, slow)
     assert "Forgotten one" in alert.text and "Ivan Orlov" in alert.text
+    # In the tenant's language: the Bitrix24 tenant's is Russian (its calendar's), the amoCRM one's English.
+    header = (
+        "⏰ <b>Лид не обработан вовремя</b>"
+        if crm.tenant == B24_TENANT
+        else "⏰ <b>Lead not processed on time</b>"
+    )
+    assert LATE_ALERT.of(alert.text) and alert.text.startswith(header)
     late = [row for row in journal(stack, crm.tenant) if row.entity == f"lead:{slow}"]
     assert len(late) == 1 and late[0].manager == "8" and late[0].type == "late_first_processing"
     status, body = stack.get(

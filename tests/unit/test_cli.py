@@ -59,7 +59,9 @@ def test_timeliness_table_reads_the_counters(aws, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "Ivan Sidorov" in out and "66.7%" in out
+    # In the tenant's language: the example's calendar is Russian, so is its table.
+    assert "Своевременность, acme-b24, 10.11.2025 – 12.11.2025" in out
+    assert "Ivan Sidorov" in out and "66,7%" in out and "ИТОГО" in out
 
 
 def test_aws_setup_creates_tables_and_queues(capsys):
@@ -93,14 +95,20 @@ def test_dialing_report_and_calls_for_any_date(aws, capsys):
     args = ["--tenants-dir", str(EXAMPLES)]
     assert main([*args, "dialing", "acme-b24", "--date", "2025-11-10"]) == 0
     out = capsys.readouterr().out
-    assert "Dialing report for Mon 10.11.2025" in out
-    assert "Sofa <https://acme.bitrix24.ru/crm/lead/details/5/>" in out and "2 of 3 today" in out
+    assert "Отчёт о прозвоне за пн 10.11.2025" in out
+    assert main([*args, "dialing", "acme-b24", "--date", "2025-11-10", "--json"]) == 0
+    assert '"manager": "7"' in capsys.readouterr().out  # JSON keeps its ids, in any language
+    assert "Sofa <https://acme.bitrix24.ru/crm/lead/details/5/>" in out and "сегодня 2 из 3" in out
     assert "<b>" not in out  # the terminal gets no markup
     assert main([*args, "dialing", "acme-b24", "--date", "2025-11-15", "--json"]) == 0
-    assert '"working_day": false' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"working_day": false' in out
+    assert main([*args, "dialing", "acme-b24", "--date", "2025-11-15"]) == 0
+    assert "(сб 15.11.2025 — нерабочий день" in capsys.readouterr().out
     assert main([*args, "calls", "acme-b24", "5"]) == 0
     out = capsys.readouterr().out
-    assert "2 attempt(s), 1 successful touch(es)" in out and "touch" in out
+    assert out.splitlines()[-1] == "2 звонка, 1 результативный"
+    assert "пн 10.11 10:20  исх  75 с  Ivan Sidorov  результативный" in out
 
 
 def test_aws_setup_adds_the_indexes_a_new_release_brings(capsys):

@@ -17,6 +17,7 @@ from leadwatch.calendar import BusinessCalendar, CalendarOverride
 from leadwatch.cards import LeadState
 from leadwatch.effects import Notify, RecordViolation
 from leadwatch.events import Call, EntityRef, EntityType
+from leadwatch.messages import StaticNames, Writer
 from workflows.dialing import rules as dialing
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -194,8 +195,7 @@ def test_report_sorts_leads_by_todays_attempts_and_counts_per_manager() -> None:
 
 VIEW = dialing.ReportView(
     card_url=lambda e: f"https://crm.example/lead/{e.id}/?a=1&b=2",
-    manager_name=lambda m: {"7": "Anna <Boss> & Co"}.get(m or "", f"user {m}"),
-    tz=MSK,
+    writer=Writer("en", MSK, StaticNames({"7": "Anna <Boss> & Co"})),
 )
 
 

@@ -18,7 +18,10 @@ from leadwatch.events import CrmEvent, EntityRef, EntityType, EventKind, LeadSna
 from leadwatch.scheduling import WAKE_NAMESPACE, WAKE_PARTITION, Failed, run_process_schedule
 from leadwatch.state import MemoryState
 from leadwatch.store.memory import MemoryStore
+from leadwatch.telegram import visible_length
 from leadwatch.testing.stack import SimClock
+from workflows.dialing.messages import REJECTION_ALERT, REPORT
+from workflows.timeliness.messages import LATE_ALERT
 
 MSK = ZoneInfo("Europe/Moscow")
 TUESDAY_10 = datetime(2025, 11, 11, 10, 0, tzinfo=MSK)
@@ -116,7 +119,8 @@ def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
     clock.set(junked)
     assert handle(ctx, [event(EventKind.STAGE_CHANGED, "JUNK", junked, "e2")]).failed == []
     assert ctx.store.get_lead("acme-b24", CARD).rejection_checked == junked
-    assert "Improper rejection" in telegram.sent[-1] and "after 0 call attempts" in telegram.sent[-1]
+    # The example tenant writes Russian (its calendar's country is RU).
+    assert REJECTION_ALERT.of(telegram.sent[-1]) and "0 звонков из 15 обязательных" in telegram.sent[-1]
     # An older snapshot arriving late moves nothing back.
     assert (
         handle(ctx, [event(EventKind.LEAD_CHANGED, "IN_PROCESS", junked - timedelta(minutes=5), "e3")]).failed
@@ -148,9 +152,9 @@ def test_thirty_alerts_due_together_go_out_as_one_digest_once():
     assert (sweep.closed, sweep.late) == (30, 30)
     [digest] = telegram.sent
     lines = digest.splitlines()
-    assert lines[0] == "🔔 <b>30 alerts at once</b>" and len(lines) == 31
+    assert lines[0] == "🔔 <b>30 оповещений сразу</b>" and len(lines) == 31
     assert all(line.startswith("⏰ <a href=") and "Sofa &amp; &lt;chair&gt;" in line for line in lines[1:])
-    assert len(digest) < 4096
+    assert visible_length(digest) <= 4096
     # Every alert is settled in the ledger: a second sweep (or a racing one) sends nothing again.
     ids = [f"alert:late:acme-b24:lead:{100 + n}" for n in range(30)]
     assert ctx.store.ledger.done("acme-b24", ids) == set(ids)
@@ -165,8 +169,8 @@ def test_a_long_digest_goes_in_parts_of_whole_lines_and_few_alerts_go_one_by_one
     _many_late(ctx, crm, 60, title="A very long title of a lead that someone typed in full " * 2)
     clock.set(TUESDAY_10 + timedelta(minutes=16))
     run_process_schedule(ctx, "timeliness", "sweep")
-    assert len(telegram.sent) >= 2 and all(len(part) < 4096 for part in telegram.sent)
-    assert telegram.sent[0].splitlines()[0] == f"🔔 <b>60 alerts at once</b> (1/{len(telegram.sent)})"
+    assert len(telegram.sent) >= 2 and all(visible_length(part) <= 4096 for part in telegram.sent)
+    assert telegram.sent[0].splitlines()[0] == f"🔔 <b>60 оповещений сразу</b> (1/{len(telegram.sent)})"
     assert sum(len(part.splitlines()) - 1 for part in telegram.sent) == 60
 
     clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
@@ -174,7 +178,7 @@ def test_a_long_digest_goes_in_parts_of_whole_lines_and_few_alerts_go_one_by_one
     _many_late(ctx, crm, ctx.tenant("acme-b24").telegram.digest_over)  # not more than the limit
     clock.set(TUESDAY_10 + timedelta(minutes=16))
     run_process_schedule(ctx, "timeliness", "sweep")
-    assert len(telegram.sent) == 5 and all("Lead not processed on time" in m for m in telegram.sent)
+    assert len(telegram.sent) == 5 and all(LATE_ALERT.of(m) for m in telegram.sent)
 
 
 def test_a_verdict_whose_alert_failed_stands_when_the_sweep_comes_back():
@@ -246,7 +250,7 @@ def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_process()
     runs = run_process_schedule(ctx, "dialing", "report")
     assert runs["aaa-broken"] == Failed(error="TypeError")
     assert runs["acme-b24"].sent_parts == 1 and runs["acme-b24"].error is None
-    assert len(telegram.sent) == 1 and "Dialing report" in telegram.sent[0]
+    assert len(telegram.sent) == 1 and REPORT.of(telegram.sent[0])
 
 
 def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_the_jobs_lambda():
@@ -277,7 +281,7 @@ def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_the_jobs_
     finally:
         set_context(None)
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
-    assert len(telegram.sent) == 1 and "Dialing report" in telegram.sent[0]
+    assert len(telegram.sent) == 1 and REPORT.of(telegram.sent[0])
 
 
 def test_a_tenant_whose_calendar_cannot_be_built_stops_no_other_tenants_reconciliation():

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from leadwatch.effects import Notify, RecordViolation, SetCardFields
 from leadwatch.events import Activity, EntityRef, EntityType, LeadSnapshot
+from leadwatch.messages import StaticNames, Writer
 from workflows.timeliness import rules as timeliness
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -31,7 +32,8 @@ RULES = timeliness.TimelinessRules(
     verdict_yes="Y",
     verdict_no="N",
 )
-VIEW = timeliness.CardView("https://crm/lead/42", lambda _manager: "Anna <Smith> & Co")
+# The English writer of a tenant whose CRM knows manager 7 and no stage.
+VIEW = timeliness.CardView("https://crm/lead/42", Writer("en", MSK, StaticNames({"7": "Anna <Smith> & Co"})))
 
 
 def snapshot(
@@ -169,7 +171,7 @@ def test_activity_counting_can_be_switched_off():
 
 def test_on_time_verdict_writes_yes_and_nothing_else():
     state = intake(stage="IN_PROCESS")
-    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW)
     assert verdict == timeliness.ON_TIME
     assert effects == [SetCardFields("verdict:t1:lead:42", LEAD, {"UF_CRM_ONTIME": "Y"})]
 
@@ -180,13 +182,13 @@ def test_processed_exactly_at_the_control_time_is_on_time():
     state = timeliness.observe(
         "t1", state, snapshot("IN_PROCESS", modified=due, moved=due), FixedCalendar(), RULES, due
     ).state
-    verdict, _ = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    verdict, _ = timeliness.decide_verdict(state, RULES, VIEW)
     assert verdict == timeliness.ON_TIME
 
 
 def test_late_verdict_writes_no_records_a_violation_and_alerts_once():
     state = intake()
-    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW)
     assert verdict == timeliness.LATE
     kinds = [type(e) for e in effects]
     assert kinds == [SetCardFields, RecordViolation, Notify]
@@ -200,31 +202,32 @@ def test_late_verdict_writes_no_records_a_violation_and_alerts_once():
     assert '<a href="https://crm/lead/42">Window &lt;b&gt;order&lt;/b&gt;</a>' in alert.text
     assert "Anna &lt;Smith&gt; &amp; Co" in alert.text
     assert "10:15" in alert.text
-    assert "Still in: NEW" in alert.text  # without names, the stage's id
+    assert "Still in: stage NEW" in alert.text  # a stage nobody names: its id
 
 
 def test_the_alert_names_the_manager_and_the_stage_as_the_view_gives_them():
     asked: list[tuple] = []
 
-    def stage_name(stage, entity):
-        asked.append((stage, entity))
-        return "Не разобран <&>"
+    class Names(StaticNames):
+        def find_stage(self, stage_id, entity=EntityType.LEAD):
+            asked.append((stage_id, entity))
+            return "Не разобран <&>"
 
-    view = timeliness.CardView("https://crm/lead/42", {"7": "Анна"}.__getitem__, stage_name)
-    _, effects = timeliness.decide_verdict(intake(), RULES, view, MSK)
+    view = timeliness.CardView("https://crm/lead/42", Writer("ru", MSK, Names({"7": "Анна"})))
+    _, effects = timeliness.decide_verdict(intake(), RULES, view)
     alert = effects[2]
-    assert "Manager: Анна" in alert.text
-    assert "Still in: Не разобран &lt;&amp;&gt;" in alert.text
+    assert "Менеджер: Анна" in alert.text
+    assert "Всё ещё на этапе: Не разобран &lt;&amp;&gt;" in alert.text
     assert asked == [("NEW", EntityType.LEAD)]
-    assert "Анна, late" in alert.digest_line
+    assert "Анна, просрочен" in alert.digest_line
     # An on-time card asks for no name at all.
-    timeliness.decide_verdict(replace(intake(), processed_at=T0), RULES, view, MSK)
+    timeliness.decide_verdict(replace(intake(), processed_at=T0), RULES, view)
     assert len(asked) == 1
 
 
 def test_a_pinned_verdict_keeps_its_effects_whatever_the_card_shows_since():
     state = replace(intake(stage="IN_PROCESS"), pending_verdict=timeliness.LATE)
-    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK, state.pending_verdict)
+    verdict, effects = timeliness.decide_verdict(state, RULES, VIEW, state.pending_verdict)
     assert verdict == timeliness.LATE
     assert [type(e) for e in effects] == [SetCardFields, RecordViolation, Notify]
     assert effects[0].fields == {"UF_CRM_ONTIME": "N"}
@@ -232,8 +235,8 @@ def test_a_pinned_verdict_keeps_its_effects_whatever_the_card_shows_since():
 
 def test_effect_ids_are_stable_so_reruns_repeat_nothing():
     state = intake()
-    first = timeliness.decide_verdict(state, RULES, VIEW, MSK)[1]
-    second = timeliness.decide_verdict(state, RULES, VIEW, MSK)[1]
+    first = timeliness.decide_verdict(state, RULES, VIEW)[1]
+    second = timeliness.decide_verdict(state, RULES, VIEW)[1]
     assert [e.effect_id for e in first] == [e.effect_id for e in second]
 
 
@@ -247,5 +250,5 @@ def test_a_huge_title_is_cut_in_the_alert():
     from dataclasses import replace
 
     state = replace(intake(), title="x" * 10_000)
-    _, effects = timeliness.decide_verdict(state, RULES, VIEW, MSK)
+    _, effects = timeliness.decide_verdict(state, RULES, VIEW)
     assert len(effects[2].text) < 600

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import re
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -17,14 +15,10 @@ if TYPE_CHECKING:
     from leadwatch.context import Context
 
 
-def _terminal(text: str) -> str:
-    """The Telegram text, read in a terminal: links become "title <url>", the rest loses its tags."""
-    text = re.sub(r'<a href="([^"]*)">(.*?)</a>', lambda m: f"{m.group(2)} <{m.group(1)}>", text)
-    return html.unescape(re.sub(r"</?[a-z]+>", "", text))
-
-
 def report(ctx: Context, config: TenantConfig, today: date, params: dict[str, str]) -> QueryResult:
     """The dialing report of a day (default: the tenant's today), as the head gets it at report time."""
+    from leadwatch.messages import terminal, writer_for
+    from workflows.dialing.messages import not_working_day
     from workflows.dialing.report import daily_report, report_text
 
     when = day(params, "date", today)
@@ -33,9 +27,9 @@ def report(ctx: Context, config: TenantConfig, today: date, params: dict[str, st
     data = {"tenant": config.tenant, **found.to_dict()}
     if params.get("format") == "text":
         data["text"] = message
-    text = _terminal(message)
+    text = terminal(message)
     if not found.working_day:
-        text += f"\n({when} is not a working day: no plan day, no report is sent)"
+        text += "\n" + not_working_day(writer_for(ctx, config), when)
     return QueryResult(data, text)
 
 
@@ -79,14 +73,8 @@ def calls(ctx: Context, config: TenantConfig, today: date, params: dict[str, str
             for call in found
         ],
     }
-    names = ctx.names(config)
-    stage = names.stage(state.stage, entity.type)
-    lines = [f"{entity.key} {state.title!r}, {names.manager(state.responsible)}, stage {stage}"]
-    for call in found:
-        touch = "touch" if rules.is_touch(call) else ""
-        lines.append(
-            f"  {call.started_at.astimezone(calendar.tz):%Y-%m-%d %H:%M}  {call.direction:<3} {call.duration:>5}s  "
-            f"{names.manager(call.manager):<20} {touch:<5} {call.record_url or ''}"
-        )
-    lines.append(f"{attempts} attempt(s), {touches} successful touch(es)")
-    return QueryResult(data, "\n".join(lines))
+    from leadwatch.messages import writer_for
+    from workflows.dialing.messages import calls_text
+
+    url = ctx.adapter(config).card_url(entity)
+    return QueryResult(data, calls_text(state, found, rules.is_touch, writer_for(ctx, config), url))

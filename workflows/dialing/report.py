@@ -18,7 +18,9 @@ from leadwatch.context import Context
 from leadwatch.effects import Notify
 from leadwatch.events import Call, CrmEvent, EntityRef, EventKind
 from leadwatch.ingress import accept
+from leadwatch.messages import writer_for
 from workflows.dialing import rules as dialing
+from workflows.dialing.messages import report_parts
 from workflows.dialing.rules import DialingRules
 
 log = logging.getLogger("leadwatch.dialing")
@@ -90,9 +92,7 @@ def daily_report(ctx: Context, config: TenantConfig, day: date) -> dialing.Daily
 
 
 def report_view(ctx: Context, config: TenantConfig) -> dialing.ReportView:
-    return dialing.ReportView(
-        ctx.adapter(config).card_url, ctx.names(config).manager, ctx.calendar(config).tz
-    )
+    return dialing.ReportView(ctx.adapter(config).card_url, writer_for(ctx, config))
 
 
 def report_text(ctx: Context, config: TenantConfig, report: dialing.DailyReport) -> str:
@@ -143,8 +143,6 @@ def send_due_report(
 
 
 def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
-    from leadwatch.telegram import split_message, visible_text
-
     tenant = config.tenant
     run = ReportRun(day=day.isoformat())
     if ctx.store.get_checkpoint(tenant, REPORT_CHECKPOINT) == day.isoformat():
@@ -159,7 +157,7 @@ def _send_report(ctx: Context, config: TenantConfig, day: date) -> ReportRun:
         ctx.store.set_checkpoint(tenant, REPORT_CHECKPOINT, day.isoformat())
         _sent(ctx).add((tenant, day.isoformat()))
         return run
-    parts = [part for part in split_message(report_text(ctx, config, report)) if visible_text(part).strip()]
+    parts = report_parts(report_text(ctx, config, report))
     effects = [Notify(dialing.report_effect_id(tenant, day, index), part) for index, part in enumerate(parts)]
     outcome = executor.perform(ctx, config, effects)
     run.sent_parts = outcome.performed

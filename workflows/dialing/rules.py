@@ -13,15 +13,15 @@ is a successful touch. Nothing here performs I/O or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from fnmatch import fnmatchcase
-from html import escape
 from typing import Any, Protocol
 
 from leadwatch.effects import Effect, Notify, RecordViolation, Violation
 from leadwatch.events import Call, EntityRef
+from workflows.dialing.messages import ReportView, rejection_line, rejection_message, report_message
 
 VIOLATION_TYPE = "improper_rejection"
 _ONE_DAY = timedelta(days=1)
@@ -272,65 +272,9 @@ def build_report(
     return report
 
 
-@dataclass(frozen=True)
-class ReportView:
-    """How to show cards and people to the head."""
-
-    card_url: Callable[[EntityRef], str]
-    manager_name: Callable[[str | None], str]
-    tz: Any
-
-
-def _title(title: str, entity: EntityRef) -> str:
-    raw = title or f"{entity.type.value} #{entity.id}"
-    return escape(raw if len(raw) <= 120 else raw[:119] + "…")
-
-
-def _card(item: PlanLead | Touch, view: ReportView) -> str:
-    return f'<a href="{escape(view.card_url(item.entity), quote=True)}">{_title(item.title, item.entity)}</a>'
-
-
 def render_report(report: DailyReport, view: ReportView, rules: DialingRules) -> str:
-    """The report as Telegram HTML, one line per item, so it can be split between lines."""
-    lines = [f"📞 <b>Dialing report for {report.day:%a %d.%m.%Y}</b>"]
-    lines.append(
-        f"In plan: {report.in_plan} · compliant ({rules.attempts_per_day}+ today): {len(report.compliant)}"
-        f" · behind: {len(report.behind)} · no attempt today: {len(report.untouched)}"
-    )
-    if report.managers:
-        lines += ["", "<b>By manager</b> (in plan / compliant / behind / untouched)"]
-        for line in report.managers:
-            lines.append(
-                f"• {escape(view.manager_name(line.manager))}: "
-                f"{line.in_plan} / {line.compliant} / {line.behind} / {line.untouched}"
-            )
-    if report.untouched:
-        lines += ["", f"<b>No attempt today</b> ({len(report.untouched)})"]
-        for item in report.untouched:
-            lines.append(
-                f"• {_card(item, view)} — {escape(view.manager_name(item.manager))}, "
-                f"day {item.day_number}/{rules.plan_days}, {item.attempts_total} attempts in total"
-            )
-    if report.behind:
-        lines += ["", f"<b>Behind plan today</b> ({len(report.behind)})"]
-        for item in report.behind:
-            lines.append(
-                f"• {_card(item, view)} — {escape(view.manager_name(item.manager))}, "
-                f"{item.attempts_today} of {rules.attempts_per_day} today, day {item.day_number}/{rules.plan_days}"
-            )
-    lines += ["", f"<b>Successful touches today</b> ({len(report.touches)})"]
-    if not report.touches:
-        lines.append("none")
-    for touch in report.touches:
-        minutes, seconds = divmod(touch.duration, 60)
-        record = (
-            f' · <a href="{escape(touch.record_url, quote=True)}">recording</a>' if touch.record_url else ""
-        )
-        lines.append(
-            f"• {touch.started_at.astimezone(view.tz):%H:%M} {_card(touch, view)} — "
-            f"{escape(view.manager_name(touch.manager))}, {minutes}:{seconds:02d}{record}"
-        )
-    return "\n".join(lines)
+    """The report as Telegram HTML, in the tenant's language (workflows.dialing.messages)."""
+    return report_message(report, view, rules.attempts_per_day, rules.plan_days)
 
 
 def report_due(now: datetime, calendar: PlanCalendar, rules: DialingRules, tz: Any) -> date | None:
@@ -446,24 +390,11 @@ def rejection_effects(
             "title": state.title,
         },
     )
-    url = escape(view.card_url(state.entity), quote=True)
-    card = f'<a href="{url}">{_title(state.title, state.entity)}</a>'
-    manager = escape(view.manager_name(state.responsible))
-    text = "\n".join(
-        [
-            "🚫 <b>Improper rejection</b>",
-            card,
-            f"Manager: {manager}",
-            f"Rejected {state.rejected_at.astimezone(view.tz):%a %d.%m %H:%M} after {attempts} call "
-            f"attempt{'s' if attempts != 1 else ''} of the {rules.min_attempts} required"
-            f" ({touches} successful touch{'es' if touches != 1 else ''})",
-        ]
-    )
     return [
         RecordViolation(violation),
         Notify(
             f"alert:{VIOLATION_TYPE}:{state.tenant}:{state.entity.key}:{stamp}",
-            text,
-            digest_line=f"🚫 {card}: {manager}, rejected after {attempts} of {rules.min_attempts} attempts",
+            rejection_message(state, attempts, touches, rules.min_attempts, view),
+            digest_line=rejection_line(state, attempts, rules.min_attempts, view),
         ),
     ]

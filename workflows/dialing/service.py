@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from leadwatch import executor
 from leadwatch.cards import LeadState
 from leadwatch.events import Call, CrmEvent, EntityRef, LeadSnapshot
+from leadwatch.messages import writer_for
 from workflows.dialing import rules as dialing
 from workflows.dialing.rules import DialingRules
 
@@ -162,7 +163,7 @@ def judge_rejections(
             )
         for entity in doubtful:
             counts[entity] = attempts_before(ctx, tenant, candidates[entity], plan)
-    view = dialing.ReportView(ctx.adapter(config).card_url, ctx.names(config).manager, calendar.tz)
+    view = dialing.ReportView(ctx.adapter(config).card_url, writer_for(ctx, config))
     return {
         entity: dialing.rejection_effects(state, *counts[entity], plan, view)
         for entity, state in candidates.items()

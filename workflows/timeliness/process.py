@@ -44,6 +44,7 @@ PROCESS = Process(
             params=(
                 Param("from", "first day, YYYY-MM-DD (default: six days before --to)", kind="date"),
                 Param("to", "last day, YYYY-MM-DD (default: today in the tenant's time zone)", kind="date"),
+                Param("format", "'text' adds the table, in the tenant's language, to the JSON"),
             ),
         ),
     ),

@@ -60,30 +60,21 @@ def timeliness_by_day(ctx: Context, config: TenantConfig, first: date, last: dat
     ]
 
 
-def format_table(rows: list[ManagerTimeliness], title: str) -> str:
-    width = max([len(r.name) for r in rows] + [7])
-    lines = [title, f"{'manager':<{width}}  {'leads':>5}  {'on time':>7}  {'late':>5}  {'late %':>6}"]
-    for r in rows:
-        lines.append(
-            f"{r.name:<{width}}  {r.leads:>5}  {r.on_time:>7}  {r.late:>5}  {r.share_late * 100:>5.1f}%"
-        )
-    total_on = sum(r.on_time for r in rows)
-    total_late = sum(r.late for r in rows)
-    total = total_on + total_late
-    share = total_late / total * 100 if total else 0.0
-    lines.append(f"{'TOTAL':<{width}}  {total:>5}  {total_on:>7}  {total_late:>5}  {share:>5.1f}%")
-    return "\n".join(lines)
-
-
 def timeliness(ctx: Context, config: TenantConfig, today: date, params: dict[str, str]) -> QueryResult:
     """On time / late per manager over a period, and per manager and day."""
+    from leadwatch.messages import writer_for
+    from workflows.timeliness.messages import table
+
     first, last = period(params, today)
     managers = timeliness_by_manager(ctx, config, first, last)
-    data = {
+    data: dict[str, Any] = {
         "tenant": config.tenant,
         "from": first.isoformat(),
         "to": last.isoformat(),
         "managers": [m.to_dict() for m in managers],
         "days": timeliness_by_day(ctx, config, first, last),
     }
-    return QueryResult(data, format_table(managers, f"Timeliness, {config.tenant}, {first} .. {last}"))
+    text = table(managers, writer_for(ctx, config), config.tenant, first, last)
+    if params.get("format") == "text":
+        data["text"] = text
+    return QueryResult(data, text)

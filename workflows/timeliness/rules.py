@@ -14,15 +14,14 @@ state and effects go out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
-from html import escape
 from typing import Any, Protocol
 
 from leadwatch.cards import LeadState
 from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields, Violation
-from leadwatch.events import Activity, EntityRef, EntityType, LeadSnapshot
+from leadwatch.events import Activity, EntityRef, LeadSnapshot
+from workflows.timeliness.messages import CardView, late_line, late_message
 
 ON_TIME = "on_time"
 LATE = "late"
@@ -179,22 +178,8 @@ def observe_activity(state: LeadState | None, activity: Activity, rules: Timelin
     return Decision(state=replace(state, processed_at=when, processed_how=f"activity:{activity.kind}"))
 
 
-def _stage_id(stage: str, entity: EntityType) -> str:
-    return stage
-
-
-@dataclass(frozen=True)
-class CardView:
-    """How to show a card to the head: its link, and its manager's and stage's names (asked for
-    only when a message is written: `Names.manager`, `Names.stage`)."""
-
-    url: str
-    manager_name: Callable[[str | None], str]
-    stage_name: Callable[[str, EntityType], str] = _stage_id
-
-
 def decide_verdict(
-    state: LeadState, rules: TimelinessRules, view: CardView, tz: Any, verdict: str | None = None
+    state: LeadState, rules: TimelinessRules, view: CardView, verdict: str | None = None
 ) -> tuple[str, list[Effect]]:
     """The verdict for a card whose control time has come, and what it sets off. A `verdict`
     decided before (pinned on the card) is kept: the effects are those of that one."""
@@ -232,41 +217,11 @@ def decide_verdict(
         effects.append(
             Notify(
                 alert_effect_id(state.tenant, state.entity),
-                late_message(state, view, tz),
-                digest_line=late_line(state, view, tz),
+                late_message(state, view),
+                digest_line=late_line(state, view),
             )
         )
     return verdict, effects
-
-
-def _card_link(state: LeadState, view: CardView) -> str:
-    # A card title is whatever the CRM holds; a message must stay far below Telegram's 4096 characters.
-    raw_title = state.title or f"{state.entity.type.value} #{state.entity.id}"
-    title = escape(raw_title if len(raw_title) <= 200 else raw_title[:199] + "…")
-    return f'<a href="{escape(view.url, quote=True)}">{title}</a>'
-
-
-def late_line(state: LeadState, view: CardView, tz: Any) -> str:
-    """The alert as one line of a digest."""
-    due = state.due_at.astimezone(tz)
-    manager = escape(view.manager_name(state.responsible))
-    return f"⏰ {_card_link(state, view)}: {manager}, late (due {due:%a %d.%m %H:%M})"
-
-
-def late_message(state: LeadState, view: CardView, tz: Any) -> str:
-    created = state.created_at.astimezone(tz)
-    due = state.due_at.astimezone(tz)
-    lines = [
-        "⏰ <b>Lead not processed on time</b>",
-        _card_link(state, view),
-        f"Manager: {escape(view.manager_name(state.responsible))}",
-        f"Arrived: {created:%a %d.%m %H:%M}, due: {due:%a %d.%m %H:%M}",
-    ]
-    if state.processed_at is not None:
-        lines.append(f"Processed only at {state.processed_at.astimezone(tz):%a %d.%m %H:%M}")
-    else:
-        lines.append(f"Still in: {escape(view.stage_name(state.stage, state.entity.type))}")
-    return "\n".join(lines)
 
 
 def stats_day(state: LeadState, tz: Any) -> str:

@@ -23,6 +23,7 @@ from leadwatch import executor, observability
 from leadwatch.cards import LeadState
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
+from leadwatch.messages import writer_for
 from workflows.timeliness import rules as timeliness
 
 log = logging.getLogger("leadwatch.sweep")
@@ -66,7 +67,7 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
     token = uuid.uuid4().hex
     still_open: set[date] = set()  # buckets that keep an open card after this sweep
     adapter = ctx.adapter(config)
-    names = ctx.names(config)
+    writer = writer_for(ctx, config)
     calendar = ctx.calendar(config)
     rules = timeliness.TimelinessRules.from_config(config.section("timeliness"))
     try:
@@ -84,12 +85,10 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
     for day, state in looked:
         if state is None:
             continue  # deleted in the CRM: closed without a verdict
-        view = timeliness.CardView(adapter.card_url(state.entity), names.manager, names.stage)
+        view = timeliness.CardView(adapter.card_url(state.entity), writer)
         # A verdict pinned by an earlier sweep stands: its effects are made again (the ledger does
         # only those not done yet), then it is counted and the card closed.
-        verdict, lead_effects = timeliness.decide_verdict(
-            state, rules, view, calendar.tz, state.pending_verdict
-        )
+        verdict, lead_effects = timeliness.decide_verdict(state, rules, view, state.pending_verdict)
         # One write claims the card, so an overlapping sweep leaves it alone, and pins its verdict,
         # so a sweep that fails or dies before closing it leaves the next one the same verdict.
         if not store.claim(state, token, now, CLAIM_HOLD, verdict=verdict):
