@@ -20,7 +20,7 @@ at 100): each class's usage per unit of what drives it, times that driver in a m
 - a working day: the dialing report's jobs;
 - a minute: reconciliation's jobs (every 10 minutes, around the clock);
 - and per deployment, each scheduled Lambda's fires (its schedule's rate x 43,800 minutes,
-  whatever work it finds), the event sources' polling of empty queues, the metrics.
+  whatever work it finds), the event source's polling of the empty events queue, the metrics.
 
 1,000 tenants: the per-tenant month x 1,000, the deployment's costs once (the dispatchers'
 wake-up query grows with the tenants). Stored data: every item left in the tables at the end,
@@ -29,7 +29,7 @@ tier is counted anywhere. The alarms are those infra/resources.yaml defines, a m
 
 Stated, not measured (constants below): the round trip of each request to AWS, the CRMs and
 Telegram (the local stack answers in a millisecond; moto's own time is taken out of the
-durations), the event sources' polling of empty queues, the month's 22 working days. Not
+durations), the event source's polling of the empty events queue, the month's 22 working days. Not
 counted: Lambda's init phase on cold starts, data transfer, API Gateway's and Lambda's free
 tiers, the read API (the replay makes no read requests), SNS (the alarm topic's messages).
 """
@@ -71,10 +71,12 @@ RETENTION_MONTHS = 13.0  # what is not kept by a TTL, and the log groups (Chalic
 # Round trips the local stack does not have (the fakes answer from 127.0.0.1 in a millisecond,
 # moto in-process): stated assumptions added to each Lambda's billed duration per request it made,
 # not measurements (bench/scheduling.py states 1 s for a slow CRM and 20 ms for SQS).
-RTT_S = {"bitrix24": 0.3, "amocrm": 0.3, "telegram": 0.15, "dynamodb": 0.008, "sqs": 0.02}
+# "lambda": one wave of asynchronous Invoke calls (the jobs, sent side by side).
+RTT_S = {"bitrix24": 0.3, "amocrm": 0.3, "telegram": 0.15, "dynamodb": 0.008, "sqs": 0.02, "lambda": 0.03}
 # Lambda's SQS event sources long-poll (20 s) with 5 pollers per queue when idle: 15
 # ReceiveMessage a minute per queue (docs.aws.amazon.com/lambda/latest/dg/with-sqs.html; observed
-# as ~15 empty receives a minute in getlift/lift#132), billed as SQS requests.
+# as ~15 empty receives a minute in getlift/lift#132), billed as SQS requests. Only the worker
+# has one (the events queue); the jobs Lambda is invoked asynchronously, with nothing to poll.
 IDLE_POLLS_PER_MINUTE = 15
 TARGET_ONE_TENANT = 0.10
 TARGET_AT_SCALE = 0.05
@@ -91,7 +93,7 @@ GROUPS: dict[str, Callable[[str], bool]] = {
 
 def split(measured: Measured, scenario: Scenario) -> dict[str, Bill]:
     """The bill of each group alone (metrics with a tenant dimension are the tenant's fixed
-    costs; the others, the alarms and the polling of empty queues, the deployment's)."""
+    costs; the others, the alarms and the polling of the empty events queue, the deployment's)."""
     found = {}
     for group, member in GROUPS.items():
         part = Measured(
@@ -374,6 +376,15 @@ def report(run: Run) -> None:
             f"{one.usage[f'lambda.ms_rtt:{name}'] / max(requests, 1):.1f}) at {facts['memory_mb'].get(name)} MB"
         )
     note("cost: Lambda, one tenant's month:\n" + "\n".join(rows))
+    rows = [
+        f"  {name:<36}{calls:>12,.0f} a month"
+        for name, calls in top_details(one.usage, "lambda.invoke_calls", 5)
+    ]
+    note(
+        f"cost: Lambda Invoke calls (asynchronous: the jobs started; no charge of their own, each is "
+        f"one of the invocations above), one tenant's month {one.usage['lambda.invoke_calls']:,.0f}:\n"
+        + "\n".join(rows)
+    )
     note(
         f"cost: API Gateway requests per lead {per_lead('apigateway.requests'):.2f}; log bytes per lead "
         f"{per_lead('logs.bytes'):,.0f} (archive compressed to {facts['log_compression']:.0%}); CRM calls per "

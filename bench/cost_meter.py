@@ -11,7 +11,11 @@ Nothing leadwatch runs is replaced; the meter only watches:
   themselves: before a write the item's old image, after it the new one, both read from moto's
   in-process backend (no API call, nothing counted), priced by cost_model.write_units.
 - Lambda: the Chalice test client's `lambda_.invoke` (worker, jobs, the scheduled Lambdas) and
-  `http.request` (api_handler) wrapped. Billed duration of each handler call = its wall time,
+  `http.request` (api_handler) wrapped. The jobs' asynchronous Invoke calls (the dispatchers' and
+  the continuations', leadwatch.context.LambdaJobs, answered in the process) are counted as
+  `lambda.invoke_calls`, which has no price: Lambda bills the invocation each one causes, counted
+  when the jobs Lambda runs it. Their time in the invoking Lambda is replaced by one stated round
+  trip per wave of calls sent side by side. Billed duration of each handler call = its wall time,
   less the meter's own time in its hooks and the time spent in botocore + in-process moto (moto
   is no model of DynamoDB's latency: its queries scan whole tables), plus the simulated waits
   the call made (rate pacing and back-off move a virtual clock, `stack.sleeps.offset`, instead
@@ -27,10 +31,11 @@ Nothing leadwatch runs is replaced; the meter only watches:
   container each) on the simulated clock; each value it has to fetch again is one GetParameter.
 
 Each unit is charged to the shares of the invocation it happens in; outside any (the stack's
-SQS polling on behalf of the event sources) to the shares of the messages received or deleted.
+SQS polling on behalf of the event source) to the shares of the messages received or deleted.
 Shares: a webhook belongs to the CRM action that sent it (create/take/call/reject), an event
 message to its webhook (or "found" when reconciliation fed it), a worker batch to its messages,
-a job to its schedule (JOB_CLASSES), a scheduled Lambda's invocation to "fire:<name>".
+a job (its Invoke call and its invocation) to its schedule (JOB_CLASSES), a scheduled Lambda's
+invocation to "fire:<name>".
 """
 
 from __future__ import annotations
@@ -242,7 +247,7 @@ class CostMeter(AwsCalls):
             ttl = stack.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
             if ttl.get("TimeToLiveStatus") == "ENABLED":
                 self._ttl[name] = ttl["AttributeName"]
-        self._queues = {stack.queue_url: "events", stack.jobs_url: "jobs", stack.dlq_url: "dlq"}
+        self._queues = {stack.queue_url: "events", stack.dlq_url: "dlq"}
         from chalice.app import ScheduledEventConfig
 
         self.scheduled = {s.name for s in stack.app.event_sources if isinstance(s, ScheduledEventConfig)}
@@ -258,7 +263,7 @@ class CostMeter(AwsCalls):
         stack.ctx.secrets = _SecretsPerFunction(self, stack.secrets, stack.clock)
         stack.ctx._adapters.clear()  # built again on first use, with the per-function secrets
         stack.ctx._notifiers.clear()
-        super().install([stack.sqs, stack.dynamodb])
+        super().install([stack.sqs, stack.dynamodb, stack.lambda_client])
         return self
 
     def uninstall(self) -> None:
@@ -300,6 +305,27 @@ class CostMeter(AwsCalls):
         lambdas.invoke, http.request = invoke, request
         self._restore += [(lambdas, "invoke", original_invoke), (http, "request", original_request)]
 
+        # The jobs' Invoke calls: sent side by side from a thread pool, where no invocation is
+        # current, so their time is taken here, in the invoking Lambda's thread, and stands for
+        # one round trip per wave of `threads` calls.
+        sink = stack.ctx.jobs
+        original_send = sink.send
+
+        def send(payloads: list[Any]) -> None:
+            record = meter.current()
+            started, hooks_before = time.perf_counter(), record.hook_s if record else 0.0
+            try:
+                original_send(payloads)
+            finally:
+                if record is not None and payloads:
+                    hooks = record.hook_s - hooks_before
+                    record.aws_s += max(0.0, time.perf_counter() - started - hooks)
+                    calls = math.ceil(len(payloads) / sink.per_invocation)
+                    record.aws_calls["lambda"] += math.ceil(calls / sink.threads)
+
+        sink.send = send
+        self._restore.append((sink, "send", original_send))
+
     # ----------------------------------------------------------------- invocations
     def _shares_of_webhook(self) -> Shares:
         """A webhook belongs to the CRM action that sent it; one a CRM fake echoes back for
@@ -323,18 +349,20 @@ class CostMeter(AwsCalls):
                     counts[cls] += share
             return _normalized(counts)
         if function == "jobs":
-            counts = Counter()
-            for record in records:
-                counts[self._job_class(record["body"])] += 1
-            return _normalized(counts)
+            return self._jobs_shares(payload)
         return {"other": 1.0}
 
+    def _jobs_shares(self, payload: Any) -> Shares:
+        """A jobs payload's (`{"jobs": [message, ...]}`) shares: its jobs' classes."""
+        messages = (payload or {}).get("jobs") if isinstance(payload, dict) else None
+        return _normalized(Counter(self._job_class(message) for message in messages or []))
+
     @staticmethod
-    def _job_class(body: str) -> str:
+    def _job_class(message: Any) -> str:
         try:
-            job = json.loads(body)["job"]
+            job = message["job"]
             return JOB_CLASSES.get(f"{job['process']}.{job['schedule']}", "time")
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             return "time"
 
     def _fakes(self) -> dict[str, Any]:
@@ -476,7 +504,8 @@ class CostMeter(AwsCalls):
         started = time.perf_counter()
         service, operation = model.service_model.service_name, model.name
         current = self.current()
-        if current is not None and context and "bench_cost_sent" in context:
+        # (Lambda's Invoke: its time and round trips are charged where the jobs are sent.)
+        if current is not None and context and "bench_cost_sent" in context and service != "lambda":
             current.aws_s += started - context["bench_cost_sent"]
             current.aws_calls[service] += 1
         params = (context or {}).get("bench_cost_params")
@@ -487,6 +516,10 @@ class CostMeter(AwsCalls):
                 self._charge_read(operation, parsed, params)
             elif service == "sqs":
                 self._charge_sqs(operation, parsed, params)
+            elif service == "lambda" and operation == "Invoke" and params is not None:
+                body = params.get("Payload") or b"{}"
+                payload = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+                self.charge("lambda.invoke_calls", 1, self._jobs_shares(payload), params.get("FunctionName"))
         finally:
             self._charge_hook_time(started)
 
@@ -620,9 +653,7 @@ class CostMeter(AwsCalls):
             entries = params.get("Entries") or [params]
             size = sum(len(e.get("MessageBody", "").encode("utf-8")) + _attributes_size(e) for e in entries)
             requests = max(1, math.ceil(size / SQS_CHUNK))
-            if queue == "jobs":
-                shares = _normalized(Counter(self._job_class(e["MessageBody"]) for e in entries))
-            elif current is not None and queue == "events" and set(current.shares) <= {"time"}:
+            if current is not None and queue == "events" and set(current.shares) <= {"time"}:
                 shares = {"found": 1.0}  # reconciliation feeding what a lost webhook would have brought
             else:
                 shares = current.shares if current else {"outside": 1.0}
@@ -641,20 +672,11 @@ class CostMeter(AwsCalls):
             else:
                 counts: Counter[str] = Counter()
                 for message in messages:
-                    if queue == "jobs":
-                        counts[self._job_class(message["Body"])] += 1
-                    else:
-                        for cls, share in self._message_shares.get(
-                            message["MessageId"], {"found": 1.0}
-                        ).items():
-                            counts[cls] += share
+                    for cls, share in self._message_shares.get(message["MessageId"], {"found": 1.0}).items():
+                        counts[cls] += share
                 shares = _normalized(counts)
             for message in messages:
-                per_message = (
-                    {self._job_class(message["Body"]): 1.0}
-                    if queue == "jobs"
-                    else self._message_shares.get(message["MessageId"], {"found": 1.0})
-                )
+                per_message = self._message_shares.get(message["MessageId"], {"found": 1.0})
                 self._receipt_shares[message["ReceiptHandle"]] = per_message
         else:
             requests = 1

@@ -373,7 +373,7 @@ class Scenario:
     leads_per_month: float  # per tenant
     drivers: dict[str, float]  # per-tenant class -> its driver's count in a month, per tenant
     fires: dict[str, float]  # scheduled Lambda -> fires a month (class "fire:<name>")
-    idle_sqs_requests: float = 0.0  # a month, the event sources' long polls of empty queues
+    idle_sqs_requests: float = 0.0  # a month, the event source's long polls of the empty events queue
     alarm_months: float = 0.0  # the deployment's alarms (metrics they watch) in a month
 
 
@@ -407,7 +407,7 @@ def month_usage(measured: Measured, scenario: Scenario) -> Counter[str]:
     month, except that its DynamoDB reads grow with the tenants they read about (the wake-up
     partition holds a record per tenant): each read call of a fire reads its measured bytes x
     tenants / tenants measured, at the units per started 4 KB it was measured at (0.5 or 1), or
-    what was measured if more. Then the empty queues' polls, the metrics and the alarms."""
+    what was measured if more. Then the empty queue's polls, the metrics and the alarms."""
     month: Counter[str] = Counter()
     scale_tenants = scenario.tenants / measured.tenants
     for cls, usage in measured.usage.items():

@@ -5,12 +5,14 @@ and SQS in in-process moto, the fake Bitrix24, amoCRM and Telegram at their prod
 on the stack's simulated clock):
 
 1. 1,000 tenants, idle minute -> the timeliness sweep's dispatcher works <= 2 s. A Context with
-   1,000 tenants (copies of the stack's tenant files, half Bitrix24, half amoCRM) and its own
-   jobs queue; every tenant has a sweep wake-up in the future (`leadwatch.scheduling.wake`).
-   Timed: `dispatch(ctx, timeliness, sweep, now)` before the wake-ups (idle) and after them (all
-   1,000 due, one job each), with every AWS call counted (bench.common.AwsCalls). The jobs'
-   SendMessageBatch calls are answered by a stub at botocore's HTTP layer, not by moto (see
-   `_SqsAccepts`): moto's SQS spends time in proportion to the queue's length on every message.
+   1,000 tenants (copies of the stack's tenant files, half Bitrix24, half amoCRM) starting its
+   jobs through its own Lambda client; every tenant has a sweep wake-up in the future
+   (`leadwatch.scheduling.wake`). Timed: `dispatch(ctx, timeliness, sweep, now)` before the
+   wake-ups (idle) and after them (all 1,000 due, one job each), with every AWS call counted
+   (bench.common.AwsCalls). The jobs' Invoke calls (leadwatch.context.LambdaJobs: asynchronous,
+   16 at a time) go through the real boto3 client and are answered at botocore's HTTP layer, in
+   the process, as Lambda takes an event (leadwatch.testing.lambda_invoke): the client's work is
+   measured, the network round trip is not (it is stated below).
 2. 1,000 tenants with 20 leads each falling due at 11:00 -> every verdict within 2 minutes of
    its control time. 20,000 leads through moto would take too long; instead the real sweep job
    of one tenant of each CRM with 20 leads created before opening (08:00-08:19, so all checked
@@ -29,7 +31,6 @@ time: a job starts with its tenant's limits unspent, as in production.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import contextmanager
@@ -53,12 +54,12 @@ RECONCILE_EVERY_S = 600.0
 RECONCILE_TIMEOUT_S = 60.0  # .chalice/config.json: the reconcile dispatcher's lambda_timeout
 # Round trips the local stack does not have (moto and the fakes answer at once), for the figures
 # marked "_rtt": stated assumptions, not measurements. Added in full, as if nothing overlapped.
-SQS_RTT_S = 0.02  # one SendMessageBatch from a Lambda in the queue's region
+LAMBDA_RTT_S = 0.03  # one Invoke (InvocationType=Event) from a Lambda in the same region
 CRM_RTT_S = 1.0  # one request to a slow Bitrix24 portal or amoCRM account
 TELEGRAM_RTT_S = 0.3  # one sendMessage
 STATED_CONCURRENCY = (100, 1000)
 REPEAT = 3
-BENCH_JOBS_QUEUE = "leadwatch-bench-scheduling-jobs"
+BENCH_JOBS_FUNCTION = "leadwatch-bench-scheduling-jobs"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -143,9 +144,9 @@ def _advance(stack: Any, to: datetime) -> None:
 
 
 # ----------------------------------------------------------------------------- 1 and 3: dispatchers
-def _big_context(stack: Any, configs: list[Any], jobs_url: str, client: Any) -> Any:
+def _big_context(stack: Any, configs: list[Any], client: Any) -> Any:
     from leadwatch.config import TenantRegistry
-    from leadwatch.context import Context, SqsQueue
+    from leadwatch.context import Context, LambdaJobs
 
     return Context(
         processes=stack.processes,
@@ -154,7 +155,7 @@ def _big_context(stack: Any, configs: list[Any], jobs_url: str, client: Any) -> 
         queue=stack.ctx.queue,
         secrets=stack.ctx.secrets,
         clock=stack.clock,
-        jobs=SqsQueue(jobs_url, client=client, name=BENCH_JOBS_QUEUE),
+        jobs=LambdaJobs(BENCH_JOBS_FUNCTION, client=client),
     )
 
 
@@ -179,87 +180,26 @@ def _timed(calls: AwsCalls, run: Any) -> dict[str, Any]:
     }
 
 
-class _SqsAccepts:
-    """SQS's SendMessageBatch answered at the HTTP layer (a `before-send` handler, where moto plugs
-    in too), with what SQS answers. moto's own SQS spends time in proportion to the queue's length
-    on every message it takes (it recomputes the queue's approximate counts), so 10,000 jobs would
-    take it minutes: a cost of the mock, not of SQS. The boto3 client still does all its work
-    (validation, serialization, signing); the network round trip is missing, as with moto."""
+def _check_jobs(invocations: Any, tenants: list[str], label: str) -> None:
+    from leadwatch.scheduling import Job
 
-    def __init__(self) -> None:
-        self.bodies: list[str] = []
-
-    def __call__(self, request: Any, **_: Any) -> Any:
-        import hashlib
-        import uuid
-
-        from botocore.awsrequest import AWSResponse
-
-        entries = json.loads(request.body)["Entries"]
-        self.bodies.extend(entry["MessageBody"] for entry in entries)
-        answer = {
-            "Successful": [
-                {
-                    "Id": entry["Id"],
-                    "MessageId": str(uuid.uuid4()),
-                    "MD5OfMessageBody": hashlib.md5(entry["MessageBody"].encode()).hexdigest(),
-                }
-                for entry in entries
-            ],
-            "Failed": [],
-        }
-        body = json.dumps(answer).encode()
-
-        class Raw:
-            def stream(self, **_: Any) -> Any:
-                yield body
-
-        headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": str(uuid.uuid4())}
-        return AWSResponse(request.url, 200, headers, Raw())
-
-    def jobs(self) -> list[Any]:
-        from leadwatch.scheduling import Job
-
-        return [Job.from_message(json.loads(body)) for body in self.bodies]
-
-
-def _stubbed_sqs_client(accepted: _SqsAccepts) -> Any:
-    """A boto3 SQS client whose requests `accepted` answers instead of moto (botocore emits
-    `before-send` to every handler and takes the first answer, so moto's handler must go, or it
-    would still do its work). Anything but SendMessageBatch is refused: nothing leaves the process."""
-    import boto3
-    from moto.core.models import botocore_stubber
-
-    from leadwatch.testing.stack import REGION
-
-    client = boto3.client("sqs", region_name=REGION)
-    client.meta.events.unregister("before-send", botocore_stubber)
-
-    def answer(request: Any, **kwargs: Any) -> Any:
-        target = request.headers.get("X-Amz-Target", b"")
-        target = target.decode() if isinstance(target, bytes) else target
-        if target != "AmazonSQS.SendMessageBatch":
-            raise RuntimeError(f"the bench's jobs client only sends batches, not {target}")
-        return accepted(request, **kwargs)
-
-    client.meta.events.register_first("before-send", answer)
-    return client
-
-
-def _check_jobs(accepted: _SqsAccepts, tenants: list[str], label: str) -> None:
-    jobs = accepted.jobs()
+    taken = invocations.take()
+    if {function for function, _ in taken} - {BENCH_JOBS_FUNCTION}:
+        raise RuntimeError(f"{label}: a job was sent to another function")
+    jobs = [Job.from_message(message) for _, payload in taken for message in payload["jobs"]]
     if sorted(job.tenant for job in jobs) != sorted(tenants):
-        raise RuntimeError(f"{label}: the jobs queued are not one per tenant ({len(jobs)} jobs)")
-    accepted.bodies.clear()
+        raise RuntimeError(f"{label}: the jobs started are not one per tenant ({len(jobs)} jobs)")
 
 
 def _measure_dispatchers(stack: Any) -> dict[str, Any]:
     from leadwatch.scheduling import dispatch, dispatch_reconcile, wake
+    from leadwatch.testing.lambda_invoke import Invocations, lambda_client
+    from leadwatch.testing.stack import REGION
 
-    jobs_url = stack.sqs.create_queue(QueueName=BENCH_JOBS_QUEUE)["QueueUrl"]
-    jobs_client = _stubbed_sqs_client(accepted := _SqsAccepts())
+    invocations = Invocations()
+    client = lambda_client(invocations, REGION)
     configs = _configs(stack, RECONCILE_TENANTS)
-    ctx = _big_context(stack, configs[:TENANTS], jobs_url, jobs_client)
+    ctx = _big_context(stack, configs[:TENANTS], client)
     process = stack.processes.get("timeliness")
     schedule = next(s for s in process.schedules if s.name == "sweep")
     started = time.perf_counter()
@@ -270,18 +210,18 @@ def _measure_dispatchers(stack: Any) -> dict[str, Any]:
     )
 
     idle_at, due_at = CONTROL - timedelta(minutes=30), CONTROL + timedelta(seconds=5)
-    calls = AwsCalls().install([stack.sqs, stack.dynamodb, jobs_client])
-    out: dict[str, Any] = {"idle": [], "due": []}
+    calls = AwsCalls().install([stack.sqs, stack.dynamodb, client])
+    out: dict[str, Any] = {"idle": [], "due": [], "threads": ctx.jobs.threads}
     try:
         for _ in range(REPEAT):
             out["idle"].append(_timed(calls, lambda: dispatch(ctx, process, schedule, idle_at)))
-            _check_jobs(accepted, [], "idle dispatch")
+            _check_jobs(invocations, [], "idle dispatch")
         for _ in range(REPEAT):
             out["due"].append(_timed(calls, lambda: dispatch(ctx, process, schedule, due_at)))
-            _check_jobs(accepted, [c.tenant for c in configs[:TENANTS]], "all-due dispatch")
-        big = _big_context(stack, configs, jobs_url, jobs_client)
+            _check_jobs(invocations, [c.tenant for c in configs[:TENANTS]], "all-due dispatch")
+        big = _big_context(stack, configs, client)
         out["reconcile"] = _timed(calls, lambda: dispatch_reconcile(big, CONTROL))
-        _check_jobs(accepted, [c.tenant for c in configs], "reconcile dispatch")
+        _check_jobs(invocations, [c.tenant for c in configs], "reconcile dispatch")
     finally:
         calls.uninstall()
     note(f"scheduling: idle dispatch {out['idle']}")
@@ -390,7 +330,8 @@ def _with_rtt(row: dict[str, Any]) -> float:
 def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict[str, Any]) -> list[Figure]:
     figures: list[Figure] = []
     rtt = (
-        f"assumed round trips (not measured; added in full): SQS SendMessageBatch {SQS_RTT_S * 1000:.0f} ms, "
+        f"assumed round trips (not measured; added in full): Lambda Invoke {LAMBDA_RTT_S * 1000:.0f} ms "
+        f"({dispatchers['threads']} side by side), "
         f"CRM request {CRM_RTT_S:.1f} s, Telegram sendMessage {TELEGRAM_RTT_S:.1f} s"
     )
 
@@ -401,7 +342,9 @@ def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict
     queries = idle_aws.get("dynamodb:Query", 0)
     idle_other = sum(n for op, n in idle_aws.items() if op != "dynamodb:Query")
     due_s = max(r["s"] for r in due)
-    due_batches = due[-1]["aws"].get("sqs:SendMessageBatch", 0)
+    due_invokes = due[-1]["aws"].get("lambda:Invoke", 0)
+    threads = dispatchers["threads"]
+    due_waves = math.ceil(due_invokes / threads)
     figures += [
         Figure(
             f"scheduling_idle_dispatch_{TENANTS}_s",
@@ -427,7 +370,7 @@ def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict
             idle_other,
             "==0",
             idle_other == 0,
-            "AWS calls of the idle dispatch besides that Query (per-tenant reads, SendMessage...)",
+            "AWS calls of the idle dispatch besides that Query (per-tenant reads, Invoke...)",
             {"aws_calls": idle_aws},
         ),
         Figure(
@@ -440,24 +383,24 @@ def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict
             f"scheduling_due_dispatch_{TENANTS}_s",
             round(due_s, 3),
             definition=f"wall seconds of the same dispatch when all {TENANTS} tenants are due "
-            f"({TENANTS} jobs queued), the slowest of {REPEAT} runs. SendMessageBatch is answered by a "
-            "stub at botocore's HTTP layer (moto's SQS spends time in proportion to the queue's length "
-            "on each message; the boto3 client's own work is included, the network is not)",
+            f"({TENANTS} jobs started), the slowest of {REPEAT} runs. Lambda's Invoke is answered at "
+            "botocore's HTTP layer, in the process (the boto3 client's own work, in its "
+            f"{threads} threads, is included; the network is not)",
             extra={"runs": due},
         ),
         Figure(
-            "scheduling_due_dispatch_send_batches",
-            due_batches,
-            f"=={math.ceil(TENANTS / 10)}",
-            due_batches == math.ceil(TENANTS / 10),
-            "SQS SendMessageBatch calls of that dispatch (10 jobs a call, one after another)",
+            "scheduling_due_dispatch_invokes",
+            due_invokes,
+            f"=={TENANTS}",
+            due_invokes == TENANTS,
+            f"Lambda Invoke calls (asynchronous) of that dispatch: one a job, {threads} at a time",
             {"aws_calls": due[-1]["aws"]},
         ),
         Figure(
             f"scheduling_due_dispatch_{TENANTS}_rtt_s",
-            round(due_s + due_batches * SQS_RTT_S, 2),
-            definition=f"that dispatch's seconds plus {due_batches} sequential SendMessageBatch round "
-            f"trips; {rtt}",
+            round(due_s + due_waves * LAMBDA_RTT_S, 2),
+            definition=f"that dispatch's seconds plus {due_waves} Invoke round trips ({due_invokes} calls, "
+            f"{threads} side by side); {rtt}",
         ),
     ]
 
@@ -495,7 +438,7 @@ def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict
         "Model: each tenant's limits are its own (its own Bitrix24 portal or amoCRM account, its own "
         "Telegram bot and chat), so tenants do not slow each other and a job takes as long among "
         f"{TENANTS} tenants as alone; with C jobs Lambdas running at once, {TENANTS} tenants are done "
-        "ceil(1000 / C) x the longer job of the two CRMs after the tick (Lambda's SQS scaling ramp and "
+        "ceil(1000 / C) x the longer job of the two CRMs after the tick (Lambda's scaling ramp and "
         "the account's concurrency limit are not modelled)"
     )
     for c in STATED_CONCURRENCY:
@@ -544,8 +487,9 @@ def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict
     # 3: reconciliation of 10,000 tenants.
     recon = dispatchers["reconcile"]
     recon_s = recon["s"]
-    batches = recon["aws"].get("sqs:SendMessageBatch", 0)
-    recon_rtt_s = recon_s + batches * SQS_RTT_S
+    invokes = recon["aws"].get("lambda:Invoke", 0)
+    waves = math.ceil(invokes / threads)
+    recon_rtt_s = recon_s + waves * LAMBDA_RTT_S
     figures += [
         Figure(
             f"scheduling_reconcile_dispatch_{RECONCILE_TENANTS}_s",
@@ -553,22 +497,23 @@ def _figures(dispatchers: dict[str, Any], sweep: dict[str, Any], reconcile: dict
             f"<={RECONCILE_TIMEOUT_S / 2:.0f}",
             recon_s <= RECONCILE_TIMEOUT_S / 2,
             f"wall seconds of dispatch_reconcile with {RECONCILE_TENANTS} tenants ({RECONCILE_TENANTS} jobs), "
-            "SendMessageBatch answered by the same stub; target: half the reconcile Lambda's "
+            "Invoke answered in the process as above; target: half the reconcile Lambda's "
             f"{RECONCILE_TIMEOUT_S:.0f} s timeout",
             recon,
         ),
         Figure(
-            "scheduling_reconcile_dispatch_send_batches",
-            batches,
-            f"=={math.ceil(RECONCILE_TENANTS / 10)}",
-            batches == math.ceil(RECONCILE_TENANTS / 10),
-            "SQS SendMessageBatch calls of that dispatch (one after another)",
+            "scheduling_reconcile_dispatch_invokes",
+            invokes,
+            f"=={RECONCILE_TENANTS}",
+            invokes == RECONCILE_TENANTS,
+            f"Lambda Invoke calls of that dispatch (one a job, {threads} at a time)",
             {"aws_calls": recon["aws"]},
         ),
         Figure(
             f"scheduling_reconcile_dispatch_{RECONCILE_TENANTS}_rtt_s",
             round(recon_rtt_s, 1),
-            definition=f"that dispatch's seconds plus {batches} sequential SendMessageBatch round trips "
+            definition=f"that dispatch's seconds plus {waves} Invoke round trips ({invokes} calls, {threads} "
+            "side by side) "
             f"(the reconcile Lambda times out at {RECONCILE_TIMEOUT_S:.0f} s); {rtt}",
         ),
     ]

@@ -1,6 +1,6 @@
 """EventBridge schedules: one small Lambda per process schedule (built from the registry) and the
-framework's reconciliation. Each only dispatches: one job per tenant with due work goes to the
-jobs queue (leadwatch.scheduling), where the jobs Lambda runs it."""
+framework's reconciliation. Each only dispatches: one job per tenant with due work, started as an
+asynchronous invocation of the jobs Lambda, which runs it (leadwatch.scheduling)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
   leadwatch check-config [PATH]                     validate tenant files (a file or a directory)
   leadwatch processes                               the processes and what each declares
   leadwatch violations TENANT [--from D] [--to D]   the violation journal
-  leadwatch aws-setup [--worker-function NAME]      tables and queues for `chalice deploy`
+  leadwatch aws-setup [--worker-function NAME] [--jobs-function NAME]
+                                                    tables and queues for `chalice deploy`
   leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
   leadwatch dialing TENANT [--date D] [--json]      the dialing report of a day (default today)
   leadwatch calls TENANT LEAD [--json]              a card's call attempts and touches
@@ -220,6 +221,12 @@ def build_parser(processes: ProcessRegistry) -> argparse.ArgumentParser:
         help="after `chalice deploy`: the worker's Lambda name (e.g. leadwatch-dev-worker), to turn on "
         "partial batch failure reports on its SQS event source",
     )
+    setup.add_argument(
+        "--jobs-function",
+        metavar="NAME",
+        help="after `chalice deploy`: the jobs Lambda's name (e.g. leadwatch-dev-jobs), to give its "
+        "asynchronous invocations the stack's retry, maximum age and dead-letter queue",
+    )
     serve = commands.add_parser(
         "serve",
         help="serve the read API on this machine (for curl), e.g. over the demo's --state",
@@ -259,7 +266,7 @@ def _main(argv: list[str] | None) -> int:
     processes = default_registry()
     args = build_parser(processes).parse_args(argv)
     if args.command == "aws-setup":
-        return aws_setup(args.worker_function)
+        return aws_setup(args.worker_function, args.jobs_function)
     if args.command == "processes":
         return processes_command(processes)
 
@@ -515,7 +522,7 @@ def processes_command(processes: Any) -> int:
     return 0
 
 
-def aws_setup(worker_function: str | None) -> int:
+def aws_setup(worker_function: str | None, jobs_function: str | None = None) -> int:
     """What the SAM template creates, for those who deploy with plain `chalice deploy`."""
     import boto3
 
@@ -524,11 +531,24 @@ def aws_setup(worker_function: str | None) -> int:
     endpoint = os.environ.get("LEADWATCH_DYNAMODB_ENDPOINT") or None
     region = _region()
     tables = create_tables(boto3.client("dynamodb", endpoint_url=endpoint, region_name=region))
-    queues = create_queues(
-        boto3.client("sqs", endpoint_url=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None, region_name=region)
+    sqs = boto3.client(
+        "sqs", endpoint_url=os.environ.get("LEADWATCH_SQS_ENDPOINT") or None, region_name=region
     )
+    queues = create_queues(sqs)
     print("tables:", ", ".join(sorted(tables.values())))
     print("queues:", ", ".join(sorted(queues.values())))
+    if jobs_function:
+        from leadwatch.infra import DEAD_LETTERS, JOBS_MAX_EVENT_AGE_S, JOBS_RETRIES
+
+        dlq = sqs.get_queue_attributes(QueueUrl=queues[DEAD_LETTERS], AttributeNames=["QueueArn"])
+        # As the stack's JobsEventInvokeConfig (the function's role may send to the queue: leadwatch.iam).
+        boto3.client("lambda", region_name=region).put_function_event_invoke_config(
+            FunctionName=jobs_function,
+            MaximumRetryAttempts=JOBS_RETRIES,
+            MaximumEventAgeInSeconds=JOBS_MAX_EVENT_AGE_S,
+            DestinationConfig={"OnFailure": {"Destination": dlq["Attributes"]["QueueArn"]}},
+        )
+        print(f"{jobs_function}: failed jobs go to {queues[DEAD_LETTERS]}")
     if worker_function:
         client = boto3.client("lambda", region_name=region)
         mappings = client.list_event_source_mappings(FunctionName=worker_function)["EventSourceMappings"]

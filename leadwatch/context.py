@@ -101,6 +101,82 @@ class SqsQueue:
         )
 
 
+class LambdaJobs:
+    """Starts the jobs Lambda (leadwatch.scheduling) asynchronously: Invoke with
+    InvocationType=Event, one invocation per `per_invocation` jobs, the invocations sent side by
+    side (`threads` at a time), so a dispatcher starts a thousand tenants' jobs in a second or two.
+
+    Lambda keeps each event in its own queue until the function runs it (throttled events wait,
+    up to the function's maximum event age), may deliver one twice (every job is idempotent:
+    leadwatch.scheduling), and sends an event that failed (after the function's retries) or aged
+    out to its on-failure destination (infra/resources.yaml, JobsEventInvokeConfig). An Invoke
+    Lambda refuses raises, after the others are sent; the jobs it carried are dispatched again at
+    the next tick (their tenants' wake-ups have not moved).
+
+    `function`: the jobs Lambda's name (LEADWATCH_JOBS_FUNCTION: `<stack>-jobs` in the stack,
+    `<app>-<stage>-jobs` with `chalice deploy`). One job an invocation by default: each job has
+    the whole time budget and fails alone, as one SQS message a batch did before.
+    """
+
+    def __init__(self, function: str, client: Any = None, *, per_invocation: int = 1, threads: int = 16):
+        if per_invocation < 1 or threads < 1:
+            raise ValueError("per_invocation and threads must be at least 1")
+        self.function = function
+        self.per_invocation = per_invocation
+        self.threads = threads
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            # One pooled connection per sending thread (botocore keeps 10 by default).
+            self._client = boto3.client("lambda", config=Config(max_pool_connections=self.threads))
+        return self._client
+
+    def payloads(self, messages: list[dict[str, Any]]) -> list[bytes]:
+        """The invocations' payloads: `{"jobs": [message, ...]}`, `per_invocation` messages each."""
+        step = self.per_invocation
+        return [
+            json.dumps({"jobs": messages[i : i + step]}, separators=(",", ":")).encode("utf-8")
+            for i in range(0, len(messages), step)
+        ]
+
+    def send(self, payloads: list[dict[str, Any]]) -> None:
+        if not payloads:
+            return
+        if not self.function:
+            raise RuntimeError(
+                "LEADWATCH_JOBS_FUNCTION is not set: the name of the jobs Lambda to invoke "
+                "(the stack sets it; for `chalice deploy`, `python -m leadwatch.iam --stage ...`)"
+            )
+        bodies = self.payloads(payloads)
+        _ = self.client  # made here, once, rather than by several threads at the same time
+        if len(bodies) == 1:
+            errors = [self._invoke(bodies[0])]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.threads, len(bodies))) as pool:
+                errors = list(pool.map(self._invoke, bodies))
+        refused = [error for error in errors if error is not None]
+        if refused:
+            raise RuntimeError(
+                f"Lambda refused {len(refused)} of {len(bodies)} invocations of {self.function}: {refused[0]}"
+            )
+
+    def _invoke(self, body: bytes) -> str | None:
+        """None when Lambda took the event, else why not (botocore has retried what it retries)."""
+        try:
+            answer = self.client.invoke(FunctionName=self.function, InvocationType="Event", Payload=body)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        status = answer.get("StatusCode")
+        return None if status == 202 else f"status {status}"
+
+
 # A factory is given the tenant's own secrets (`SecretResolver.for_tenant`): read together,
 # cached together, and read again when a service refuses one. A test's context may give a plain
 # function instead.
@@ -162,7 +238,8 @@ class Context:
     notifier_factory: NotifierFactory = default_notifier
     sleep: Callable[[float], None] = time.sleep
     dead_letters: SqsQueue | None = None
-    # Where schedules put their per-tenant jobs (leadwatch.scheduling).
+    # Where schedules put their per-tenant jobs (leadwatch.scheduling): the jobs Lambda, invoked
+    # asynchronously (LambdaJobs); a list in some tests.
     jobs: Queue | None = None
     # The time budget of a job given its invocation's Lambda context; None: the invocation's
     # remaining time (leadwatch.scheduling.Budget.of_invocation). The local stack gives a
@@ -303,11 +380,7 @@ def build_from_environment() -> Context:
             endpoint=sqs_endpoint,
             name=os.environ.get("LEADWATCH_DLQ_NAME", "leadwatch-events-dlq"),
         ),
-        jobs=SqsQueue(
-            os.environ.get("LEADWATCH_JOBS_QUEUE_URL", ""),
-            endpoint=sqs_endpoint,
-            name=os.environ.get("LEADWATCH_JOBS_QUEUE_NAME", "leadwatch-jobs"),
-        ),
+        jobs=LambdaJobs(os.environ.get("LEADWATCH_JOBS_FUNCTION", "")),
     )
 
 

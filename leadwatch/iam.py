@@ -16,7 +16,8 @@ Actions are read off the code paths (every DynamoDB call is in leadwatch.store):
 save=PutItem, update=UpdateItem, delete=DeleteItem, get=GetItem, query=Query, batch_get=BatchGetItem,
 batch_write=BatchWriteItem (a condition or ReturnValues needs nothing more; PynamoDB 6 never calls
 DescribeTable); boto3 SQS send_message(_batch)=SendMessage, get_queue_url=GetQueueUrl (only when
-the template's URL is absent), get_queue_attributes=GetQueueAttributes. A process's own records
+the template's URL is absent), get_queue_attributes=GetQueueAttributes; boto3 Lambda
+invoke=InvokeFunction (on the function's unqualified ARN: `function:<name>`). A process's own records
 (`ctx.state`, leadwatch.store.process_state) are in the state table: get=GetItem, get_many=BatchGetItem,
 query=Query, create=PutItem, update/advance/count=UpdateItem.
 
@@ -112,26 +113,17 @@ FRAMEWORK: tuple[Permission, ...] = (
     # a conditional create or update of its wake-up record).
     Permission(WORKER, "table:state", ("GetItem", "PutItem", "UpdateItem"), "wake-ups"),
     # The dispatchers (functions.schedules): every tenant's wake-up of a schedule in one query, one
-    # job per tenant with due work on the jobs queue; reconcile's reads the queue depth metric.
+    # job per tenant with due work, started as an asynchronous invocation of the jobs Lambda;
+    # reconcile's reads the queue depth metric.
     Permission(DISPATCHERS, "table:state", ("Query",), "wake-ups"),
-    Permission(DISPATCHERS, "queue:jobs", ("SendMessage", "GetQueueUrl"), "queue the tenants' jobs"),
+    Permission(DISPATCHERS, "function:jobs", ("InvokeFunction",), "start the tenants' jobs"),
     Permission(RECONCILE, "queue:events", ("GetQueueAttributes", "GetQueueUrl"), "queue depth metric"),
-    # The jobs Lambda (functions.jobs): its event source (a failed job backed off like an event),
-    # continuations, the wake-up it sets after a job; and reconciliation's jobs (leadwatch.reconcile:
-    # checkpoint, get_leads, ingress.accept).
-    Permission(
-        JOBS,
-        "queue:jobs",
-        (
-            "ReceiveMessage",
-            "DeleteMessage",
-            "GetQueueAttributes",
-            "ChangeMessageVisibility",
-            "SendMessage",
-            "GetQueueUrl",
-        ),
-        "its event source; continuations",
-    ),
+    # The jobs Lambda (functions.jobs): continuations (it invokes itself), the wake-up it sets
+    # after a job, the on-failure destination of its asynchronous invocations (Lambda sends a
+    # failed job's event to the dead-letter queue with the function's role); and reconciliation's
+    # jobs (leadwatch.reconcile: checkpoint, get_leads, ingress.accept).
+    Permission(JOBS, "function:jobs", ("InvokeFunction",), "continuations"),
+    Permission(JOBS, "queue:events-dlq", ("SendMessage",), "its on-failure destination: failed jobs"),
     Permission(JOBS, "table:state", ("GetItem", "PutItem", "UpdateItem"), "wake-ups; checkpoint"),
     Permission(JOBS, "table:leads", ("BatchGetItem",), "reconciliation: the cards it knows"),
     Permission(JOBS, "table:inbox", ("PutItem", "DeleteItem"), "reconciliation: feed what webhooks missed"),
@@ -192,11 +184,20 @@ ACTIONS: dict[str, frozenset[str]] = {
             "ChangeMessageVisibility",
         }
     ),
+    # A function of the deployment, by its Chalice name (the stack's `<stack>-<name>`).
+    "function": frozenset({"InvokeFunction"}),
     # GetParameters (several names in one call) reads no more than GetParameter on the same names.
     "secret": frozenset({"GetParameter", "GetParameters"}),
     "logs": frozenset({"CreateLogGroup", "CreateLogStream", "PutLogEvents"}),
 }
-SERVICE = {"table": "dynamodb", "index": "dynamodb", "queue": "sqs", "secret": "ssm", "logs": "logs"}
+SERVICE = {
+    "table": "dynamodb",
+    "index": "dynamodb",
+    "queue": "sqs",
+    "function": "lambda",
+    "secret": "ssm",
+    "logs": "logs",
+}
 _KIND_ORDER = list(SERVICE)
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -293,10 +294,10 @@ def _parse(resource: str) -> tuple[str, str]:
         if name not in SECRET_KINDS:
             raise ValueError(f"resource {resource!r}: use 'secret:<kind>', a kind of {sorted(SECRET_KINDS)}")
         return kind, name
-    if kind not in ("table", "index", "queue") or not name:
+    if kind not in ("table", "index", "queue", "function") or not name:
         raise ValueError(
-            f"resource {resource!r}: use 'table:<name>', 'index:<table>/<index>', 'queue:<name>' "
-            "or 'secret:<kind>'"
+            f"resource {resource!r}: use 'table:<name>', 'index:<table>/<index>', 'queue:<name>', "
+            "'function:<name>' or 'secret:<kind>'"
         )
     parts = name.split("/")
     if len(parts) != (2 if kind == "index" else 1) or not all(_NAME.match(p) for p in parts):
@@ -305,8 +306,11 @@ def _parse(resource: str) -> tuple[str, str]:
 
 
 def arn(resource: str, target: Target = STACK) -> str | dict[str, str]:
-    """The ARN of a table, index or queue (secrets and logs depend on the function and tenants)."""
+    """The ARN of a table, index, queue or function (secrets and logs depend on the function and
+    tenants). A function's is its unqualified ARN: invoking `$LATEST`, no version or alias."""
     kind, name = _parse(resource)
+    if kind == "function":
+        return target.arn("lambda", f"function:{target.function_name(name)}")
     if kind == "table":
         return target.arn("dynamodb", f"table/{PREFIX}{name}")
     if kind == "index":
@@ -336,7 +340,7 @@ def sid(resource: str) -> str:
     if kind == "logs":
         return "Logs"
     camel = "".join(word.capitalize() for word in re.split(r"[-/]", name))
-    suffix = {"table": "Table", "index": "Index", "queue": "Queue"}[kind]
+    suffix = {"table": "Table", "index": "Index", "queue": "Queue", "function": "Function"}[kind]
     return camel if camel.endswith(suffix) else camel + suffix
 
 
@@ -654,6 +658,9 @@ def functions(registry: ProcessRegistry) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------- the files
 
 OWNED_SETTINGS = ("lambda_timeout", "iam_policy_file")  # of a lambda_functions entry; others are kept
+# The environment variable naming the jobs Lambda the dispatchers invoke (leadwatch.context), set
+# in a `chalice deploy` stage's environment_variables; the stack sets it in its template.
+JOBS_FUNCTION_VARIABLE = "LEADWATCH_JOBS_FUNCTION"
 # A stage's entry in .chalice/config.json naming where `chalice deploy` puts it (Chalice ignores it).
 STAGE_TARGET = "leadwatch_aws"
 CONFIG = ".chalice/config.json"
@@ -673,7 +680,8 @@ def stage_target(config: dict[str, Any], stage_name: str) -> Target:
 
 def rendered(project_dir: Path | str, registry: ProcessRegistry) -> dict[str, str]:
     """Path (under the project) -> the text it must have: `.chalice/config.json` (its
-    `lambda_functions` regenerated in every stage, everything else as it is), one policy file per
+    `lambda_functions` regenerated in every stage, and in each stage given a region and account
+    the jobs Lambda's name in its environment; everything else as it is), one policy file per
     function (and per function of each stage given a region and account), and infra/resources.yaml
     with its generated part (leadwatch.infra), where the project has that file."""
     from leadwatch import infra
@@ -698,6 +706,10 @@ def rendered(project_dir: Path | str, registry: ProcessRegistry) -> dict[str, st
                     policy_for(name, registry, target, uses)
                 )
         stage["lambda_functions"] = entries
+        if not target.stack:
+            # The stack sets it in every function (infra/resources.yaml, Globals); here Chalice does.
+            variables = stage.setdefault("environment_variables", {})
+            variables[JOBS_FUNCTION_VARIABLE] = target.function_name(FRAMEWORK_FUNCTIONS[JOBS])
     files[CONFIG] = _dump(config)
     template = project / infra.TEMPLATE
     if template.exists():

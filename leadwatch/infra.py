@@ -6,9 +6,12 @@ For each Lambda function, merged by `chalice package --merge-template` onto what
 - its name, `<stack>-<name>`. Each policy grants its function that log group and no other;
   Chalice leaves the name to CloudFormation, which cuts its generated names short for a long stack
   name, so no policy could name those exactly.
-- the API handler's and the jobs Lambda's reserved concurrency, and for the SQS consumers partial
-  batch failure reports and the event source's maximum concurrency (from the stack's parameters,
-  in the hand-written part);
+- the API handler's and the jobs Lambda's reserved concurrency, and for the SQS consumer (the
+  worker) partial batch failure reports and the event source's maximum concurrency (from the
+  stack's parameters, in the hand-written part);
+- for the jobs Lambda, invoked asynchronously (leadwatch.context.LambdaJobs), how Lambda handles
+  a failed or delayed event (JobsEventInvokeConfig): one retry, a maximum age, and the
+  dead-letter queue as the on-failure destination;
 - three alarms on the AWS/Lambda metrics: Errors, Throttles, and Duration near the timeout.
 """
 
@@ -43,8 +46,18 @@ RESERVED = {
     JOBS: ("ReserveJobsConcurrency", "JobsReservedConcurrency"),
 }
 # The SQS consumers -> the parameter of their event source's MaximumConcurrency.
-CONSUMERS = {WORKER: "WorkerMaxConcurrency", JOBS: "JobsMaxConcurrency"}
+CONSUMERS = {WORKER: "WorkerMaxConcurrency"}
 ALARM_CONDITION = "WithFunctionAlarms"
+
+# How Lambda treats the jobs Lambda's asynchronous events (leadwatch.scheduling says why a job
+# needs no more): a job that fails is tried once more (a minute or two later: a passing fault is
+# absorbed, a persistent one runs twice, not three times on top of the next tick that dispatches
+# it again anyway); one that cannot start within the maximum age (concurrency short for that
+# long: Lambda retries throttled events until then) is dropped, since later ticks have dispatched
+# its tenant again. Either way the event goes to the dead-letter queue, and its alarm fires.
+JOBS_RETRIES = 1
+JOBS_MAX_EVENT_AGE_S = 3600
+DEAD_LETTERS = "EventsDeadLetterQueue"  # the hand-written part's queue
 
 
 def logical_id(function: str) -> str:
@@ -113,6 +126,20 @@ def function_resources(registry: ProcessRegistry, app_timeout: int = CHALICE_TIM
                 }
             }
         resources[logical] = {"Properties": properties}
+        if name == JOBS:
+            resources[f"{logical}EventInvokeConfig"] = {
+                "Type": "AWS::Lambda::EventInvokeConfig",
+                "Properties": {
+                    "FunctionName": {"Ref": logical},
+                    "Qualifier": "$LATEST",
+                    "MaximumRetryAttempts": JOBS_RETRIES,
+                    "MaximumEventAgeInSeconds": JOBS_MAX_EVENT_AGE_S,
+                    # Sent with the function's own role (leadwatch.iam grants it SendMessage there).
+                    "DestinationConfig": {
+                        "OnFailure": {"Destination": {"Fn::GetAtt": [DEAD_LETTERS, "Arn"]}}
+                    },
+                },
+            }
         threshold = duration_threshold_ms(name, timeout)
         resources[f"{logical}ErrorsAlarm"] = _alarm(
             name,
@@ -132,6 +159,10 @@ def function_resources(registry: ProcessRegistry, app_timeout: int = CHALICE_TIM
                 ": webhooks were lost (Bitrix24 does not redeliver; reconciliation finds the cards "
                 "later). Raise ApiReservedConcurrency, or look for a flood in the API's access."
                 if name == API
+                else ": its jobs wait in Lambda's queue and are retried for up to "
+                f"{JOBS_MAX_EVENT_AGE_S // 60} minutes. Raise JobsReservedConcurrency (when set) or "
+                "the account's concurrency quota."
+                if name == JOBS
                 else ": the account's concurrency is used up, or its reserved concurrency is below "
                 "what its event source starts."
             ),

@@ -1,11 +1,20 @@
 """Per-tenant scheduling: a schedule's Lambda only dispatches; the work runs as one job per tenant.
 
 Every process schedule is a small scheduled Lambda (the dispatcher). On each tick it finds the
-tenants with due work and puts one job per tenant on the jobs queue; the jobs Lambda runs each
-job within a time budget taken from its remaining time and, when the work is not finished,
-queues the job again to continue from the checkpoint the work left. So one slow or failing
-tenant delays no other (its job fails and SQS retries it later), the number of tenants does not
-bound the work a tick can start, and a tick that is missed is caught up by the next one.
+tenants with due work and starts one job per tenant: an asynchronous invocation of the jobs
+Lambda (leadwatch.context.LambdaJobs); the jobs Lambda runs each job within a time budget taken
+from its remaining time and, when the work is not finished, starts the job again to continue
+from the checkpoint the work left. So one slow or failing tenant delays no other, the number of
+tenants does not bound the work a tick can start, and a tick that is missed is caught up by the
+next one.
+
+A job that fails is not retried by the job itself: its tenant's wake-up was not moved, so the
+next tick dispatches it again (a `fan_out="all"` schedule and reconciliation dispatch every
+tenant anyway). The jobs Lambda reports the failure as its own (the invocation fails); Lambda
+tries it once more and then parks the event in the dead-letter queue (infra/resources.yaml).
+A job may run twice (a duplicate asynchronous delivery, that retry, an overlapping tick): every
+job is idempotent, its writes are claims, conditional writes or effects performed once through
+the effect ledger (leadwatch.executor).
 
 Which tenants have due work:
 - `fan_out="all"`: every tenant where the process runs, every tick (cheap checks that need no
@@ -16,7 +25,7 @@ Which tenants have due work:
   tenant's wake-up of a schedule in one query, so an idle tick costs one read.
 
 A job's report may carry `more = True` (continue now) and `wake_at` (the next wake-up, or None:
-asleep until a process wakes it). It is returned as the Lambda's answer and logged.
+asleep until a process wakes it). It is logged, with the job's tenant.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ RECONCILE = "reconcile"
 # Wake-ups of every tenant live in one partition of the state table, so one query reads them.
 WAKE_NAMESPACE = "wake"
 WAKE_PARTITION = "_schedules"
-# What a job leaves for the Lambda to answer and queue its continuation in.
+# What a job leaves for the Lambda to answer and start its continuation in.
 MARGIN_SECONDS = 10.0
 DEFAULT_BUDGET_SECONDS = 45.0
 
@@ -80,6 +89,12 @@ class Job:
     at: datetime  # the tick that started it
     part: int = 0  # 0 for the tick's job, then one more per continuation
 
+    @property
+    def key(self) -> str:
+        """The tick's job of one tenant, its continuations and any repeat of them alike (the log
+        lines' correlation id)."""
+        return f"{self.process}.{self.schedule}#{self.tenant}@{self.at.astimezone(UTC).isoformat()}"
+
     def to_message(self) -> dict[str, Any]:
         return {"job": {**asdict(self), "at": self.at.isoformat()}}
 
@@ -98,7 +113,7 @@ class Job:
 @dataclass
 class Dispatched:
     tenants: int  # where the process runs
-    due: int  # jobs queued
+    due: int  # jobs started
 
 
 @dataclass
@@ -166,14 +181,15 @@ def due_tenants(ctx: Context, process: Process, schedule: Schedule, now: datetim
 
 # ----------------------------------------------------------------------------- the two halves
 def jobs_queue(ctx: Context) -> Queue:
-    """The queue the jobs go to; only a context built for scheduled work has one."""
+    """Where the jobs go (the jobs Lambda's asynchronous invocations); only a context built for
+    scheduled work has it."""
     if ctx.jobs is None:
-        raise RuntimeError("this context has no jobs queue (Context.jobs): it cannot run scheduled jobs")
+        raise RuntimeError("this context has no jobs sink (Context.jobs): it cannot run scheduled jobs")
     return ctx.jobs
 
 
 def dispatch(ctx: Context, process: Process, schedule: Schedule, now: datetime | None = None) -> Dispatched:
-    """The scheduled Lambda's work: one job per tenant with due work, on the jobs queue."""
+    """The scheduled Lambda's work: one job per tenant with due work, each started in the jobs Lambda."""
     when = now or ctx.clock()
     due = due_tenants(ctx, process, schedule, when)
     jobs = [Job(process.name, schedule.name, config.tenant, when).to_message() for config in due]
@@ -227,8 +243,8 @@ def dispatch_reconcile(
 
 
 def run_job(ctx: Context, job: Job, budget: Budget, requeue: Callable[[Job], None] | None = None) -> Any:
-    """Run one tenant's job; hand its continuation to `requeue` (default: the jobs queue) when it
-    says there is more. Returns its report (None when the tenant or process is gone or switched
+    """Run one tenant's job; hand its continuation to `requeue` (default: a new invocation of the
+    jobs Lambda) when it says there is more. Returns its report (None when the tenant or process is gone or switched
     off: nothing to do)."""
     config = ctx.tenant(job.tenant)
     if config is None:
@@ -301,7 +317,7 @@ def run_schedule(
 
 
 def _run_through(ctx: Context, job: Job) -> Any:
-    """One job and its continuations, in this process (the queue is not involved)."""
+    """One job and its continuations, in this process (no Lambda is invoked)."""
     pending: list[Job] = []
     report = run_job(ctx, job, Budget(DEFAULT_BUDGET_SECONDS), pending.append)
     while pending:

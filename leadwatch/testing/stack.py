@@ -6,8 +6,11 @@ in-process `mock_aws()` (nothing leaves the process; the benchmarks use it).
 Bitrix24, amoCRM and Telegram: the fakes, over real HTTP on 127.0.0.1.
 leadwatch itself: the real Chalice app, its routes driven through Chalice's
 local gateway (in-process) or a local HTTP server, its SQS worker fed from the
-real queue, its schedules invoked as EventBridge would. Time is a simulated
-clock shared by everything.
+real queue, its schedules invoked as EventBridge would, and the jobs they start
+(asynchronous invocations of the jobs Lambda, through the real boto3 client,
+answered in the process: leadwatch.testing.lambda_invoke) run by `pump_jobs` as
+Lambda's queue of asynchronous events would. Time is a simulated clock shared by
+everything.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +37,7 @@ from leadwatch.testing.amocrm import DEFAULT_USERS as AMO_USERS
 from leadwatch.testing.amocrm import FakeAmoCrm
 from leadwatch.testing.bitrix24 import DEFAULT_USERS as B24_USERS
 from leadwatch.testing.bitrix24 import FakeBitrix24
+from leadwatch.testing.lambda_invoke import Invocations, lambda_client
 from leadwatch.testing.telegram import FakeTelegram
 
 if TYPE_CHECKING:
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
     from leadwatch.telegram import TelegramNotifier
 
 REGION = "eu-central-1"
+# The jobs Lambda's name in a stack named "leadwatch" (`<stack>-jobs`).
+JOBS_FUNCTION = "leadwatch-jobs"
 
 
 class SimClock:
@@ -255,7 +262,9 @@ class LocalStack:
         self.client: Any = None
         self.ctx: Any = None
         self.queue_url = ""
-        self.jobs_url = ""
+        # The jobs Lambda's asynchronous invocations, taken as Lambda would (pump_jobs runs them).
+        self.invocations = Invocations()
+        self.lambda_client: Any = None
         self.job_reports: list[tuple[str, dict]] = []
         self.dlq_url = ""
         self.sqs: Any = None
@@ -263,7 +272,8 @@ class LocalStack:
         self.dropped: list[tuple[str, bytes]] = []
         self.drop_next = 0
         self.webhook_answers: list[tuple[str, int]] = []
-        self.crashes = 0
+        self.crashes = 0  # invocations that died (the worker's, or the jobs Lambda's other than JobsFailed)
+        self.failed_job_invocations = 0  # the jobs Lambda's invocations that failed, retries included
         # False: a failed message is visible again at once, as if its back-off had passed (the
         # clock is simulated, SQS's is not). True: it keeps the back-off the worker gave it.
         self.honour_backoff = False
@@ -337,8 +347,8 @@ class LocalStack:
         create_tables(self.dynamodb)
         urls = create_queues(self.sqs)
         self.queue_url = urls["EventsQueue"]
-        self.jobs_url = urls["JobsQueue"]
         self.dlq_url = urls["EventsDeadLetterQueue"]
+        self.lambda_client = lambda_client(self.invocations, REGION)
         bind(host=self.aws_endpoint, region=REGION)
 
     def _write_tenants(self) -> None:
@@ -385,7 +395,7 @@ class LocalStack:
         from crm_adapters.bitrix24 import Bitrix24Adapter
         from crm_adapters.limits import SharedLimits
         from leadwatch.config import TenantRegistry
-        from leadwatch.context import Context, SqsQueue, set_context
+        from leadwatch.context import Context, LambdaJobs, SqsQueue, set_context
         from leadwatch.secrets import Secret, SecretResolver
         from leadwatch.store.dynamodb import Store
         from leadwatch.store.limits import DynamoSlotCounter
@@ -440,7 +450,7 @@ class LocalStack:
             notifier_factory=notifier_factory,
             sleep=self.sleeps,
             dead_letters=SqsQueue(self.dlq_url, client=self.sqs),
-            jobs=SqsQueue(self.jobs_url, client=self.sqs),
+            jobs=LambdaJobs(JOBS_FUNCTION, client=self.lambda_client),
             job_observer=lambda job, report: self.job_reports.append((job.tenant, report)),
             # A deployed jobs Lambda's budget (60 s less the margin), on the simulated clock the
             # fakes' rate limits wait on (chalice's test context would give 3 s of real time).
@@ -549,9 +559,61 @@ class LocalStack:
         # A worker that found the queue empty stopped while another's failures came back: once more.
         return sum(handled) + self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
 
-    def pump_jobs(self, max_batches: int = 10_000) -> int:
-        """Run the jobs Lambda on the jobs queue until it is empty (continuations included)."""
-        return self._drain(self.jobs_url, "jobs", 1, "leadwatch-jobs", max_batches)
+    def pump_jobs(self, max_invocations: int = 10_000) -> int:
+        """Run the jobs Lambda on every invocation started so far and meanwhile (continuations
+        included), as Lambda's queue of asynchronous events would; returns the jobs run in
+        invocations that succeeded. An invocation that fails (JobsFailed, or it died) is tried
+        again JOBS_RETRIES times, then its event goes to the dead-letter queue in the form of
+        Lambda's on-failure destination record (infra/resources.yaml, JobsEventInvokeConfig).
+        Lambda waits a minute or two before a retry; here it comes after what is pending."""
+        from collections import deque
+
+        from functions.jobs import JobsFailed
+        from leadwatch.infra import JOBS_RETRIES
+
+        handled = 0
+        pending: deque[tuple[Any, int]] = deque()
+        for _ in range(max_invocations):
+            pending.extend((payload, 0) for payload in self.invocations.payloads())
+            if not pending:
+                return handled
+            payload, retries = pending.popleft()
+            try:
+                self.client.lambda_.invoke("jobs", payload)
+            except BaseException as failure:
+                if isinstance(failure, KeyboardInterrupt):
+                    raise
+                self.failed_job_invocations += 1
+                if not isinstance(failure, JobsFailed):
+                    self.crashes += 1
+                if retries < JOBS_RETRIES:
+                    pending.append((payload, retries + 1))
+                else:
+                    self._job_dead_letter(payload, failure, retries + 1)
+                continue
+            handled += len(payload.get("jobs") or [])
+        return handled
+
+    def _job_dead_letter(self, payload: Any, failure: BaseException, attempts: int) -> None:
+        """What Lambda sends to an SQS on-failure destination for an event whose retries are spent."""
+        record = {
+            "version": "1.0",
+            "timestamp": self.clock().isoformat(),
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"arn:aws:lambda:{REGION}:123456789012:function:{JOBS_FUNCTION}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": payload,
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "responsePayload": {"errorMessage": str(failure), "errorType": type(failure).__name__},
+        }
+        self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=json.dumps(record))
 
     def _drain(self, queue_url: str, function: str, batch: int, queue: str, max_batches: int) -> int:
         """Run the real worker on the real queue until it is empty; returns messages handled.
@@ -630,7 +692,7 @@ class LocalStack:
 
     def run_schedule(self, process: str, schedule: str) -> dict:
         """Invoke one process schedule's Lambda, as EventBridge would, then the jobs Lambda on every
-        job it queued; returns tenant -> the job's report (as the jobs Lambda logs it)."""
+        job it started; returns tenant -> the job's report (as the jobs Lambda logs it)."""
         return self._dispatch_and_run(f"{process}_{schedule}")
 
     def _dispatch_and_run(self, function: str) -> dict:

@@ -246,6 +246,41 @@ def test_two_overlapping_dialing_report_runs_send_it_once(fresh: LocalStack, ten
     assert len(reports) == 1
 
 
+@pytest.mark.parametrize("tenant", [B24_TENANT, AMO_TENANT])
+def test_a_sweep_job_delivered_twice_at_once_judges_alerts_and_counts_once(fresh: LocalStack, tenant: str):
+    """Lambda may deliver an asynchronous event more than once: the jobs Lambda runs the same job
+    twice side by side (and a third time after), and nothing is doubled."""
+    stack = fresh
+    crm = driver(stack, tenant)
+    stack.clock.set(_at(stack, 10))
+    lead = crm.create("Nobody calls back", "7", stack.clock())  # never taken: late at 10:15
+    stack.pump()
+    for applied in (stack.bitrix.applied, stack.amo.applied):
+        applied.clear()
+    stack.clock.set(_at(stack, 10.5))
+    stack.invocations.take()  # whatever earlier steps started
+    stack._scheduled("timeliness_sweep")  # the dispatcher starts the due tenants' jobs
+    payloads = stack.invocations.payloads()
+    mine = [p for p in payloads if p["jobs"][0]["job"]["tenant"] == tenant]
+    assert len(mine) == 1
+    slow_first_send(stack)
+    jobs = stack.handlers["jobs"]
+
+    at_once([lambda: jobs(mine[0], None)] * 2)
+    jobs(mine[0], None)  # delivered once more, later
+
+    assert stack.ctx.store.get_lead(tenant, EntityRef(EntityType.LEAD, lead)).verdict == "late"
+    url = stack.ctx.adapter(stack.ctx.tenant(tenant)).card_url(EntityRef(EntityType.LEAD, lead))
+    assert len([m for m in stack.telegram.messages if url in m.text]) == 1
+    now = stack.clock()
+    journal = stack.ctx.store.violations(tenant, now - timedelta(days=1), now + timedelta(days=1))
+    assert [row.entity for row in journal].count(f"lead:{lead}") == 1
+    day = now.astimezone(MSK).date()
+    assert sum(row.on_time + row.late for row in stack.ctx.store.timeliness_stats(tenant, day, day)) == 1
+    applied = stack.bitrix.applied if tenant == B24_TENANT else stack.amo.applied
+    assert [str(card) for _, card in applied].count(str(lead)) == 1  # the verdict written once
+
+
 # ----------------------------------------------------------------------------- an unknown outcome
 
 

@@ -191,7 +191,6 @@ def test_handlers_work_from_the_bundle_next_to_only_the_runtimes_packages(
             "api_key": stack.api_key(B24_TENANT),
             "sqs_endpoint": stack.aws_endpoint,
             "queue_url": stack.queue_url,
-            "jobs_url": stack.jobs_url,
             "calendars": CALENDARS,
         }
         (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -212,7 +211,7 @@ def test_handlers_work_from_the_bundle_next_to_only_the_runtimes_packages(
             "LEADWATCH_DYNAMODB_ENDPOINT": stack.aws_endpoint,
             "LEADWATCH_SQS_ENDPOINT": stack.aws_endpoint,
             "LEADWATCH_QUEUE_URL": stack.queue_url,
-            "LEADWATCH_JOBS_QUEUE_URL": stack.jobs_url,
+            "LEADWATCH_JOBS_FUNCTION": "leadwatch-jobs",
             "LEADWATCH_DLQ_URL": stack.dlq_url,
             **stack.secrets,
         }
@@ -242,13 +241,14 @@ def test_handlers_work_from_the_bundle_next_to_only_the_runtimes_packages(
     assert seen["handlers"] == dict.fromkeys(handlers, True)
     assert "/hooks/{tenant}" in seen["routes"]
     # The lead's webhook was accepted and queued, the worker stored the lead, the sweep's dispatcher
-    # queued a job and the jobs Lambda ran it.
+    # invoked the jobs Lambda once per tenant and the jobs Lambda ran them.
     assert [w["status"] for w in seen["webhooks"]] == [200] * len(bodies) and bodies
     assert sum(w["body"].get("accepted", 0) for w in seen["webhooks"]) >= 1
     assert seen["worker_batch"] >= 1 and seen["worker"] == {"batchItemFailures": []}
     assert stored is not None
     assert seen["sweep"]["tenants"] == 2
-    assert seen["jobs_batch"] == 1 and seen["jobs"] == {"batchItemFailures": []}
+    assert seen["invoked"] == ["leadwatch-jobs"]
+    assert seen["jobs"] == [{"jobs": 1}] * seen["sweep"]["due"] and seen["sweep"]["due"] >= 1
     assert seen["api"]["keyed"]["status"] == 200, seen["api"]["keyed"]
     assert seen["api"]["no_key"]["status"] == 401
     # Written in the tenant's language (the stack's Bitrix24 tenant: Russian) by the slimmed Babel,
@@ -304,17 +304,22 @@ def test_template_has_tables_queue_schedules_and_partial_batch_failures(package)
     types = {name: res["Type"] for name, res in resources.items()}
     for table in ("InboxTable", "LeadsTable", "JournalTable", "StateTable"):
         assert types[table] == "AWS::DynamoDB::Table"
-    assert types["EventsQueue"] == types["JobsQueue"] == "AWS::SQS::Queue"
+    assert types["EventsQueue"] == types["EventsDeadLetterQueue"] == "AWS::SQS::Queue"
+    assert "JobsQueue" not in types
     assert resources["LeadsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] == "due-index"
     worker_events = resources["Worker"]["Properties"]["Events"]
     assert worker_events["WorkerSqsEventSource"]["Properties"]["FunctionResponseTypes"] == [
         "ReportBatchItemFailures"
     ]
-    jobs_events = resources["Jobs"]["Properties"]["Events"]
-    assert jobs_events["JobsSqsEventSource"]["Properties"]["FunctionResponseTypes"] == [
-        "ReportBatchItemFailures"
-    ]
-    assert jobs_events["JobsSqsEventSource"]["Properties"]["BatchSize"] == 1
+    # The jobs Lambda has no event source: the dispatchers invoke it asynchronously, and Lambda
+    # tries a failed job once more, then sends it to the dead-letter queue.
+    assert not resources["Jobs"]["Properties"].get("Events")
+    invoke_config = resources["JobsEventInvokeConfig"]
+    assert invoke_config["Type"] == "AWS::Lambda::EventInvokeConfig"
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 1
+    assert invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]
+    }
     sweep_events = resources["TimelinessSweep"]["Properties"]["Events"]
     assert any(e["Properties"]["Schedule"] == "rate(1 minute)" for e in sweep_events.values())
     reconcile_events = resources["Reconcile"]["Properties"]["Events"]
@@ -460,7 +465,7 @@ def test_each_function_writes_only_its_own_log_group_and_without_tenants_reads_n
             f"/aws/lambda/{own}:*": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"},
         }, function
         services = {a.split(":", 1)[0] for s in statements for a in _as_list(s["Action"])}
-        assert services <= {"dynamodb", "sqs", "ssm", "logs"}, function
+        assert services <= {"dynamodb", "sqs", "lambda", "ssm", "logs"}, function
 
 
 def test_with_tenants_each_role_reads_only_the_secrets_its_function_uses(tenants_package):
@@ -504,18 +509,32 @@ def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
     assert tables["APIHandler"]["leadwatch-inbox"] == {"PutItem", "DeleteItem", "UpdateItem"}
     assert queues["APIHandler"] == {"leadwatch-events": {"SendMessage", "GetQueueUrl"}}
     # Only webhooks and reconciliation's jobs store events; only the worker consumes them or parks
-    # poison; only the jobs Lambda consumes jobs, and the scheduled Lambdas only dispatch them.
+    # poison; the jobs Lambda's failed invocations reach the dead-letter queue with its role (its
+    # on-failure destination); nothing else sends there.
     assert {f for f, t in tables.items() if "leadwatch-inbox" in t} == {"APIHandler", "Jobs"}
     for function, granted in queues.items():
+        assert set(granted) <= {"leadwatch-events", "leadwatch-events-dlq"}, function  # no jobs queue
         for queue, actions in granted.items():
-            consumer = {"leadwatch-events": "Worker", "leadwatch-jobs": "Jobs"}.get(queue)
-            if function != consumer:
+            if function != "Worker":
                 assert not actions & (SQS_CONSUME - {"GetQueueAttributes"}), (function, queue)
-        if function != "Worker":
-            assert "leadwatch-events-dlq" not in granted, function
-    # Each consumer backs a failed message off on its own queue (ChangeMessageVisibility).
+    assert {f for f, granted in queues.items() if "leadwatch-events-dlq" in granted} == {"Worker", "Jobs"}
+    assert queues["Jobs"]["leadwatch-events-dlq"] == {"SendMessage"}
+    # The worker backs a failed message off on its queue (ChangeMessageVisibility).
     assert queues["Worker"]["leadwatch-events"] == SQS_CONSUME
-    assert queues["Jobs"]["leadwatch-jobs"] == SQS_CONSUME | {"SendMessage", "GetQueueUrl"}
+    # The scheduled Lambdas start the tenants' jobs, and the jobs Lambda its continuations: each
+    # may invoke exactly the stack's jobs Lambda; no other function may invoke any.
+    jobs_arn = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-jobs"
+    assert _function_name(resources, "Jobs") == "${AWS::StackName}-jobs"
+    for function in FUNCTIONS:
+        invokes = [
+            (action, resource)
+            for statement in _role_statements(resources, function)
+            for action in _as_list(statement["Action"])
+            if action.startswith("lambda:")
+            for resource in _as_list(statement["Resource"])
+        ]
+        expected = function in ("TimelinessSweep", "DialingReport", "Reconcile", "Jobs")
+        assert invokes == ([("lambda:InvokeFunction", {"Fn::Sub": jobs_arn})] if expected else []), function
     # A batch write may delete as well as put: only the effect ledger's writers hold it, on the
     # state table, where they may put and delete item by item anyway.
     batch = {
@@ -601,8 +620,7 @@ def test_the_api_is_throttled_and_has_reserved_concurrency(package):
         "Ref": "ApiReservedConcurrency"
     }
     assert parameters["ApiReservedConcurrency"]["Default"] > 0
-    for queue in ("EventsQueue", "JobsQueue"):
-        assert resources[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 10
+    assert resources["EventsQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 10
 
 
 def test_the_api_is_an_http_api_with_one_route_per_chalice_route(package):

@@ -1,9 +1,11 @@
-"""Per-tenant scheduling through the real Lambdas (dispatcher, jobs queue, jobs Lambda) on the
-local stack: one tenant's failing job holds up no other tenant and is done later; a job that
-cannot finish in one go continues; an idle minute queues no job."""
+"""Per-tenant scheduling through the real Lambdas (dispatcher, the jobs Lambda invoked
+asynchronously) on the local stack: one tenant's failing job holds up no other tenant, is tried
+once more, parked as dead where its alarm sees it, and done at a later tick; a job that cannot
+finish in one go continues; an idle minute starts no job."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -44,9 +46,19 @@ def test_a_failing_tenant_holds_up_no_other_and_is_done_later(stack, monkeypatch
 
     monkeypatch.setattr(sweep_module, "sweep_tenant", broken_for_b24)
     stack.clock.set(monday.replace(hour=11, minute=20))
+    failed_before = stack.failed_job_invocations
     reports = stack.sweep()
     assert reports[AMO_TENANT]["closed"] == 1 and B24_TENANT not in reports
     assert verdict_of(stack, AMO_TENANT, amo) == "late" and verdict_of(stack, B24_TENANT, b24) is None
+    # Its invocation failed, was tried once more, and went to the dead-letter queue as Lambda's
+    # on-failure record, naming the job.
+    assert stack.failed_job_invocations - failed_before == 2
+    [dead] = [json.loads(m["Body"]) for m in stack.dead_letters()]
+    assert dead["requestContext"]["condition"] == "RetriesExhausted"
+    assert dead["responsePayload"]["errorType"] == "JobsFailed"
+    assert f"timeliness.sweep for {B24_TENANT}" in dead["responsePayload"]["errorMessage"]
+    [job] = dead["requestPayload"]["jobs"]
+    assert job["job"]["tenant"] == B24_TENANT
     monkeypatch.setattr(sweep_module, "sweep_tenant", real)  # the fix is deployed
     stack.clock.advance(timedelta(minutes=1))
     reports = stack.sweep()
@@ -70,11 +82,12 @@ def test_a_job_that_cannot_finish_at_once_continues_until_done(stack, monkeypatc
     assert all(verdict_of(stack, B24_TENANT, lead) == "late" for lead in leads)
 
 
-def test_an_idle_minute_queues_no_job(stack):
+def test_an_idle_minute_starts_no_job(stack):
     stack.clock.set(MONDAY_9 + timedelta(weeks=3, hours=5))  # nothing falls due this week
     stack.sweep()  # whatever was still awake settles
     stack.clock.advance(timedelta(minutes=1))
     stack.job_reports.clear()
+    calls_before = stack.invocations.calls
     answer = stack.client.lambda_.invoke(
         "timeliness_sweep",
         stack.client.events.generate_cw_event(
@@ -82,4 +95,5 @@ def test_an_idle_minute_queues_no_job(stack):
         ),
     ).payload
     assert answer == {"tenants": 2, "due": 0}
+    assert stack.invocations.calls == calls_before
     assert stack.pump_jobs() == 0

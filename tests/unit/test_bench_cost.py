@@ -314,10 +314,19 @@ def test_every_priced_meter_has_a_price_and_the_free_ones_are_free():
 
 # ----------------------------------------------------------------------------- meter parts
 def test_job_classes_come_from_the_job_message():
-    assert CostMeter._job_class('{"job": {"process": "timeliness", "schedule": "sweep"}}') == "verdict"
-    assert CostMeter._job_class('{"job": {"process": "dialing", "schedule": "report"}}') == "day"
-    assert CostMeter._job_class('{"job": {"process": "framework", "schedule": "reconcile"}}') == "time"
-    assert CostMeter._job_class("not json") == "time"
+    assert CostMeter._job_class({"job": {"process": "timeliness", "schedule": "sweep"}}) == "verdict"
+    assert CostMeter._job_class({"job": {"process": "dialing", "schedule": "report"}}) == "day"
+    assert CostMeter._job_class({"job": {"process": "framework", "schedule": "reconcile"}}) == "time"
+    assert CostMeter._job_class("not a message") == "time"
+    # An invocation of the jobs Lambda (and its Invoke call) is its jobs' (one each by default).
+    meter = CostMeter(rtt_s={}, memory_mb={})
+    sweep, report = (
+        {"job": {"process": "timeliness", "schedule": "sweep"}},
+        {"job": {"process": "dialing", "schedule": "report"}},
+    )
+    assert meter._shares_of_invocation("jobs", {"jobs": [sweep]}) == {"verdict": 1.0}
+    assert meter._shares_of_invocation("jobs", {"jobs": [sweep, report]}) == {"verdict": 0.5, "day": 0.5}
+    assert meter._shares_of_invocation("jobs", {}) == {"other": 1.0}
 
 
 def test_a_tagged_driver_counts_its_actions_and_passes_everything_through():

@@ -1,4 +1,4 @@
-"""The scheduling bench's model and its SQS stub (no AWS: nothing leaves the process)."""
+"""The scheduling bench's model and its Lambda stub (no AWS: nothing leaves the process)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bench.scheduling import _completion, _min_concurrency, _SqsAccepts, _stubbed_sqs_client
+from bench.scheduling import _completion, _min_concurrency
+from leadwatch.testing.lambda_invoke import Invocations, lambda_client
 
 
 def test_completion_is_waves_of_the_longest_job():
@@ -23,28 +24,28 @@ def test_min_concurrency_is_the_smallest_that_fits():
     assert _min_concurrency(1000, 130.0, 120.0) == "none"
 
 
-def test_stubbed_client_answers_batches_and_refuses_the_rest(monkeypatch):
+def test_the_stubbed_lambda_takes_asynchronous_invokes_and_refuses_the_rest(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    accepted = _SqsAccepts()
-    client = _stubbed_sqs_client(accepted)
-    url = "https://sqs.eu-central-1.amazonaws.com/123456789012/jobs"
-    bodies = [
-        {
-            "job": {
-                "process": "timeliness",
-                "schedule": "sweep",
-                "tenant": f"t{i}",
-                "at": "2025-11-11T08:00:00+00:00",
+    invocations = Invocations()
+    client = lambda_client(invocations, "eu-central-1")
+    payload = {
+        "jobs": [
+            {
+                "job": {
+                    "process": "timeliness",
+                    "schedule": "sweep",
+                    "tenant": "t0",
+                    "at": "2025-11-11T08:00:00+00:00",
+                }
             }
-        }
-        for i in range(3)
-    ]
-    answer = client.send_message_batch(
-        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": json.dumps(b)} for i, b in enumerate(bodies)]
-    )
-    assert [entry["Id"] for entry in answer["Successful"]] == ["0", "1", "2"]
-    assert not answer.get("Failed")
-    assert [job.tenant for job in accepted.jobs()] == ["t0", "t1", "t2"]
-    with pytest.raises(RuntimeError, match="only sends batches"):
-        client.send_message(QueueUrl=url, MessageBody="{}")
+        ]
+    }
+    answer = client.invoke(FunctionName="bench-jobs", InvocationType="Event", Payload=json.dumps(payload))
+    assert answer["StatusCode"] == 202 and answer["Payload"].read() == b""
+    assert invocations.take() == [("bench-jobs", payload)] and invocations.calls == 1
+    with pytest.raises(RuntimeError, match="only asynchronous invocations"):
+        client.invoke(FunctionName="bench-jobs", Payload=b"{}")
+    with pytest.raises(RuntimeError, match="only Lambda's Invoke"):
+        client.list_functions()
+    assert invocations.take() == []

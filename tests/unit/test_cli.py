@@ -77,6 +77,42 @@ def test_aws_setup_creates_tables_and_queues(capsys):
         assert any(u.endswith("/leadwatch-events") for u in urls)
 
 
+def test_aws_setup_gives_the_jobs_lambda_the_stacks_retry_and_dead_letter_queue(capsys):
+    """`chalice deploy` makes the jobs Lambda without the template's JobsEventInvokeConfig."""
+    import io
+    import json
+    import zipfile
+
+    import boto3
+    from moto import mock_aws
+
+    from leadwatch.infra import JOBS_MAX_EVENT_AGE_S, JOBS_RETRIES
+
+    with mock_aws():
+        trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}]}
+        role = boto3.client("iam").create_role(RoleName="jobs", AssumeRolePolicyDocument=json.dumps(trust))
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("app.py", "def jobs(event, context):\n    return {}\n")
+        lambdas = boto3.client("lambda")
+        lambdas.create_function(
+            FunctionName="leadwatch-dev-jobs",
+            Runtime="python3.11",
+            Role=role["Role"]["Arn"],
+            Handler="app.jobs",
+            Code={"ZipFile": code.getvalue()},
+        )
+        assert main(["aws-setup", "--jobs-function", "leadwatch-dev-jobs"]) == 0
+        config = lambdas.get_function_event_invoke_config(FunctionName="leadwatch-dev-jobs")
+        assert config["MaximumRetryAttempts"] == JOBS_RETRIES == 1
+        assert config["MaximumEventAgeInSeconds"] == JOBS_MAX_EVENT_AGE_S
+        destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+        assert destination.startswith("arn:aws:sqs:") and destination.endswith(":leadwatch-events-dlq")
+        urls = boto3.client("sqs").list_queues()["QueueUrls"]
+        assert not any(u.endswith("/leadwatch-jobs") for u in urls)  # jobs need no queue of their own
+    assert "failed jobs go to" in capsys.readouterr().out
+
+
 def test_dialing_report_and_calls_for_any_date(aws, capsys):
     from datetime import date
 

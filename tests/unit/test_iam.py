@@ -94,6 +94,8 @@ def test_every_declared_table_index_and_queue_is_in_the_template():
             assert index in tables.get(iam.PREFIX + table, set()), where
         elif kind == "queue":
             assert iam.PREFIX + name in queues, where
+        elif kind == "function":
+            assert name in iam.functions(REGISTRY), where
 
 
 def test_every_table_and_index_of_the_template_is_used_by_some_declaration():
@@ -149,7 +151,16 @@ def test_arns_and_statement_ids():
     assert iam.arn("table:leads", PROD) == "arn:aws:dynamodb:eu-central-1:123456789012:table/leadwatch-leads"
     assert iam.arn("queue:events-dlq", PROD) == "arn:aws:sqs:eu-central-1:123456789012:leadwatch-events-dlq"
     china = iam.Target("cn-north-1", "123456789012", "prod")
-    assert iam.arn("queue:jobs", china) == "arn:aws-cn:sqs:cn-north-1:123456789012:leadwatch-jobs"
+    assert iam.arn("queue:events", china) == "arn:aws-cn:sqs:cn-north-1:123456789012:leadwatch-events"
+    # A function: its unqualified ARN, by the name the stack or Chalice gives it.
+    assert iam.arn("function:jobs") == {
+        "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-jobs"
+    }
+    assert (
+        iam.arn("function:jobs", PROD)
+        == "arn:aws:lambda:eu-central-1:123456789012:function:leadwatch-prod-jobs"
+    )
+    assert iam.sid("function:jobs") == "JobsFunction"
     assert iam.parameter_arn("/leadwatch/acme/api-key", PROD) == (
         "arn:aws:ssm:eu-central-1:123456789012:parameter/leadwatch/acme/api-key"
     )
@@ -241,7 +252,7 @@ def test_the_effect_ledger_is_the_frameworks_and_follows_the_declared_effects():
     without = ProcessRegistry([_process(effects=())])
     assert iam.actions_by_resource("probe_tick", without) == {
         "table:state": {"Query"},
-        "queue:jobs": {"SendMessage", "GetQueueUrl"},
+        "function:jobs": {"InvokeFunction"},
         "logs": {"CreateLogGroup", "CreateLogStream", "PutLogEvents"},
     }
     assert "secret:telegram" not in iam.actions_by_resource("jobs", without)
@@ -517,12 +528,14 @@ def test_concurrency_and_throttling_come_from_the_stacks_parameters():
     assert reserved == parameters["ApiReservedConcurrency"]["Default"]
     for stage in config["stages"].values():
         assert "reserved_concurrency" not in stage["lambda_functions"]["api_handler"]
-    for function, parameter in (("Worker", "WorkerMaxConcurrency"), ("Jobs", "JobsMaxConcurrency")):
-        [source] = resources[function]["Properties"]["Events"].values()
-        assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": parameter}}
-        assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert 2 <= parameters[parameter]["Default"] <= 1000  # SQS ScalingConfig's range
-    assert parameters["JobsMaxConcurrency"]["Default"] >= 167  # README: 1,000 tenants by 11:02
+    [source] = resources["Worker"]["Properties"]["Events"].values()
+    assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 2 <= parameters["WorkerMaxConcurrency"]["Default"] <= 1000  # SQS ScalingConfig's range
+    # The jobs Lambda is invoked asynchronously: no event source, and its reserved concurrency (when
+    # set) is its only ceiling.
+    assert "Events" not in resources["Jobs"]["Properties"]
+    assert "JobsMaxConcurrency" not in parameters
     stage = resources["HttpAPI"]["Properties"]["DefaultRouteSettings"]
     assert stage == {
         "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
@@ -535,12 +548,50 @@ def test_a_40_minute_crm_outage_stays_out_of_the_dead_letter_queue():
     def visibility(receive: int) -> int:
         return min(30 * 2 ** (receive - 1), 900)
 
-    for queue in ("leadwatch-events", "leadwatch-jobs"):
-        [props] = [q for q in queue_definitions().values() if q["QueueName"] == queue]
-        receives = props["RedrivePolicy"]["maxReceiveCount"]
-        last_receive_at = sum(visibility(n) for n in range(1, receives))
-        assert last_receive_at >= 40 * 60, queue
-        assert last_receive_at <= 2 * 60 * 60, queue  # a dead message is still seen the same morning
+    [props] = [q for q in queue_definitions().values() if q["QueueName"] == "leadwatch-events"]
+    receives = props["RedrivePolicy"]["maxReceiveCount"]
+    last_receive_at = sum(visibility(n) for n in range(1, receives))
+    assert last_receive_at >= 40 * 60
+    assert last_receive_at <= 2 * 60 * 60  # a dead message is still seen the same morning
+    # There is no jobs queue: a job's failure waits for no back-off, its next tick runs it again.
+    assert {q["QueueName"] for q in queue_definitions().values()} == {
+        "leadwatch-events",
+        "leadwatch-events-dlq",
+    }
+
+
+def test_a_failed_job_is_tried_once_more_then_parked_in_the_dead_letter_queue():
+    """The jobs Lambda's asynchronous invocations: one retry (not Lambda's default two: the next
+    tick dispatches the job again anyway), an hour at most in Lambda's queue, then the dead-letter
+    queue, which its alarm watches; the function's own role may send there, and nothing else."""
+    template = load_template()
+    resources = template["Resources"]
+    config = resources["JobsEventInvokeConfig"]
+    assert config["Type"] == "AWS::Lambda::EventInvokeConfig"
+    assert config["Properties"] == {
+        "FunctionName": {"Ref": "Jobs"},
+        "Qualifier": "$LATEST",
+        "MaximumRetryAttempts": 1,
+        "MaximumEventAgeInSeconds": 3600,
+        "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}},
+    }
+    granted = iam.actions_by_resource("jobs", REGISTRY)
+    assert granted["queue:events-dlq"] == {"SendMessage"}
+    assert not [
+        r for r in granted if r.startswith("queue:") and r not in ("queue:events", "queue:events-dlq")
+    ]
+    # The dispatchers start the jobs, and the jobs Lambda its continuations: InvokeFunction on the
+    # jobs Lambda alone, and no SQS action on any jobs queue.
+    for name in [*iam.dispatchers(REGISTRY), "jobs"]:
+        actions = iam.actions_by_resource(name, REGISTRY)
+        assert [r for r in actions if r.startswith("function:")] == ["function:jobs"], name
+        assert actions["function:jobs"] == {"InvokeFunction"}, name
+    for name in ("api_handler", "worker"):
+        assert not [r for r in iam.actions_by_resource(name, REGISTRY) if r.startswith("function:")], name
+    # The stack tells every function the jobs Lambda's name.
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["LEADWATCH_JOBS_FUNCTION"] == {"Fn::Sub": "${AWS::StackName}-jobs"}
+    assert "LEADWATCH_JOBS_QUEUE_URL" not in variables
 
 
 def test_the_template_without_its_generated_part_is_refused():
@@ -576,6 +627,12 @@ def test_a_stage_given_a_region_and_account_gets_policies_with_those(tmp_path, m
     assert "log-group:/aws/lambda/leadwatch-prod-worker:*" in text
     api = (tmp_path / ".chalice" / iam.policy_file("api_handler", "prod")).read_text()
     assert "application-token" in api and "webhook-code" not in api and "telegram" not in api
+    # Its dispatchers invoke the jobs Lambda Chalice names for the stage, told by the stage's
+    # environment (the stack's template tells its own; `dev` is packaged, so it has none).
+    sweep = (tmp_path / ".chalice" / iam.policy_file("timeliness_sweep", "prod")).read_text()
+    assert '"arn:aws:lambda:eu-central-1:123456789012:function:leadwatch-prod-jobs"' in sweep
+    assert prod["environment_variables"] == {"LEADWATCH_JOBS_FUNCTION": "leadwatch-prod-jobs"}
+    assert "LEADWATCH_JOBS_FUNCTION" not in config["stages"]["dev"].get("environment_variables", {})
 
     with pytest.raises(SystemExit):
         iam.main([*args, "--stage", "prod", "--region", "eu-central-1", "--account", "*"])

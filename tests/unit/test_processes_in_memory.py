@@ -10,6 +10,8 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from crm_adapters.base import WriteResult
 from leadwatch.config import TenantConfig, TenantRegistry, load_tenant_file
 from leadwatch.context import Context
@@ -254,11 +256,10 @@ def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_process()
 
 
 def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_the_jobs_lambda():
-    """The deployed path: the dispatcher queues one job per tenant, the jobs Lambda runs them; the
-    broken tenant's job comes back alone (a batch item failure), the other is done."""
-    from chalice.app import SQSEvent
-
-    from functions.jobs import jobs
+    """The deployed path: the dispatcher starts one job per tenant, the jobs Lambda runs them; the
+    broken tenant's job fails the invocation (Lambda retries it, then parks it as dead) after the
+    other's report is sent, and only its own invocation when each job has one."""
+    from functions.jobs import JobsFailed, jobs
     from leadwatch.context import set_context
     from leadwatch.scheduling import dispatch
 
@@ -271,17 +272,17 @@ def test_a_tenant_whose_report_raises_stops_no_other_tenants_report_in_the_jobs_
     ctx.jobs.sent.clear()
     dispatch(ctx, process, next(s for s in process.schedules if s.name == "report"))
     assert [job["job"]["tenant"] for job in ctx.jobs.sent] == ["aaa-broken", "acme-b24"]
-    records = [
-        {"messageId": f"m{n}", "receiptHandle": f"h{n}", "body": json.dumps(job), "attributes": {}}
-        for n, job in enumerate(ctx.jobs.sent)
-    ]
     set_context(ctx)
     try:
-        answer = jobs(SQSEvent({"Records": records}, None))
+        with pytest.raises(JobsFailed, match=r"1 of 2 jobs failed: dialing\.report for aaa-broken"):
+            jobs({"jobs": ctx.jobs.sent}, None)
+        assert len(telegram.sent) == 1 and REPORT.of(telegram.sent[0])
+        assert jobs({"jobs": [ctx.jobs.sent[1]]}, None) == {"jobs": 1}  # its own invocation: done
+        with pytest.raises(ValueError, match="not a jobs payload"):
+            jobs({"Records": []}, None)
     finally:
         set_context(None)
-    assert answer == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
-    assert len(telegram.sent) == 1 and REPORT.of(telegram.sent[0])
+    assert len(telegram.sent) == 1  # the report is out once, however often its job runs
 
 
 def test_a_tenant_whose_calendar_cannot_be_built_stops_no_other_tenants_reconciliation():
