@@ -1,0 +1,1 @@
+"""Quality control of rejected leads and deals."""
