@@ -54,7 +54,7 @@ def binomial_tail(k: int, n: int, p: Fraction | float) -> float:
     rate = Fraction(p)
     a, b = rate.numerator, rate.denominator
     numerator = sum(comb(n, i) * a**i * (b - a) ** (n - i) for i in range(k, n + 1))
-    return min(1.0, numerator / b**n)
+    return min(1.0, float(numerator / b**n))
 
 
 def fisher_greater(a: int, b: int, c: int, d: int) -> float:
@@ -66,7 +66,7 @@ def fisher_greater(a: int, b: int, c: int, d: int) -> float:
     row, column, total = a + b, a + c, a + b + c + d
     top = min(row, column)
     numerator = sum(comb(column, x) * comb(total - column, row - x) for x in range(a, top + 1))
-    return min(1.0, numerator / comb(total, row))
+    return min(1.0, float(numerator / comb(total, row)))
 
 
 # ----------------------------------------------------------------------------- weeks

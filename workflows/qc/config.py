@@ -213,14 +213,14 @@ class Funnel(Section):
     def _crm_defaults(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
-        kind = (info.context or {}).get("crm_kind")
-        entity = data.get("entity", "lead")
+        kind = str((info.context or {}).get("crm_kind"))
+        entity = str(data.get("entity", "lead"))
         filled = dict(data)
         if "stages" not in filled and (kind, entity) in DEFAULT_STAGES:
             filled["stages"] = DEFAULT_STAGES[(kind, entity)]
         if kind == "amocrm" and "reason_field" not in filled:
             filled["reason_field"] = AMOCRM_REASON_FIELD
-        if not filled.get("name") and isinstance(entity, str):
+        if not filled.get("name"):
             filled["name"] = f"{entity}s" + (f"-{_text_id(data['pipeline'])}" if data.get("pipeline") else "")
         return filled
 

@@ -487,6 +487,12 @@ class Transition:
         return self.refused is None
 
 
+def _with_task(review: Review, task: TaskClock) -> Review:
+    if task.operation == "answer":
+        return replace(review, answer_task=task)
+    return replace(review, review_task=task)
+
+
 def _refuse(review: Review, why: Refusal) -> Transition:
     return Transition(review, (), why)
 
@@ -749,15 +755,15 @@ def _decision_row(review: Review, now: datetime) -> Violation:
 def _close(review: Review, now: datetime) -> Transition:
     task = review.open_task
     effects: list[Effect | QcEffect] = []
-    updates: dict[str, Any] = {}
+    closed = replace(review, status=Status.CLOSED, closed_at=now)
     if task is not None:
         effects.append(
             CompleteTask(
                 f"qc:done:{review.tenant}:{review.review_id}:{task.operation}", task.task_ref, review.entity
             )
         )
-        updates["answer_task" if task.operation == "answer" else "review_task"] = replace(task, done_at=now)
-    return Transition(replace(review, status=Status.CLOSED, closed_at=now, **updates), tuple(effects))
+        closed = _with_task(closed, replace(task, done_at=now))
+    return Transition(closed, tuple(effects))
 
 
 def card_changed(
@@ -844,8 +850,7 @@ def check_deadlines(review: Review, now: datetime, calendar: WorkCalendar, view:
         updated = replace(updated, escalated_at=now)
     if updated == task:
         return Transition(review)
-    where = "answer_task" if task.operation == "answer" else "review_task"
-    return Transition(replace(review, **{where: updated}), tuple(effects))
+    return Transition(_with_task(review, updated), tuple(effects))
 
 
 def next_check_at(review: Review) -> datetime | None:
