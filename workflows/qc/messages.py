@@ -89,7 +89,7 @@ TEXTS: dict[Lang, Texts] = {
         quiet="Без значимого роста",
         little_data="Мало данных для вывода",
         department="Отдел в целом",
-        subject_line="{who}: {ignored} из {total} ({share})",
+        subject_line="{who}: {total}, из них с игнорируемой причиной {ignored} ({share})",
         vs_baseline="своя база за {weeks}: {share} ({ignored} из {total}), {p}",
         vs_rest="остальной отдел: {share} ({ignored} из {total}), {p}",
         too_little="мало данных: {total} за неделю, нужно не меньше {need}",
@@ -150,7 +150,7 @@ TEXTS: dict[Lang, Texts] = {
         quiet="No significant rise",
         little_data="Too little data for a verdict",
         department="The department",
-        subject_line="{who}: {ignored} of {total} ({share})",
+        subject_line="{who}: {total}, {ignored} with an ignored reason ({share})",
         vs_baseline="own baseline over {weeks}: {share} ({ignored} of {total}), {p}",
         vs_rest="rest of the department: {share} ({ignored} of {total}), {p}",
         too_little="too little data: {total} this week, at least {need} needed",
@@ -258,7 +258,7 @@ def overdue_line(review: Review, task: TaskClock, view: QcView) -> str:
 
 
 def p_text(p: float, writer: Writer) -> str:
-    """A p-value as the language writes numbers: p = 0,012 / p < 0.001."""
+    """A p-value as the language writes numbers, in plain text: p = 0,012 / p < 0.001."""
     if p < P_FLOOR:
         return f"p < {writer.number(P_FLOOR, 3)}"
     return f"p = {writer.number(p, 3)}"
@@ -294,7 +294,7 @@ def verdict_lines(verdict: DriftVerdict, weeks: int, w: Writer) -> list[str]:
                 share=w.percent(verdict.baseline.share),
                 ignored=w.number(verdict.baseline.ignored),
                 total=w.number(verdict.baseline.total),
-                p=p_text(verdict.p_baseline, w),
+                p=escape(p_text(verdict.p_baseline, w)),
             )
         )
     if verdict.rest is not None:
@@ -307,7 +307,7 @@ def verdict_lines(verdict: DriftVerdict, weeks: int, w: Writer) -> list[str]:
                     share=w.percent(verdict.rest.share),
                     ignored=w.number(verdict.rest.ignored),
                     total=w.number(verdict.rest.total),
-                    p=p_text(verdict.p_rest, w),
+                    p=escape(p_text(verdict.p_rest, w)),
                 )
             )
     return lines
