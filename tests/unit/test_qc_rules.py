@@ -4,6 +4,7 @@ against known p-values, reproducible spot-check samples, and the texts."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -616,7 +617,7 @@ def test_the_binomial_p_value_is_a_probability_falling_with_the_count(n, ignored
     rate = Fraction(min(ignored, base), base)
     tails = [qa.binomial_tail(k, n, rate) for k in range(n + 2)]
     assert all(0.0 <= p <= 1.0 for p in tails)
-    assert all(later <= earlier for earlier, later in zip(tails, tails[1:], strict=False))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(tails))
 
 
 @settings(max_examples=200, deadline=None)
@@ -624,7 +625,7 @@ def test_the_binomial_p_value_is_a_probability_falling_with_the_count(n, ignored
 def test_the_fisher_p_value_is_a_probability_falling_with_the_count(n, c, d):
     values = [qa.fisher_greater(a, n - a, c, d) for a in range(n + 1)]
     assert all(0.0 <= p <= 1.0 for p in values)
-    assert all(later <= earlier + 1e-15 for earlier, later in zip(values, values[1:], strict=False))
+    assert all(later <= earlier + 1e-15 for earlier, later in itertools.pairwise(values))
 
 
 # ---------------------------------------------------------------------------- the drift audit
