@@ -366,3 +366,17 @@ def test_every_mistake_of_the_section_is_reported_at_once():
     assert "qc.funnels[0].returned_stage" in message
     assert "qc.audit.time" in message
     assert "qc.deadlines.answer.within" in message
+
+
+def test_the_declaration_builds_a_registry_and_its_references_resolve():
+    # Not registered yet (workflows/qc/process.py says why); listed with the others it must hold.
+    from leadwatch.registry import ProcessRegistry
+    from workflows.qc.process import PROCESS
+
+    registry = ProcessRegistry([*PROCESSES, PROCESS])
+    for reference in (PROCESS.config, PROCESS.check):
+        assert (
+            reference is not None and reference.startswith("workflows.qc.") and callable(resolve(reference))
+        )
+    config = parse_tenant(yaml.safe_dump(with_qc(QC)), SOURCE, registry.tenant_model())
+    assert config.enabled("qc") and registry.is_running(config, "qc")
