@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pynamodb.expressions.condition import Condition
+
 from leadwatch.cards import DELETED, LeadState
 from leadwatch.effects import Violation
 from leadwatch.events import Call, EntityRef
@@ -568,7 +570,7 @@ class Store:
         lower = start.astimezone(UTC).isoformat()
         upper = end.astimezone(UTC).isoformat() + "\uffff"
         types = sorted({type} if isinstance(type, str) else set(type or ()))
-        condition = JournalItem.type.is_in(*types) if types else None
+        condition: Condition | None = JournalItem.type.is_in(*types) if types else None
         if manager is not None:
             same = JournalItem.manager == manager
             condition = same if condition is None else condition & same
