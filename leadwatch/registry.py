@@ -48,7 +48,11 @@ class ProcessRegistry:
             + [(r.path, p.name) for p in self for r in p.routes],
             reserved=RESERVED_PATHS,
         )
-        self._check_unique("violation type", [(t.name, owner) for owner, t in self.violation_types()])
+        self._check_unique(
+            "violation type",
+            [(t.name, p.name) for p in self for t in p.violation_types],
+            reserved=frozenset(t.name for owner, t in self.violation_types() if owner == FRAMEWORK),
+        )
         self._check_unique(
             "route name",
             [(f"{p.name}_{q.name}", p.name) for p in self for q in p.queries]
