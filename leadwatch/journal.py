@@ -61,7 +61,7 @@ BOM = "\ufeff"
 SEPARATORS = {"comma": ",", ",": ",", "semicolon": ";", ";": ";", "tab": "\t"}
 FORMATS = ("json", "csv")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
-_MANAGER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_MANAGER = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def parse_query(params: Mapping[str, str], today: date, known: Collection[str]) 
         if name not in types:
             types.append(name)
     manager = given.get("manager")
-    if manager is not None and not (_MANAGER.match(manager) and _encodes(manager)):
+    if manager is not None and not (_MANAGER.fullmatch(manager) and _encodes(manager)):
         raise QueryError(f"'manager' must be a CRM user id (at most 64 characters), got {echo(manager)}")
     return JournalQuery(first, last, tuple(types), manager)
 

@@ -120,6 +120,7 @@ def test_types_are_one_or_several_and_each_known():
         ({"from": "2025-11-12", "to": "2025-11-11"}, "'from' (2025-11-12) is after 'to' (2025-11-11)"),
         ({"from": "2024-01-01", "to": "2025-11-11"}, "at most 366 days"),
         ({"manager": "7\n8"}, "'manager' must be a CRM user id"),
+        ({"manager": "7\n"}, "'manager' must be a CRM user id"),
         ({"manager": "9" * 65}, "'manager' must be a CRM user id"),
         ({"manager": "\ud800"}, "'manager' must be a CRM user id"),
     ],
