@@ -340,6 +340,25 @@ def test_a_type_or_path_the_framework_or_another_process_has_is_refused():
     assert [d["violation_types"] for d in registry.describe()] == [[{"name": "overdue_task", "help": "x"}]]
 
 
+def test_a_row_of_an_undeclared_type_is_kept_and_logged(caplog):
+    from leadwatch.effects import RecordViolation
+    from leadwatch.executor import perform
+
+    ctx = context()
+    config = ctx.tenant("acme-b24")
+    effects = [
+        RecordViolation(Violation("made:1", "made_up", lead(1), "7", NOW)),
+        RecordViolation(Violation("late:2", "late_first_processing", lead(2), "7", NOW)),
+    ]
+    with caplog.at_level("WARNING", logger="leadwatch.executor"):
+        perform(ctx, config, effects)
+    assert [r.getMessage() for r in caplog.records] == [
+        "journal type 'made_up' is declared by no process (Process.violation_types): the journal's "
+        "type filter refuses it"
+    ]
+    assert [e.type for e in journal.read(ctx, config, query())] == ["late_first_processing", "made_up"]
+
+
 # ----------------------------------------------------------------------------- the command line
 
 
