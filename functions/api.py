@@ -1,6 +1,8 @@
-"""The read API: one GET route per process query (`GET /tenants/{tenant}/<query path>`),
-built from the registry; `leadwatch processes` lists them. For example:
+"""The read API: the framework's violation journal, and one GET route per process query
+(`GET /tenants/{tenant}/<query path>`), built from the registry; `leadwatch processes` lists
+those. For example:
 
+  GET /tenants/{tenant}/violations?from=&to=&type=&manager=&format=csv   the journal (leadwatch.journal)
   GET /tenants/{tenant}/timeliness?from=YYYY-MM-DD&to=YYYY-MM-DD   on time / late per manager and day
   GET /tenants/{tenant}/dialing?date=YYYY-MM-DD                     the day's dialing report
   GET /tenants/{tenant}/leads/{lead}/calls                          a card's attempts and touches
@@ -169,6 +171,36 @@ def _serve(request: Request, process: Process, route: Route, tenant: str, path: 
     )
 
 
+def _journal(request: Request, tenant: str) -> Response:
+    """The violation journal of every process (leadwatch.journal): JSON, or CSV with format=csv."""
+    from leadwatch import journal
+    from leadwatch.process import QueryError
+
+    opened = _open(request, tenant)
+    if isinstance(opened, Response):
+        return opened
+    ctx, config, params, today = opened
+    if request.query_params is not None and "type" in params:
+        # `type=a&type=b` as well as `type=a,b`.
+        params["type"] = ",".join(request.query_params.getlist("type"))
+    try:
+        answer = journal.answer(ctx, config, today, params)
+    except QueryError as exc:
+        return _json(exc.status, {"error": str(exc)})
+    return Response(
+        body=answer.body,
+        status_code=answer.status,
+        headers={"Content-Type": answer.content_type, **answer.headers},
+    )
+
+
+def journal_route(routes: Chalice) -> Any:
+    def violations(tenant: str) -> Response:
+        return _observed(routes, tenant, lambda request: _journal(request, tenant))
+
+    return violations
+
+
 def _text(status: int, message: str) -> Response:
     return Response(body=message, status_code=status, headers={"Content-Type": "text/plain; charset=utf-8"})
 
@@ -191,7 +223,9 @@ PAGE_CONTENT_TYPES = [
 
 
 def register(app: Chalice, processes: Any) -> None:
-    """The read API's routes: one per process query, and each process's own routes (pages)."""
+    """The read API's routes: the framework's journal, one per process query, and each process's
+    own routes (pages). The registry keeps processes off the framework's paths (RESERVED_PATHS)."""
+    app.route("/tenants/{tenant}/violations", methods=["GET"], name="violations")(journal_route(app))
     for process, query in processes.queries():
         app.route(f"/tenants/{{tenant}}/{query.path}", methods=["GET"], name=f"{process.name}_{query.name}")(
             query_route(app, process, query)

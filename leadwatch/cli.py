@@ -2,7 +2,8 @@
 
   leadwatch check-config [PATH]                     validate tenant files (a file or a directory)
   leadwatch processes                               the processes and what each declares
-  leadwatch violations TENANT [--from D] [--to D]   the violation journal
+  leadwatch violations TENANT [--from D] [--to D] [--type T]... [--manager ID] [--json | --csv]
+                       [--sep S] [--out FILE]       the violation journal of every process
   leadwatch aws-setup [--worker-function NAME] [--jobs-function NAME]
                                                     tables and queues for `chalice deploy`
   leadwatch timeliness TENANT [--from D] [--to D]   per-manager on-time / late table
@@ -23,7 +24,7 @@ import json
 import os
 import sys
 import textwrap
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,10 +180,15 @@ def build_parser(processes: ProcessRegistry) -> argparse.ArgumentParser:
         help="the control processes: events, schedules, state, routes, permissions",
         description="The control processes this deployment registers, and what each declares.",
     )
+    types = ", ".join(sorted(t.name for _, t in processes.violation_types()))
     violations = commands.add_parser(
         "violations",
         help="the violation journal of every process",
-        description=_wrap(f"The violation journal of every process; {PERIOD}."),
+        description=_wrap(
+            f"The violation journal of every process, oldest first; {PERIOD}. Times are ISO 8601 "
+            "in the tenant's time zone, with its UTC offset. --csv writes what a spreadsheet opens: "
+            "UTF-8 with a byte order mark, a header row, one row per violation."
+        ),
         parents=[where],
         epilog=epilog,
         formatter_class=raw,
@@ -202,7 +208,33 @@ def build_parser(processes: ProcessRegistry) -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="last day (default: today in the tenant's time zone)",
     )
-    violations.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    violations.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        metavar="TYPE",
+        help=f"only this type; repeat it (or separate with commas) for several; types: {types}",
+    )
+    violations.add_argument(
+        "--manager", metavar="ID", help="only this manager's rows: the CRM user id (as in --json's manager)"
+    )
+    output = violations.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="print the read API's JSON answer instead of a table"
+    )
+    output.add_argument(
+        "--csv",
+        action="store_true",
+        help="write CSV: columns when, type, card, card_link, manager_id, manager_name, details (JSON)",
+    )
+    violations.add_argument(
+        "--sep",
+        choices=("comma", "semicolon", "tab"),
+        help="the CSV's separator (default comma; semicolon for an Excel whose list separator is ';')",
+    )
+    violations.add_argument(
+        "--out", type=Path, metavar="FILE", help="write to FILE instead of standard output"
+    )
     for _, query in processes.queries():
         _add_query(commands, query, [where], epilog)
     setup = commands.add_parser(
@@ -461,27 +493,43 @@ def query_command(ctx: Any, config: Any, process: Process, query: Query, args: a
 
 
 def violations_command(ctx: Any, config: Any, args: argparse.Namespace) -> int:
+    from leadwatch import journal
+    from leadwatch.process import QueryError
+
+    if args.sep and not args.csv:
+        print("leadwatch: --sep goes with --csv", file=sys.stderr)
+        return 2
     tz = ctx.calendar(config).tz
-    last = args.last or datetime.now(tz).date()
-    first = args.first or last - timedelta(days=6)
-    start = datetime.combine(first, time.min, tz)
-    end = datetime.combine(last, time.max, tz)
-    rows = ctx.store.violations(config.tenant, start, end)
-    if args.json:
-        print(
-            json.dumps(
-                [{**vars(r), "occurred_at": r.occurred_at.isoformat()} for r in rows],
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+    params = {
+        "from": args.first.isoformat() if args.first else "",
+        "to": args.last.isoformat() if args.last else "",
+        "type": ",".join(args.types or ()),
+        "manager": args.manager or "",
+    }
+    try:
+        query = journal.parse_query(params, datetime.now(tz).date(), journal.known_types(ctx))
+    except QueryError as exc:
+        print(f"leadwatch: {exc}", file=sys.stderr)
+        return 2
+    found = journal.read(ctx, config, query)
+    if args.csv:
+        body = journal.as_csv(found, journal.SEPARATORS[args.sep or "comma"]).encode("utf-8")
+    elif args.json:
+        data = journal.as_data(config, query, found, str(tz))
+        body = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     else:
-        names = ctx.names(config)
-        for r in rows:
-            print(
-                f"{r.occurred_at.astimezone(tz):%Y-%m-%d %H:%M}  {r.type:<24} {r.entity:<14} {names.manager(r.manager)}"
-            )
-        print(f"{len(rows)} violation(s)")
+        body = (journal.as_text(found) + "\n").encode("utf-8")
+    if args.out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        args.out.write_bytes(body)
+    except OSError as exc:
+        print(f"leadwatch: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"{len(found)} violation(s) from {query.first} to {query.last} written to {args.out}")
     return 0
 
 
@@ -508,6 +556,8 @@ def processes_command(processes: Any) -> int:
             indexes = f" [indexes: {', '.join(state['indexes'])}]" if state["indexes"] else ""
             print(f"  state: {state['table']}: {state['keys']}{indexes}")
         print(f"  effects: {', '.join(item['effects']) or '-'}")
+        for kind in item["violation_types"]:
+            print(f"  journal type: {kind['name']}: {kind['help']}")
         for route, command in zip(item["routes"], item["commands"], strict=True):
             print(f"  route: {route}")
             print(f"  command: {command}")

@@ -143,12 +143,24 @@ def perform(ctx: Context, config: TenantConfig, effects: Sequence[Effect], budge
             # A conditional put: a second write of the same violation keeps one row.
             if ctx.store.put_violation(config.tenant, effect.violation, ctx.clock()):
                 observability.violation(config.tenant, effect.violation.type)
+                _check_declared(ctx, effect.violation.type)
             outcome.done.add(effect.effect_id)
 
     messages = [e for e in unique.values() if isinstance(e, Notify)]
     if messages:
         _notify(run, messages, outcome)
     return outcome
+
+
+def _check_declared(ctx: Context, type_: str) -> None:
+    """The row is kept whatever its type; a type no process declares (`violation_types`) cannot be
+    asked for by type in the journal (leadwatch.journal refuses it), so say so where it is written."""
+    if all(declared.name != type_ for _, declared in ctx.processes.violation_types()):
+        log.warning(
+            "journal type %r is declared by no process (Process.violation_types): the journal's "
+            "type filter refuses it",
+            type_,
+        )
 
 
 def _sort_claims(claims: dict[str, ClaimResult], outcome: Outcome) -> list[str]:

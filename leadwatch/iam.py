@@ -135,6 +135,9 @@ FRAMEWORK: tuple[Permission, ...] = (
     # what they read from the CRM (conditional UpdateItem). The read API only reads them
     # (names.cached_only): it holds no CRM credentials.
     Permission(API, "table:state", ("GetItem",), "names: the CRM's names as cached"),
+    # The violation journal of every process (leadwatch.journal, GET /tenants/{tenant}/violations):
+    # one Query over the tenant's period; the API handler writes no journal row.
+    Permission(API, "table:journal", ("Query",), "read API: the violation journal"),
     Permission(WORKER, "table:state", ("GetItem", "UpdateItem"), "names: read, refresh, keep"),
     Permission(JOBS, "table:state", ("GetItem", "UpdateItem"), "names: read, refresh, keep"),
     # Secrets (leadwatch.secrets: one GetParameter per name): the webhook checks need only what

@@ -18,6 +18,9 @@ What the framework does with each part:
   the process name); every field has a default, so a file without the section is valid.
 - `state`, `effects`, `permissions`: what the process owns and may do, checked against the
   infrastructure template and the functions' IAM policies by the test suite.
+- `violation_types`: the types of the journal rows it records (`RecordViolation`); the
+  framework's journal (`leadwatch.journal`: `GET /tenants/{tenant}/violations`, `leadwatch
+  violations`) filters by them and refuses a type nobody declares.
 """
 
 from __future__ import annotations
@@ -147,6 +150,15 @@ class QueryError(ValueError):
 
 
 @dataclass(frozen=True)
+class ViolationType:
+    """One type of row a process writes to the violation journal: its name (as in
+    `Violation.type`) and what it means, in a few words for `--help` and error messages."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
 class StateDecl:
     """A piece of state a process owns: a table of the template, the key namespace it writes
     there and the indexes it queries."""
@@ -192,6 +204,8 @@ class Process:
     state: tuple[StateDecl, ...] = ()
     effects: tuple[str, ...] = ()
     permissions: tuple[Permission, ...] = ()
+    # The journal row types its effects record (`Violation.type`); see leadwatch.journal.
+    violation_types: tuple[ViolationType, ...] = ()
     # Called by the framework's reconciliation (every few minutes, per tenant where the process is
     # enabled): `reconcile(ctx, config, now)` feeds what webhooks missed and returns counts.
     reconcile: str | None = None
@@ -221,6 +235,12 @@ class Process:
             if unsupported or not route.methods:
                 raise ValueError(
                     f"process {self.name!r}: route {route.name!r} methods must be GET and/or POST"
+                )
+        for kind in self.violation_types:
+            if not _NAME.match(kind.name) or not kind.help.strip():
+                raise ValueError(
+                    f"process {self.name!r}: violation type {kind.name!r} needs a plain name "
+                    "(2-31 lowercase letters, digits and _) and a help text"
                 )
         functions = {"api", "worker", "reconcile", *names}
         for permission in self.permissions:

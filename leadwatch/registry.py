@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from leadwatch.process import Process, Query, Route, Schedule, resolve
+from leadwatch.process import Process, Query, Route, Schedule, ViolationType, resolve
 
 if TYPE_CHECKING:
     from leadwatch.config import TenantConfig
@@ -24,6 +24,9 @@ DEFAULT_PROCESSES = "workflows:PROCESSES"
 # Names the framework's own CLI commands and functions take.
 RESERVED_COMMANDS = frozenset({"check-config", "violations", "aws-setup", "processes"})
 RESERVED_FUNCTIONS = frozenset({"api_handler", "worker", "reconcile"})
+# The framework's own read API paths under /tenants/{tenant}/ (functions.api: the journal).
+RESERVED_PATHS = frozenset({"violations"})
+FRAMEWORK = "the framework"
 
 
 class ProcessRegistry:
@@ -43,6 +46,12 @@ class ProcessRegistry:
             "route path",
             [(q.path, p.name) for p in self for q in p.queries]
             + [(r.path, p.name) for p in self for r in p.routes],
+            reserved=RESERVED_PATHS,
+        )
+        self._check_unique(
+            "violation type",
+            [(t.name, p.name) for p in self for t in p.violation_types],
+            reserved=frozenset(t.name for owner, t in self.violation_types() if owner == FRAMEWORK),
         )
         self._check_unique(
             "route name",
@@ -99,6 +108,14 @@ class ProcessRegistry:
     def routes(self) -> list[tuple[Process, Route]]:
         return [(p, r) for p in self for r in p.routes]
 
+    def violation_types(self) -> list[tuple[str, ViolationType]]:
+        """(who records it, type) of every journal row type: the framework's, then each process's."""
+        from leadwatch.journal import FRAMEWORK_TYPES
+
+        return [(FRAMEWORK, t) for t in FRAMEWORK_TYPES] + [
+            (p.name, t) for p in self for t in p.violation_types
+        ]
+
     def running(self, config: TenantConfig) -> list[Process]:
         """The processes enabled for one tenant (and whose required processes are enabled too)."""
         on = {p.name for p in self if config.enabled(p.name)}
@@ -144,6 +161,7 @@ class ProcessRegistry:
                 "reconciles": p.reconcile is not None,
                 "state": [{"table": s.table, "keys": s.keys, "indexes": list(s.indexes)} for s in p.state],
                 "effects": list(p.effects),
+                "violation_types": [{"name": t.name, "help": t.help} for t in p.violation_types],
                 "routes": [f"GET /tenants/{{tenant}}/{q.path}" for q in p.queries],
                 "pages": [
                     f"{'|'.join(r.methods)} /tenants/{{tenant}}/{r.path}"

@@ -7,10 +7,12 @@ the workflows plain dataclasses.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from pynamodb.expressions.condition import Condition
 
 from leadwatch.cards import DELETED, LeadState
 from leadwatch.effects import Violation
@@ -551,14 +553,31 @@ class Store:
         return put_once(item, JournalItem.key.does_not_exist())
 
     def violations(
-        self, tenant: str, start: datetime, end: datetime, type: str | None = None
+        self,
+        tenant: str,
+        start: datetime,
+        end: datetime,
+        type: str | Collection[str] | None = None,
+        manager: str | None = None,
+        limit: int | None = None,
     ) -> list[JournalRow]:
+        """One Query over the period's key range, the filters as its FilterExpression: DynamoDB
+        bills the rows the range holds (0.5 read unit per 4 KB, eventually consistent) whatever
+        the filter keeps, and sends back only those kept. An index per manager would save reads
+        only on journals far larger than a person reads, and cost a write per row."""
+        if limit is not None and limit <= 0:
+            return []
         lower = start.astimezone(UTC).isoformat()
         upper = end.astimezone(UTC).isoformat() + "\uffff"
-        rows = []
-        for item in JournalItem.query(tenant, JournalItem.key.between(lower, upper)):
-            if type and item.type != type:
-                continue
+        types = sorted({type} if isinstance(type, str) else set(type or ()))
+        condition: Condition | None = JournalItem.type.is_in(*types) if types else None
+        if manager is not None:
+            same = JournalItem.manager == manager
+            condition = same if condition is None else condition & same
+        rows: list[JournalRow] = []
+        for item in JournalItem.query(
+            tenant, JournalItem.key.between(lower, upper), filter_condition=condition
+        ):
             rows.append(
                 JournalRow(
                     item.violation_id,
@@ -569,6 +588,8 @@ class Store:
                     json.loads(item.details or "{}"),
                 )
             )
+            if limit is not None and len(rows) >= limit:
+                break
         return rows
 
     # ----- checkpoints and statistics

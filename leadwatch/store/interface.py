@@ -14,7 +14,7 @@ checking only; `NameList` lives in `leadwatch.store.names`, shared by both store
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -274,9 +274,18 @@ class StoreProtocol(Protocol):
         ...
 
     def violations(
-        self, tenant: str, start: datetime, end: datetime, type: str | None = None
+        self,
+        tenant: str,
+        start: datetime,
+        end: datetime,
+        type: str | Collection[str] | None = None,
+        manager: str | None = None,
+        limit: int | None = None,
     ) -> list[JournalRow]:
-        """Journal rows that occurred in [start, end] (both included), of one type if given, oldest first."""
+        """Journal rows that occurred in [start, end] (both included), oldest first: of one type,
+        or of any of several, if given (an empty collection is no filter); of one manager if given
+        (a row without one never matches); the first `limit` of them if given. The filters are
+        applied to the period's rows: on DynamoDB they cost the period's reads whatever they keep."""
         ...
 
     # ----- checkpoints and statistics

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -677,14 +677,29 @@ class MemoryStore:
             return self._journal.put_once(tenant, violation.occurred_at, row)
 
     def violations(
-        self, tenant: str, start: datetime, end: datetime, type: str | None = None
+        self,
+        tenant: str,
+        start: datetime,
+        end: datetime,
+        type: str | Collection[str] | None = None,
+        manager: str | None = None,
+        limit: int | None = None,
     ) -> list[JournalRow]:
+        if limit is not None and limit <= 0:
+            return []
         # The same string range as DynamoDB's sort key condition, so the same rows fall inside.
         lower = start.astimezone(UTC).isoformat()
         upper = end.astimezone(UTC).isoformat() + "\uffff"
+        types = {type} if isinstance(type, str) else set(type or ())
         with self._lock:
             rows = self._journal.rows.get(tenant, {})
-            found = [rows[k] for k in sorted(rows) if lower <= k <= upper]
+            found = [
+                rows[k]
+                for k in sorted(rows)
+                if lower <= k <= upper
+                and (not types or rows[k].type in types)
+                and (manager is None or rows[k].manager == manager)
+            ]
         return [
             JournalRow(
                 r.violation_id,
@@ -694,8 +709,7 @@ class MemoryStore:
                 _at(r.occurred_at),
                 json.loads(r.details),
             )
-            for r in found
-            if not type or r.type == type
+            for r in found[:limit]
         ]
 
     # ----- checkpoints and statistics

@@ -1045,6 +1045,49 @@ def test_violations_of_a_closed_period_and_type_in_time_order(store):
     assert [r.violation_id for r in typed] == ["start", "inside", "end"]
 
 
+def test_violations_of_several_types_and_of_one_manager(store):
+    def put(vid: str, minutes: int, type: str, manager: str | None) -> None:
+        v = Violation(vid, type, ref(minutes), manager, NOW + timedelta(minutes=minutes))
+        assert store.put_violation("t1", v, NOW)
+
+    put("late-7", 1, "late_first_processing", "7")
+    put("reject-8", 2, "improper_rejection", "8")
+    put("reject-7", 3, "improper_rejection", "7")
+    put("gave-up", 4, "gave_up", None)
+    put("late-7-again", 5, "late_first_processing", "7")
+    store.put_violation("t2", Violation("t2", "late_first_processing", ref(9), "7", NOW), NOW)
+    end = NOW + timedelta(hours=1)
+
+    def ids(**filters) -> list[str]:
+        return [r.violation_id for r in store.violations("t1", NOW, end, **filters)]
+
+    assert ids() == ["late-7", "reject-8", "reject-7", "gave-up", "late-7-again"]
+    assert ids(type=("late_first_processing", "gave_up")) == ["late-7", "gave-up", "late-7-again"]
+    assert ids(type=["improper_rejection"]) == ids(type="improper_rejection") == ["reject-8", "reject-7"]
+    assert ids(type=()) == ids()  # no types: no filter
+    assert ids(manager="7") == ["late-7", "reject-7", "late-7-again"]
+    assert ids(manager="7", type="improper_rejection") == ["reject-7"]
+    assert ids(manager="9") == ids(manager="") == ids(type="missed_call") == []
+    # A row without a manager matches no manager filter; the period still bounds the filters.
+    assert ids(manager="unassigned") == []
+    assert [r.violation_id for r in store.violations("t1", NOW, NOW + timedelta(minutes=3), manager="7")] == [
+        "late-7",
+        "reject-7",
+    ]
+    # `limit`: the oldest rows that match.
+    assert ids(manager="7", limit=2) == ["late-7", "reject-7"]
+    assert ids(limit=1) == ["late-7"] and ids(limit=0) == [] and ids(limit=99) == ids()
+    assert [r.entity for r in store.violations("t1", NOW, end, type="gave_up")] == ["lead:4"]
+
+
+def test_violation_filters_take_any_text(store):
+    # What the read API passes through after its own checks: quotes, non-ASCII, a DynamoDB keyword.
+    odd = 'Анна "7", ok'
+    store.put_violation("t1", Violation("v", "late_first_processing", ref(1), odd, NOW), NOW)
+    assert [r.manager for r in store.violations("t1", NOW, NOW, manager=odd)] == [odd]
+    assert store.violations("t1", NOW, NOW, manager="type") == []
+
+
 def test_violation_details_come_back_as_json(store):
     store.put_violation("t1", violation("v", seen=NOW, n=[1, 2], text="опоздание"), NOW)
     [row] = store.violations("t1", NOW, NOW)

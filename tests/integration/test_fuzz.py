@@ -8,6 +8,8 @@ bodies get 413. The targeted tests at the end pin one answer per kind of refusal
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -90,7 +92,8 @@ def hook_key(stack: LocalStack, tenant: str) -> str | None:
 
 
 def check(stack: LocalStack, response: Any, *sent: Any) -> dict[str, Any]:
-    """The properties every answer has, whatever was asked; returns the decoded body."""
+    """The properties every answer has, whatever was asked; returns the decoded body (a CSV
+    answer of the journal as {"csv": its rows})."""
     status, body = response.status_code, response.body or b""
     assert status < 500, (status, body[:300])
     assert len(body) <= MAX_ANSWER, (status, len(body), body[:300])
@@ -102,6 +105,11 @@ def check(stack: LocalStack, response: Any, *sent: Any) -> dict[str, Any]:
     for secret in stack.secrets.values():
         if secret.encode() not in asked:
             assert secret.encode() not in body, f"answer leaks a secret: {body[:300]!r}"
+    if status == 200 and response.headers.get("Content-Type") == "text/csv; charset=utf-8":
+        assert body.startswith(b"\xef\xbb\xbf"), body[:300]
+        text = body.decode("utf-8-sig")
+        sep = text[4] if text.startswith("when") else ","  # the header's first separator
+        return {"csv": list(csv.reader(io.StringIO(text, newline=""), delimiter=sep))}
     payload = json.loads(body)
     assert isinstance(payload, dict), payload
     if 400 <= status < 500:
@@ -332,10 +340,26 @@ def api_queries(draw: st.DrawFn) -> str:
         if draw(st.booleans()):
             pairs.append((name, draw(DATES)))
     if draw(st.booleans()):
-        pairs.append(("format", draw(st.sampled_from(["text", "json", ""]) | HEADER_TEXT)))
+        pairs.append(("format", draw(st.sampled_from(["text", "json", "csv", ""]) | HEADER_TEXT)))
+    # The journal's filters (the other routes ignore them).
+    if draw(st.booleans()):
+        known = ["late_first_processing", "improper_rejection", "gave_up", "late_first_processing,gave_up"]
+        for _ in range(draw(st.integers(1, 3))):
+            pairs.append(
+                ("type", draw(st.sampled_from([*known, "", ",", "late", "LATE_FIRST_PROCESSING"]) | ANY_TEXT))
+            )
+    if draw(st.booleans()):
+        pairs.append(("manager", draw(st.sampled_from(["7", "8", "", " ", "7\n", "9" * 65]) | ANY_TEXT)))
+    if draw(st.booleans()):
+        pairs.append(
+            ("sep", draw(st.sampled_from(["comma", "semicolon", "tab", ";", "|", ""]) | HEADER_TEXT))
+        )
     pairs += draw(
         st.lists(
-            st.tuples(st.sampled_from(["from", "to", "date", "tenant", "x"]) | HEADER_TEXT, DATES), max_size=3
+            st.tuples(
+                st.sampled_from(["from", "to", "date", "tenant", "type", "manager", "x"]) | HEADER_TEXT, DATES
+            ),
+            max_size=3,
         )
     )
     query = urlencode(pairs, quote_via=quote)
@@ -378,7 +402,7 @@ def test_read_api_never_fails_on_any_request(stack: LocalStack, data: st.DataObj
     )
     if key is not None:
         headers["X-Api-Key"] = key
-    route = data.draw(st.sampled_from(["timeliness", "dialing", "calls"]), label="route")
+    route = data.draw(st.sampled_from(["timeliness", "dialing", "calls", "violations"]), label="route")
     if route == "calls":
         lead = data.draw(
             st.sampled_from(["1", "lead:1", "deal:2", "0", "-1", "9" * 40, "task:3"]) | ANY_TEXT, label="lead"
@@ -403,6 +427,13 @@ def test_read_api_never_fails_on_any_request(stack: LocalStack, data: st.DataObj
             # `format=text` adds the text the head would read.
             fields = {"tenant", "from", "to", "managers", "days"}
             assert fields <= set(payload) <= fields | {"text"} and payload["tenant"] == segment
+        if response.status_code == 200 and route == "violations":
+            # JSON, or with format=csv its header and one row per violation.
+            if "csv" in payload:
+                assert payload["csv"][0][:2] == ["when", "type"]
+                assert all(len(row) == 7 for row in payload["csv"])
+            else:
+                assert payload["tenant"] == segment and payload["count"] == len(payload["violations"])
         if response.status_code == 200 and route == "dialing":
             assert payload["tenant"] == segment and {"untouched", "behind", "managers", "touches"} <= set(
                 payload
@@ -562,3 +593,17 @@ def test_an_unresolvable_api_key_is_a_503_without_details(stack: LocalStack, mon
     response = stack.client.http.get(f"/tenants/{B24_TENANT}/timeliness", headers={"X-Api-Key": "k"})
     assert response.status_code == 503
     assert b"NOT_SET_ANYWHERE" not in response.body and b"Traceback" not in response.body
+
+
+def test_the_journal_at_the_calendars_ends(stack: LocalStack):
+    # The period's first and last moments in UTC fall outside datetime's range there (Moscow is
+    # ahead of UTC in year 1; a zone behind it would be past 9999): clamped, not a 500.
+    path = f"/tenants/{B24_TENANT}/violations"
+    key = stack.api_key(B24_TENANT)
+    for query in ("?to=0001-01-01", "?from=9999-12-31&to=9999-12-31", "?from=0001-01-01&to=0001-12-31"):
+        status, payload = get(stack, path + query, key)
+        assert status == 200 and payload["violations"] == [], (query, payload)
+    status, payload = get(stack, path + "?format=csv&to=0001-01-01", key)
+    assert status == 200 and payload["csv"] == [
+        ["when", "type", "card", "card_link", "manager_id", "manager_name", "details"]
+    ]

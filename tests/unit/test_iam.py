@@ -272,6 +272,12 @@ def test_the_effect_ledger_is_the_frameworks_and_follows_the_declared_effects():
     assert iam.actions_by_resource("probe_tick", messages) == iam.actions_by_resource("probe_tick", without)
 
 
+def test_the_read_api_queries_the_journal_and_writes_none_of_it():
+    # The framework's journal route (leadwatch.journal), whatever processes are registered.
+    for registry in (ProcessRegistry([_process(effects=())]), REGISTRY):
+        assert iam.actions_by_resource("api_handler", registry)["table:journal"] == {"Query"}
+
+
 def test_a_permission_for_an_unknown_function_is_refused():
     with pytest.raises(ValueError, match="'nightly'"):
         _process(permissions=(Permission("nightly", "table:state", ("GetItem",), "x"),))

@@ -1,6 +1,6 @@
 """Dialing discipline, as the framework sees it."""
 
-from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl
+from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl, ViolationType
 
 PROCESS = Process(
     name="dialing",
@@ -75,6 +75,9 @@ PROCESS = Process(
         StateDecl("journal", "improper_rejection violations"),
     ),
     effects=("Notify", "RecordViolation"),
+    violation_types=(
+        ViolationType("improper_rejection", "a card rejected after fewer call attempts than required"),
+    ),
     # The effect ledger and the journal rows of its effects are the framework's, and so is feeding
     # the calls it reconciles through the queue (leadwatch.iam).
     permissions=(

@@ -1,6 +1,6 @@
 """Timeliness control, as the framework sees it."""
 
-from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl
+from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl, ViolationType
 
 CARD_EVENTS = ("lead.created", "lead.changed", "lead.stage_changed", "lead.responsible_changed")
 
@@ -56,6 +56,7 @@ PROCESS = Process(
         StateDecl("journal", "late_first_processing violations"),
     ),
     effects=("SetCardFields", "Notify", "RecordViolation"),
+    violation_types=(ViolationType("late_first_processing", "a new lead not processed by its control time"),),
     # The effect ledger and the journal rows of its effects are the framework's (leadwatch.iam).
     permissions=(
         Permission(
