@@ -509,21 +509,15 @@ def open_review(
     `LeadSnapshot` (or anything with entity, stage, responsible, title)."""
     if routing.action != "check" or routing.funnel is None:
         return None
-    rid = review_id(card.entity, rejected_at)
-    return Review(
-        review_id=rid,
-        tenant=tenant,
-        entity=card.entity,
-        kind="rejection",
-        funnel=routing.funnel.name,
-        stage=card.stage,
-        reason_id=routing.reason_id,
-        reason_name=routing.reason_name,
-        manager=card.responsible,
-        reviewer=pick_reviewer(rules.reviewers, card.responsible, rid),
-        questions=questions_for(routing, rules, lang),
-        rejected_at=rejected_at,
-        title=card.title or "",
+    return _review(
+        review_id(card.entity, rejected_at),
+        "rejection",
+        tenant,
+        card,
+        routing,
+        rejected_at,
+        rules,
+        questions_for(routing, rules, lang),
     )
 
 
@@ -539,19 +533,35 @@ def open_spot_check(
     straight to a reviewer, without questions to the manager."""
     if routing.funnel is None:
         raise ValueError(f"{card.entity.key}: not in a quality-control funnel")
-    rid = spot_check_id(card.entity, week_key)
+    return _review(
+        spot_check_id(card.entity, week_key), "spot_check", tenant, card, routing, rejected_at, rules, ()
+    )
+
+
+def _review(
+    rid: str,
+    kind: ReviewKind,
+    tenant: str,
+    card: Any,
+    routing: Routing,
+    rejected_at: datetime,
+    rules: QcRules,
+    questions: tuple[str, ...],
+) -> Review:
+    """A new review of a routed card (its funnel known), its reviewer picked for its id."""
+    assert routing.funnel is not None
     return Review(
         review_id=rid,
         tenant=tenant,
         entity=card.entity,
-        kind="spot_check",
+        kind=kind,
         funnel=routing.funnel.name,
         stage=card.stage,
         reason_id=routing.reason_id,
         reason_name=routing.reason_name,
         manager=card.responsible,
         reviewer=pick_reviewer(rules.reviewers, card.responsible, rid),
-        questions=(),
+        questions=questions,
         rejected_at=rejected_at,
         title=card.title or "",
     )
