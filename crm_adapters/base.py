@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from leadwatch.effects import SetCardFields
+from leadwatch.effects import AddNote, CreateTask, MoveStage, RemindUser, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, LeadSnapshot
 
 
@@ -184,6 +184,37 @@ class CrmAdapter(Protocol):
     def list_stages(self) -> dict[str, StageName]:
         """Every stage a watched card can be in, by `stage_key`, with its pipeline's name: in as
         few calls as the API allows. Raises CrmError when the CRM cannot answer."""
+        ...
+
+    # ----- work items (leadwatch.effects.CrmWork). Each is one CRM call; each raises CrmNotFound
+    # when the card (or task) is gone, another CrmError when refused or unavailable, and
+    # OutcomeUnknown when the request went out and no answer came back.
+
+    def create_task(self, task: CreateTask) -> str:
+        """A task on the card for `task.assignee`, due at `task.deadline`, with `task.text` as its
+        description (Bitrix24 `tasks.task.add` bound through UF_CRM_TASK `L_<id>` / `D_<id>`;
+        amoCRM `POST /api/v4/tasks` with entity_type leads). Returns the CRM's task id."""
+        ...
+
+    def complete_task(self, task_id: str) -> None:
+        """Close a task (Bitrix24 `tasks.task.complete`; amoCRM `PATCH /api/v4/tasks` with
+        is_completed and a result text). A task already closed is no error."""
+        ...
+
+    def remind(self, task_id: str | None, reminder: RemindUser) -> None:
+        """Remind the assignee of an open task: Bitrix24 a comment on the task
+        (`task.commentitem.add`, which notifies its responsible person); amoCRM, which has no
+        such call, a note on the card. `task_id` None: the task is unknown, a note on the card."""
+        ...
+
+    def move_stage(self, move: MoveStage) -> None:
+        """Move the card to a stage (Bitrix24 `crm.lead.update` STATUS_ID / `crm.deal.update`
+        STAGE_ID; amoCRM `PATCH /api/v4/leads/{id}` status_id, with pipeline_id when given)."""
+        ...
+
+    def add_note(self, note: AddNote) -> None:
+        """A comment in the card's timeline (Bitrix24 `crm.timeline.comment.add`; amoCRM
+        `POST /api/v4/leads/notes`, note_type common)."""
         ...
 
 

@@ -1,7 +1,7 @@
 """What a workflow asks the world to do, as data.
 
 Workflows return effects and perform no I/O; `leadwatch.executor` performs them,
-batching CRM writes per adapter and skipping any effect whose `effect_id` it has
+batching CRM field writes per adapter and skipping any effect whose `effect_id` it has
 already performed, so re-running a workflow on a redelivered event or in an
 overlapping sweep repeats nothing.
 """
@@ -66,4 +66,72 @@ class RecordViolation:
         return f"violation:{self.violation.violation_id}"
 
 
-Effect = SetCardFields | Notify | RecordViolation
+# ----------------------------------------------------------------------------- CRM work items
+# Tasks, stage moves and notes: what a process asks of a person or a card beyond a field value.
+# A task is named by `task_ref`, the `effect_id` of the `CreateTask` that made it: the CRM's own
+# task id is known only once the task exists, so the executor keeps the id it got in the effect
+# ledger under that ref, for the `CompleteTask` and `RemindUser` that name it later.
+# Texts are plain text (a CRM task, a note), never Telegram HTML.
+
+
+@dataclass(frozen=True)
+class CreateTask:
+    """A CRM task bound to the card (Bitrix24 `tasks.task.add` with UF_CRM_TASK; amoCRM
+    `POST /api/v4/tasks` with entity_id), for `assignee`, due at `deadline`."""
+
+    effect_id: str
+    entity: EntityRef
+    assignee: str
+    title: str
+    text: str  # the task's description: what to do, and the page's link
+    deadline: datetime
+    link: str | None = None
+
+    @property
+    def task_ref(self) -> str:
+        return self.effect_id
+
+
+@dataclass(frozen=True)
+class CompleteTask:
+    """Close a task leadwatch made (answered, decided, or its review ended)."""
+
+    effect_id: str
+    task_ref: str
+    entity: EntityRef
+
+
+@dataclass(frozen=True)
+class RemindUser:
+    """Remind the assignee of an open task (Bitrix24: a comment on the task, which notifies them;
+    amoCRM: a note on the card addressed to them)."""
+
+    effect_id: str
+    user: str
+    entity: EntityRef
+    task_ref: str
+    text: str
+
+
+@dataclass(frozen=True)
+class MoveStage:
+    """Move the card to a stage ("returned to work"). `pipeline`: amoCRM's pipeline id, when
+    the stage is in another one than the card's."""
+
+    effect_id: str
+    entity: EntityRef
+    stage: str
+    pipeline: str | None = None
+
+
+@dataclass(frozen=True)
+class AddNote:
+    """A note (a comment in the card's timeline) with the review's outcome."""
+
+    effect_id: str
+    entity: EntityRef
+    text: str
+
+
+CrmWork = CreateTask | CompleteTask | RemindUser | MoveStage | AddNote
+Effect = SetCardFields | Notify | RecordViolation | CrmWork

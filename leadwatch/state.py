@@ -9,7 +9,12 @@ redelivered or reordered events cannot make state go backwards:
 - `update` writes only over the version it read (optimistic locking);
 - `advance` writes only if its `order` (for example the CRM's modification time of the
   snapshot it comes from) is not older than the stored one;
-- `count` adds to a counter once per `once` token (a lead, a call), however often it is asked.
+- `count` adds to a counter once per `once` token (a lead, a call), however often it is asked;
+- `delete` removes a record only at the version it read.
+
+`create`, `update` and `advance` take an optional `expires_at`: the record is gone after it
+(DynamoDB's TTL; the memory store forgets it when read after it), so a process keeps what it
+must for the tenant's retention and no longer.
 
 A write that loses returns False and is counted in the `StaleWrites` metric.
 """
@@ -18,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -41,11 +47,31 @@ class StateStore(Protocol):
 
     def query(self, namespace: str, tenant: str, prefix: str = "") -> list[Record]: ...
 
-    def create(self, namespace: str, tenant: str, key: str, value: dict[str, Any]) -> bool: ...
+    def create(
+        self, namespace: str, tenant: str, key: str, value: dict[str, Any], expires_at: datetime | None = None
+    ) -> bool: ...
 
-    def update(self, namespace: str, tenant: str, key: str, value: dict[str, Any], version: int) -> bool: ...
+    def update(
+        self,
+        namespace: str,
+        tenant: str,
+        key: str,
+        value: dict[str, Any],
+        version: int,
+        expires_at: datetime | None = None,
+    ) -> bool: ...
 
-    def advance(self, namespace: str, tenant: str, key: str, value: dict[str, Any], order: float) -> bool: ...
+    def advance(
+        self,
+        namespace: str,
+        tenant: str,
+        key: str,
+        value: dict[str, Any],
+        order: float,
+        expires_at: datetime | None = None,
+    ) -> bool: ...
+
+    def delete(self, namespace: str, tenant: str, key: str, version: int | None = None) -> bool: ...
 
     def count(self, namespace: str, tenant: str, key: str, once: str, amount: int = 1) -> bool: ...
 
@@ -73,15 +99,26 @@ class ProcessState:
         """Records whose key starts with `prefix`, in key order."""
         return self._store.query(self.namespace, tenant, prefix)
 
-    def create(self, tenant: str, key: str, value: dict[str, Any]) -> bool:
+    def create(
+        self, tenant: str, key: str, value: dict[str, Any], expires_at: datetime | None = None
+    ) -> bool:
         """False when the record exists already (another worker, a redelivery): not a stale write."""
-        return self._store.create(self.namespace, tenant, key, value)
+        return self._store.create(self.namespace, tenant, key, value, expires_at)
 
-    def update(self, tenant: str, key: str, value: dict[str, Any], version: int) -> bool:
-        return self._lost(self._store.update(self.namespace, tenant, key, value, version))
+    def update(
+        self, tenant: str, key: str, value: dict[str, Any], version: int, expires_at: datetime | None = None
+    ) -> bool:
+        return self._lost(self._store.update(self.namespace, tenant, key, value, version, expires_at))
 
-    def advance(self, tenant: str, key: str, value: dict[str, Any], order: float) -> bool:
-        return self._lost(self._store.advance(self.namespace, tenant, key, value, order))
+    def advance(
+        self, tenant: str, key: str, value: dict[str, Any], order: float, expires_at: datetime | None = None
+    ) -> bool:
+        return self._lost(self._store.advance(self.namespace, tenant, key, value, order, expires_at))
+
+    def delete(self, tenant: str, key: str, version: int | None = None) -> bool:
+        """Remove the record (only at `version` when given); False when it is not there, or at
+        another version (not a stale write: whoever changed it decides)."""
+        return self._store.delete(self.namespace, tenant, key, version)
 
     def count(self, tenant: str, key: str, once: str, amount: int = 1) -> bool:
         """True when this `once` was not counted yet (and now is)."""
@@ -92,6 +129,7 @@ class ProcessState:
 class _Slot:
     record: Record
     counted: set[str] = field(default_factory=set)
+    expires_at: datetime | None = None
 
 
 class MemoryState:
@@ -99,12 +137,22 @@ class MemoryState:
 
     A lock makes each operation atomic, as DynamoDB's conditional writes are."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
         self._data: dict[tuple[str, str], dict[str, _Slot]] = {}
         self._lock = threading.Lock()
+        # With a clock, an expired record is gone as DynamoDB's TTL would remove it (which
+        # DynamoDB does within days; a reader never relies on either being prompt).
+        self.clock = clock
 
     def _table(self, namespace: str, tenant: str) -> dict[str, _Slot]:
-        return self._data.setdefault((namespace, tenant), {})
+        table = self._data.setdefault((namespace, tenant), {})
+        if self.clock is not None:
+            now = self.clock()
+            for key in [
+                k for k, slot in table.items() if slot.expires_at is not None and slot.expires_at <= now
+            ]:
+                del table[key]
+        return table
 
     @staticmethod
     def _copy(record: Record) -> Record:
@@ -125,34 +173,65 @@ class MemoryState:
             table = self._table(namespace, tenant)
             return [self._copy(table[k].record) for k in sorted(table) if k.startswith(prefix)]
 
-    def create(self, namespace: str, tenant: str, key: str, value: dict[str, Any]) -> bool:
+    def create(
+        self, namespace: str, tenant: str, key: str, value: dict[str, Any], expires_at: datetime | None = None
+    ) -> bool:
         with self._lock:
             table = self._table(namespace, tenant)
             if key in table:
                 return False
-            table[key] = _Slot(Record(key, copy.deepcopy(value), 0, 1))
+            table[key] = _Slot(Record(key, copy.deepcopy(value), 0, 1), expires_at=expires_at)
             return True
 
-    def update(self, namespace: str, tenant: str, key: str, value: dict[str, Any], version: int) -> bool:
+    def update(
+        self,
+        namespace: str,
+        tenant: str,
+        key: str,
+        value: dict[str, Any],
+        version: int,
+        expires_at: datetime | None = None,
+    ) -> bool:
         with self._lock:
             slot = self._table(namespace, tenant).get(key)
             if slot is None or slot.record.version != version:
                 return False
             old = slot.record
             slot.record = Record(key, copy.deepcopy(value), old.count, old.version + 1, old.order)
+            if expires_at is not None:
+                slot.expires_at = expires_at
             return True
 
-    def advance(self, namespace: str, tenant: str, key: str, value: dict[str, Any], order: float) -> bool:
+    def advance(
+        self,
+        namespace: str,
+        tenant: str,
+        key: str,
+        value: dict[str, Any],
+        order: float,
+        expires_at: datetime | None = None,
+    ) -> bool:
         with self._lock:
             table = self._table(namespace, tenant)
             slot = table.get(key)
             if slot is None:
-                table[key] = _Slot(Record(key, copy.deepcopy(value), 0, 1, order))
+                table[key] = _Slot(Record(key, copy.deepcopy(value), 0, 1, order), expires_at=expires_at)
                 return True
             old = slot.record
             if old.order is not None and order < old.order:
                 return False
             slot.record = Record(key, copy.deepcopy(value), old.count, old.version + 1, order)
+            if expires_at is not None:
+                slot.expires_at = expires_at
+            return True
+
+    def delete(self, namespace: str, tenant: str, key: str, version: int | None = None) -> bool:
+        with self._lock:
+            table = self._table(namespace, tenant)
+            slot = table.get(key)
+            if slot is None or (version is not None and slot.record.version != version):
+                return False
+            del table[key]
             return True
 
     def count(self, namespace: str, tenant: str, key: str, once: str, amount: int = 1) -> bool:

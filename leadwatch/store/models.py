@@ -214,6 +214,7 @@ class ProcessItem(Model):
     order = NumberAttribute(null=True, attr_name="ord")
     total = NumberAttribute(null=True)
     counted = UnicodeSetAttribute(null=True)
+    expires_at = TTLAttribute(null=True)  # when the process gives one (its retention)
 
 
 class LimitItem(Model):

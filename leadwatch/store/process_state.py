@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+from pynamodb.exceptions import DeleteError
+
 from leadwatch.state import Record
-from leadwatch.store.conditions import put_once, update_if
+from leadwatch.store.conditions import lost_condition, put_once, update_if
 from leadwatch.store.models import ProcessItem
 
 PREFIX = "p#"
@@ -54,28 +57,64 @@ class DynamoState:
         )
         return [_record(namespace, item) for item in items]
 
-    def create(self, namespace: str, tenant: str, key: str, value: dict[str, Any]) -> bool:
-        item = ProcessItem(tenant, _full(namespace, key), data=_dump(value), version=1)
+    def create(
+        self, namespace: str, tenant: str, key: str, value: dict[str, Any], expires_at: datetime | None = None
+    ) -> bool:
+        item = ProcessItem(tenant, _full(namespace, key), data=_dump(value), version=1, expires_at=expires_at)
         return put_once(item, ProcessItem.key.does_not_exist())
 
-    def _update(self, tenant: str, full: str, actions: list[Any], condition: Any) -> bool:
+    def _update(
+        self, tenant: str, full: str, actions: list[Any], condition: Any, expires_at: datetime | None = None
+    ) -> bool:
+        if expires_at is not None:
+            actions = [*actions, ProcessItem.expires_at.set(expires_at)]
         return update_if(ProcessItem(tenant, full), actions, condition)
 
-    def update(self, namespace: str, tenant: str, key: str, value: dict[str, Any], version: int) -> bool:
+    def update(
+        self,
+        namespace: str,
+        tenant: str,
+        key: str,
+        value: dict[str, Any],
+        version: int,
+        expires_at: datetime | None = None,
+    ) -> bool:
         return self._update(
             tenant,
             _full(namespace, key),
             [ProcessItem.data.set(_dump(value)), ProcessItem.version.add(1)],
             ProcessItem.version == version,
+            expires_at,
         )
 
-    def advance(self, namespace: str, tenant: str, key: str, value: dict[str, Any], order: float) -> bool:
+    def advance(
+        self,
+        namespace: str,
+        tenant: str,
+        key: str,
+        value: dict[str, Any],
+        order: float,
+        expires_at: datetime | None = None,
+    ) -> bool:
         return self._update(
             tenant,
             _full(namespace, key),
             [ProcessItem.data.set(_dump(value)), ProcessItem.order.set(order), ProcessItem.version.add(1)],
             ProcessItem.order.does_not_exist() | (ProcessItem.order <= order),
+            expires_at,
         )
+
+    def delete(self, namespace: str, tenant: str, key: str, version: int | None = None) -> bool:
+        condition = ProcessItem.key.exists()
+        if version is not None:
+            condition &= ProcessItem.version == version
+        try:
+            ProcessItem(tenant, _full(namespace, key)).delete(condition=condition)
+        except DeleteError as exc:
+            if lost_condition(exc):
+                return False
+            raise
+        return True
 
     def count(self, namespace: str, tenant: str, key: str, once: str, amount: int = 1) -> bool:
         return self._update(

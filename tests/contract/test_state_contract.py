@@ -98,3 +98,36 @@ def test_racing_counters_count_each_token_once():
     for thread in threads:
         thread.join()
     assert state.get("t1", "k").count == 25
+
+
+def test_delete_removes_only_at_the_version_read(state, stale):
+    assert state.create("t1", "open:1", {"at": "x"})
+    assert not state.delete("t1", "open:1", version=2)
+    assert state.get("t1", "open:1") is not None
+    assert state.delete("t1", "open:1", version=1)
+    assert state.get("t1", "open:1") is None
+    assert not state.delete("t1", "open:1")
+    assert state.create("t1", "open:1", {"at": "y"})  # a new life after a delete
+    assert state.delete("t1", "open:1")
+    assert stale == []
+
+
+def test_a_record_can_carry_an_expiry(state):
+    from datetime import UTC, datetime
+
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    assert state.create("t1", "review:1", {"n": 1}, expires_at=later)
+    assert state.update("t1", "review:1", {"n": 2}, version=1, expires_at=later)
+    assert state.advance("t1", "review:1", {"n": 3}, order=5.0, expires_at=later)
+    assert state.get("t1", "review:1").value == {"n": 3}
+
+
+def test_the_memory_store_forgets_a_record_after_its_expiry():
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    state = ProcessState(MemoryState(clock=lambda: now[0]), "sources")
+    state.create("t1", "a", {}, expires_at=now[0] + timedelta(days=1))
+    state.create("t1", "b", {})
+    now[0] += timedelta(days=2)
+    assert [r.key for r in state.query("t1")] == ["b"]

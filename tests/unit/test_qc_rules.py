@@ -16,14 +16,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadwatch.calendar import BusinessCalendar
-from leadwatch.effects import Notify, RecordViolation
+from leadwatch.effects import (
+    AddNote,
+    CompleteTask,
+    CreateTask,
+    MoveStage,
+    Notify,
+    RecordViolation,
+    RemindUser,
+)
 from leadwatch.events import EntityRef, EntityType, LeadSnapshot
 from leadwatch.messages import StaticNames, Writer
 from workflows.qc import audit as qa
 from workflows.qc import messages as qm
 from workflows.qc import rules as qc
 from workflows.qc.config import QcConfig
-from workflows.qc.effects import AddNote, CompleteTask, CreateTask, MoveStage, RemindUser
 
 MSK = ZoneInfo("Europe/Moscow")
 HOURS = [(time(9), time(13)), (time(14), time(18))]

@@ -8,7 +8,6 @@ kinds). The declaration below is what it will need.
 """
 
 from leadwatch.process import Process, StateDecl
-from workflows.qc.effects import EFFECT_KINDS
 
 PROCESS = Process(
     name="qc",
@@ -30,5 +29,5 @@ PROCESS = Process(
             "qc_answer_overdue, qc_review_overdue, qc_returned_to_work, qc_confirmed rows",
         ),
     ),
-    effects=("Notify", "RecordViolation", *EFFECT_KINDS),
+    effects=("Notify", "RecordViolation", "CreateTask", "CompleteTask", "RemindUser", "MoveStage", "AddNote"),
 )

@@ -32,10 +32,19 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol
 from zlib import crc32
 
-from leadwatch.effects import Effect, Notify, RecordViolation, Violation
+from leadwatch.effects import (
+    AddNote,
+    CompleteTask,
+    CreateTask,
+    Effect,
+    MoveStage,
+    Notify,
+    RecordViolation,
+    RemindUser,
+    Violation,
+)
 from leadwatch.events import EntityRef, EntityType
 from workflows.qc import messages
-from workflows.qc.effects import AddNote, CompleteTask, CreateTask, MoveStage, QcEffect, RemindUser
 from workflows.qc.messages import QcView
 
 ANSWER_OVERDUE = "qc_answer_overdue"
@@ -479,7 +488,7 @@ def spot_check_id(entity: EntityRef, week_key: str) -> str:
 @dataclass(frozen=True)
 class Transition:
     review: Review
-    effects: tuple[Effect | QcEffect, ...] = ()
+    effects: tuple[Effect, ...] = ()
     refused: Refusal | None = None
 
     @property
@@ -634,9 +643,9 @@ def link_refusal(review: Review, role: Role, link_expires_at: datetime, now: dat
 
 def _finish(
     review: Review, task: TaskClock, now: datetime, calendar: WorkCalendar
-) -> tuple[TaskClock, list[Effect | QcEffect]]:
+) -> tuple[TaskClock, list[Effect]]:
     """A task done: closed in the CRM, and journaled as overdue if it was late and no sweep saw it."""
-    effects: list[Effect | QcEffect] = [
+    effects: list[Effect] = [
         CompleteTask(
             f"qc:done:{review.tenant}:{review.review_id}:{task.operation}", task.task_ref, review.entity
         )
@@ -764,7 +773,7 @@ def _decision_row(review: Review, now: datetime) -> Violation:
 
 def _close(review: Review, now: datetime) -> Transition:
     task = review.open_task
-    effects: list[Effect | QcEffect] = []
+    effects: list[Effect] = []
     closed = replace(review, status=Status.CLOSED, closed_at=now)
     if task is not None:
         effects.append(
@@ -831,7 +840,7 @@ def check_deadlines(review: Review, now: datetime, calendar: WorkCalendar, view:
     task = review.open_task
     if task is None:
         return Transition(review)
-    effects: list[Effect | QcEffect] = []
+    effects: list[Effect] = []
     updated = task
     if task.remind_at is not None and task.reminded_at is None and task.remind_at <= now < task.due_at:
         link = view.page_link(review, task.role, task.link_expires_at)
