@@ -77,7 +77,7 @@ def errors_for_text(text: str) -> str:
     return str(caught.value)
 
 
-QC = {"reviewers": [1], "funnels": [lead_funnel()]}
+QC = {"reviewers": [1], "pages_url": "https://lw.example.com", "funnels": [lead_funnel()]}
 
 
 # ---------------------------------------------------------------------------- valid files
@@ -106,6 +106,7 @@ def test_a_written_section_is_on_with_defaults_for_the_rest():
 def test_bitrix24_defaults_the_failure_stage_by_card_type():
     section = {
         "reviewers": ["1"],
+        "pages_url": "https://lw.example.com",
         "funnels": [
             {"returned_stage": "1", "reason_field": "UF_CRM_1"},
             {"entity": "deal", "returned_stage": "PREPARATION"},
@@ -119,6 +120,7 @@ def test_bitrix24_defaults_the_failure_stage_by_card_type():
 def test_amocrm_defaults_to_status_143_and_its_loss_reason():
     section = {
         "reviewers": [5001],
+        "pages_url": "https://lw.example.com",
         "funnels": [
             {
                 "pipeline": 7001,
@@ -264,7 +266,11 @@ def test_bitrix24_deal_funnels_stay_within_one_funnel():
 
 
 def test_amocrm_has_no_deal_funnels():
-    section = {"reviewers": [1], "funnels": [{"entity": "deal", "returned_stage": 1}]}
+    section = {
+        "reviewers": [1],
+        "pages_url": "https://lw.example.com",
+        "funnels": [{"entity": "deal", "returned_stage": 1}],
+    }
     assert "qc.funnels[0].entity: amoCRM calls its deals leads" in errors_for(with_qc(section, "acme-amo"))
 
 
@@ -273,6 +279,7 @@ def test_two_funnels_taking_one_stage_or_one_name_are_named():
     assert "qc.funnels: [0] and [1] both take stage 'JUNK' of leads" in message
     section = {
         "reviewers": [1],
+        "pages_url": "https://lw.example.com",
         "funnels": [{"pipeline": 1, "returned_stage": 2}, {"pipeline": 3, "returned_stage": 4}],
     }
     assert parse(with_qc(section, "acme-amo")).qc.funnels[1].name == "leads-3"  # apart by pipeline
@@ -380,3 +387,23 @@ def test_the_declaration_builds_a_registry_and_its_references_resolve():
         )
     config = parse_tenant(yaml.safe_dump(with_qc(QC)), SOURCE, registry.tenant_model())
     assert config.enabled("qc") and registry.is_running(config, "qc")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://x.example.com", "give the https:// address"),
+        ("http://lw.example.com", "http only for localhost"),
+        ("https://lw.example.com/api?x=1", "without ?query"),
+    ],
+)
+def test_a_pages_url_that_cannot_serve_pages_is_named(url, problem):
+    message = errors_for(with_qc({**QC, "pages_url": url}))
+    assert "qc.pages_url" in message and problem in message
+
+
+def test_pages_url_is_required_while_on():
+    section = {k: v for k, v in QC.items() if k != "pages_url"}
+    assert "qc: pages_url: give the address the answer and review pages are served on" in errors_for(
+        with_qc(section)
+    )

@@ -42,6 +42,7 @@ CALENDAR = BusinessCalendar(
 
 SECTION = {
     "reviewers": ["1", "2"],
+    "pages_url": "https://lw.example.com",
     "funnels": [
         {
             "stages": ["JUNK"],
@@ -185,6 +186,7 @@ def test_amocrm_lost_status_is_told_apart_by_pipeline():
     amo = rules_of(
         {
             "reviewers": [1],
+            "pages_url": "https://lw.example.com",
             "funnels": [
                 {
                     "pipeline": 100,

@@ -8,6 +8,7 @@ audit, nothing more). A failure stage can be the reason itself (`stage:` instead
 
     qc:
       reviewers: [1]
+      pages_url: https://abcd1234.execute-api.eu-central-1.amazonaws.com/api
       funnels:
         - entity: lead
           stages: [JUNK]
@@ -29,6 +30,7 @@ from __future__ import annotations
 import re
 from datetime import time as dtime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -351,6 +353,9 @@ class QcConfig(Section):
     default_questions: list[str] = Field(default_factory=list, max_length=MAX_QUESTIONS)
     deadlines: Deadlines = Field(default_factory=Deadlines)
     links_valid_days: int = Field(default=14, ge=1, le=90, description="answer and review links")
+    # Where people open the answer and review pages: the deployment's API address (`chalice
+    # deploy` prints it as "Rest API URL"), or a domain in front of it.
+    pages_url: str | None = Field(default=None, description="the API's public address")
     spot_checks: SpotChecks = Field(default_factory=SpotChecks)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 
@@ -362,6 +367,26 @@ class QcConfig(Section):
         return data
 
     _reviewer_ids = field_validator("reviewers", mode="before")(_text_ids)
+
+    @field_validator("pages_url")
+    @classmethod
+    def _pages_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value.strip())
+        local = parts.hostname in ("localhost", "127.0.0.1")
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.netloc
+            or (parts.scheme == "http" and not local)
+        ):
+            raise ValueError(
+                f"{value!r}: give the https:// address the pages are served on "
+                "(http only for localhost or 127.0.0.1)"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: an address without ?query or #fragment")
+        return value.strip().rstrip("/")
 
     @field_validator("reviewers")
     @classmethod
@@ -407,6 +432,11 @@ class QcConfig(Section):
             raise ValueError("funnels: name at least one funnel while qc is enabled")
         if not self.reviewers:
             raise ValueError("reviewers: name at least one reviewer (a CRM user id) while qc is enabled")
+        if not self.pages_url:
+            raise ValueError(
+                "pages_url: give the address the answer and review pages are served on (the "
+                "deployment's API URL, which `chalice deploy` prints) while qc is enabled"
+            )
         return self
 
     def funnel(self, name: str) -> Funnel | None:
