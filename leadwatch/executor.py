@@ -17,6 +17,14 @@ performs each. Then:
   again, and journalled once (type `unconfirmed_message`) so a person can look;
 - claimed by another worker: skipped and reported as `held`; not done for this caller,
   whose retry (the SQS redelivery, the next sweep) finds it done.
+
+CRM work items (`leadwatch.effects.CrmWork`: tasks, reminders, stage moves, notes) are performed
+one by one in the order given (a task is made before a later effect closes it), each claimed just
+before its call. Those a repeat cannot harm (closing a task, moving a card to a stage) are handled
+as field writes on no answer (released, done again later); those a repeat would double (a new task,
+a reminder, a note) as messages (unconfirmed, journalled once, never repeated). A task's CRM id is
+kept with its ledger row (`confirm(result=)`): a `CompleteTask` or `RemindUser` finds it there by
+`task_ref`. An effect of a kind the executor does not know is a bug in its process: it raises.
 """
 
 from __future__ import annotations
@@ -32,7 +40,18 @@ from crm_adapters.base import CrmError, CrmNotFound, OutcomeUnknown, OutOfTime
 from leadwatch import observability
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
-from leadwatch.effects import Effect, Notify, RecordViolation, SetCardFields
+from leadwatch.effects import (
+    AddNote,
+    CompleteTask,
+    CreateTask,
+    CrmWork,
+    Effect,
+    MoveStage,
+    Notify,
+    RecordViolation,
+    RemindUser,
+    SetCardFields,
+)
 from leadwatch.secrets import SecretMissing
 
 if TYPE_CHECKING:  # the ledger module loads PynamoDB; the executor reaches it through ctx.store
@@ -58,6 +77,7 @@ class Outcome:
     # Being performed by another worker, or a message queued behind one that is: retry later.
     held: set[str] = field(default_factory=set)
     unconfirmed: set[str] = field(default_factory=set)  # sent without an answer (also in `done`)
+    results: dict[str, str] = field(default_factory=dict)  # effect id -> what it made (a task's id)
     # Failed too often, now or before: effect id -> why, in a person's words (also in `done`).
     gave_up: dict[str, str] = field(default_factory=dict)
 
@@ -85,15 +105,15 @@ class _Run:
     def claim_one(self, effect_id: str, known: LedgerEntry | None) -> ClaimResult:
         return self.ledger.claim_unless(known, self.tenant, effect_id, self.owner, self.ctx.clock(), LEASE)
 
-    def confirm(self, effect_id: str) -> None:
-        if not self.ledger.confirm(self.tenant, effect_id, self.owner, self.ctx.clock()):
+    def confirm(self, effect_id: str, result: str | None = None) -> None:
+        if not self.ledger.confirm(self.tenant, effect_id, self.owner, self.ctx.clock(), result):
             # Our lease ran out and another worker took the effect over: it may be done twice.
             log.warning("tenant %s: effect %s was taken over before it was confirmed", self.tenant, effect_id)
 
     def release(self, effect_id: str) -> None:
         self.ledger.release(self.tenant, effect_id, self.owner)
 
-    def fail(self, effect: SetCardFields | Notify, error: CrmError, outcome: Outcome) -> bool:
+    def fail(self, effect: SetCardFields | Notify | CrmWork, error: CrmError, outcome: Outcome) -> bool:
         """An attempt failed with an answer (nothing happened): count it, and either release the
         effect for the next run or, when it has failed too often, give it up. True: given up."""
         if isinstance(error, OutOfTime):  # never sent: the next run sends it, nothing counted
@@ -112,8 +132,10 @@ class _Run:
             details: dict[str, Any]
             if isinstance(effect, SetCardFields):
                 subject, details = effect.entity.key, {"fields": sorted(effect.fields)}
-            else:
+            elif isinstance(effect, Notify):
                 subject, details = f"telegram:{self.config.telegram.chat_id}", {"text": effect.text}
+            else:
+                subject, details = effect.entity.key, {"work": type(effect).__name__}
             details |= {"error": str(error), "attempts": failures.attempts}
             self.ledger.record_gave_up(self.tenant, effect.effect_id, subject, reason, details, now)
             observability.gave_up(self.tenant, kind)
@@ -146,10 +168,26 @@ def perform(ctx: Context, config: TenantConfig, effects: Sequence[Effect], budge
                 _check_declared(ctx, effect.violation.type)
             outcome.done.add(effect.effect_id)
 
+    work = [e for e in unique.values() if isinstance(e, CRM_WORK)]
+    if work:
+        _crm_work(run, work, outcome)
+
     messages = [e for e in unique.values() if isinstance(e, Notify)]
     if messages:
         _notify(run, messages, outcome)
+    if unknown := [e for e in unique.values() if not isinstance(e, KNOWN)]:
+        raise TypeError(
+            f"effects of a kind the executor does not perform: {sorted({type(e).__name__ for e in unknown})}"
+        )
     return outcome
+
+
+CRM_WORK = (CreateTask, CompleteTask, RemindUser, MoveStage, AddNote)
+KNOWN = (SetCardFields, Notify, RecordViolation, *CRM_WORK)
+# A repeat of these changes nothing (the task is closed, the card is in that stage): on no answer
+# they are released and done again; the others are settled unconfirmed and never repeated.
+REPEATABLE = (CompleteTask, MoveStage)
+NO_TASK = "no task to close: it was never made in the CRM, or its id is no longer kept"
 
 
 def _check_declared(ctx: Context, type_: str) -> None:
@@ -161,6 +199,77 @@ def _check_declared(ctx: Context, type_: str) -> None:
             "type filter refuses it",
             type_,
         )
+
+
+def _crm_work(run: _Run, work: list[CrmWork], outcome: Outcome) -> None:
+    try:
+        adapter = run.ctx.adapter(run.config)
+    except SecretMissing as exc:
+        log.error("tenant %s: cannot reach the CRM: %s", run.tenant, exc)
+        outcome.failed.update({w.effect_id: str(exc) for w in work})
+        return
+    refs = [w.task_ref for w in work if isinstance(w, CompleteTask | RemindUser)]
+    known = run.ledger.entries(run.tenant, [w.effect_id for w in work] + refs)
+    for index, effect in enumerate(work):
+        if run.budget is not None and run.budget.spent():
+            for later in work[index:]:
+                outcome.failed[later.effect_id] = "deferred: out of time, the job's continuation does it"
+            return
+        task_id: str | None = None
+        if isinstance(effect, CompleteTask | RemindUser):
+            task_id = outcome.results.get(effect.task_ref)
+            made = known.get(effect.task_ref)
+            if task_id is None and made is not None and made.status.value == "done":
+                task_id = made.detail
+            if task_id is None and isinstance(effect, CompleteTask):
+                outcome.done.add(effect.effect_id)  # nothing to close; the review goes on
+                log.info("tenant %s: %s: %s", run.tenant, effect.effect_id, NO_TASK)
+                continue
+        claim = run.claim_one(effect.effect_id, known.get(effect.effect_id))
+        if not claim.claimed:
+            _sort_claims({effect.effect_id: claim}, outcome)
+            continue
+        try:
+            result = _perform_work(adapter, effect, task_id)
+        except OutcomeUnknown as exc:
+            if isinstance(effect, REPEATABLE):
+                run.release(effect.effect_id)
+                outcome.failed[effect.effect_id] = str(exc)
+            else:
+                _unconfirmed(run, effect, exc, outcome)
+            continue
+        except CrmError as exc:
+            log.warning("tenant %s: CRM %s failed: %s", run.tenant, effect.effect_id, exc)
+            observability.crm_failure(run.tenant, exc)
+            run.fail(effect, exc, outcome)
+            continue
+        except BaseException as exc:
+            if isinstance(effect, REPEATABLE):
+                run.release(effect.effect_id)
+            else:
+                _unconfirmed(run, effect, exc, outcome)
+            raise
+        run.confirm(effect.effect_id, result)
+        if result is not None:
+            outcome.results[effect.effect_id] = result
+        outcome.done.add(effect.effect_id)
+        outcome.performed += 1
+
+
+def _perform_work(adapter: Any, effect: CrmWork, task_id: str | None) -> str | None:
+    """One CRM call; what it made (a new task's id) or None."""
+    if isinstance(effect, CreateTask):
+        return str(adapter.create_task(effect))
+    if isinstance(effect, CompleteTask):
+        assert task_id is not None
+        adapter.complete_task(task_id)
+    elif isinstance(effect, RemindUser):
+        adapter.remind(task_id, effect)
+    elif isinstance(effect, MoveStage):
+        adapter.move_stage(effect)
+    else:
+        adapter.add_note(effect)
+    return None
 
 
 def _sort_claims(claims: dict[str, ClaimResult], outcome: Outcome) -> list[str]:
@@ -329,13 +438,15 @@ def _let_go(run: _Run, alerts: list[Notify], reason: str, outcome: Outcome) -> N
 
 
 def _give_up(
-    effect: SetCardFields | Notify, error: CrmError, failures: Failures, now: datetime
+    effect: SetCardFields | Notify | CrmWork, error: CrmError, failures: Failures, now: datetime
 ) -> tuple[str, str] | None:
     """(metric kind, reason) when the effect has failed too often; None: try again later."""
     refused = failures.refusals >= REFUSALS_BEFORE_GIVING_UP and not error.retryable
     if not refused and now - failures.first_at < GIVE_UP_AFTER:
         return None
-    if isinstance(effect, SetCardFields):
+    if isinstance(effect, CompleteTask | RemindUser) and isinstance(error, CrmNotFound):
+        return "crm_refused", "task deleted in the CRM"  # one metric reason fewer: it is a refusal
+    if not isinstance(effect, Notify):
         if isinstance(error, CrmNotFound):
             return "card_deleted", CARD_DELETED
         if refused:
@@ -360,28 +471,28 @@ def _defer(messages: list[Notify], reason: str, outcome: Outcome) -> None:
         outcome.failed[message.effect_id] = reason
 
 
-def _unconfirmed(run: _Run, message: Notify, exc: BaseException, outcome: Outcome) -> None:
+def _unconfirmed(run: _Run, message: Notify | CrmWork, exc: BaseException, outcome: Outcome) -> None:
     """Sent, no answer: settle it so it is never sent again, and journal it once for a person."""
     from leadwatch.store.ledger import UNCONFIRMED_TYPE
 
     now = run.ctx.clock()
     detail = f"{type(exc).__name__}: {exc}"
+    what = "Telegram message" if isinstance(message, Notify) else f"CRM {type(message).__name__}"
     log.warning(
-        "tenant %s: Telegram message %s may or may not have been delivered (%s); it will not be resent",
+        "tenant %s: %s %s may or may not have been done (%s); it will not be repeated",
         run.tenant,
+        what,
         message.effect_id,
         detail,
     )
-    observability.telegram_failure(run.tenant, exc)
+    if isinstance(message, Notify):
+        observability.telegram_failure(run.tenant, exc)
+        subject, details = f"telegram:{run.config.telegram.chat_id}", {"text": message.text}
+    else:
+        observability.crm_failure(run.tenant, exc)
+        subject, details = message.entity.key, {"work": type(message).__name__}
     if run.ledger.mark_unconfirmed(run.tenant, message.effect_id, run.owner, now, detail):
-        run.ledger.record_unconfirmed(
-            run.tenant,
-            message.effect_id,
-            f"telegram:{run.config.telegram.chat_id}",
-            detail,
-            {"text": message.text},
-            now,
-        )
+        run.ledger.record_unconfirmed(run.tenant, message.effect_id, subject, detail, details, now)
         observability.violation(run.tenant, UNCONFIRMED_TYPE)
         observability.unconfirmed_messages(run.tenant)
     outcome.done.add(message.effect_id)

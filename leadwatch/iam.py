@@ -161,6 +161,14 @@ EFFECTS: dict[str, tuple[Permission, ...]] = {
     ),
     "RecordViolation": (Permission(EVERY, "table:journal", ("PutItem",), "violations"),),
 }
+# CRM work items (leadwatch.effects.CrmWork): each claimed and confirmed one by one in the ledger
+# (the CRM's task id kept with it); one that may have been done twice is journalled once.
+_CRM_WORK = (
+    Permission(EVERY, "table:state", LEDGER, "effect ledger"),
+    Permission(EVERY, "table:journal", ("PutItem",), "unconfirmed or given-up work"),
+    Permission(EVERY, "secret:crm", SSM_READ, "the CRM client"),
+)
+EFFECTS |= {kind: _CRM_WORK for kind in ("CreateTask", "CompleteTask", "RemindUser", "MoveStage", "AddNote")}
 
 # The actions a declaration may name, per resource kind. No Scan: it reads across tenants.
 ACTIONS: dict[str, frozenset[str]] = {
@@ -436,10 +444,12 @@ def function_of(process: Process, permission: Permission) -> str:
 
 
 def effect_functions(process: Process) -> list[str]:
-    """The functions that perform the process's effects: the worker (if it consumes events) and
-    the jobs Lambda (if it has schedules). A `reconcile` hook feeds events; it performs none."""
+    """The functions that perform the process's effects: the worker (if it consumes events), the
+    jobs Lambda (if it has schedules) and the API handler (if it has routes: a form posted on a
+    page acts). A `reconcile` hook feeds events; it performs none."""
     found = [FRAMEWORK_FUNCTIONS[WORKER]] if process.on_events else []
-    return found + ([FRAMEWORK_FUNCTIONS[JOBS]] if process.schedules else [])
+    found += [FRAMEWORK_FUNCTIONS[JOBS]] if process.schedules else []
+    return found + ([FRAMEWORK_FUNCTIONS[API]] if process.routes else [])
 
 
 def dispatchers(registry: ProcessRegistry) -> list[str]:
@@ -458,8 +468,10 @@ def check(registry: ProcessRegistry) -> list[str]:
         indexes = {f"{s.table}/{i}" for s in process.state for i in s.indexes}
         for permission in process.permissions:
             problems += _check_permission(permission, owner)
-            if permission.function == API and not process.queries:
-                problems.append(f"{owner}: a permission for the API handler, but the process has no query")
+            if permission.function == API and not (process.queries or process.routes):
+                problems.append(
+                    f"{owner}: a permission for the API handler, but the process has no query or route"
+                )
             if permission.function == WORKER and not process.on_events:
                 problems.append(f"{owner}: a permission for the worker, but the process consumes no events")
             if permission.function == RECONCILE and not process.reconcile:

@@ -56,8 +56,11 @@ class EffectLedgerProtocol(Protocol):
         """The result `entry` (read earlier) implies when it is settled or a live claim; else a real, conditional `claim`."""
         ...
 
-    def confirm(self, tenant: str, effect_id: str, owner: str, now: datetime) -> bool:
-        """Settle as done; False (nothing changes) unless `owner` holds the claim now."""
+    def confirm(
+        self, tenant: str, effect_id: str, owner: str, now: datetime, result: str | None = None
+    ) -> bool:
+        """Settle as done, keeping `result` (a created task's CRM id) as the row's `detail`; False
+        (nothing changes) unless `owner` holds the claim now."""
         ...
 
     def mark_unconfirmed(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:

@@ -199,9 +199,12 @@ class EffectLedger:
             return _result_of(entry)
         return self.claim(tenant, effect_id, owner, now, lease)
 
-    def confirm(self, tenant: str, effect_id: str, owner: str, now: datetime) -> bool:
-        """The effect happened. False if `owner` no longer holds it (its lease expired and was taken)."""
-        return self._settle(tenant, effect_id, owner, now, Status.DONE, None)
+    def confirm(
+        self, tenant: str, effect_id: str, owner: str, now: datetime, result: str | None = None
+    ) -> bool:
+        """The effect happened (its `result`, such as the CRM's id of a task it made, kept in the
+        row's detail). False if `owner` no longer holds it (its lease expired and was taken)."""
+        return self._settle(tenant, effect_id, owner, now, Status.DONE, result)
 
     def mark_unconfirmed(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:
         """The request left and no answer came: settle it as unconfirmed, never to be claimed again."""

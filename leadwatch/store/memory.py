@@ -203,8 +203,10 @@ class MemoryLedger:
             return _result_of(entry)
         return self.claim(tenant, effect_id, owner, now, lease)
 
-    def confirm(self, tenant: str, effect_id: str, owner: str, now: datetime) -> bool:
-        return self._settle(tenant, effect_id, owner, now, Status.DONE, None)
+    def confirm(
+        self, tenant: str, effect_id: str, owner: str, now: datetime, result: str | None = None
+    ) -> bool:
+        return self._settle(tenant, effect_id, owner, now, Status.DONE, result)
 
     def mark_unconfirmed(self, tenant: str, effect_id: str, owner: str, now: datetime, detail: str) -> bool:
         return self._settle(tenant, effect_id, owner, now, Status.UNCONFIRMED, detail)

@@ -858,6 +858,17 @@ def test_a_confirmed_effect_is_done_for_good(store):
     assert (entry.status, entry.lease_until, entry.at) == (Status.DONE, None, NOW + timedelta(seconds=3))
 
 
+def test_a_confirmation_keeps_the_effects_result(store):
+    book = store.ledger
+    book.claim("t1", "task", "alice", NOW, LEASE)
+    assert book.confirm("t1", "task", "alice", NOW, result="4711")
+    book.claim("t1", "plain", "alice", NOW, LEASE)
+    assert book.confirm("t1", "plain", "alice", NOW)
+    entries = book.entries("t1", ["task", "plain"])
+    assert (entries["task"].status, entries["task"].detail) == (Status.DONE, "4711")
+    assert entries["plain"].detail is None
+
+
 def test_confirm_release_and_unconfirmed_need_the_owner(store):
     book = store.ledger
     book.claim("t1", "e1", "alice", NOW, LEASE)
