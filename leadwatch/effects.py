@@ -135,3 +135,64 @@ class AddNote:
 
 CrmWork = CreateTask | CompleteTask | RemindUser | MoveStage | AddNote
 Effect = SetCardFields | Notify | RecordViolation | CrmWork
+
+
+# ----------------------------------------------------------------------------- as data at rest
+# A process that decides first and performs after (a reviewer's click is saved, then acted on)
+# keeps the effects still to perform with its state, so whoever comes next performs them: the
+# effect ids are stable, so a repeat of ones already done is skipped by the ledger.
+_KINDS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        SetCardFields,
+        Notify,
+        RecordViolation,
+        CreateTask,
+        CompleteTask,
+        RemindUser,
+        MoveStage,
+        AddNote,
+    )
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, EntityRef):
+        return {"$ref": value.key}
+    if isinstance(value, datetime):
+        return {"$at": value.isoformat()}
+    if isinstance(value, Violation):
+        return {"$violation": {f: _plain(getattr(value, f)) for f in value.__dataclass_fields__}}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$ref"}:
+            return EntityRef.parse(value["$ref"])
+        if set(value) == {"$at"}:
+            return datetime.fromisoformat(value["$at"])
+        if set(value) == {"$violation"}:
+            return Violation(**{k: _typed(v) for k, v in value["$violation"].items()})
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return value
+
+
+def to_data(effect: Effect) -> dict[str, Any]:
+    """An effect as JSON-ready data (`from_data` gives it back, equal)."""
+    kind = type(effect).__name__
+    if kind not in _KINDS:
+        raise TypeError(f"not an effect leadwatch keeps: {kind}")
+    return {"kind": kind, **{f: _plain(getattr(effect, f)) for f in effect.__dataclass_fields__}}
+
+
+def from_data(data: dict[str, Any]) -> Effect:
+    fields = {k: _typed(v) for k, v in data.items() if k != "kind"}
+    effect: Effect = _KINDS[data["kind"]](**fields)
+    return effect

@@ -184,3 +184,22 @@ def test_an_effect_nobody_performs_is_a_loud_error():
     ctx, config = context(WorkCrm())
     with pytest.raises(TypeError, match="Launch"):
         executor.perform(ctx, config, [Launch("rocket")])  # type: ignore[list-item]
+
+
+def test_every_kind_of_effect_survives_being_kept_as_json():
+    import json
+
+    from leadwatch.effects import Notify, RecordViolation, SetCardFields, Violation, from_data, to_data
+
+    effects = [
+        TASK,
+        CompleteTask("done:1", "task:1", CARD),
+        RemindUser("remind:1", "7", CARD, "task:1", "soon"),
+        MoveStage("move:1", CARD, "C1:NEW", "12"),
+        AddNote("note:1", CARD, "Причина: «цена»"),
+        Notify("n:1", "<b>late</b>", digest_line="one"),
+        SetCardFields("f:1", CARD, {"UF_CRM_X": NOW, "UF_CRM_Y": "on time", "UF_CRM_Z": 3}),
+        RecordViolation(Violation("v:1", "qc_confirmed", CARD, "7", NOW, {"review": "r", "at": ["x", 1]})),
+    ]
+    for effect in effects:
+        assert from_data(json.loads(json.dumps(to_data(effect)))) == effect
