@@ -1,13 +1,13 @@
-"""Quality control of rejected leads and deals, as the framework sees it.
+"""Quality control of rejected leads and deals, as the framework sees it."""
 
-Not registered in `workflows/__init__.py` yet: its rules, configuration and texts are here, its
-event handler, deadline sweep, audit job, pages and queries are not, and the framework cannot
-perform its CRM effects yet (see workflows/qc/effects.py: tasks, stage moves, notes and
-reminders need adapter methods and a way for the executor to perform a process's own effect
-kinds). The declaration below is what it will need.
-"""
+from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl, ViolationType
+from workflows.qc.rules import ANSWER_OVERDUE, CONFIRMED, RETURNED_TO_WORK, REVIEW_OVERDUE
 
-from leadwatch.process import Process, StateDecl
+CARD_EVENTS = ("lead.created", "lead.changed", "lead.stage_changed", "lead.responsible_changed")
+# Everything QC keeps is its own records in the state table (workflows/qc/reviews.py): reviews and
+# their pointers are read, created, updated over a version and deleted; rejections and open
+# reviews are queried by prefix.
+RECORDS = ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem")
 
 PROCESS = Process(
     name="qc",
@@ -20,14 +20,58 @@ PROCESS = Process(
     ),
     config="workflows.qc.config:QcConfig",
     check="workflows.qc.config:check",
-    state=(
-        StateDecl(
-            "state", "qc#review#<review id> (a review and its tasks), qc#rejection#<card> (for the audit)"
+    events=(*CARD_EVENTS, "lead.deleted"),
+    on_events="workflows.qc.service:on_events",
+    # A repeat changes nothing: a card's place is kept as of its CRM modification time, a
+    # rejection and its review have ids of their own, effects go through the ledger.
+    idempotent_events=CARD_EVENTS,
+    schedules=(
+        Schedule(
+            name="sweep",
+            every_minutes=5,
+            run="workflows.qc.service:sweep",
+            description="reminders, overdue tasks and escalations of open reviews; pending effects",
+            fan_out="wake",
         ),
-        StateDecl(
-            "journal",
-            "qc_answer_overdue, qc_review_overdue, qc_returned_to_work, qc_confirmed rows",
+        Schedule(
+            name="audit",
+            every_minutes=60,
+            run="workflows.qc.audit_job:weekly",
+            description="the weekly reason audit and its spot checks",
+            fan_out="wake",
         ),
     ),
+    queries=(
+        Query(
+            name="qc-audit",
+            path="qc/audit",
+            run="workflows.qc.audit_job:audit_query",
+            help="the reason audit of one week: shares of ignored reasons, p-values, flags",
+            params=(
+                Param("week", "the ISO week, e.g. 2026-W47 (default: the last complete week)"),
+                Param("format", "'text' adds the report, in the tenant's language, to the JSON"),
+            ),
+        ),
+    ),
+    state=(
+        StateDecl(
+            "state",
+            "p#qc#review#<review id>, p#qc#open#<review id>, p#qc#card#<card>, "
+            "p#qc#rejection#<month>#<card>#<moment>, p#qc#audit#last",
+        ),
+        StateDecl("journal", "qc_answer_overdue, qc_review_overdue, qc_returned_to_work, qc_confirmed rows"),
+    ),
     effects=("Notify", "RecordViolation", "CreateTask", "CompleteTask", "RemindUser", "MoveStage", "AddNote"),
+    violation_types=(
+        ViolationType(ANSWER_OVERDUE, "a manager did not answer a rejection's questions by the deadline"),
+        ViolationType(REVIEW_OVERDUE, "a reviewer did not decide on a rejection by the deadline"),
+        ViolationType(RETURNED_TO_WORK, "a reviewer returned a rejected card to work"),
+        ViolationType(CONFIRMED, "a reviewer confirmed a rejection"),
+    ),
+    permissions=(
+        Permission("worker", "table:state", RECORDS, "reviews, rejections, cards' places"),
+        Permission("sweep", "table:state", RECORDS, "open reviews and their deadlines"),
+        Permission("audit", "table:state", RECORDS, "the week's rejections; spot checks; last audited"),
+        Permission("api", "table:state", ("GetItem", "Query"), "the audit on demand"),
+    ),
 )
