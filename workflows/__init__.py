@@ -2,6 +2,7 @@
 deployment once it is listed here (order matters only where one reads another's state)."""
 
 from workflows.dialing.process import PROCESS as DIALING
+from workflows.qc.process import PROCESS as QC
 from workflows.timeliness.process import PROCESS as TIMELINESS
 
-PROCESSES = [TIMELINESS, DIALING]
+PROCESSES = [TIMELINESS, DIALING, QC]

@@ -414,4 +414,4 @@ def test_only_the_alarms_the_defaults_make_are_billed():
     made = alarm_metrics(template)
     assert made == 8  # the DLQ, 4 on leadwatch's failures, 3 for the deployment's functions
     on = {**template, "Parameters": {**template["Parameters"], "FunctionAlarms": {"Default": "on"}}}
-    assert alarm_metrics(on) == made - 3 + 3 * 6  # 3 per function instead
+    assert alarm_metrics(on) == made - 3 + 3 * 8  # 3 per function instead

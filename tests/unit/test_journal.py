@@ -31,7 +31,16 @@ MSK = ZoneInfo("Europe/Moscow")
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=MSK)
 TODAY = NOW.date()
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
-KNOWN = ["gave_up", "improper_rejection", "late_first_processing", "unconfirmed_message"]
+KNOWN = [
+    "gave_up",
+    "improper_rejection",
+    "late_first_processing",
+    "qc_answer_overdue",
+    "qc_confirmed",
+    "qc_returned_to_work",
+    "qc_review_overdue",
+    "unconfirmed_message",
+]
 TRICKY = 'Кухня, "под ключ"\nвторая строка; «ёлка»'
 
 

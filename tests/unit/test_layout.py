@@ -69,4 +69,4 @@ def test_listing_the_processes_imports_none_of_their_code():
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "['workflows.dialing', 'workflows.timeliness']"
+    assert result.stdout.strip() == "['workflows.dialing', 'workflows.qc', 'workflows.timeliness']"

@@ -376,11 +376,11 @@ def test_every_mistake_of_the_section_is_reported_at_once():
 
 
 def test_the_declaration_builds_a_registry_and_its_references_resolve():
-    # Not registered yet (workflows/qc/process.py says why); listed with the others it must hold.
     from leadwatch.registry import ProcessRegistry
     from workflows.qc.process import PROCESS
 
-    registry = ProcessRegistry([*PROCESSES, PROCESS])
+    registry = ProcessRegistry(PROCESSES)
+    assert PROCESS in PROCESSES
     for reference in (PROCESS.config, PROCESS.check):
         assert (
             reference is not None and reference.startswith("workflows.qc.") and callable(resolve(reference))
@@ -407,3 +407,10 @@ def test_pages_url_is_required_while_on():
     assert "qc: pages_url: give the address the answer and review pages are served on" in errors_for(
         with_qc(section)
     )
+
+
+def test_the_declared_journal_types_are_the_ones_the_rules_write():
+    from workflows.qc import rules
+    from workflows.qc.process import PROCESS
+
+    assert sorted(t.name for t in PROCESS.violation_types) == sorted(rules.VIOLATION_TYPES)
