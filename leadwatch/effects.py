@@ -185,14 +185,15 @@ def _typed(value: Any) -> Any:
 
 
 def to_data(effect: Effect) -> dict[str, Any]:
-    """An effect as JSON-ready data (`from_data` gives it back, equal)."""
+    """An effect as JSON-ready data, its id under "id" (`from_data` gives it back, equal)."""
     kind = type(effect).__name__
     if kind not in _KINDS:
         raise TypeError(f"not an effect leadwatch keeps: {kind}")
-    return {"kind": kind, **{f: _plain(getattr(effect, f)) for f in effect.__dataclass_fields__}}
+    fields = {f: _plain(getattr(effect, f)) for f in effect.__dataclass_fields__}
+    return {"kind": kind, "id": effect.effect_id, "fields": fields}
 
 
 def from_data(data: dict[str, Any]) -> Effect:
-    fields = {k: _typed(v) for k, v in data.items() if k != "kind"}
+    fields = {k: _typed(v) for k, v in data["fields"].items()}
     effect: Effect = _KINDS[data["kind"]](**fields)
     return effect

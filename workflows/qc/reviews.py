@@ -87,13 +87,13 @@ class Reviews:
     def set_pending(self, review_id: str, left: list[dict[str, Any]], tried: set[str]) -> None:
         """After a perform: drop from the pending list the effects `tried` and not `left` (done);
         effects another worker added meanwhile stay. A few lost writes leave it to the next run."""
-        left_ids = {d["effect_id"] for d in left}
+        left_ids = {d["id"] for d in left}
         for _ in range(3):
             record = self.record(review_id)
             if record is None:
                 return
             pending = record.value.get("pending") or []
-            kept = [d for d in pending if d["effect_id"] in left_ids or d["effect_id"] not in tried]
+            kept = [d for d in pending if d["id"] in left_ids or d["id"] not in tried]
             if kept == pending:
                 return
             if self.state.update(self.tenant, record.key, {**record.value, "pending": kept}, record.version):
