@@ -7,7 +7,7 @@ reminders need adapter methods and a way for the executor to perform a process's
 kinds). The declaration below is what it will need.
 """
 
-from leadwatch.process import Process, StateDecl
+from leadwatch.process import Process, Route, StateDecl
 
 PROCESS = Process(
     name="qc",
@@ -27,6 +27,24 @@ PROCESS = Process(
         StateDecl(
             "journal",
             "qc_answer_overdue, qc_review_overdue, qc_returned_to_work, qc_confirmed rows",
+        ),
+    ),
+    routes=(
+        Route(
+            "answer_page",
+            "qc/answer/{token}",
+            "workflows.qc.routes:answer_page",
+            "the manager's questions about a rejection, and their answers (a signed link)",
+            methods=("GET", "POST"),
+            auth="none",
+        ),
+        Route(
+            "review_page",
+            "qc/review/{token}",
+            "workflows.qc.routes:review_page",
+            "a rejection's answers and card history, and the reviewer's decision (a signed link)",
+            methods=("GET", "POST"),
+            auth="none",
         ),
     ),
     effects=("Notify", "RecordViolation", "CreateTask", "CompleteTask", "RemindUser", "MoveStage", "AddNote"),
