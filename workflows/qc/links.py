@@ -35,6 +35,7 @@ PAGE_OF: dict[str, str] = {"manager": "answer", "reviewer": "review"}
 # Far more than any review id and expiry take (about 120 characters): a longer token is junk, and
 # is refused before any decoding or hashing work.
 MAX_TOKEN_CHARS = 512
+MAX_EXPIRY = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second a datetime holds
 _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -74,7 +75,9 @@ def _unix(moment: datetime | int) -> int:
         if moment.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware")
         # Down to the second: a link never outlives the moment it was given.
-        return math.floor(moment.timestamp())
+        moment = math.floor(moment.timestamp())
+    if not 0 < moment <= MAX_EXPIRY:
+        raise ValueError(f"expiry {moment}: not a moment a link can carry")
     return int(moment)
 
 
