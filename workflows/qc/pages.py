@@ -55,6 +55,7 @@ class PageTexts:
     not_yet: str
     timeliness: str
     verdicts: dict[str, str]  # on_time / late
+    no_verdict: str
     calls_by_day: str
     day: str
     attempts: str
@@ -110,6 +111,7 @@ TEXTS: dict[Lang, PageTexts] = {
         not_yet="нет",
         timeliness="Обработка",
         verdicts={"on_time": "вовремя", "late": "с опозданием"},
+        no_verdict="ещё не оценена",
         calls_by_day="Звонки по дням",
         day="День",
         attempts="Попытки",
@@ -173,6 +175,7 @@ TEXTS: dict[Lang, PageTexts] = {
         not_yet="none",
         timeliness="Handled",
         verdicts={"on_time": "on time", "late": "late"},
+        no_verdict="not judged yet",
         calls_by_day="Calls per day",
         day="Day",
         attempts="Attempts",
@@ -408,7 +411,7 @@ def _history_box(history: History, w: Writer, t: PageTexts) -> str:
     if lead is None:
         parts.append(f'<p class="muted">{_e(t.no_history)}</p>')
     else:
-        verdict = t.verdicts.get(lead.verdict or "", t.not_yet) if lead.verdict else t.not_yet
+        verdict = t.verdicts.get(lead.verdict or "", t.no_verdict)
         first = w.when(lead.processed_at) if lead.processed_at else t.not_yet
         rows = [
             _field(t.created, _e(w.when(lead.created_at))),
