@@ -67,8 +67,8 @@ def ensure_chromium() -> Path:
                 (update.stdout + update.stderr + install.stdout + install.stderr).splitlines()[-30:]
             )
             pytest.fail(
-                f"the browser tests need Chromium at {CHROMIUM}; `apt-get install -y chromium` failed "
-                f"(exit {install.returncode}):\n{tail}",
+                f"the browser tests need Chromium at {CHROMIUM}, and `apt-get install -y chromium` did not "
+                f"put it there (exit {install.returncode}):\n{tail}",
                 pytrace=False,
             )
     return CHROMIUM

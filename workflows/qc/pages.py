@@ -40,7 +40,6 @@ class PageTexts:
     open_card: str
     reason: str
     manager: str
-    reviewer: str
     rejected: str
     due: str
     up_to: str  # {n}: the most characters an answer or a comment takes
@@ -96,7 +95,6 @@ TEXTS: dict[Lang, PageTexts] = {
         open_card="Открыть карточку в CRM",
         reason="Причина отказа",
         manager="Менеджер",
-        reviewer="Проверяющий",
         rejected="Отказ",
         due="Срок",
         up_to="До {n} знаков.",
@@ -160,7 +158,6 @@ TEXTS: dict[Lang, PageTexts] = {
         open_card="Open the card in the CRM",
         reason="Rejection reason",
         manager="Manager",
-        reviewer="Reviewer",
         rejected="Rejected",
         due="Due",
         up_to="Up to {n} characters.",
