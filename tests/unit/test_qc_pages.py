@@ -77,6 +77,12 @@ class RacingState(MemoryState):
         super().__init__()
         self.barrier: threading.Barrier | None = None
         self._seen = threading.local()
+        self.lost = 0  # writes over a version another thread had moved on
+
+    def update(self, namespace, tenant, key, value, version, expires_at=None):
+        won = super().update(namespace, tenant, key, value, version, expires_at)
+        self.lost += not won and key.startswith("review#")
+        return won
 
     def get(self, namespace: str, tenant: str, key: str):
         record = super().get(namespace, tenant, key)
@@ -446,6 +452,7 @@ def test_two_reviewers_racing_one_decides_and_the_other_is_told(world):
     loser = confirmed if winner is returned else returned
     expected = qc.Status.RETURNED if winner is returned else qc.Status.CONFIRMED
     assert saved.status is expected and "Решение уже принято" in loser.body
+    assert world.state.lost == 1  # the loser wrote over the version both read, reloaded, was told
     assert len(world.performed.batches) == 1  # only the winner's effects
 
 
@@ -461,7 +468,7 @@ def test_a_double_submit_of_the_answers_saves_one(world):
     assert sorted([first.status, second.status]) == [200, 409]
     saved = world.review(review.review_id)
     assert saved.answers == (("A", "B") if first.status == 200 else ("C", "D"))
-    assert world.performed.kinds == [["CompleteTask", "CreateTask"]]
+    assert world.performed.kinds == [["CompleteTask", "CreateTask"]] and world.state.lost == 1
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -551,3 +558,12 @@ def test_a_tenant_without_an_api_key_cannot_have_links(world):
     config = world.config.model_copy(update={"api_key": None})
     with pytest.raises(LinksOff, match="api_key"):
         link_key(world.ctx, config)
+
+
+def test_a_write_lost_every_time_gives_up_with_a_page_and_performs_nothing(world, monkeypatch):
+    review, link = world.open()
+    monkeypatch.setattr(Reviews, "save", lambda self, stored, review, now: False)
+    page = world.post(link, {"answer-0": "A", "answer-1": "B"})
+    assert page.status_code == 503 and "Обновите страницу" in text_of(page)
+    assert world.performed.batches == []
+    assert world.review(review.review_id).status is qc.Status.AWAITING_ANSWERS

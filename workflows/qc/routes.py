@@ -13,6 +13,8 @@ Whatever goes wrong, the person gets a page in their language, never a traceback
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from leadwatch import executor
@@ -110,8 +112,8 @@ def _page(ctx: Context, config: TenantConfig, request: RouteRequest, role: qc.Ro
     if request.method == "POST":
         form = request.form()
         if role == "manager":
-            return _answer(page, form)
-        return _decide(page, form)
+            return _answer(page, stored, form)
+        return _decide(page, stored, form)
     return _show(page, stored.review, role)
 
 
@@ -167,13 +169,38 @@ def _text(value: str) -> str:
     return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _answer(page: _Page, form: dict[str, str]) -> pages.Page:
+def _act(
+    page: _Page,
+    stored: Stored,
+    attempt: Callable[[Review, datetime], pages.Page | qc.Transition],
+    done: Callable[[Review], pages.Page],
+) -> pages.Page:
+    """Run `attempt` on the review as read and write what it gives over that version; when another
+    writer got there first, read again and attempt again on what is there now. `attempt` returns
+    the transition to save, or the page that says why there is none."""
+    current: Stored | None = stored
     for _ in range(MAX_TRIES):
-        stored = page.load()
-        if stored is None:
+        if current is None:
             return pages.bad_link_page(page.lang)
-        review = stored.review
         now = page.ctx.clock()
+        outcome = attempt(current.review, now)
+        if isinstance(outcome, pages.Page):
+            return outcome
+        if page.reviews.save(current, outcome.review, now):
+            _perform(page, outcome.effects)
+            return done(outcome.review)
+        current = page.load()
+    log.warning(
+        "tenant %s: review %s: gave up after %d lost writes",
+        page.config.tenant,
+        page.signed.review_id,
+        MAX_TRIES,
+    )
+    return pages.error_page(page.lang, busy=True)
+
+
+def _answer(page: _Page, stored: Stored, form: dict[str, str]) -> pages.Page:
+    def attempt(review: Review, now: datetime) -> pages.Page | qc.Transition:
         answers = [_text(form.get(f"answer-{n}", "")) for n in range(len(review.questions))]
         refusal = qc.link_refusal(review, "manager", page.signed.expires_at, now)
         if refusal is not None:
@@ -183,55 +210,36 @@ def _answer(page: _Page, form: dict[str, str]) -> pages.Page:
             return pages.answer_form(review, page.view, answers, step.refused)
         if step.refused is not None:
             return _refused(page, review, step.refused)
-        if page.reviews.save(stored, step.review, now):
-            _perform(page, step.effects)
-            return pages.answered_page(step.review, page.view)
-    log.warning(
-        "tenant %s: review %s: gave up after %d lost writes",
-        page.config.tenant,
-        page.signed.review_id,
-        MAX_TRIES,
-    )
-    return pages.error_page(page.lang, busy=True)
+        return step
+
+    return _act(page, stored, attempt, lambda review: pages.answered_page(review, page.view))
 
 
-def _decide(page: _Page, form: dict[str, str]) -> pages.Page:
+def _decide(page: _Page, stored: Stored, form: dict[str, str]) -> pages.Page:
     given = form.get("decision", "")
     decision: qc.Decision | None = (
         "return" if given == "return" else "confirm" if given == "confirm" else None
     )
     comment = _text(form.get("comment", ""))
-    for _ in range(MAX_TRIES):
-        stored = page.load()
-        if stored is None:
-            return pages.bad_link_page(page.lang)
-        review = stored.review
-        now = page.ctx.clock()
+
+    def attempt(review: Review, now: datetime) -> pages.Page | qc.Transition:
         refusal = qc.link_refusal(review, "reviewer", page.signed.expires_at, now)
         if refusal is not None:
             return _refused(page, review, refusal)
         if decision is None:
             if (standing := _standing(review, "reviewer")) is not None:
                 return _refused(page, review, standing)
-            return pages.review_page(
-                review, page.view, _history(page, review), comment, pages.bad_choice(page.lang)
-            )
+            problem = pages.bad_choice(page.lang)
+            return pages.review_page(review, page.view, _history(page, review), comment, problem)
         step = qc.decide(review, decision, now, page.rules, page.calendar, page.view, comment)
         if step.refused is Refusal.TOO_LONG:
             problem = messages.refusal_text(Refusal.TOO_LONG, page.lang)
             return pages.review_page(review, page.view, _history(page, review), comment, problem)
         if step.refused is not None:
             return _refused(page, review, step.refused)
-        if page.reviews.save(stored, step.review, now):
-            _perform(page, step.effects)
-            return pages.decided_page(step.review, page.view)
-    log.warning(
-        "tenant %s: review %s: gave up after %d lost writes",
-        page.config.tenant,
-        page.signed.review_id,
-        MAX_TRIES,
-    )
-    return pages.error_page(page.lang, busy=True)
+        return step
+
+    return _act(page, stored, attempt, lambda review: pages.decided_page(review, page.view))
 
 
 def _perform(page: _Page, effects: tuple[Effect, ...]) -> None:
