@@ -33,3 +33,12 @@ def test_the_slow_replays_are_integration_and_slow() -> None:
     slow = collected("tests", "-m", "slow")
     assert slow and all(item.startswith("tests/integration/") for item in slow)
     assert collected("tests", "-m", "slow and not integration") == []
+
+
+def test_the_browser_tests_are_collected_marked_and_never_skipped() -> None:
+    browser = collected("tests/browser", "-m", "browser and integration")
+    assert browser and collected("tests/browser", "-m", "not browser") == []
+    # A missing browser fails the run (tests/browser/conftest.py installs it or says why not).
+    for path in (ROOT / "tests" / "browser").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "skip" not in text.replace("never skip", ""), path

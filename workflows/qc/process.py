@@ -1,6 +1,6 @@
 """Quality control of rejected leads and deals, as the framework sees it."""
 
-from leadwatch.process import Param, Permission, Process, Query, Schedule, StateDecl, ViolationType
+from leadwatch.process import Param, Permission, Process, Query, Route, Schedule, StateDecl, ViolationType
 
 # The journal's types (workflows.qc.rules names them too; a test keeps both the same). Written out:
 # listing the processes must not import their code.
@@ -54,6 +54,24 @@ PROCESS = Process(
                 Param("week", "the ISO week, e.g. 2026-W47 (default: the last complete week)"),
                 Param("format", "'text' adds the report, in the tenant's language, to the JSON"),
             ),
+        ),
+    ),
+    routes=(
+        Route(
+            "answer_page",
+            "qc/answer/{token}",
+            "workflows.qc.routes:answer_page",
+            "the manager's questions about a rejection, and their answers (a signed link)",
+            methods=("GET", "POST"),
+            auth="none",
+        ),
+        Route(
+            "review_page",
+            "qc/review/{token}",
+            "workflows.qc.routes:review_page",
+            "a rejection's answers and card history, and the reviewer's decision (a signed link)",
+            methods=("GET", "POST"),
+            auth="none",
         ),
     ),
     state=(
