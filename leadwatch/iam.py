@@ -444,12 +444,12 @@ def function_of(process: Process, permission: Permission) -> str:
 
 
 def effect_functions(process: Process) -> list[str]:
-    """The functions that perform the process's effects: the worker (if it consumes events), the
-    jobs Lambda (if it has schedules) and the API handler (if it has routes: a form posted on a
-    page acts). A `reconcile` hook feeds events; it performs none."""
+    """The functions that perform the process's effects: the worker (if it consumes events) and
+    the jobs Lambda (if it has schedules). A `reconcile` hook feeds events; it performs none. The
+    public API handler performs no effect: a process's page records what was decided and leaves
+    the CRM and Telegram to its schedule (the API handler holds no CRM or bot credentials)."""
     found = [FRAMEWORK_FUNCTIONS[WORKER]] if process.on_events else []
-    found += [FRAMEWORK_FUNCTIONS[JOBS]] if process.schedules else []
-    return found + ([FRAMEWORK_FUNCTIONS[API]] if process.routes else [])
+    return found + ([FRAMEWORK_FUNCTIONS[JOBS]] if process.schedules else [])
 
 
 def dispatchers(registry: ProcessRegistry) -> list[str]:

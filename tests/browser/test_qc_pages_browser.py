@@ -24,7 +24,6 @@ from leadwatch.registry import ProcessRegistry
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, LocalStack, SimClock
 from workflows import PROCESSES
 from workflows.qc import rules as qc
-from workflows.qc.process import PROCESS as QC
 from workflows.qc.reviews import Reviews
 from workflows.qc.view import link_key, view
 
@@ -56,7 +55,7 @@ SECTION = {
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    registry = ProcessRegistry([*PROCESSES, QC])
+    registry = ProcessRegistry(PROCESSES)
     with LocalStack(
         SimClock(REJECTED),
         http=True,

@@ -389,12 +389,14 @@ def test_each_function_reads_only_the_secrets_of_the_kinds_it_uses():
         "/leadwatch/acme-b24/api-key",
     }
     # Who calls the CRM and sends alerts: the CRM credentials and the bot token, nothing that
-    # authenticates webhooks or the read API.
+    # authenticates webhooks; the read API's key only to sign quality control's page links (it
+    # reads nothing these functions cannot read already).
     for function in ("worker", "jobs"):
         assert _secret_names(function, uses) == {
             "/leadwatch/acme-b24/webhook-code",
             "/leadwatch/acme-amo/access-token",
             "/leadwatch/acme-b24/telegram-bot-token",
+            "/leadwatch/acme-b24/api-key",
         }, function
     # The dispatchers only queue jobs.
     for function in iam.dispatchers(REGISTRY):
@@ -442,12 +444,16 @@ def _tenants(n: int, layout: str = "/leadwatch/{tenant}/{secret}") -> list[_Tena
 
 def test_past_iams_size_quota_the_names_are_folded_per_kind_never_to_all_parameters():
     few = iam.secret_uses(_tenants(20))
-    assert len(_secret_names("worker", few)) == 40  # exact while the policy fits
+    assert len(_secret_names("worker", few)) == 60  # exact while the policy fits
     many = iam.secret_uses(_tenants(1000))
     for function in iam.functions(REGISTRY):
         policy = iam.policy_for(function, REGISTRY, iam.STACK, many)
         assert iam.policy_size(policy) <= iam.ROLE_POLICY_LIMIT, function
-    assert _secret_names("worker", many) == {"/leadwatch/*/webhook-code", "/leadwatch/*/telegram-bot-token"}
+    assert _secret_names("worker", many) == {
+        "/leadwatch/*/webhook-code",
+        "/leadwatch/*/telegram-bot-token",
+        "/leadwatch/*/api-key",
+    }
     assert _secret_names("api_handler", many) == {"/leadwatch/*/application-token", "/leadwatch/*/api-key"}
     # Names that share no layout cannot be folded: refused, rather than granted wholesale.
     scattered = iam.secret_uses(_tenants(1000, "/secrets/{i}-{secret}"))

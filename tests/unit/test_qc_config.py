@@ -85,9 +85,17 @@ QC = {"reviewers": [1], "pages_url": "https://lw.example.com", "funnels": [lead_
 
 @pytest.mark.parametrize("name", ["acme-b24", "acme-amo"])
 def test_a_file_without_the_section_is_valid_and_qc_is_off(name):
-    config = parse(example(name))
+    data = example(name)
+    data.pop("qc")
+    config = parse(data)
     assert config.qc.enabled is False
     assert not config.enabled("qc")
+
+
+@pytest.mark.parametrize("name", ["acme-b24", "acme-amo"])
+def test_the_examples_turn_qc_on(name):
+    config = parse(example(name))
+    assert config.enabled("qc") and config.qc.funnels and config.qc.pages_url
 
 
 def test_a_written_section_is_on_with_defaults_for_the_rest():

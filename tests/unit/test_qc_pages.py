@@ -31,14 +31,13 @@ from leadwatch.testing.stack import SimClock
 from workflows import PROCESSES
 from workflows.qc import links, routes
 from workflows.qc import rules as qc
-from workflows.qc.process import PROCESS as QC
 from workflows.qc.reviews import Reviews
 from workflows.qc.view import link_key, view
 
 MSK = ZoneInfo("Europe/Moscow")
 TENANT = "acme-b24"
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "acme-b24.yaml"
-REGISTRY = ProcessRegistry([*PROCESSES, QC])
+REGISTRY = ProcessRegistry(PROCESSES)
 CARD = EntityRef(EntityType.LEAD, "42")
 REJECTED = datetime(2025, 11, 11, 15, 0, tzinfo=MSK)  # a Tuesday afternoon
 SECTION = {
@@ -160,11 +159,20 @@ class World:
         return self.client.http.get(path_of(link))
 
     def post(self, link: str, form: dict[str, str]):
-        return self.client.http.post(
+        """Post the form, then let the deadline sweep run as it does within a minute of a decision:
+        the page only saves, the sweep performs what it saved."""
+        page = self.client.http.post(
             path_of(link),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             body=urlencode(form).encode(),
         )
+        self.settle()
+        return page
+
+    def settle(self) -> None:
+        from workflows.qc import service
+
+        service.sweep(self.ctx, self.config, self.clock(), None)
 
 
 def path_of(link: str) -> str:
@@ -208,7 +216,7 @@ def make_world(monkeypatch, language: str | None = None) -> World:
         state_store=state,
     )
     performed = Performed()
-    monkeypatch.setattr(routes.executor, "perform", performed)
+    monkeypatch.setattr(routes.service.executor, "perform", performed)
     set_context(ctx)
     app, _ = build_app(REGISTRY)
     return World(ctx, clock, state, Client(app), performed)
@@ -453,6 +461,7 @@ def test_two_reviewers_racing_one_decides_and_the_other_is_told(world):
     expected = qc.Status.RETURNED if winner is returned else qc.Status.CONFIRMED
     assert saved.status is expected and "Решение уже принято" in loser.body
     assert world.state.lost == 1  # the loser wrote over the version both read, reloaded, was told
+    world.settle()
     assert len(world.performed.batches) == 1  # only the winner's effects
 
 
@@ -468,6 +477,7 @@ def test_a_double_submit_of_the_answers_saves_one(world):
     assert sorted([first.status, second.status]) == [200, 409]
     saved = world.review(review.review_id)
     assert saved.answers == (("A", "B") if first.status == 200 else ("C", "D"))
+    world.settle()
     assert world.performed.kinds == [["CompleteTask", "CreateTask"]] and world.state.lost == 1
 
 
@@ -540,16 +550,27 @@ def test_a_failure_inside_gets_a_plain_page_not_a_traceback(world, monkeypatch, 
     assert "the qc answer page failed" in caplog.text
 
 
-def test_a_failure_to_perform_after_the_save_still_confirms(world, monkeypatch, caplog):
+def test_the_page_saves_and_leaves_the_crm_to_the_sweep_which_retries_what_failed(world, monkeypatch):
     review, link = world.open()
+    performed = world.performed
 
     def down(*args, **kwargs):
         raise ConnectionError("crm down")
 
-    monkeypatch.setattr(routes.executor, "perform", down)
-    page = world.post(link, {"answer-0": "A", "answer-1": "B"})
+    monkeypatch.setattr(routes.service.executor, "perform", down)
+    page = world.client.http.post(
+        path_of(link),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=urlencode({"answer-0": "A", "answer-1": "B"}).encode(),
+    )
     assert page.status_code == 200 and world.review(review.review_id).status is qc.Status.AWAITING_REVIEW
-    assert "saved, but performing its effects failed" in caplog.text
+    with pytest.raises(ConnectionError):
+        world.settle()  # the sweep's job fails; its next run tries again
+    monkeypatch.setattr(routes.service.executor, "perform", performed)
+    world.settle()
+    assert performed.kinds == [["CompleteTask", "CreateTask"]]
+    world.settle()
+    assert performed.kinds == [["CompleteTask", "CreateTask"]]  # done: nothing pending
 
 
 def test_a_tenant_without_an_api_key_cannot_have_links(world):
@@ -562,7 +583,7 @@ def test_a_tenant_without_an_api_key_cannot_have_links(world):
 
 def test_a_write_lost_every_time_gives_up_with_a_page_and_performs_nothing(world, monkeypatch):
     review, link = world.open()
-    monkeypatch.setattr(Reviews, "save", lambda self, stored, review, now: False)
+    monkeypatch.setattr(Reviews, "save", lambda self, stored, review, now, pending=None: False)
     page = world.post(link, {"answer-0": "A", "answer-1": "B"})
     assert page.status_code == 503 and "Обновите страницу" in text_of(page)
     assert world.performed.batches == []

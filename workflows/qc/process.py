@@ -31,7 +31,7 @@ PROCESS = Process(
     schedules=(
         Schedule(
             name="sweep",
-            every_minutes=5,
+            every_minutes=1,
             run="workflows.qc.service:sweep",
             description="reminders, overdue tasks and escalations of open reviews; pending effects",
             fan_out="wake",
@@ -80,6 +80,7 @@ PROCESS = Process(
             "p#qc#review#<review id>, p#qc#open#<review id>, p#qc#card#<card>, "
             "p#qc#rejection#<month>#<card>#<moment>, p#qc#audit#last",
         ),
+        StateDecl("leads", "read only: a card's arrival and timeliness verdict, for the review page"),
         StateDecl("journal", "qc_answer_overdue, qc_review_overdue, qc_returned_to_work, qc_confirmed rows"),
     ),
     effects=("Notify", "RecordViolation", "CreateTask", "CompleteTask", "RemindUser", "MoveStage", "AddNote"),
@@ -93,6 +94,12 @@ PROCESS = Process(
         Permission("worker", "table:state", RECORDS, "reviews, rejections, cards' places"),
         Permission("sweep", "table:state", RECORDS, "open reviews and their deadlines"),
         Permission("audit", "table:state", RECORDS, "the week's rejections; spot checks; last audited"),
-        Permission("api", "table:state", ("GetItem", "Query"), "the audit on demand"),
+        Permission("api", "table:state", RECORDS, "the pages: a review read, decided, kept; the audit"),
+        Permission("api", "table:leads", ("BatchGetItem",), "the review page: the card's timeliness"),
+        # Page links are signed with a key derived from the tenant's read-API key (workflows/qc/links.py):
+        # whoever makes a task or a reminder with a link reads it.
+        Permission("worker", "secret:api-key", ("GetParameter", "GetParameters"), "sign page links"),
+        Permission("sweep", "secret:api-key", ("GetParameter", "GetParameters"), "sign page links"),
+        Permission("audit", "secret:api-key", ("GetParameter", "GetParameters"), "sign page links"),
     ),
 )

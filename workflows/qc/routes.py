@@ -2,10 +2,11 @@
 the path is the authentication). GET shows the page the review's state calls for; POST acts.
 
 An action reads the review, runs the transition (`rules.submit_answers`, `rules.decide`), and
-writes it over the version read; a lost race (a double submit, two reviewers at once, the
-deadline sweep) reads again and decides again on what is there now, so of two clicks one acts
-and the other is told it is done already. Only then are the transition's effects performed
-(exactly once each, by the executor's ledger): a transition that lost performs nothing.
+writes it over the version read, with its effects pending (workflows.qc.service); a lost race (a
+double submit, two reviewers at once, the deadline sweep) reads again and decides again on what
+is there now, so of two clicks one acts and the other is told it is done already. The deadline
+sweep, woken at once, then performs the saved effects (exactly once each, by the executor's
+ledger) within a minute: a transition that lost left nothing pending.
 
 Whatever goes wrong, the person gets a page in their language, never a traceback.
 """
@@ -17,9 +18,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from leadwatch import executor
+from leadwatch.effects import to_data
 from leadwatch.process import RouteRequest, RouteResponse
-from workflows.qc import links, messages, pages
+from workflows.qc import links, messages, pages, service
 from workflows.qc import rules as qc
 from workflows.qc.links import LinkProblem, Signed
 from workflows.qc.reviews import Reviews, Stored
@@ -91,6 +92,11 @@ class _Page:
         if self._view is None:
             self._view = view(self.ctx, self.config, self.key)
         return self._view
+
+    @property
+    def tenant(self) -> service.Tenant:
+        """The same tenant as the service sees it, sharing this page's view."""
+        return service.Tenant(self.ctx, self.config, self.rules, self.calendar, self.reviews, self._view)
 
     def load(self) -> Stored | None:
         return self.reviews.get(self.signed.review_id)
@@ -186,8 +192,9 @@ def _act(
         outcome = attempt(current.review, now)
         if isinstance(outcome, pages.Page):
             return outcome
-        if page.reviews.save(current, outcome.review, now):
-            _perform(page, outcome.effects)
+        effects = service.with_pending(page.tenant, outcome.review.review_id, outcome.effects)
+        if page.reviews.save(current, outcome.review, now, [to_data(e) for e in effects]):
+            _perform(page, outcome.review, effects, now)
             return done(outcome.review)
         current = page.load()
     log.warning(
@@ -242,23 +249,8 @@ def _decide(page: _Page, stored: Stored, form: dict[str, str]) -> pages.Page:
     return _act(page, stored, attempt, lambda review: pages.decided_page(review, page.view))
 
 
-def _perform(page: _Page, effects: tuple[Effect, ...]) -> None:
-    """The decision is saved: perform what it sets off. A failure is logged, not shown: the
-    person's part is done, and the effects are the system's to finish."""
-    try:
-        outcome = executor.perform(page.ctx, page.config, effects)
-    except Exception:
-        log.exception(
-            "tenant %s: review %s: saved, but performing its effects failed",
-            page.config.tenant,
-            page.signed.review_id,
-        )
-        return
-    if outcome.failed or outcome.held:
-        log.warning(
-            "tenant %s: review %s: effects not done yet: failed %s, held %s",
-            page.config.tenant,
-            page.signed.review_id,
-            sorted(outcome.failed),
-            sorted(outcome.held),
-        )
+def _perform(page: _Page, review: Review, effects: list[Effect], now: datetime) -> None:
+    """The decision is saved with its effects pending: the deadline sweep performs them within a
+    minute. The public API handler holds no CRM or bot credentials, so a page never calls the CRM
+    itself (a leaked or abused page can change a review, never write to the CRM directly)."""
+    page.ctx.wake(page.config.tenant, "qc", "sweep", now)

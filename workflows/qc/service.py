@@ -100,13 +100,25 @@ def apply(
             return transition, _perform(t, review_id, pending) if pending else None
         effects = [*pending, *transition.effects]
         if t.reviews.save(stored, transition.review, now, [to_data(e) for e in effects]):
-            outcome = _perform(t, review_id, effects)
-            _wake(t, transition.review, outcome, now)
-            return transition, outcome
+            return transition, settle(t, transition.review, effects, now)
     log.warning(
         "tenant %s: review %s: lost %d writes in a row; left to a retry", t.config.tenant, review_id, ATTEMPTS
     )
     return None, None
+
+
+def with_pending(t: Tenant, review_id: str, effects: Sequence[Effect]) -> list[Effect]:
+    """What a transition about to be saved must keep pending: what was still pending before it,
+    then its own effects."""
+    return [*_pending(t, review_id), *effects]
+
+
+def settle(t: Tenant, review: rules.Review, effects: Sequence[Effect], now: datetime) -> executor.Outcome:
+    """The review is saved with `effects` pending: perform them, clear what is done, and have the
+    sweep come by for what is not (and at the review's next control point)."""
+    outcome = _perform(t, review.review_id, effects)
+    _wake(t, review, outcome, now)
+    return outcome
 
 
 def _wake(t: Tenant, review: rules.Review, outcome: executor.Outcome, now: datetime) -> None:
