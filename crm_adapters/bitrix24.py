@@ -40,6 +40,7 @@ from crm_adapters.base import (
 from crm_adapters.formdata import MAX_FIELDS, FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, Transport
 from crm_adapters.limits import Window
+from crm_adapters.work import task_description
 from leadwatch.config import Bitrix24Config, SecretRef
 from leadwatch.effects import AddNote, CreateTask, FieldValue, MoveStage, RemindUser, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
@@ -265,13 +266,6 @@ def _task_id(value: str) -> str:
     if not _DIGITS.match(text) or int(text) == 0:
         raise CrmNotFound(f"Bitrix24 has no task {_excerpt(value)}")
     return str(int(text))
-
-
-def _task_text(text: str, link: str | None) -> str:
-    """A task's description: its text, and the link on a line of its own unless the text has it."""
-    if link and link not in text:
-        return f"{text}\n{link}" if text else link
-    return text
 
 
 def _members(value: Any) -> dict[str, Any]:
@@ -983,7 +977,7 @@ class Bitrix24Adapter:
             responsible = _user_id(task.assignee)
             fields = {
                 "TITLE": task.title,
-                "DESCRIPTION": _task_text(task.text, task.link),
+                "DESCRIPTION": task_description(task.text, task.link),
                 "RESPONSIBLE_ID": responsible,
                 "DEADLINE": encode_value(task.deadline),
                 "UF_CRM_TASK": [f"{_BINDINGS[task.entity.type]}_{card}"],
