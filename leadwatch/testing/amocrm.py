@@ -105,7 +105,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -154,6 +154,7 @@ CALL_EVENTS: dict[str, str] = {"call_in": "incoming_call", "call_out": "outgoing
 # An event's `entity_type` (singular, as filter[entity] takes it) -> the entity's API path.
 _EVENT_ENTITY_PATHS: dict[str, str] = {"lead": "leads", "contact": "contacts", "company": "companies"}
 
+_T = TypeVar("_T")
 _LEAD_PATH = re.compile(r"^/api/v4/leads/([^/]+)/?$")
 _TASK_PATH = re.compile(r"^/api/v4/tasks/([^/]+)/?$")
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
@@ -263,6 +264,21 @@ def _validation_failed(errors: dict[int, list[_Invalid]]) -> Reply:
             ]
         },
     )
+
+
+def _each_valid(items: list[Any], check: Callable[[Any], _T]) -> list[_T]:
+    """`check` of every item of a bulk request. amoCRM validates the whole request first: one
+    invalid item refuses it all (400 with each item's errors by `request_id`), nothing applied."""
+    errors: dict[int, list[_Invalid]] = {}
+    checked: list[_T] = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(check(item))
+        except _Invalid as exc:
+            errors[index] = [exc]
+    if errors:
+        raise _BadRequest(_validation_failed(errors))
+    return checked
 
 
 def _int_value(value: Any) -> int | None:
@@ -1330,16 +1346,8 @@ class FakeAmoCrm(FakeServer):
         entity_type "leads" (contacts and others are not modelled); the responsible an account
         user (the token's by default); task_type_id 1 or 2. Validated whole, as leads are."""
         items = self._items(request)
-        errors: dict[int, list[_Invalid]] = {}
-        made: list[FakeTask] = []
         now = self._stamp()
-        for index, item in enumerate(items):
-            try:
-                made.append(self._new_task(item, now))
-            except _Invalid as exc:
-                errors[index] = [exc]
-        if errors:
-            return _validation_failed(errors)
+        made = _each_valid(items, lambda item: self._new_task(item, now))
         for task in made:
             self.tasks[task.id] = task
             self.applied.append(("task", int(task.id)))
@@ -1471,14 +1479,7 @@ class FakeAmoCrm(FakeServer):
         """events-and-notes "Добавление примечаний": entity_id (a lead), note_type (common, call_in,
         call_out modelled), params (common: text). Each note's `leads[note]` hook is echoed."""
         items = self._items(request)
-        errors: dict[int, list[_Invalid]] = {}
-        for index, item in enumerate(items):
-            try:
-                self._check_note(item)
-            except _Invalid as exc:
-                errors[index] = [exc]
-        if errors:
-            return _validation_failed(errors)
+        _each_valid(items, self._check_note)
         now = self._stamp()
         created = []
         for index, item in enumerate(items):
@@ -1643,22 +1644,7 @@ class FakeAmoCrm(FakeServer):
         return reply
 
     def _patch(self, items: list[Any], events: list[bytes], with_ids: bool) -> Reply:
-        errors: dict[int, list[_Invalid]] = {}
-        plans: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for index, item in enumerate(items):
-            try:
-                if not isinstance(item, dict):
-                    raise _Invalid("InvalidType", "", "This value should be of type object.")
-                ident = _int_value(item.get("id"))
-                lead = self._leads.get(ident) if ident is not None else None
-                if lead is None:
-                    raise _Invalid("NotFound", "id", "Lead not found")
-                plans.append((lead, self._validate(item, lead, "")))
-            except _Invalid as exc:
-                errors[index] = [exc]
-        if errors:
-            # amoCRM validates the whole request first: nothing of a rejected bulk is applied.
-            return _validation_failed(errors)
+        plans = _each_valid(items, self._lead_change)
         now = self._stamp()
         done = []
         for lead, plan in plans:
@@ -1678,6 +1664,15 @@ class FakeAmoCrm(FakeServer):
         return self._hal(
             {"_links": {"self": {"href": f"{self.account_url}/api/v4/leads"}}, "_embedded": {"leads": done}}
         )
+
+    def _lead_change(self, item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not isinstance(item, dict):
+            raise _Invalid("InvalidType", "", "This value should be of type object.")
+        ident = _int_value(item.get("id"))
+        lead = self._leads.get(ident) if ident is not None else None
+        if lead is None:
+            raise _Invalid("NotFound", "id", "Lead not found")
+        return lead, self._validate(item, lead, "")
 
     @staticmethod
     def _action_of(before: dict[str, Any], after: dict[str, Any]) -> str:

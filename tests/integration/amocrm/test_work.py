@@ -10,18 +10,19 @@ import pytest
 import requests
 
 from crm_adapters.amocrm import LOSS_REASON_FIELD, TASK_RESULT, snapshot_from_api
-from crm_adapters.base import CrmNotFound, CrmRejected, OutcomeUnknown, WebhookRequest
+from crm_adapters.base import CrmNotFound, CrmRejected, WebhookRequest
 from leadwatch.effects import AddNote, CreateTask, MoveStage, RemindUser
 from leadwatch.events import EntityRef, EntityType, EventKind
 from leadwatch.testing.amocrm import LOST, FakeAmoCrm, bad_gateway, slow, too_many_requests
 from leadwatch.testing.server import FixedWindow
+from tests.integration import work_items
 from tests.integration.amocrm.helpers import START, TOKEN, Clock, Sleeps, lead_ref, make_adapter
+from tests.integration.work_items import LINK, MANAGER, NUDGE, TEXT, TITLE
 
 pytestmark = pytest.mark.integration
 
 MSK = timezone(timedelta(hours=3))
 DUE = datetime(2025, 10, 30, 18, 0, tzinfo=MSK)
-MANAGER = "7"
 HOOK = {"key": "hook-secret"}
 PRICE = 4203751  # "Дорого", one of the fake account's loss reasons
 
@@ -33,21 +34,11 @@ def account(fake: FakeAmoCrm) -> FakeAmoCrm:
 
 
 def task_for(entity: EntityRef, *, assignee: str = MANAGER, deadline: datetime = DUE) -> CreateTask:
-    return CreateTask(
-        effect_id=f"qc:task:{entity.key}",
-        entity=entity,
-        assignee=assignee,
-        title="Объясните отказ",
-        text="Почему сделка закрыта? Ответьте на странице.",
-        deadline=deadline,
-        link="https://pages.example/answer/abc",
-    )
+    return work_items.task_for(entity, assignee=assignee, deadline=deadline)
 
 
 def remind(entity: EntityRef) -> RemindUser:
-    return RemindUser(
-        "qc:remind:1", MANAGER, entity, "qc:task:1", "Прошла половина срока: ответьте, пожалуйста."
-    )
+    return work_items.reminder(entity, MANAGER)
 
 
 def events_of(fake: FakeAmoCrm, bodies: list[bytes]) -> list[tuple[EventKind, EntityRef | None]]:
@@ -71,9 +62,7 @@ def test_create_task_binds_it_to_the_lead_for_the_assignee(account: FakeAmoCrm) 
     task = account.tasks[task_id]
     assert task.entity == lead_ref(lead_id) and task.responsible == MANAGER
     assert task.title is None  # amoCRM tasks have a text only: the title leads it
-    assert task.description == (
-        "Объясните отказ\nПочему сделка закрыта? Ответьте на странице.\nhttps://pages.example/answer/abc"
-    )
+    assert task.description == f"{TITLE}\n{TEXT}\n{LINK}"
     assert task.deadline == DUE and not task.completed and task.created_by == "1"  # the token's user
     [request] = account.requests("/api/v4/tasks", method="POST")
     [sent] = json.loads(request.body)
@@ -134,7 +123,7 @@ def test_remind_is_a_note_on_the_card_with_or_without_the_task(account: FakeAmoC
     adapter.remind(task_id, remind(card))
     adapter.remind(None, remind(card))
 
-    assert [n.text for n in account.notes_on(card)] == ["Прошла половина срока: ответьте, пожалуйста."] * 2
+    assert [n.text for n in account.notes_on(card)] == [NUDGE] * 2
     assert account.tasks[task_id].comments == []  # amoCRM cannot comment a task
 
 
@@ -223,19 +212,15 @@ def test_work_items_ride_out_429_and_502_without_doing_anything_twice(account: F
 
 def test_a_task_or_note_that_may_have_been_added_is_not_sent_again(account: FakeAmoCrm) -> None:
     card = lead_ref(account.create_lead())
-    adapter = make_adapter(account, timeout=(1.0, 0.2))
+    stage = str(account.work_stage())
 
-    account.fail_next(slow(0.5))
-    with pytest.raises(OutcomeUnknown):
-        adapter.create_task(task_for(card))
-    account.fail_next(slow(0.5))
-    with pytest.raises(OutcomeUnknown):
-        adapter.add_note(AddNote("n", card, "note"))
-    account.fail_next(slow(0.5))
-    adapter.move_stage(MoveStage("m", card, str(account.work_stage())))  # the same twice: sent again
+    work_items.answered_too_late(
+        account, make_adapter(account, timeout=(1.0, 0.2)), card, stage, slow(0.5), DUE
+    )
 
     assert len(account.tasks) == 1 and len(account.notes_on(card)) == 1  # done once, late
     assert len(account.requests(f"/api/v4/leads/{card.id}", method="PATCH")) == 2
+    assert account.lead(card.id)["status_id"] == int(stage)
 
 
 def test_the_accounts_limit_counts_work_calls_like_any_other(account: FakeAmoCrm) -> None:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from crm_adapters.base import CrmNotFound, CrmRejected, OutcomeUnknown, WebhookRequest
+from crm_adapters.base import CrmNotFound, CrmRejected, WebhookRequest
 from leadwatch.effects import AddNote, CreateTask, MoveStage, RemindUser
 from leadwatch.events import EntityRef, EventKind
 from leadwatch.testing.bitrix24 import (
@@ -19,13 +19,14 @@ from leadwatch.testing.bitrix24 import (
     query_limit_exceeded,
     slow,
 )
+from tests.integration import work_items
 from tests.integration.bitrix24.helpers import CODE, T0, Clock, Sleeps, deal, lead, make_adapter, rest
+from tests.integration.work_items import LINK, MANAGER, NUDGE, TEXT, TITLE
 
 pytestmark = pytest.mark.integration
 
 MSK = timezone(timedelta(hours=3))
 DUE = datetime(2026, 11, 24, 18, 0, tzinfo=MSK)
-MANAGER = "7"
 
 
 @pytest.fixture
@@ -35,19 +36,11 @@ def portal(fake: FakeBitrix24) -> FakeBitrix24:
 
 
 def task_for(entity: EntityRef, *, assignee: str = MANAGER, deadline: datetime = DUE) -> CreateTask:
-    return CreateTask(
-        effect_id=f"qc:task:{entity.key}",
-        entity=entity,
-        assignee=assignee,
-        title="Explain the rejection",
-        text="Why was the lead rejected? Answer on the page.",
-        deadline=deadline,
-        link="https://pages.example/answer/abc",
-    )
+    return work_items.task_for(entity, assignee=assignee, deadline=deadline)
 
 
 def remind(entity: EntityRef) -> RemindUser:
-    return RemindUser("qc:remind:1", MANAGER, entity, "qc:task:1", "Half the time is gone: please answer.")
+    return work_items.reminder(entity, MANAGER)
 
 
 def sent_task_fields(fake: FakeBitrix24) -> dict[str, list[str]]:
@@ -72,10 +65,8 @@ def test_create_task_binds_it_to_the_card_for_the_assignee_in_one_request(
 
     task = portal.tasks[task_id]
     assert task.entity == entity and task.bindings == [f"{binding}_{ident}"]
-    assert task.title == "Explain the rejection"
-    assert (
-        task.description == "Why was the lead rejected? Answer on the page.\nhttps://pages.example/answer/abc"
-    )
+    assert task.title == TITLE
+    assert task.description == f"{TEXT}\n{LINK}"
     assert task.responsible == MANAGER and task.created_by == "1"  # the webhook's user
     assert task.deadline == DUE and not task.completed
     # One batch: the card read (halting on its error), then the task.
@@ -142,8 +133,8 @@ def test_remind_comments_the_task_or_notes_the_card_without_one(portal: FakeBitr
     adapter.remind(task_id, remind(card))
     adapter.remind(None, remind(card))
 
-    assert portal.tasks[task_id].comments == ["Half the time is gone: please answer."]
-    assert [n.text for n in portal.notes_on(card)] == ["Half the time is gone: please answer."]
+    assert portal.tasks[task_id].comments == [NUDGE]
+    assert [n.text for n in portal.notes_on(card)] == [NUDGE]
 
 
 # ----------------------------------------------------------------------------- stages and notes
@@ -210,26 +201,20 @@ def test_work_items_ride_out_the_portals_limits_without_doing_anything_twice(por
 
     assert [r.status for r in portal.requests()] == [503, 200, 429, 200, 503, 200]
     assert len(portal.tasks) == 1 and len(portal.notes_on(card)) == 1
-    assert portal.tasks[task_id].comments == ["Half the time is gone: please answer."]
+    assert portal.tasks[task_id].comments == [NUDGE]
     assert len(sleeps.waits) == 3 and 1.0 < sleeps.waits[1] <= 2.0  # until operating_reset_at
 
 
 def test_a_task_that_may_have_been_added_is_not_sent_again(portal: FakeBitrix24) -> None:
     card = lead(portal.create_lead())
-    adapter = make_adapter(portal, timeout=(1.0, 0.2))
 
-    portal.fail_next(slow(0.5))
-    with pytest.raises(OutcomeUnknown):
-        adapter.create_task(task_for(card))
-    portal.fail_next(slow(0.5))
-    with pytest.raises(OutcomeUnknown):
-        adapter.add_note(AddNote("n", card, "note"))
-    # A stage move is the same however often it is made: it is sent again.
-    portal.fail_next(slow(0.5))
-    adapter.move_stage(MoveStage("m", card, "IN_PROCESS"))
+    work_items.answered_too_late(
+        portal, make_adapter(portal, timeout=(1.0, 0.2)), card, "IN_PROCESS", slow(0.5), DUE
+    )
 
     assert len(portal.tasks) == 1 and len(portal.notes_on(card)) == 1  # done once, late
     assert len(portal.requests("/batch")) == 1 and len(portal.requests("crm.lead.update")) == 2
+    assert portal.lead(card.id)["STATUS_ID"] == "IN_PROCESS"
 
 
 def test_the_portals_bucket_counts_work_calls_like_any_other(clock: Clock) -> None:
