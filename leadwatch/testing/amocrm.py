@@ -327,8 +327,9 @@ class FakeAmoCrm(FakeServer):
         # (id -> (name, statuses)); kept across `reset` only as the defaults. False: the token is
         # not an admin's, and /api/v4/users answers 403.
         self.token_is_admin = True
-        # The user whose long-lived token the API is called with (the account owner): the author
-        # of the tasks and notes an integration adds, and a task's responsible when none is given.
+        # The user whose long-lived token the API is called with (the account owner by default):
+        # the author of the tasks and notes an integration adds, and a task's responsible when
+        # none is given.
         self.token_user_id = 1
         self.loss_reasons: dict[int, str] = {}
         self.pipeline_name = MAIN_PIPELINE
@@ -457,6 +458,7 @@ class FakeAmoCrm(FakeServer):
 
     def _default_names(self) -> None:
         self.token_is_admin = True
+        self.token_user_id = 1
         self.loss_reasons = dict(DEFAULT_LOSS_REASONS)
         self.users = {}
         for user_id, name in DEFAULT_USERS.items():

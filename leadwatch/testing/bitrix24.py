@@ -307,6 +307,7 @@ class FakeBitrix24(FakeServer):
         # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands still
         # would never drain it.
         self.monotonic = monotonic
+        self._bucket_size = (rate, burst)  # what `reset` brings back, whatever a test put in its place
         self.bucket = LeakyBucket(rate, burst, clock=monotonic)
         self.outbox: list[bytes] = []
         # What it returns is not read: a test's list.append, the local stack's post_hook.
@@ -1007,7 +1008,7 @@ class FakeBitrix24(FakeServer):
             self.deliver = self.outbox.append
             self.applied.clear()
             self.emit_on_rest_writes = self._emit_default
-            self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
+            self.bucket = LeakyBucket(*self._bucket_size, clock=self.monotonic)
         self.clear_faults()
         self.clear_log()
 
