@@ -53,8 +53,9 @@ from crm_adapters.base import (
 from crm_adapters.formdata import FormError, parse_form
 from crm_adapters.http import HttpClient, Transport
 from crm_adapters.limits import Window
+from crm_adapters.work import task_description
 from leadwatch.config import AmoCrmConfig, SecretRef
-from leadwatch.effects import FieldValue, SetCardFields
+from leadwatch.effects import AddNote, CreateTask, FieldValue, MoveStage, RemindUser, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
 from leadwatch.secrets import Secret, same_secret
 
@@ -103,6 +104,16 @@ _CALL_TALKED = 4
 MAX_CALL_SECONDS = 7 * 86_400
 _SECONDS = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{0,9})?$")
 _RECORD_SCHEMES = ("http", "https")
+# Every pipeline has 143, "closed and not realised" (leads_pipelines); a lead closed there may carry
+# its loss reason's id (`loss_reason_id`, leads-api), which snapshots keep in `fields` under that name
+# (workflows/qc reads it there). The documented status webhook shows no loss reason (webhooks-format):
+# a hook for a lost lead that does not say its reason cannot stand for the card, which is read.
+LOST = 143
+LOSS_REASON_FIELD = "loss_reason_id"
+# Work items (tasks-api, events-and-notes): a task's type 1 is "follow-up" (Связаться); a closed task
+# takes a result text, which CompleteTask does not give.
+TASK_TYPE_FOLLOW_UP = 1
+TASK_RESULT = "Closed by leadwatch"
 # Entities amoCRM can send webhooks about that leadwatch does not watch.
 _OTHER_ENTITIES = {
     "contacts",
@@ -253,6 +264,17 @@ def snapshot_from_api(lead: Mapping[str, Any]) -> LeadSnapshot | None:
     for entry in lead.get("custom_fields_values") or []:
         if isinstance(entry, Mapping) and _to_int(entry.get("field_id")) is not None:
             fields[str(entry["field_id"])] = _first_value(entry.get("values"))
+    embedded = lead.get("_embedded")
+    reasons = embedded.get("loss_reason") if isinstance(embedded, Mapping) else None
+    # `with=loss_reason` embeds the reason as a list of one; the id is top level either way.
+    named = (
+        reasons[0].get("id")
+        if isinstance(reasons, list) and reasons and isinstance(reasons[0], Mapping)
+        else None
+    )
+    reason = _loss_reason(lead.get(LOSS_REASON_FIELD)) or _loss_reason(named)
+    if reason is not None:
+        fields[LOSS_REASON_FIELD] = reason
     name = lead.get("name")
     return LeadSnapshot(
         entity=EntityRef(EntityType.LEAD, str(ident)),
@@ -266,6 +288,12 @@ def snapshot_from_api(lead: Mapping[str, Any]) -> LeadSnapshot | None:
         pipeline=str(pipeline) if pipeline is not None else None,
         fields=fields,
     )
+
+
+def _loss_reason(value: Any) -> str | None:
+    """A loss reason id as text; None for none (null, 0, empty) or a value that is not an id."""
+    ident = _to_int(value.strip() if isinstance(value, str) else value)
+    return str(ident) if ident is not None and ident > 0 else None
 
 
 def activity_from_note(note: Mapping[str, Any]) -> Activity | None:
@@ -527,8 +555,14 @@ class AmoCrmAdapter:
         responsible = _optional_id(item, "responsible_user_id", where)
         entity = EntityRef(EntityType.LEAD, lead_id)
         snapshot = None
-        # Without a stage or a creation time the hook cannot stand for the card: the worker reads it.
-        if status is not None and created is not None:
+        fields = _hook_fields(item.get("custom_fields"))
+        reason = _loss_reason(item.get(LOSS_REASON_FIELD))
+        if reason is not None:
+            fields[LOSS_REASON_FIELD] = reason
+        unsaid = status == str(LOST) and LOSS_REASON_FIELD not in item
+        # Without a stage or a creation time, or lost without saying why, the hook cannot stand
+        # for the card: the worker reads it.
+        if status is not None and created is not None and not unsaid:
             name = item.get("name")
             snapshot = LeadSnapshot(
                 entity=entity,
@@ -539,7 +573,7 @@ class AmoCrmAdapter:
                 stage_changed_at=modified if action == "status" else None,
                 title=name if isinstance(name, str) else "",
                 pipeline=pipeline,
-                fields=_hook_fields(item.get("custom_fields")),
+                fields=fields,
             )
         return CrmEvent(
             tenant=self.tenant,
@@ -626,15 +660,30 @@ class AmoCrmAdapter:
             return self._client
 
     def _call(
-        self, method: str, path: str, *, params: list[tuple[str, Any]] | None = None, payload: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, Any]] | None = None,
+        payload: Any = None,
+        idempotent: bool = True,
     ) -> Any:
         """One API call (retried by HttpClient); returns the decoded body, None for a 204. A 401
         (the token was rotated) is tried once more with the token read again; amoCRM applies
-        nothing of a refused request, so a PATCH is safe to send again."""
-        return self._token.call(lambda token: self._call_with(token, method, path, params, payload))
+        nothing of a refused request, so a PATCH, or even a POST that adds something (not
+        `idempotent`: never sent again once it may have arrived), is safe to send again."""
+        return self._token.call(
+            lambda token: self._call_with(token, method, path, params, payload, idempotent)
+        )
 
     def _call_with(
-        self, token: str, method: str, path: str, params: list[tuple[str, Any]] | None, payload: Any
+        self,
+        token: str,
+        method: str,
+        path: str,
+        params: list[tuple[str, Any]] | None,
+        payload: Any,
+        idempotent: bool,
     ) -> Any:
         client = self._http(token)
         response = client.request(
@@ -643,6 +692,7 @@ class AmoCrmAdapter:
             params=params,
             json=payload,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/hal+json"},
+            idempotent=idempotent,
         )
         if response.status_code == 204 or not response.content:
             return None
@@ -803,9 +853,10 @@ class AmoCrmAdapter:
         result = WriteResult()
         items: dict[int, _Item] = {}
         for write in writes:
-            lead_id = _to_int(write.entity.id) if write.entity.type is EntityType.LEAD else None
-            if lead_id is None:
-                result.failed[write.effect_id] = CrmRejected(f"amoCRM has no lead {write.entity.key}")
+            try:
+                lead_id = _lead_number(write.entity)
+            except CrmRejected as refused:
+                result.failed[write.effect_id] = refused
                 continue
             try:
                 values = {str(name): encode_value(value) for name, value in write.fields.items()}
@@ -864,6 +915,111 @@ class AmoCrmAdapter:
 
     def card_url(self, entity: EntityRef) -> str:
         return f"{self.base_url}/leads/detail/{quote(entity.id, safe='')}"
+
+    # ------------------------------------------------------------------ work items
+    # tasks-api (POST /api/v4/tasks: text and complete_till required, `_embedded.tasks[].id`;
+    # PATCH /api/v4/tasks/{id} with is_completed and result.text closes one), events-and-notes
+    # (POST /api/v4/leads/notes, note_type common with params.text), leads-api (PATCH
+    # /api/v4/leads/{id}; GET answers 204 for a lead that does not exist). How amoCRM refuses a
+    # write naming a missing card or task is not documented: a refusal is followed by a read of
+    # what it named, and CrmNotFound raised when that is gone.
+    def create_task(self, task: CreateTask) -> str:
+        lead_id = _lead_number(task.entity)
+        responsible = _to_int(task.assignee.strip())
+        if responsible is None or responsible <= 0:
+            raise CrmRejected(f"amoCRM task on {task.entity.key}: {task.assignee!r} is not a user id")
+        try:
+            due = encode_value(task.deadline)
+        except ValueError as exc:
+            raise CrmRejected(f"amoCRM task on {task.entity.key}: {exc}") from None
+        item = {
+            "text": task_description(task.text, task.link, title=task.title),
+            "complete_till": due,
+            "entity_id": lead_id,
+            "entity_type": "leads",
+            "responsible_user_id": responsible,
+            "task_type_id": TASK_TYPE_FOLLOW_UP,
+        }
+        body = self._write(task.entity, "POST", "/api/v4/tasks", [item], idempotent=False)
+        made = _embedded(body, "tasks")
+        ident = _to_int(made[0].get("id")) if made else None
+        if ident is None:
+            raise CrmUnavailable(f"amoCRM POST /api/v4/tasks on {task.entity.key} answered no task id")
+        return str(ident)
+
+    def complete_task(self, task_id: str) -> None:
+        ident = _to_int(task_id.strip())
+        if ident is None or ident <= 0:
+            raise CrmNotFound(f"amoCRM has no task {task_id!r}")
+        path = f"/api/v4/tasks/{ident}"
+        try:
+            self._call("PATCH", path, payload={"is_completed": True, "result": {"text": TASK_RESULT}})
+        except CrmRejected as refused:
+            task = self._read_or_gone(path, f"task {ident}", refused)
+            if task.get("is_completed") is not True:
+                raise
+
+    def remind(self, task_id: str | None, reminder: RemindUser) -> None:
+        # amoCRM has no call to comment a task: the reminder is a note on the card.
+        self._note(reminder.entity, reminder.text)
+
+    def move_stage(self, move: MoveStage) -> None:
+        lead_id = _lead_number(move.entity)
+        status = _to_int(move.stage.strip())
+        pipeline = _to_int(move.pipeline.strip()) if move.pipeline is not None else None
+        if status is None or (move.pipeline is not None and pipeline is None):
+            raise CrmRejected(
+                f"amoCRM stage move of {move.entity.key}: {move.stage!r} / {move.pipeline!r} is no status id"
+            )
+        change: dict[str, Any] = {"status_id": status}
+        if pipeline is not None:
+            change["pipeline_id"] = pipeline
+        self._write(move.entity, "PATCH", f"/api/v4/leads/{lead_id}", change, idempotent=True)
+
+    def add_note(self, note: AddNote) -> None:
+        self._note(note.entity, note.text)
+
+    def _note(self, entity: EntityRef, text: str) -> None:
+        item = {"entity_id": _lead_number(entity), "note_type": "common", "params": {"text": text}}
+        self._write(entity, "POST", "/api/v4/leads/notes", [item], idempotent=False)
+
+    def _write(self, entity: EntityRef, method: str, path: str, payload: Any, *, idempotent: bool) -> Any:
+        """A write about one card; a refusal is CrmNotFound when the card is gone."""
+        try:
+            return self._call(method, path, payload=payload, idempotent=idempotent)
+        except CrmRejected as refused:
+            self._read_or_gone(f"/api/v4/leads/{_lead_number(entity)}", f"lead {entity.id}", refused)
+            raise
+
+    def _read_or_gone(self, path: str, what: str, refused: CrmRejected) -> Mapping[str, Any]:
+        """What `path` names, read after `refused`; CrmNotFound when it does not exist (204, 404)."""
+        if isinstance(refused, CrmNotFound):
+            raise refused
+        try:
+            found = self._call("GET", path)
+        except CrmRejected as exc:
+            if exc.status != 404:
+                raise
+            found = None
+        if not isinstance(found, Mapping):
+            raise CrmNotFound(f"amoCRM has no {what} ({refused})", status=refused.status) from None
+        return found
+
+    def list_loss_reasons(self) -> dict[str, str]:
+        """The account's loss reasons, id -> name (`GET /api/v4/leads/loss_reasons`, Kommo's
+        reference "Get loss reasons": id, name, sort, created_at, updated_at), every page."""
+        found: dict[str, str] = {}
+        for page in range(1, MAX_PAGES + 1):
+            params: list[tuple[str, Any]] = [("limit", PAGE_LIMIT), ("page", page)]
+            body = self._call("GET", "/api/v4/leads/loss_reasons", params=params)
+            reasons = _embedded(body, "loss_reasons")
+            for reason in reasons:
+                ident = _loss_reason(reason.get("id"))
+                if ident is not None:
+                    found[ident] = _clean(reason.get("name")) or ident
+            if len(reasons) < PAGE_LIMIT or not _has_next(body):
+                return found
+        raise CrmUnavailable(f"amoCRM listed more than {MAX_PAGES} pages of loss reasons")
 
     def list_users(self) -> dict[str, str]:
         """`GET /api/v4/users`, every page of 250 (users-api): `name` is the user's full name, the
@@ -926,6 +1082,14 @@ def _embedded(body: Any, name: str) -> list[Mapping[str, Any]]:
     if not isinstance(items, list):
         raise CrmUnavailable(f"amoCRM answered a {name[:-1]} list without _embedded.{name}")
     return [item for item in items if isinstance(item, Mapping)]
+
+
+def _lead_number(entity: EntityRef) -> int:
+    """The amoCRM lead id of a card; CrmRejected for a card amoCRM cannot have (it has leads only)."""
+    ident = _to_int(entity.id) if entity.type is EntityType.LEAD else None
+    if ident is None or ident <= 0:
+        raise CrmRejected(f"amoCRM has no lead {entity.key}")
+    return ident
 
 
 def _clean(value: Any) -> str | None:

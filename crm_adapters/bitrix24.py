@@ -16,7 +16,7 @@ import heapq
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -40,15 +40,21 @@ from crm_adapters.base import (
 from crm_adapters.formdata import MAX_FIELDS, FormError, encode_form, parse_form
 from crm_adapters.http import HttpClient, Transport
 from crm_adapters.limits import Window
+from crm_adapters.work import task_description
 from leadwatch.config import Bitrix24Config, SecretRef
-from leadwatch.effects import FieldValue, SetCardFields
+from leadwatch.effects import AddNote, CreateTask, FieldValue, MoveStage, RemindUser, SetCardFields
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
 from leadwatch.secrets import Secret, same_secret
 
 BATCH_LIMIT = 50
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
-# An empty-code error whose text means "no such card" (crm-lead-get.md, "Possible Errors").
-_MISSING_TEXTS = {"not found", "id is not defined or invalid"}
+# An empty-code error whose text means "no such card" (crm-lead-get.md, "Possible Errors"), and the
+# codes of the newer CRM methods for a missing object or owner (crm-timeline-comment-add.md:
+# `NOT_FOUND` "Not found.", `OWNER_NOT_FOUND`).
+_MISSING_TEXTS = {"not found", "not found.", "id is not defined or invalid"}
+_MISSING_CODES = {"NOT_FOUND", "OWNER_NOT_FOUND"}
+_RATE_CODES = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
+_DOWN_CODES = {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
 
 _LEAD_EVENTS = {
     "ONCRMLEADADD": EventKind.LEAD_CREATED,
@@ -73,6 +79,10 @@ _CALL_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 _SECONDS = re.compile(r"^[0-9]{1,9}$")
 # voximplant.statistic.get's CRM_ENTITY_TYPE for the cards leadwatch watches.
 _STAT_ENTITY_TYPES = {"LEAD": EntityType.LEAD, "DEAL": EntityType.DEAL}
+
+# UF_CRM_TASK binds a task to a card by a prefixed id (tasks-task-add.md): L_4 a lead, D_10 a deal.
+_BINDINGS = {EntityType.LEAD: "L", EntityType.DEAL: "D"}
+_TASK_COMPLETED = "5"  # tasks/fields.md: status 5 is "completed"
 
 _ACTIVITY_KINDS = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
 _DIRECTIONS = {"1": "in", "2": "out"}
@@ -100,6 +110,9 @@ PAGE_SIZE = 50
 MAX_LIST_PAGES = 400  # 20,000 users: a bound on one listing's time, far past a sales team
 _DEAL_TYPE_ID = 2
 
+# A list selects `UF_*` for the custom fields (a rejection reason among them); a multiple field is
+# not in that mask (crm-lead-list.md, crm-deal-list.md) and must be named: `select_fields`.
+# crm.lead.get / crm.deal.get answer every field.
 _SNAPSHOT_FIELDS = ["ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "MOVED_TIME"]
 _SELECT = {
     EntityType.LEAD: [*_SNAPSHOT_FIELDS, "STATUS_ID", "UF_*"],
@@ -130,7 +143,12 @@ def classify(response: requests.Response) -> CrmError | None:
         return CrmRateLimited(label, retry_after=_operating_reset(body), status=status)
     if status >= 500:
         return CrmUnavailable(label, status=status)
-    if not code and text.strip().lower() in _MISSING_TEXTS:
+    return _refusal(code, text, label, status)
+
+
+def _refusal(code: str, text: str, label: str, status: int | None = None) -> CrmRejected:
+    """A method's own refusal: the card (or object) is missing, or the request is refused."""
+    if code in _MISSING_CODES or (not code and text.strip().lower() in _MISSING_TEXTS):
         return CrmNotFound(label, status=status)
     return CrmRejected(label, status=status)
 
@@ -228,6 +246,28 @@ def encode_value(value: FieldValue) -> str:
     return str(value)
 
 
+def _card_id(entity: EntityRef) -> str:
+    """A card's id as Bitrix24 takes it; ValueError for one it cannot have."""
+    if entity.type not in _BINDINGS or not _DIGITS.match(entity.id) or int(entity.id) == 0:
+        raise ValueError(f"card id {_excerpt(entity.id)} is not a Bitrix24 {entity.type.value} id")
+    return str(int(entity.id))
+
+
+def _user_id(value: str) -> str:
+    text = value.strip()
+    if not _DIGITS.match(text) or int(text) == 0:
+        raise ValueError(f"{_excerpt(value)} is not a Bitrix24 user id")
+    return str(int(text))
+
+
+def _task_id(value: str) -> str:
+    """A task id to send; one no portal can have is a task that does not exist."""
+    text = value.strip()
+    if not _DIGITS.match(text) or int(text) == 0:
+        raise CrmNotFound(f"Bitrix24 has no task {_excerpt(value)}")
+    return str(int(text))
+
+
 def _members(value: Any) -> dict[str, Any]:
     """A batch member: PHP writes an empty array as [] and a 0..n-1 keyed one as a list."""
     if isinstance(value, dict):
@@ -271,9 +311,13 @@ class Bitrix24Adapter:
         transport: Transport | None = None,
         rate: float = 2.0,
         burst: int = 50,
+        select_fields: Sequence[str] = (),
     ):
+        """`select_fields`: custom fields listings must name besides `UF_*` (multiple ones)."""
         self.tenant = tenant
         self.config = config
+        extra = [name for name in dict.fromkeys(select_fields) if name]
+        self._select = {kind: [*fields, *extra] for kind, fields in _SELECT.items()}
         self._resolve = resolve
         self._transport = transport or Transport()
         # The real bucket is shared with whatever else calls the portal from our IP, and our
@@ -304,15 +348,20 @@ class Bitrix24Adapter:
                 self._client_code = code
             return self._client
 
-    def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True
+    ) -> dict[str, Any]:
         """One REST method, POST JSON; returns the decoded envelope or raises a CrmError.
-        A 401 (the webhook code was replaced) is tried once more with the code read again."""
-        return self._code.call(lambda code: self._call_with(code, method, params))
+        A 401 (the webhook code was replaced) is tried once more with the code read again: the
+        portal refused it, so even a call that is not `idempotent` (it adds something) did nothing."""
+        return self._code.call(lambda code: self._call_with(code, method, params, idempotent))
 
-    def _call_with(self, code: str, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _call_with(
+        self, code: str, method: str, params: Mapping[str, Any] | None, idempotent: bool
+    ) -> dict[str, Any]:
         client = self._client_for(code)
         url = f"{self.config.base_url}/rest/{self.config.webhook_user_id}/{code}/{method}.json"
-        response = client.request("POST", url, json=dict(params or {}))
+        response = client.request("POST", url, json=dict(params or {}), idempotent=idempotent)
         try:
             body = response.json()
         except ValueError:
@@ -328,11 +377,13 @@ class Bitrix24Adapter:
         outer = self._batch(commands, halt)
         return _members(outer.get("result")), _members(outer.get("result_error"))
 
-    def _batch(self, commands: Mapping[str, str], halt: bool = False) -> dict[str, Any]:
+    def _batch(
+        self, commands: Mapping[str, str], halt: bool = False, *, idempotent: bool = True
+    ) -> dict[str, Any]:
         """The whole `batch` answer (`result`, `result_error`, `result_next`, ...)."""
         if len(commands) > BATCH_LIMIT:
             raise ValueError(f"a batch holds at most {BATCH_LIMIT} commands, got {len(commands)}")
-        body = self.call("batch", {"halt": 1 if halt else 0, "cmd": dict(commands)})
+        body = self.call("batch", {"halt": 1 if halt else 0, "cmd": dict(commands)}, idempotent=idempotent)
         outer = body["result"]
         if not isinstance(outer, dict):
             raise CrmUnavailable("Bitrix24 batch: 'result' is not an object")
@@ -654,13 +705,11 @@ class Bitrix24Adapter:
         code = str(error.get("error") or "") if isinstance(error, dict) else ""
         text = str(error.get("error_description") or "") if isinstance(error, dict) else str(error)
         label = f"Bitrix24 {what}: {code or '(no code)'}" + (f": {text}" if text else "")
-        if code in {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}:
+        if code in _RATE_CODES:
             return CrmRateLimited(label)
-        if code in {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}:
+        if code in _DOWN_CODES:
             return CrmUnavailable(label)
-        if not code and text.strip().lower() in _MISSING_TEXTS:
-            return CrmNotFound(label)
-        return CrmRejected(label)
+        return _refusal(code, text, label)
 
     def _snapshot(self, entity_type: EntityType, item: Mapping[str, Any]) -> LeadSnapshot:
         ident = str(item.get("ID") or "")
@@ -837,7 +886,7 @@ class Bitrix24Adapter:
                 {
                     "filter": {">=DATE_MODIFY": since.isoformat(timespec="seconds")},
                     "order": {"DATE_MODIFY": "ASC", "ID": "ASC"},
-                    "select": _SELECT[entity_type],
+                    "select": self._select[entity_type],
                     "start": start,
                 },
             )
@@ -908,11 +957,106 @@ class Bitrix24Adapter:
 
     @staticmethod
     def _update_command(write: SetCardFields) -> str:
-        if not _DIGITS.match(write.entity.id) or int(write.entity.id) == 0:
-            raise ValueError(f"card id {_excerpt(write.entity.id)} is not a Bitrix24 id")
         fields = {str(key): encode_value(value) for key, value in write.fields.items()}
-        query = encode_form({"id": write.entity.id, "fields": fields}).decode("ascii")
+        query = encode_form({"id": _card_id(write.entity), "fields": fields}).decode("ascii")
         return f"crm.{write.entity.type.value}.update?{query}"
+
+    # ------------------------------------------------------------------ work items
+    # b24restdocs: tasks/tasks-task-add.md (`fields`, UF_CRM_TASK bindings "L_<id>" / "D_<id>",
+    # answer `result.task.id`), tasks/status/tasks-task-complete.md (`taskId`; 400 `"0"` "Action on
+    # the task is not allowed" both for a task that is missing and one the webhook may not close),
+    # tasks/comment-item/task-comment-item-add.md (TASKID, FIELDS.POST_MESSAGE; still working with
+    # the new task card, tasks/tasks-new.md), tasks/tasks-task-list.md (`result.tasks` of camelCase
+    # rows, status "5" completed), crm/timeline/comments/crm-timeline-comment-add.md (400
+    # NOT_FOUND for a missing card), crm/leads/crm-lead-update.md, crm/deals/crm-deal-update.md.
+    def create_task(self, task: CreateTask) -> str:
+        """The card is read in the same batch, halting on its error: the task is added only to a
+        card that exists (a binding to a missing card would not be refused), in one request."""
+        try:
+            card = _card_id(task.entity)
+            responsible = _user_id(task.assignee)
+            fields = {
+                "TITLE": task.title,
+                "DESCRIPTION": task_description(task.text, task.link),
+                "RESPONSIBLE_ID": responsible,
+                "DEADLINE": encode_value(task.deadline),
+                "UF_CRM_TASK": [f"{_BINDINGS[task.entity.type]}_{card}"],
+            }
+        except ValueError as exc:
+            raise CrmRejected(f"Bitrix24 task on {task.entity.key}: {exc}") from None
+        read = f"crm.{task.entity.type.value}.get"
+        outer = self._batch(
+            {"card": _command(read, {"id": card}), "task": _command("tasks.task.add", {"fields": fields})},
+            halt=True,
+            idempotent=False,
+        )
+        errors = _members(outer.get("result_error"))
+        if "card" in errors:
+            raise self._command_error(errors["card"], f"{read} id={card}")
+        if "task" in errors:
+            raise self._command_error(errors["task"], f"tasks.task.add on {task.entity.key}")
+        added = _members(outer.get("result")).get("task")
+        made = added.get("task") if isinstance(added, dict) else None
+        ident = _id_text(made.get("id")) if isinstance(made, dict) else None
+        if ident is None:
+            raise CrmUnavailable(f"Bitrix24 tasks.task.add on {task.entity.key} answered no task id")
+        return ident
+
+    def complete_task(self, task_id: str) -> None:
+        ident = _task_id(task_id)
+        try:
+            self.call("tasks.task.complete", {"taskId": ident})
+        except CrmRejected as refused:
+            # The same refusal means "no such task" and "already closed": the task's row tells.
+            if self._task_status(ident, refused) != _TASK_COMPLETED:
+                raise
+
+    def remind(self, task_id: str | None, reminder: RemindUser) -> None:
+        if task_id is None:
+            self._comment(reminder.entity, reminder.text)
+            return
+        ident = _task_id(task_id)
+        fields = {"TASKID": ident, "FIELDS": {"POST_MESSAGE": reminder.text}}
+        try:
+            self.call("task.commentitem.add", fields, idempotent=False)
+        except CrmRejected as refused:
+            self._task_status(ident, refused)  # CrmNotFound when the task is gone
+            raise
+
+    def move_stage(self, move: MoveStage) -> None:
+        stage_field = "STATUS_ID" if move.entity.type is EntityType.LEAD else "STAGE_ID"
+        try:
+            params = {"id": _card_id(move.entity), "fields": {stage_field: move.stage}}
+        except ValueError as exc:
+            raise CrmRejected(f"Bitrix24 stage move of {move.entity.key}: {exc}") from None
+        method = f"crm.{move.entity.type.value}.update"
+        result = self.call(method, params)["result"]
+        if result is not True:
+            raise CrmRejected(f"Bitrix24 {method} id={params['id']} answered {_excerpt(result)}")
+
+    def add_note(self, note: AddNote) -> None:
+        self._comment(note.entity, note.text)
+
+    def _comment(self, entity: EntityRef, text: str) -> None:
+        """A comment in the card's timeline (crm.timeline.comment.add)."""
+        try:
+            card = _card_id(entity)
+        except ValueError as exc:
+            raise CrmRejected(f"Bitrix24 comment on {entity.key}: {exc}") from None
+        fields = {"ENTITY_ID": card, "ENTITY_TYPE": entity.type.value, "COMMENT": text}
+        self.call("crm.timeline.comment.add", {"fields": fields}, idempotent=False)
+
+    def _task_status(self, task_id: str, refused: CrmRejected) -> str:
+        """The status of a task a call was refused for; CrmNotFound (from `refused`) when the
+        webhook's user sees no such task: deleted, or never one this portal has."""
+        if isinstance(refused, CrmNotFound):
+            raise refused
+        body = self.call("tasks.task.list", {"filter": {"ID": task_id}, "select": ["ID", "STATUS"]})
+        rows = body["result"].get("tasks") if isinstance(body["result"], dict) else None
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and _id_text(row.get("id", row.get("ID"))) == task_id:
+                return str(row.get("status", row.get("STATUS")) or "")
+        raise CrmNotFound(f"Bitrix24 task {task_id} does not exist ({refused})", status=refused.status)
 
     # ------------------------------------------------------------------ links
     def card_url(self, entity: EntityRef) -> str:

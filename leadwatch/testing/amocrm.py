@@ -60,16 +60,37 @@ Wire facts and where they were checked:
   50, no paging), each with `_embedded.statuses` of `{id, name, sort, is_editable, pipeline_id,
   color, type, account_id}`; every pipeline has 142 and 143, under names of its own.
 
+- Loss reasons (leads-api; Kommo's reference "Get loss reasons"): a lead's `loss_reason_id` (an
+  int or null, top level; `with=loss_reason` also embeds `_embedded.loss_reason`, a list of one
+  `{id, name, sort, created_at, updated_at}`); `GET /api/v4/leads/loss_reasons` lists them in
+  `_embedded.loss_reasons`. The documented `leads[status]` hook shows no loss reason, so the fake
+  sends none. `reject` closes a lead as lost (143) with a reason, as a manager does.
+- Pipelines: a lead moves to another pipeline with `pipeline_id`; its `status_id` must be one of
+  that pipeline's (142 and 143 are in each).
+- Tasks (crm_platform/tasks-api): `POST /api/v4/tasks` (an array; text and complete_till required;
+  entity_id with entity_type "leads"; the responsible an account user, the token's by default;
+  task_type_id 1 or 2) answers `_embedded.tasks[{id, request_id}]`; `PATCH /api/v4/tasks/{id}`
+  (is_completed, result.text, text, complete_till); `GET /api/v4/tasks/{id}` (204 when missing).
+  How a missing lead or task is refused is not documented: the fake answers as for a missing lead
+  in a PATCH (validation-errors with code NotFound).
+- Notes (events-and-notes, "Добавление примечаний"): `POST /api/v4/leads/notes` (an array of
+  `{entity_id, note_type, params}`; common needs params.text), by the token's user unless
+  `created_by` is given; each note's `leads[note]` hook is echoed like other REST writes.
+
+Tests read tasks and notes through leadwatch.testing.work: `fake.tasks[task_id]` (a `FakeTask`,
+title None) and `fake.notes_on(entity)` (the lead's common notes as `FakeNote`s).
+
 REST writes come back as webhooks (`emit_on_rest_writes`, on by default), as a real account
 sends its hooks for changes made through the API too: leadwatch sees its own verdict writes.
+Tasks send none (`task[...]` hooks are not modelled; leadwatch does not read them).
 
 Tests set the account's users with `set_users` / `add_user` and add pipelines with `add_pipeline`;
 `reset` brings back the defaults (one admin user, the main pipeline).
 
 Not modelled: contacts and companies themselves (a contact call exists only as its event and
-note), tags, loss reasons, leads in pipelines other than the main one (their statuses are
-listed), a single note by id, event types other than calls, access rights beyond the users
-list's admin check, the 403 IP block after repeated 429s.
+note), tags, a single note by id, the task list, tasks on anything but leads, event types other
+than calls, access rights beyond the users list's admin check, the 403 IP block after repeated
+429s.
 """
 
 from __future__ import annotations
@@ -84,12 +105,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from crm_adapters.formdata import encode_form
+from leadwatch.events import EntityRef, EntityType
 from leadwatch.testing.server import FakeServer, Fault, FixedWindow, Reply, Request, slow_fault
+from leadwatch.testing.work import FakeNote, FakeTask
 
 PAGE_LIMIT_DEFAULT = 50
 FIRST_LEAD_ID = 31_000_001
@@ -115,6 +138,15 @@ DEFAULT_STATUSES: dict[int, str] = {
     LOST: "Закрыто и не реализовано",
 }
 
+# A new account's loss reasons (id -> name); tests add their own with `add_loss_reason`.
+DEFAULT_LOSS_REASONS: dict[int, str] = {
+    4203748: "Пропала потребность",
+    4203751: "Дорого",
+    4203754: "Не выходит на связь",
+}
+FIRST_TASK_ID = 4_745_251
+TASK_TYPES = {1: "Связаться", 2: "Встреча"}  # tasks-api: the two standard types
+
 # note_type as the webhook carries it (a number) and as API v4 names it.
 NOTE_TYPES: dict[str, int] = {"common": 4, "call_in": 10, "call_out": 11}
 # The event a call note records, by the note's type.
@@ -122,7 +154,9 @@ CALL_EVENTS: dict[str, str] = {"call_in": "incoming_call", "call_out": "outgoing
 # An event's `entity_type` (singular, as filter[entity] takes it) -> the entity's API path.
 _EVENT_ENTITY_PATHS: dict[str, str] = {"lead": "leads", "contact": "contacts", "company": "companies"}
 
+_T = TypeVar("_T")
 _LEAD_PATH = re.compile(r"^/api/v4/leads/([^/]+)/?$")
+_TASK_PATH = re.compile(r"^/api/v4/tasks/([^/]+)/?$")
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
 _FILTER_ID_KEY = re.compile(r"^filter\[id\](\[[0-9]*\])?$")
 _FILTER_ENTITY_ID_KEY = re.compile(r"^filter\[entity_id\](\[[0-9]*\])?$")
@@ -232,6 +266,21 @@ def _validation_failed(errors: dict[int, list[_Invalid]]) -> Reply:
     )
 
 
+def _each_valid(items: list[Any], check: Callable[[Any], _T]) -> list[_T]:
+    """`check` of every item of a bulk request. amoCRM validates the whole request first: one
+    invalid item refuses it all (400 with each item's errors by `request_id`), nothing applied."""
+    errors: dict[int, list[_Invalid]] = {}
+    checked: list[_T] = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(check(item))
+        except _Invalid as exc:
+            errors[index] = [exc]
+    if errors:
+        raise _BadRequest(_validation_failed(errors))
+    return checked
+
+
 def _int_value(value: Any) -> int | None:
     """An int from JSON (int or digit string); bools and everything else give None."""
     if isinstance(value, bool):
@@ -278,6 +327,11 @@ class FakeAmoCrm(FakeServer):
         # (id -> (name, statuses)); kept across `reset` only as the defaults. False: the token is
         # not an admin's, and /api/v4/users answers 403.
         self.token_is_admin = True
+        # The user whose long-lived token the API is called with (the account owner by default):
+        # the author of the tasks and notes an integration adds, and a task's responsible when
+        # none is given.
+        self.token_user_id = 1
+        self.loss_reasons: dict[int, str] = {}
         self.pipeline_name = MAIN_PIPELINE
         self.users: dict[int, dict[str, Any]] = {}
         self.other_pipelines: dict[int, tuple[str, dict[int, str]]] = {}
@@ -301,6 +355,9 @@ class FakeAmoCrm(FakeServer):
         self.contact_notes: dict[int, dict[str, Any]] = {}
         # The account's event feed (calls only), in the order they were recorded.
         self.events: list[dict[str, Any]] = []
+        # Tasks by id (leadwatch.testing.work.FakeTask; `title` is None: amoCRM tasks have a text only).
+        self.tasks: dict[str, FakeTask] = {}
+        self._task_ids = itertools.count(FIRST_TASK_ID)
         self._lead_ids = itertools.count(FIRST_LEAD_ID)
         self._note_ids = itertools.count(FIRST_NOTE_ID)
         self._event_ids = itertools.count(1)
@@ -314,6 +371,8 @@ class FakeAmoCrm(FakeServer):
             self.notes.clear()
             self.contact_notes.clear()
             self.events.clear()
+            self.tasks.clear()
+            self._task_ids = itertools.count(FIRST_TASK_ID)
             self._lead_ids = itertools.count(FIRST_LEAD_ID)
             self._note_ids = itertools.count(FIRST_NOTE_ID)
             self._event_ids = itertools.count(1)
@@ -385,8 +444,22 @@ class FakeAmoCrm(FakeServer):
         with self.lock:
             self.other_pipelines[pipeline_id] = (name, own)
 
+    def add_loss_reason(self, reason_id: int, name: str) -> None:
+        """A loss reason of the account, as /api/v4/leads/loss_reasons lists them."""
+        with self.lock:
+            self.loss_reasons[reason_id] = name
+
+    def statuses_of(self, pipeline_id: int) -> dict[int, str] | None:
+        """A pipeline's statuses (142 and 143 included); None for a pipeline the account lacks."""
+        if pipeline_id == self.pipeline_id:
+            return self.statuses
+        other = self.other_pipelines.get(pipeline_id)
+        return other[1] if other is not None else None
+
     def _default_names(self) -> None:
         self.token_is_admin = True
+        self.token_user_id = 1
+        self.loss_reasons = dict(DEFAULT_LOSS_REASONS)
         self.users = {}
         for user_id, name in DEFAULT_USERS.items():
             self.add_user(user_id, name, admin=True)
@@ -432,6 +505,37 @@ class FakeAmoCrm(FakeServer):
     ) -> None:
         self._change(lead_id, {"status_id": int(status_id)}, at, by, "status")
 
+    def reject(
+        self,
+        lead_id: str | int,
+        reason_id: int | None = None,
+        *,
+        at: datetime | None = None,
+        by: str = "1",
+    ) -> None:
+        """A manager closes the lead as lost (143), with a loss reason when given: the account sends
+        `leads[status]`, which, as the documented one, does not carry the reason."""
+        changes: dict[str, Any] = {"status_id": LOST}
+        if reason_id is not None:
+            changes["loss_reason_id"] = reason_id
+        self._change(lead_id, changes, at, by, "status")
+
+    def notes_on(self, entity: EntityRef) -> list[FakeNote]:
+        """The lead's common notes, oldest first, however added (the API or `add_note`)."""
+        ident = _int_value(entity.id) if entity.type is EntityType.LEAD else None
+        with self.lock:
+            return [
+                FakeNote(
+                    str(note["id"]),
+                    entity,
+                    str(note["params"].get("text", "")),
+                    str(note["created_by"]),
+                    datetime.fromtimestamp(note["created_at"], UTC),
+                )
+                for note in sorted(self.notes.values(), key=itemgetter("id"))
+                if note["entity_id"] == ident and note["note_type"] == "common"
+            ]
+
     def set_responsible(
         self, lead_id: str | int, user_id: str | int, *, at: datetime | None = None, by: str = "1"
     ) -> None:
@@ -468,33 +572,45 @@ class FakeAmoCrm(FakeServer):
             raise ValueError(f"note_type must be one of {sorted(NOTE_TYPES)}")
         with self.lock:
             lead = self._find(lead_id)
-            moment = self._stamp(created_at)
-            note_id = next(self._note_ids)
-            call = dict(params or {})
-            note = {
-                "id": note_id,
-                "entity_id": lead["id"],
-                "note_type": note_type,
-                "created_by": int(author),
-                "updated_by": int(author),
-                "created_at": moment,
-                "updated_at": moment,
-                # The notes API shows the card's responsible user as the note's.
-                "responsible_user_id": lead["responsible_user_id"],
-                "group_id": lead["group_id"],
-                "params": call if note_type != "common" else {"text": text},
-            }
-            self.notes[note_id] = note
-            if note_type == "common":
-                wire_text = text
-            else:
-                wire_text = self._call_text(note_id, call)
-                self._record_call_event(note_type, "lead", lead["id"], note_id, int(author), moment)
-            payload = self._note_hook(note_id, "2", lead["id"], note_type, wire_text, author, moment)
-            payload["note"]["main_user_id"] = str(lead["responsible_user_id"])
-            body = self.webhook_body("note", [payload])
+            note_id, body = self._insert_note(
+                lead, note_type, int(author), text, self._stamp(created_at), params
+            )
         self.deliver(body)
         return str(note_id)
+
+    def _insert_note(
+        self,
+        lead: dict[str, Any],
+        note_type: str,
+        author: int,
+        text: str,
+        moment: int,
+        params: Mapping[str, Any] | None,
+    ) -> tuple[int, bytes]:
+        """Keep a note (and a call note's event); returns its id and its `leads[note]` hook."""
+        note_id = next(self._note_ids)
+        call = dict(params or {})
+        self.notes[note_id] = {
+            "id": note_id,
+            "entity_id": lead["id"],
+            "note_type": note_type,
+            "created_by": author,
+            "updated_by": author,
+            "created_at": moment,
+            "updated_at": moment,
+            # The notes API shows the card's responsible user as the note's.
+            "responsible_user_id": lead["responsible_user_id"],
+            "group_id": lead["group_id"],
+            "params": call if note_type != "common" else {"text": text},
+        }
+        if note_type == "common":
+            wire_text = text
+        else:
+            wire_text = self._call_text(note_id, call)
+            self._record_call_event(note_type, "lead", lead["id"], note_id, author, moment)
+        payload = self._note_hook(note_id, "2", lead["id"], note_type, wire_text, str(author), moment)
+        payload["note"]["main_user_id"] = str(lead["responsible_user_id"])
+        return note_id, self.webhook_body("note", [payload])
 
     def add_contact_call(
         self,
@@ -674,6 +790,7 @@ class FakeAmoCrm(FakeServer):
             "group_id": 0,
             "status_id": self.first_stages()[0],
             "pipeline_id": self.pipeline_id,
+            "loss_reason_id": None,
             "created_by": author,
             "updated_by": author,
             "created_at": now,
@@ -722,19 +839,39 @@ class FakeAmoCrm(FakeServer):
                 if value is None:
                     raise _Invalid("InvalidType", f"{prefix}{key}", "This value should be of type int.")
                 plan[key] = value
-        if "pipeline_id" in item and _int_value(item["pipeline_id"]) != self.pipeline_id:
-            raise _Invalid(
-                "NotSupportedChoice", f"{prefix}pipeline_id", "The value you selected is not a valid choice."
-            )
+        pipeline = lead["pipeline_id"] if lead is not None else self.pipeline_id
+        if "pipeline_id" in item:
+            pipeline = _int_value(item["pipeline_id"]) or 0
+            if self.statuses_of(pipeline) is None:
+                raise _Invalid(
+                    "NotSupportedChoice",
+                    f"{prefix}pipeline_id",
+                    "The value you selected is not a valid choice.",
+                )
+            plan["pipeline_id"] = pipeline
+        statuses = self.statuses_of(pipeline) or {}
         if "status_id" in item:
             status = _int_value(item["status_id"])
-            if status not in self.statuses:
+            # A status belongs to one pipeline (142 and 143 to each): the lead's, or the one given.
+            if status not in statuses:
                 raise _Invalid(
                     "NotSupportedChoice",
                     f"{prefix}status_id",
                     "The value you selected is not a valid choice.",
                 )
             plan["status_id"] = status
+        elif "pipeline_id" in plan and lead is not None and plan["pipeline_id"] != lead["pipeline_id"]:
+            plan["status_id"] = next(iter(statuses))  # moved to another pipeline: its first stage
+        if "loss_reason_id" in item:
+            raw = item["loss_reason_id"]
+            reason = _int_value(raw) if raw is not None else 0
+            if reason is None or (reason != 0 and reason not in self.loss_reasons):
+                raise _Invalid(
+                    "NotSupportedChoice",
+                    f"{prefix}loss_reason_id",
+                    "The value you selected is not a valid choice.",
+                )
+            plan["loss_reason_id"] = reason or None
         if "custom_fields_values" in item:
             plan["cf"] = self._validate_fields(item["custom_fields_values"], f"{prefix}custom_fields_values")
         return plan
@@ -844,7 +981,7 @@ class FakeAmoCrm(FakeServer):
         lead["updated_by"] = by
         return before
 
-    def _wire(self, lead: dict[str, Any]) -> dict[str, Any]:
+    def _wire(self, lead: dict[str, Any], with_reason: bool = False) -> dict[str, Any]:
         values = [
             {
                 "field_id": field_id,
@@ -863,7 +1000,7 @@ class FakeAmoCrm(FakeServer):
             "group_id": lead["group_id"],
             "status_id": lead["status_id"],
             "pipeline_id": lead["pipeline_id"],
-            "loss_reason_id": None,
+            "loss_reason_id": lead["loss_reason_id"],
             "created_by": lead["created_by"],
             "updated_by": lead["updated_by"],
             "created_at": lead["created_at"],
@@ -876,7 +1013,26 @@ class FakeAmoCrm(FakeServer):
             "account_id": int(self.account_id) if self.account_id.isdigit() else self.account_id,
             "labor_cost": None,
             "_links": {"self": {"href": f"{self.account_url}/api/v4/leads/{lead['id']}"}},
-            "_embedded": {"tags": [], "companies": []},
+            "_embedded": {"tags": [], "companies": [], **self._reason_embedded(lead, with_reason)},
+        }
+
+    def _reason_embedded(self, lead: dict[str, Any], wanted: bool) -> dict[str, Any]:
+        """`with=loss_reason`: the lead's reason in `_embedded.loss_reason`, a list of one
+        (leads-api's example), or nothing when the lead has none."""
+        reason = lead["loss_reason_id"]
+        if not wanted or reason is None:
+            return {}
+        return {"loss_reason": [self._loss_reason_wire((reason, self.loss_reasons.get(reason, "")))]}
+
+    def _loss_reason_wire(self, entry: tuple[int, str]) -> dict[str, Any]:
+        ident, name = entry
+        return {
+            "id": ident,
+            "name": name,
+            "sort": 100000 + ident % 1000,
+            "created_at": 1582117280,
+            "updated_at": 1582117280,
+            "_links": {"self": {"href": f"{self.account_url}/api/v4/leads/loss_reasons/{ident}"}},
         }
 
     def _hook_payload(self, lead: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -943,10 +1099,16 @@ class FakeAmoCrm(FakeServer):
                 handlers = {"GET": self._list, "PATCH": self._patch_many, "POST": self._create_many}
             elif path == "/api/v4/leads/pipelines":
                 handlers = {"GET": self._pipelines}
+            elif path == "/api/v4/leads/loss_reasons":
+                handlers = {"GET": self._loss_reasons}
+            elif path == "/api/v4/tasks":
+                handlers = {"POST": self._create_tasks}
+            elif _TASK_PATH.match(path):
+                handlers = {"GET": self._get_task, "PATCH": self._patch_task}
             elif path == "/api/v4/users":
                 handlers = {"GET": self._users}
             elif path == "/api/v4/leads/notes":
-                handlers = {"GET": self._notes}
+                handlers = {"GET": self._notes, "POST": self._create_notes}
             elif path == "/api/v4/events":
                 handlers = {"GET": self._events}
             elif _LEAD_PATH.match(path):
@@ -1008,7 +1170,10 @@ class FakeAmoCrm(FakeServer):
                     _problem(400, "Bad Request", f"order[{order_field}]={direction} is not supported")
                 )
             leads.sort(key=itemgetter(order_field), reverse=direction == "desc")
-        return self._page(query, "/api/v4/leads", "leads", leads, self._wire, page, limit)
+        reasons = _wants_reason(query)
+        return self._page(
+            query, "/api/v4/leads", "leads", leads, lambda lead: self._wire(lead, reasons), page, limit
+        )
 
     def _page(
         self,
@@ -1166,7 +1331,210 @@ class FakeAmoCrm(FakeServer):
         lead = self._leads.get(ident) if ident is not None else None
         if lead is None:
             return Reply(204, b"", content_type=HAL)  # leads-api: "204 — no lead with this ID"
-        return self._hal(self._wire(lead))
+        return self._hal(self._wire(lead, _wants_reason(request.query)))
+
+    # ---- GET /api/v4/leads/loss_reasons
+    def _loss_reasons(self, request: Request, events: list[bytes]) -> Reply:
+        single = dict(request.query)
+        page = self._query_int(single, "page", 1, minimum=1)
+        limit = min(self._query_int(single, "limit", PAGE_LIMIT_DEFAULT, minimum=1), PAGE_LIMIT_MAX)
+        reasons = sorted(self.loss_reasons.items())
+        path = "/api/v4/leads/loss_reasons"
+        return self._page(request.query, path, "loss_reasons", reasons, self._loss_reason_wire, page, limit)
+
+    # ---- tasks: POST /api/v4/tasks, GET and PATCH /api/v4/tasks/{id}
+    def _create_tasks(self, request: Request, events: list[bytes]) -> Reply:
+        """tasks-api: text and complete_till required; bound to a lead by entity_id with
+        entity_type "leads" (contacts and others are not modelled); the responsible an account
+        user (the token's by default); task_type_id 1 or 2. Validated whole, as leads are."""
+        items = self._items(request)
+        now = self._stamp()
+        made = _each_valid(items, lambda item: self._new_task(item, now))
+        for task in made:
+            self.tasks[task.id] = task
+            self.applied.append(("task", int(task.id)))
+        return self._hal(
+            {
+                "_links": {"self": {"href": f"{self.account_url}/api/v4/tasks"}},
+                "_embedded": {
+                    "tasks": [
+                        {
+                            "id": int(task.id),
+                            "request_id": str(items[n].get("request_id", n)),
+                            "_links": {"self": {"href": f"{self.account_url}/api/v4/tasks/{task.id}"}},
+                        }
+                        for n, task in enumerate(made)
+                    ]
+                },
+            }
+        )
+
+    def _new_task(self, item: Any, now: int) -> FakeTask:
+        if not isinstance(item, dict):
+            raise _Invalid("InvalidType", "", "This value should be of type object.")
+        text = item.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _Invalid("NotBlank", "text", "This value should not be blank.")
+        due = _int_value(item.get("complete_till"))
+        if due is None:
+            raise _Invalid("NotBlank", "complete_till", "This value should not be blank.")
+        entity: EntityRef | None = None
+        if item.get("entity_id") is not None:
+            if item.get("entity_type") != "leads":
+                raise _Invalid(
+                    "NotSupportedChoice", "entity_type", "The value you selected is not a valid choice."
+                )
+            lead_id = _int_value(item["entity_id"])
+            if lead_id is None or lead_id not in self._leads:
+                raise _Invalid("NotFound", "entity_id", "Entity not found")
+            entity = EntityRef(EntityType.LEAD, str(lead_id))
+        responsible = _int_value(item.get("responsible_user_id", self.token_user_id))
+        if responsible not in self.users:
+            raise _Invalid(
+                "NotSupportedChoice", "responsible_user_id", "The value you selected is not a valid choice."
+            )
+        if _int_value(item.get("task_type_id", 1)) not in TASK_TYPES:
+            raise _Invalid(
+                "NotSupportedChoice", "task_type_id", "The value you selected is not a valid choice."
+            )
+        author = _int_value(item.get("created_by", self.token_user_id))
+        return FakeTask(
+            id=str(next(self._task_ids)),
+            title=None,
+            description=text,
+            responsible=str(responsible),
+            deadline=datetime.fromtimestamp(due, UTC),
+            entity=entity,
+            created_by=str(author),
+            created_at=datetime.fromtimestamp(now, UTC),
+        )
+
+    def _task_of(self, request: Request) -> FakeTask | None:
+        match = _TASK_PATH.match(request.path.rstrip("/"))
+        ident = _int_value(match.group(1)) if match else None
+        return self.tasks.get(str(ident)) if ident is not None else None
+
+    def _get_task(self, request: Request, events: list[bytes]) -> Reply:
+        task = self._task_of(request)
+        if task is None:
+            return Reply(204, b"", content_type=HAL)  # as for a lead: nothing with this id
+        return self._hal(self._task_wire(task))
+
+    def _patch_task(self, request: Request, events: list[bytes]) -> Reply:
+        """Edit one task; `is_completed` with a `result` closes it (tasks-api "Выполнение задачи").
+        A missing task is refused as a missing lead is (validation-errors, NotFound)."""
+        item = self._json_body(request)
+        if not isinstance(item, dict):
+            raise _BadRequest(_problem(400, "Bad Request", "Request body must be a task object"))
+        task = self._task_of(request)
+        if task is None:
+            return _validation_failed({0: [_Invalid("NotFound", "id", "Task not found")]})
+        result = item.get("result")
+        if result is not None and not (isinstance(result, dict) and isinstance(result.get("text"), str)):
+            return _validation_failed(
+                {0: [_Invalid("InvalidType", "result.text", "This value should be of type string.")]}
+            )
+        if isinstance(item.get("text"), str) and item["text"].strip():
+            task.description = item["text"]
+        if _int_value(item.get("complete_till")) is not None:
+            task.deadline = datetime.fromtimestamp(int(item["complete_till"]), UTC)
+        if item.get("is_completed") is True and not task.completed:
+            task.completed, task.completed_at = True, self.clock().astimezone(UTC).replace(microsecond=0)
+        elif item.get("is_completed") is False:
+            task.completed, task.completed_at = False, None
+        if result is not None:
+            task.result = result["text"]
+        self.applied.append(("task", int(task.id)))
+        return self._hal(
+            {
+                "id": int(task.id),
+                "updated_at": self._stamp(),
+                "_links": {"self": {"href": f"{self.account_url}/api/v4/tasks/{task.id}"}},
+            }
+        )
+
+    def _task_wire(self, task: FakeTask) -> dict[str, Any]:
+        deadline = int(task.deadline.timestamp()) if task.deadline is not None else None
+        entity_id = int(task.entity.id) if task.entity is not None else 0
+        return {
+            "id": int(task.id),
+            "created_by": int(task.created_by),
+            "updated_by": int(task.created_by),
+            "created_at": int(task.created_at.timestamp()),
+            "updated_at": int((task.completed_at or task.created_at).timestamp()),
+            "responsible_user_id": int(task.responsible),
+            "group_id": 0,
+            "entity_id": entity_id,
+            "entity_type": "leads" if task.entity is not None else None,
+            "duration": 0,
+            "is_completed": task.completed,
+            "task_type_id": 1,
+            "text": task.description,
+            "result": {"text": task.result} if task.result is not None else [],
+            "complete_till": deadline,
+            "account_id": int(self.account_id) if self.account_id.isdigit() else self.account_id,
+            "_links": {"self": {"href": f"{self.account_url}/api/v4/tasks/{task.id}"}},
+        }
+
+    # ---- POST /api/v4/leads/notes
+    def _create_notes(self, request: Request, events: list[bytes]) -> Reply:
+        """events-and-notes "Добавление примечаний": entity_id (a lead), note_type (common, call_in,
+        call_out modelled), params (common: text). Each note's `leads[note]` hook is echoed."""
+        items = self._items(request)
+        _each_valid(items, self._check_note)
+        now = self._stamp()
+        created = []
+        for index, item in enumerate(items):
+            lead = self._leads[_int_value(item["entity_id"]) or 0]
+            params = item.get("params") or {}
+            author = _int_value(item.get("created_by", self.token_user_id)) or 0
+            note_id, hook = self._insert_note(
+                lead, item["note_type"], author, str(params.get("text", "")), now, params
+            )
+            self.applied.append(("note", lead["id"]))
+            if self.emit_on_rest_writes:
+                events.append(hook)
+            created.append(
+                {
+                    "id": note_id,
+                    "entity_id": lead["id"],
+                    "request_id": str(item.get("request_id", index)),
+                    "_links": {
+                        "self": {"href": f"{self.account_url}/api/v4/leads/{lead['id']}/notes/{note_id}"}
+                    },
+                }
+            )
+        return self._hal(
+            {
+                "_links": {"self": {"href": f"{self.account_url}/api/v4/leads/notes"}},
+                "_embedded": {"notes": created},
+            }
+        )
+
+    def _check_note(self, item: Any) -> None:
+        if not isinstance(item, dict):
+            raise _Invalid("InvalidType", "", "This value should be of type object.")
+        lead_id = _int_value(item.get("entity_id"))
+        if lead_id is None or lead_id not in self._leads:
+            raise _Invalid("NotFound", "entity_id", "Entity not found")
+        if item.get("note_type") not in NOTE_TYPES:
+            raise _Invalid("NotSupportedChoice", "note_type", "The value you selected is not a valid choice.")
+        params = item.get("params")
+        if not isinstance(params, dict):
+            raise _Invalid("NotBlank", "params", "This value should not be blank.")
+        if item["note_type"] == "common" and not (
+            isinstance(params.get("text"), str) and params["text"].strip()
+        ):
+            raise _Invalid("NotBlank", "params.text", "This value should not be blank.")
+
+    def _items(self, request: Request) -> list[Any]:
+        """A bulk request's body: a non-empty JSON array of at most BULK_LIMIT entities."""
+        items = self._json_body(request)
+        if not isinstance(items, list) or not items:
+            raise _BadRequest(_problem(400, "Bad Request", "Request body must be a non-empty array"))
+        if len(items) > BULK_LIMIT:
+            raise _BadRequest(_problem(422, "Unprocessable Entity", f"Limit {BULK_LIMIT} per page"))
+        return items
 
     # ---- GET /api/v4/leads/pipelines
     def _pipelines(self, request: Request, events: list[bytes]) -> Reply:
@@ -1278,22 +1646,7 @@ class FakeAmoCrm(FakeServer):
         return reply
 
     def _patch(self, items: list[Any], events: list[bytes], with_ids: bool) -> Reply:
-        errors: dict[int, list[_Invalid]] = {}
-        plans: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for index, item in enumerate(items):
-            try:
-                if not isinstance(item, dict):
-                    raise _Invalid("InvalidType", "", "This value should be of type object.")
-                ident = _int_value(item.get("id"))
-                lead = self._leads.get(ident) if ident is not None else None
-                if lead is None:
-                    raise _Invalid("NotFound", "id", "Lead not found")
-                plans.append((lead, self._validate(item, lead, "")))
-            except _Invalid as exc:
-                errors[index] = [exc]
-        if errors:
-            # amoCRM validates the whole request first: nothing of a rejected bulk is applied.
-            return _validation_failed(errors)
+        plans = _each_valid(items, self._lead_change)
         now = self._stamp()
         done = []
         for lead, plan in plans:
@@ -1313,6 +1666,15 @@ class FakeAmoCrm(FakeServer):
         return self._hal(
             {"_links": {"self": {"href": f"{self.account_url}/api/v4/leads"}}, "_embedded": {"leads": done}}
         )
+
+    def _lead_change(self, item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not isinstance(item, dict):
+            raise _Invalid("InvalidType", "", "This value should be of type object.")
+        ident = _int_value(item.get("id"))
+        lead = self._leads.get(ident) if ident is not None else None
+        if lead is None:
+            raise _Invalid("NotFound", "id", "Lead not found")
+        return lead, self._validate(item, lead, "")
 
     @staticmethod
     def _action_of(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -1372,6 +1734,11 @@ class FakeAmoCrm(FakeServer):
                 "_embedded": {"leads": created},
             }
         )
+
+
+def _wants_reason(query: list[tuple[str, str]]) -> bool:
+    """Whether `with=` (a comma list) asks for the loss reason."""
+    return any(key == "with" and "loss_reason" in value.split(",") for key, value in query)
 
 
 def _hook_scalar(value: Any) -> str:

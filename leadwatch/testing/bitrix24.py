@@ -22,6 +22,20 @@ sort, entityTypeId, isDefault}]}` for entityTypeId 2) and `crm.status.list` over
 set them with `set_users` / `add_user`, `add_deal_category` and `rename_stage`; `reset` brings back
 the portal's defaults (one admin, the general category).
 
+Quality control (b24restdocs tasks/, crm/timeline/comments/): `tasks.task.add` (TITLE and
+RESPONSIBLE_ID, an existing user, required; UF_CRM_TASK "L_<id>" / "D_<id>" bindings kept as sent;
+`result.task` of camelCase fields), `tasks.task.complete` (400 `"0"` "Action on the task is not
+allowed" for a missing task and for one already completed), `tasks.task.list` (`result.tasks`),
+`task.commentitem.add` (a missing task gets ERROR_CORE ...ACTION_NOT_ALLOWED, as the comment
+methods document it) and `crm.timeline.comment.add` (400 NOT_FOUND "Not found." for a missing
+card), all counted by the leaky bucket and allowed in `batch`. Tests read them through
+leadwatch.testing.work: `fake.tasks[task_id]` (a `FakeTask`) and `fake.notes_on(entity)` (the
+card's timeline comments as `FakeNote`s). `reject_lead` / `reject_deal` reject a card with a
+reason in a list field (`REASON_FIELD` by default) and send the update event, as a manager's save
+does. A listing's `UF_*` leaves out multiple custom fields (kept as lists), as the portal's does;
+`crm.*.get` shows them. Not modelled: the CRM activity and ONCRMTIMELINECOMMENTADD /
+OnTaskAdd events a portal may make of these, task rights (the webhook's user may do anything).
+
 Not modelled: `$result[...]` references between batch commands, multifields
 (PHONE, EMAIL), user fields' types, access rights, the operating-time limit
 (inject `operation_time_limit` instead).
@@ -31,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import sys
@@ -43,7 +58,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from crm_adapters.formdata import FormError, encode_form, parse_form
+from leadwatch.events import EntityRef, EntityType
 from leadwatch.testing.server import FakeServer, Fault, LeakyBucket, Reply, Request, slow_fault
+from leadwatch.testing.work import FakeNote, FakeTask
 
 PAGE_SIZE = 50
 BATCH_LIMIT = 50
@@ -104,6 +121,21 @@ CALL_FAILED_REASONS = {
     "423": "Blocked",
     "OTHER": "Undefined",
 }
+# Quality control: the list field a test keeps a rejection reason in (any UF_CRM_ name works),
+# the first ids the portal hands out, task statuses (tasks/fields.md: 2 pending, 5 completed) and
+# the REST methods of work items, by the handler that serves them.
+REASON_FIELD = "UF_CRM_1704817400"
+FIRST_TASK_ID = 3711
+FIRST_COMMENT_ID = 9001
+_TASK_PENDING, _TASK_DONE = "2", "5"
+_WORK_METHODS = {
+    "tasks.task.add": "_task_add",
+    "tasks.task.complete": "_task_complete",
+    "task.commentitem.add": "_comment_item_add",
+    "crm.timeline.comment.add": "_timeline_comment_add",
+}
+_BINDING = re.compile(r"^(L|D)_([0-9]+)$")
+
 # CRM_ENTITY_TYPE -> the activity's OWNER_TYPE_ID.
 CALL_ENTITY_TYPES = {"LEAD": 1, "DEAL": 2, "CONTACT": 3, "COMPANY": 4}
 # CALL_TYPE 1 outgoing and 4 callback are the manager dialing out (activity DIRECTION 2).
@@ -275,6 +307,7 @@ class FakeBitrix24(FakeServer):
         # Seconds of `monotonic` (real by default), not `clock`: a simulated clock that stands still
         # would never drain it.
         self.monotonic = monotonic
+        self._bucket_size = (rate, burst)  # what `reset` brings back, whatever a test put in its place
         self.bucket = LeakyBucket(rate, burst, clock=monotonic)
         self.outbox: list[bytes] = []
         # What it returns is not read: a test's list.append, the local stack's post_hook.
@@ -284,6 +317,11 @@ class FakeBitrix24(FakeServer):
         self.applied: list[tuple[str, str]] = []
         # voximplant.statistic.get rows by ID: telephony's own call log, apart from the CRM tables.
         self._statistic: dict[int, dict[str, Any]] = {}
+        # Work asked of people (leadwatch.testing.work): tasks by id, timeline comments in order.
+        self.tasks: dict[str, FakeTask] = {}
+        self._comments: list[FakeNote] = []
+        self._task_ids = itertools.count(FIRST_TASK_ID)
+        self._comment_ids = itertools.count(FIRST_COMMENT_ID)
         # The account's settings, kept across `reset` only as the defaults: user.get rows by ID,
         # deal categories (id -> name) and the STATUS directories (ENTITY_ID -> rows) of
         # crm.status.list. False: the webhook has no `user*` scope (user.get answers 403).
@@ -392,6 +430,48 @@ class FakeBitrix24(FakeServer):
 
     def delete_deal(self, deal_id: str | int, *, emit: bool = True) -> None:
         self._delete_and_emit("deal", deal_id, "ONCRMDEALDELETE", emit)
+
+    # ---- rejections, tasks and notes (quality control)
+    def reject_lead(
+        self,
+        lead_id: str | int,
+        reason: Any = None,
+        *,
+        reason_field: str = REASON_FIELD,
+        status_id: str = "JUNK",
+        at: datetime | None = None,
+    ) -> None:
+        """A manager rejects the lead: its status and, given one, the reason (a list field's item
+        id; a list of them for a multiple field) in one save, and the portal sends
+        ONCRMLEADUPDATE as for any change."""
+        fields: dict[str, Any] = {"STATUS_ID": status_id}
+        if reason is not None:
+            fields[reason_field] = reason
+        self._update_and_emit("lead", lead_id, _upper(fields), at)
+
+    def reject_deal(
+        self,
+        deal_id: str | int,
+        reason: Any = None,
+        *,
+        reason_field: str = REASON_FIELD,
+        stage_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """`reject_lead` for a deal; the stage is its funnel's LOSE ("C<id>:LOSE" outside the
+        general one) unless given. ONCRMDEALUPDATE follows."""
+        if stage_id is None:
+            category = str(self.deal(deal_id).get("CATEGORY_ID") or "0")
+            stage_id = "LOSE" if category == "0" else f"C{category}:LOSE"
+        fields: dict[str, Any] = {"STAGE_ID": stage_id}
+        if reason is not None:
+            fields[reason_field] = reason
+        self._update_and_emit("deal", deal_id, _upper(fields), at)
+
+    def notes_on(self, entity: EntityRef) -> list[FakeNote]:
+        """The card's timeline comments (crm.timeline.comment.add), oldest first."""
+        with self.lock:
+            return [note for note in self._comments if note.entity == entity]
 
     # ---- the account's users, deal categories and stages (what leadwatch reads names from)
     def add_user(
@@ -877,8 +957,10 @@ class FakeBitrix24(FakeServer):
             wanted, keep_std, keep_uf = set(), True, include_uf
         out: dict[str, Any] = {}
         for key, value in row.items():
+            # The `UF_*` mask leaves multiple fields (kept as lists) out; a list names them.
             is_uf = key.startswith("UF_")
-            if not (key == "ID" or key in wanted or (keep_uf if is_uf else keep_std)):
+            uf_kept = keep_uf and not (select and isinstance(value, list))
+            if not (key == "ID" or key in wanted or (uf_kept if is_uf else keep_std)):
                 continue
             if isinstance(value, datetime):
                 out[key] = self._format_date(value)
@@ -916,13 +998,17 @@ class FakeBitrix24(FakeServer):
                 table.rows.clear()
                 table.next_id = 1
             self._statistic.clear()
+            self.tasks.clear()
+            self._comments.clear()
+            self._task_ids = itertools.count(FIRST_TASK_ID)
+            self._comment_ids = itertools.count(FIRST_COMMENT_ID)
             self._default_names()
             self.outbox.clear()
             self.pending_echoes.clear()
             self.deliver = self.outbox.append
             self.applied.clear()
             self.emit_on_rest_writes = self._emit_default
-            self.bucket = LeakyBucket(self.bucket.rate, self.bucket.burst, clock=self.monotonic)
+            self.bucket = LeakyBucket(*self._bucket_size, clock=self.monotonic)
         self.clear_faults()
         self.clear_log()
 
@@ -1055,6 +1141,10 @@ class FakeBitrix24(FakeServer):
             return self._user_get(params)
         if method == "voximplant.statistic.get":
             return self._statistic_get(params)
+        if method in _WORK_METHODS:
+            return getattr(self, _WORK_METHODS[method])(params), None, None
+        if method == "tasks.task.list":
+            return self._task_list(params)
         parts = method.split(".")
         if len(parts) == 3 and parts[0] == "crm" and parts[1] in self._tables:
             table = self._tables[parts[1]]
@@ -1083,6 +1173,163 @@ class FakeBitrix24(FakeServer):
                     events.append(changed)
                 return True, None, None
         raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+
+    # ---- tasks and timeline comments
+    def _task_add(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """tasks.task.add: TITLE and RESPONSIBLE_ID (an existing user) required; UF_CRM_TASK binds
+        the task to cards ("L_4", "D_10"), whether or not they exist."""
+        raw = _lookup(params, "fields")
+        if not isinstance(raw, Mapping) or not raw:
+            raise ApiError(400, "100", "Could not find value for parameter {fields} (internal error)")
+        fields = _upper(raw)
+        title = str(fields.get("TITLE") or "").strip()
+        if not title:
+            raise ApiError(400, "ERROR_CORE", "Task title is not specified<br>")
+        responsible = str(fields.get("RESPONSIBLE_ID") or "").strip()
+        if not responsible:
+            raise ApiError(400, "ERROR_CORE", "Responsible person not specified<br>")
+        if not _POSITIVE_INT.match(responsible) or int(responsible) not in self.users:
+            raise ApiError(400, "ERROR_CORE", 'User specified in the "Responsible" field not found<br>')
+        deadline = self._parse_date(fields["DEADLINE"]) if fields.get("DEADLINE") else None
+        entity = next(
+            (ref for ref in (_binding(b) for b in _as_list(fields.get("UF_CRM_TASK"))) if ref), None
+        )
+        ident = str(next(self._task_ids))
+        task = FakeTask(
+            id=ident,
+            title=title,
+            description=str(fields.get("DESCRIPTION") or ""),
+            responsible=str(int(responsible)),
+            deadline=deadline,
+            entity=entity,
+            created_by=str(fields.get("CREATED_BY") or self.webhook_user_id),
+            created_at=self._now(),
+            bindings=[str(b) for b in _as_list(fields.get("UF_CRM_TASK"))],
+        )
+        self.tasks[ident] = task
+        self.applied.append(("tasks.task.add", ident))
+        return {"task": self._task_wire(task, with_crm=False)}
+
+    def _open_task(self, raw_id: Any, refusal: ApiError) -> FakeTask:
+        ident = str(raw_id).strip() if raw_id is not None and not isinstance(raw_id, bool) else ""
+        if not _POSITIVE_INT.match(ident):
+            raise ApiError(400, "0", "wrong task id")
+        task = self.tasks.get(str(int(ident)))
+        if task is None:
+            raise refusal
+        return task
+
+    def _task_complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """tasks.task.complete: one answer for a task that is missing and for one whose
+        "complete" action is not allowed, a task already completed among them (the action map of
+        tasks.task.get shows `complete: false` for it)."""
+        refusal = ApiError(400, "0", "Action on the task is not allowed")
+        task = self._open_task(_lookup(params, "taskId"), refusal)
+        if task.completed:
+            raise refusal
+        task.completed = True
+        task.completed_at = self._now()
+        self.applied.append(("tasks.task.complete", task.id))
+        return {"task": self._task_wire(task, with_crm=False)}
+
+    def _comment_item_add(self, params: Mapping[str, Any]) -> int:
+        """task.commentitem.add (TASKID, FIELDS.POST_MESSAGE): the comment id. A missing task gets
+        the answer its sibling methods document for one (task-comment-item-update.md)."""
+        refusal = ApiError(
+            400, "ERROR_CORE", "TASKS_ERROR_EXCEPTION_#4; Action is not allowed; 4/TE/ACTION_NOT_ALLOWED.<br>"
+        )
+        task = self._open_task(_lookup(params, "TASKID"), refusal)
+        fields = _lookup(params, "FIELDS")
+        message = _lookup(fields, "POST_MESSAGE") if isinstance(fields, Mapping) else None
+        if not isinstance(message, str) or not message.strip():
+            raise ApiError(400, "ERROR_CORE", "Comment text is not specified<br>")
+        task.comments.append(message)
+        self.applied.append(("task.commentitem.add", task.id))
+        return next(self._comment_ids)
+
+    def _timeline_comment_add(self, params: Mapping[str, Any]) -> int:
+        """crm.timeline.comment.add: fields ENTITY_ID, ENTITY_TYPE (lead, deal), COMMENT; 400
+        NOT_FOUND "Not found." for a card that does not exist."""
+        raw = _lookup(params, "fields")
+        fields = _upper(raw) if isinstance(raw, Mapping) else {}
+        if not fields.get("ENTITY_ID") or not fields.get("ENTITY_TYPE"):
+            raise ApiError(400, "100", "Required fields are not provided")
+        comment = str(fields.get("COMMENT") or "")
+        if not comment.strip():
+            raise ApiError(400, "INVALID_ARG_VALUE", "Empty comment")
+        table = self._tables.get(str(fields["ENTITY_TYPE"]).strip().lower())
+        if table is None or table.name == "activity":
+            raise ApiError(400, "NOT_FOUND", "Not found.")
+        try:
+            ident, _row = table.find(fields["ENTITY_ID"])
+        except ApiError:
+            raise ApiError(400, "NOT_FOUND", "Not found.") from None
+        comment_id = next(self._comment_ids)
+        entity = EntityRef(EntityType(table.name), str(ident))
+        author = str(fields.get("AUTHOR_ID") or self.webhook_user_id)
+        self._comments.append(FakeNote(str(comment_id), entity, comment, author, self._now()))
+        self.applied.append(("crm.timeline.comment.add", str(ident)))
+        return comment_id
+
+    def _task_list(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        """tasks.task.list: `filter` on the upper-case fields (ID, RESPONSIBLE_ID, STATUS, ...),
+        newest first unless `order` says otherwise, pages of 50; `{"tasks": [...]}` of camelCase
+        rows, with `ufCrmTask` when UF_CRM_TASK is selected."""
+        rows = [self._task_row(t) for t in self.tasks.values()]
+        types = _FieldTypes(
+            frozenset({"ID", "RESPONSIBLE_ID", "CREATED_BY", "STATUS"}),
+            frozenset({"DEADLINE"}),
+            self._parse_date,
+        )
+        rows = [r for r in rows if _matches(r, _filter_of(params), types)]
+        rows = _ordered(rows, _lookup(params, "order") or {"ID": "DESC"}, types)
+        select = {str(s).upper() for s in _as_list(_lookup(params, "select"))}
+        try:
+            start = max(int(str(_lookup(params, "start") or 0)), 0)
+        except ValueError:
+            start = 0
+        page = rows[start : start + PAGE_SIZE]
+        next_start = start + PAGE_SIZE if start + PAGE_SIZE < len(rows) else None
+        tasks = [self._task_wire(self.tasks[r["ID"]], with_crm="UF_CRM_TASK" in select) for r in page]
+        return {"tasks": tasks}, len(rows), next_start
+
+    @staticmethod
+    def _task_row(task: FakeTask) -> dict[str, Any]:
+        return {
+            "ID": task.id,
+            "TITLE": task.title,
+            "RESPONSIBLE_ID": task.responsible,
+            "CREATED_BY": task.created_by,
+            "STATUS": _TASK_DONE if task.completed else _TASK_PENDING,
+            "DEADLINE": task.deadline,
+        }
+
+    def _task_wire(self, task: FakeTask, with_crm: bool) -> dict[str, Any]:
+        """A task as tasks.task.* show it: camelCase keys, numbers as strings, portal-zone dates."""
+
+        def date(moment: datetime | None) -> str | None:
+            return self._format_date(moment) if moment is not None else None
+
+        wire: dict[str, Any] = {
+            "id": task.id,
+            "parentId": None,
+            "title": task.title,
+            "description": task.description,
+            "descriptionInBbcode": "Y",
+            "priority": "1",
+            "status": _TASK_DONE if task.completed else _TASK_PENDING,
+            "createdBy": task.created_by,
+            "createdDate": date(task.created_at),
+            "responsibleId": task.responsible,
+            "closedBy": task.created_by if task.completed else None,
+            "closedDate": date(task.completed_at),
+            "deadline": date(task.deadline),
+            "groupId": "0",
+            "commentsCount": str(len(task.comments)) if task.comments else None,
+        }
+        if with_crm:
+            wire["ufCrmTask"] = list(task.bindings)
+        return wire
 
     def _status_list(self, params: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
         items: list[dict[str, Any]] = []
@@ -1306,6 +1553,15 @@ def _form_tree(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     if not pairs:
         return {}
     return parse_form(urlencode(pairs))
+
+
+def _binding(value: Any) -> EntityRef | None:
+    """A UF_CRM_TASK entry ("L_4", "D_10") as the card it names; None for contacts and others."""
+    match = _BINDING.match(str(value).strip())
+    if not match:
+        return None
+    kind = EntityType.LEAD if match.group(1) == "L" else EntityType.DEAL
+    return EntityRef(kind, str(int(match.group(2))))
 
 
 def _upper(fields: Mapping[str, Any]) -> dict[str, Any]:

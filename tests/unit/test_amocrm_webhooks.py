@@ -529,13 +529,13 @@ def test_webhook_body_with_several_payloads(adapter: AmoCrmAdapter, fake: FakeAm
         "status",
         [
             {"id": first, "status_id": "70012", "last_modified": "1601242011", "date_create": "1601240000"},
-            {"id": second, "status_id": "143", "last_modified": "1601242012", "date_create": "1601240000"},
+            {"id": second, "status_id": "142", "last_modified": "1601242012", "date_create": "1601240000"},
         ],
     )
     events = deliver(adapter, body)
     assert [(e.entity.id if e.entity else None, e.lead.stage if e.lead else None) for e in events] == [
         (first, "70012"),
-        (second, "143"),
+        (second, "142"),
     ]
 
 

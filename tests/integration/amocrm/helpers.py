@@ -31,6 +31,7 @@ def make_adapter(
     bulk_size: int = 50,
     policy: RetryPolicy | None = None,
     real_sleep: bool = False,
+    timeout: tuple[float, float] = (5.0, 20.0),
 ) -> AmoCrmAdapter:
     config = AmoCrmConfig(
         kind="amocrm",
@@ -47,6 +48,7 @@ def make_adapter(
         transport=Transport(
             sleep=time.sleep if real_sleep else (sleep or Sleeps()),
             policy=policy or RetryPolicy(attempts=5, base_delay=0.01, max_delay=2.0, budget=30.0),
+            timeout=timeout,
         ),
         limit=limit,
         period=period,

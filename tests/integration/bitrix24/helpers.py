@@ -33,6 +33,8 @@ def make_adapter(
     rate: float = 2.0,
     burst: int = 50,
     policy: RetryPolicy | None = None,
+    timeout: tuple[float, float] = (5.0, 20.0),
+    select_fields: tuple[str, ...] = (),
 ) -> Bitrix24Adapter:
     config = Bitrix24Config(
         kind="bitrix24",
@@ -47,9 +49,10 @@ def make_adapter(
         "acme",
         config,
         lambda ref: secrets[ref.env or ""],
-        transport=Transport(sleep=sleep or Sleeps(), policy=policy),
+        transport=Transport(sleep=sleep or Sleeps(), policy=policy, timeout=timeout),
         rate=rate,
         burst=burst,
+        select_fields=select_fields,
     )
 
 
