@@ -578,6 +578,18 @@ class TenantConfig(_Strict):
         section = getattr(self, process, None)
         return section is not None and bool(getattr(section, "enabled", True))
 
+    def card_fields(self) -> list[str]:
+        """The CRM's custom fields the enabled processes read from a card (a section's own
+        `card_fields()`, e.g. quality control's reason field): an adapter that must name such
+        fields in its card reads (Bitrix24 lists leave out multiple fields otherwise) asks here."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            section = getattr(self, name, None)
+            wanted = getattr(section, "card_fields", None)
+            if callable(wanted) and self.enabled(name):
+                found += [f for f in wanted() if f not in found]
+        return found
+
     def manager_name(self, manager_id: str | None) -> str:
         if manager_id is None:
             return "unassigned"

@@ -195,7 +195,9 @@ def default_adapter(
     if config.crm.kind == "bitrix24":
         from crm_adapters.bitrix24 import Bitrix24Adapter
 
-        return Bitrix24Adapter(config.tenant, config.crm, secrets, transport=transport)
+        return Bitrix24Adapter(
+            config.tenant, config.crm, secrets, transport=transport, select_fields=config.card_fields()
+        )
     from crm_adapters.amocrm import AmoCrmAdapter
 
     return AmoCrmAdapter(config.tenant, config.crm, secrets, transport=transport)

@@ -118,13 +118,14 @@ def _fit(event: CrmEvent) -> CrmEvent:
 
     Only a card carried in an amoCRM hook can be big (a long name, many or long custom fields;
     a control character takes six bytes as JSON). Refusing it would make the CRM retry a
-    delivery that can never fit; no workflow reads the fields and the title only labels the
-    card in a message, so dropping the one and cutting the other loses nothing that judges it.
+    delivery that can never fit. The title only labels the card in a message: it is cut first.
+    The custom fields are read (quality control's rejection reason): when the card is still too
+    big, it is dropped from the event, and the worker reads the card from the CRM instead.
     """
     if event.lead is None or _size(event) <= MAX_EVENT_BYTES:
         return event
-    lead = replace(event.lead, title=event.lead.title[:MAX_TITLE], fields={})
-    return replace(event, lead=lead)
+    slim = replace(event, lead=replace(event.lead, title=event.lead.title[:MAX_TITLE]))
+    return slim if _size(slim) <= MAX_EVENT_BYTES else replace(event, lead=None)
 
 
 def _size(event: CrmEvent) -> int:

@@ -111,9 +111,15 @@ def _own_the_logger(log: Logger) -> None:
     level ERROR with propagate=False (its `configure_logs`): left there, it would print each line
     twice, drop the runtime's warnings and hide records from the root logger (pytest's caplog)."""
     std = logging.getLogger(SERVICE)
+    chalice_was_here = False
     for handler in list(std.handlers):
         if handler is not log.logger_handler:
             std.removeHandler(handler)
+            chalice_was_here = True
+    if chalice_was_here:
+        # Chalice also set the level to ERROR: back to ours (an app built after the logger was
+        # made, as tests build many, would otherwise drop every warning).
+        std.setLevel(log.log_level if in_lambda() else logging.NOTSET)
     std.propagate = True
     guard_secrets([log.logger_handler, *logging.getLogger().handlers])
 

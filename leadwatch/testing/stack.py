@@ -417,7 +417,13 @@ class LocalStack:
         def adapter_factory(config: TenantConfig, secrets: SecretSource) -> CrmAdapter:
             if config.crm.kind == "bitrix24":
                 return Bitrix24Adapter(
-                    config.tenant, config.crm, secrets, transport=transport, rate=2.0 * scale, burst=50
+                    config.tenant,
+                    config.crm,
+                    secrets,
+                    transport=transport,
+                    rate=2.0 * scale,
+                    burst=50,
+                    select_fields=config.card_fields(),
                 )
             return AmoCrmAdapter(config.tenant, config.crm, secrets, transport=transport, period=1.0 / scale)
 

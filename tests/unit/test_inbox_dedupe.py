@@ -88,3 +88,20 @@ def test_a_failed_queueing_forgets_only_what_it_stored() -> None:
     with pytest.raises(RuntimeError):
         accept(ctx, BOTH, [event(EventKind.LEAD_CREATED, "add:42"), event(EventKind.STAGE_CHANGED, "u:1")])  # type: ignore[arg-type]
     assert store.events("t1") == []
+
+
+def test_a_card_too_big_even_with_its_title_cut_is_left_for_the_worker_to_read():
+    from datetime import UTC, datetime
+
+    from leadwatch.events import CrmEvent, EntityRef, EntityType, EventKind, LeadSnapshot
+    from leadwatch.ingress import MAX_EVENT_BYTES, _fit
+
+    entity = EntityRef(EntityType.LEAD, "1")
+    at = datetime(2025, 11, 11, tzinfo=UTC)
+    lead = LeadSnapshot(entity, "143", "7", at, title="x" * 1000, fields={"f": "y" * MAX_EVENT_BYTES})
+    event = CrmEvent("t", EventKind.STAGE_CHANGED, entity, "k", lead=lead)
+    assert _fit(event).lead is None and _fit(event).needs_card()
+    small = CrmEvent(
+        "t", EventKind.STAGE_CHANGED, entity, "k", lead=LeadSnapshot(entity, "143", "7", at, fields={"r": 1})
+    )
+    assert _fit(small) == small

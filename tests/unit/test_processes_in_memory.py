@@ -53,6 +53,16 @@ class StubCrm:
     def card_url(self, entity: EntityRef) -> str:
         return f"https://crm.example/{entity.key}"
 
+    # Quality control's work items (the example tenant turns it on).
+    tasks: list[tuple[str, str]] = field(default_factory=list)
+
+    def create_task(self, task) -> str:
+        self.tasks.append((task.entity.key, task.assignee))
+        return str(len(self.tasks))
+
+    def complete_task(self, task_id: str) -> None:
+        self.tasks.append(("done", task_id))
+
 
 @dataclass
 class StubNotifier:
@@ -80,7 +90,7 @@ def context(clock: SimClock, crm: StubCrm, telegram: StubNotifier) -> Context:
         clock=clock,
         adapter_factory=lambda config, secrets: crm,
         notifier_factory=lambda config, secrets: telegram,
-        state_store=MemoryState(),
+        state_store=MemoryState(clock=clock),
         jobs=ListQueue(),
     )
 
@@ -121,6 +131,8 @@ def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
     clock.set(junked)
     assert handle(ctx, [event(EventKind.STAGE_CHANGED, "JUNK", junked, "e2")]).failed == []
     assert ctx.store.get_lead("acme-b24", CARD).rejection_checked == junked
+    # Quality control: junked with no reason given is checked: the manager is asked.
+    assert crm.tasks == [("lead:42", "7")]
     # The example tenant writes Russian (its calendar's country is RU).
     assert REJECTION_ALERT.of(telegram.sent[-1]) and "0 звонков из 15 обязательных" in telegram.sent[-1]
     # An older snapshot arriving late moves nothing back.

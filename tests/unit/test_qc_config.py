@@ -422,3 +422,11 @@ def test_the_declared_journal_types_are_the_ones_the_rules_write():
     from workflows.qc.process import PROCESS
 
     assert sorted(t.name for t in PROCESS.violation_types) == sorted(rules.VIOLATION_TYPES)
+
+
+def test_the_reason_fields_are_named_to_the_crms_card_reads():
+    config = parse(example("acme-b24"))
+    assert config.card_fields() == ["UF_CRM_1704817400"]
+    data = example("acme-b24")
+    data["qc"]["enabled"] = False
+    assert parse(data).card_fields() == []

@@ -442,6 +442,10 @@ class QcConfig(Section):
     def funnel(self, name: str) -> Funnel | None:
         return next((f for f in self.funnels if f.name == name), None)
 
+    def card_fields(self) -> list[str]:
+        """The reason fields, for the CRM's card reads (leadwatch.config.TenantConfig.card_fields)."""
+        return [f.reason_field for f in self.funnels if f.reason_field]
+
 
 def check(config: Any) -> None:
     """A deal funnel is watched only where the CRM's deals are."""
