@@ -181,6 +181,17 @@ def tenant_yaml(
     }
 
 
+def _with_base_url(value: Any, base_url: str) -> Any:
+    """`value` with "{base_url}" in its texts replaced by the app's address (with `http=True`)."""
+    if isinstance(value, str):
+        return value.replace("{base_url}", base_url)
+    if isinstance(value, dict):
+        return {k: _with_base_url(v, base_url) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_base_url(v, base_url) for v in value]
+    return value
+
+
 class LocalStack:
     """Start with `with LocalStack(clock) as stack:`; see the module docstring."""
 
@@ -201,7 +212,8 @@ class LocalStack:
     ):
         """`processes`: the registry to run (default: the deployment's, workflows.PROCESSES); a
         process author passes one with their own process. `tenant_sections`: extra sections
-        written into both tenant files (a process's settings), by section name. `managers` (CRM
+        written into both tenant files (a process's settings), by section name; a text
+        "{base_url}" in them is the app's own address (`http=True`), e.g. for a page's links. `managers` (CRM
         user id -> name) are both CRMs' users, and the tenant files' `managers` map unless
         `tenant_managers` is False (then every name comes from the CRM)."""
         if aws not in ("server", "inprocess"):
@@ -258,6 +270,7 @@ class LocalStack:
         self._mock_aws: Any = None
         self.aws_endpoint: str | None = None
         self._server: Any = None
+        self._app_port = 0
         self.base_url = ""
         self.client: Any = None
         self.ctx: Any = None
@@ -315,6 +328,10 @@ class LocalStack:
             self.aws_endpoint = f"http://127.0.0.1:{port}"
         for fake in (self.bitrix, self.amo, self.telegram):
             fake.start()
+        if self.http:
+            # Known before the tenant files are written: a section may name it as "{base_url}".
+            self._app_port = free_port()
+            self.base_url = f"http://127.0.0.1:{self._app_port}"
         self._create_aws()
         self._write_tenants()
         self._build_context()
@@ -384,7 +401,7 @@ class LocalStack:
             language="en",
         )
         for data in (b24, amo):
-            data.update(self.tenant_sections)
+            data.update(_with_base_url(self.tenant_sections, self.base_url))
             (directory / f"{data['tenant']}.yaml").write_text(
                 yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
             )
@@ -480,12 +497,10 @@ class LocalStack:
                 def log_message(self, format: str, *args: object) -> None:
                     pass
 
-            port = free_port()
             self._server = LocalDevServer(
-                self.app, Config(chalice_stage="dev"), "127.0.0.1", port, handler_cls=QuietHandler
+                self.app, Config(chalice_stage="dev"), "127.0.0.1", self._app_port, handler_cls=QuietHandler
             ).server
             threading.Thread(target=self._server.serve_forever, daemon=True).start()
-            self.base_url = f"http://127.0.0.1:{port}"
 
     def _wire_fakes(self) -> None:
         self.bitrix.deliver = lambda body: self.post_hook(B24_TENANT, body)

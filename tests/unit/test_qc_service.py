@@ -298,3 +298,10 @@ def test_a_task_the_crm_refused_at_first_is_made_by_the_next_sweep(world):
     assert crm.names() == ["create_task"]
     [(_, _, pending)] = tenant(ctx, config).reviews.open_ids()
     assert not pending
+
+
+def test_of_two_snapshots_from_the_same_second_the_rejected_one_stands(world):
+    ctx, config, _, crm, _ = world
+    service.observe(tenant(ctx, config), snapshot(), NOW)
+    service.observe(tenant(ctx, config), snapshot("NEW", reason=None), NOW)  # an echo of an earlier save
+    assert crm.names() == ["create_task"] and len(tenant(ctx, config).reviews.open_ids()) == 1

@@ -182,9 +182,14 @@ def observe(t: Tenant, card: LeadSnapshot, now: datetime) -> bool:
     for _ in range(ATTEMPTS):
         record = t.reviews.state.get(t.config.tenant, CARD + card.entity.key)
         kept = record.value if record is not None else None
-        if kept is not None and datetime.fromisoformat(kept["seen"]) > seen:
-            return True  # an older snapshot than the one kept: it tells nothing new
         was_failing = bool(kept and kept["failing"])
+        if kept is not None:
+            kept_seen = datetime.fromisoformat(kept["seen"])
+            # An older snapshot than the one kept tells nothing new. Of two from the same second
+            # the rejected one is taken as the later: a card is created, worked, then rejected,
+            # and an echo of an earlier save can come in after the rejection.
+            if kept_seen > seen or (kept_seen == seen and was_failing and not failing):
+                return True
         value = {"failing": failing, "stage": card.stage, "seen": seen.astimezone(UTC).isoformat()}
         if kept is not None and kept.get("rejected_at") and failing and was_failing:
             value["rejected_at"] = kept["rejected_at"]
