@@ -21,6 +21,7 @@ import yaml
 from leadwatch.config import TenantRegistry, parse_tenant
 from leadwatch.events import EntityRef, EntityType
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, LocalStack, SimClock
+from workflows.qc.messages import AUDIT
 from workflows.qc.reviews import Reviews
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -51,6 +52,9 @@ def section(kind: str) -> dict[str, Any]:
             "answer": {"within": "2h", "remind": "50%", "escalate_after": "30m"},
             "review": {"within": "4h", "remind": "1h"},
         },
+        # A short baseline: the audit test replays three weeks, not nine.
+        "audit": {"baseline_weeks": 2, "min_week": 5, "min_baseline": 5},
+        "spot_checks": {"sample_size": 2},
     }
 
 
@@ -72,13 +76,13 @@ class Crm:
         self.stack, self.tenant = stack, tenant
         self.fake: Any = stack.bitrix if tenant == B24_TENANT else stack.amo
 
-    def create(self, title: str) -> str:
+    def create(self, title: str, manager: str = MANAGER) -> str:
         if self.tenant == B24_TENANT:
             return self.stack.bitrix.create_lead(
-                title=title, assigned_by_id=MANAGER, created_at=self.stack.clock()
+                title=title, assigned_by_id=manager, created_at=self.stack.clock()
             )
         return self.stack.amo.create_lead(
-            name=title, responsible_user_id=MANAGER, created_at=self.stack.clock()
+            name=title, responsible_user_id=manager, created_at=self.stack.clock()
         )
 
     def reject(self, lead: str, reason: int) -> None:
@@ -119,10 +123,15 @@ def crm(request, stack: LocalStack) -> Crm:
     path = stack.tenants_dir / f"{tenant}.yaml"
     data = yaml.safe_load(path.read_text())
     data["qc"] = {**qc, "pages_url": stack.base_url}
-    configs = {t: stack.ctx.tenant(t) for t in (B24_TENANT, AMO_TENANT)}
+    # The other tenant's quality control off: both write to one chat.
+    configs = {}
+    for other in (B24_TENANT, AMO_TENANT):
+        config = stack.ctx.tenant(other)
+        configs[other] = config.model_copy(update={"qc": config.qc.model_copy(update={"enabled": False})})
     configs[tenant] = parse_tenant(yaml.safe_dump(data), path.name, stack.ctx.processes.tenant_model())
     stack.ctx.registry = TenantRegistry(configs)
-    stack.clock.set(MONDAY_10 + timedelta(weeks=next(WEEKS)))
+    # Four weeks apart: the audit test's three weeks see no other test's rejections.
+    stack.clock.set(MONDAY_10 + timedelta(weeks=4 * next(WEEKS)))
     for fake in (stack.bitrix, stack.amo, stack.telegram):
         fake.clear_faults()
         fake.clear_log()
@@ -315,3 +324,62 @@ def test_racing_reviewers_decide_once(stack, crm):
     decided = journal(stack, crm.tenant, "qc_returned_to_work") + journal(stack, crm.tenant, "qc_confirmed")
     assert [r.entity for r in decided].count(f"lead:{lead}") == 1
     assert len(crm.notes(lead)) == 1
+
+
+def test_the_weekly_audit_flags_a_manager_dumping_leads_and_sends_spot_checks(stack, crm):
+    """Two weeks of baseline and the audited week: manager 7 goes from 1 ignored reason in 6
+    rejections a week to 6 in 7; manager 8 stays at 1 in 6. The audit runs on the Monday after,
+    at its time, through the qc audit schedule."""
+    monday = stack.clock()
+    dumped: list[str] = []
+    for week, (mine, ignored_mine) in enumerate([(6, 1), (6, 1), (7, 6)]):
+        for manager, total, ignored in ((MANAGER, mine, ignored_mine), (REVIEWER, 6, 1)):
+            for n in range(total):
+                stack.clock.set(monday + timedelta(weeks=week, days=n % 5, minutes=10 * n))
+                lead = crm.create(f"Lead {week}-{manager}-{n}", manager)
+                stack.clock.advance(timedelta(minutes=2))
+                crm.reject(lead, SPAM if n < ignored else PRICE)
+                if week == 2 and n < ignored:
+                    dumped.append(lead)
+        stack.pump()
+    audited = monday + timedelta(weeks=2)
+    tasks_before = {t.id for t in crm.fake.tasks.values()}
+    # Monday 09:24 of the week after: the week before the audited one was audited on its own
+    # Monday already (nothing to flag there); this one's audit is not due yet.
+    stack.clock.set(monday + timedelta(weeks=2, hours=0.5))
+    stack.run_schedule("qc", "audit")
+    stack.telegram.messages.clear()
+    stack.clock.set(monday + timedelta(weeks=3, hours=-0.6))
+    stack.run_schedule("qc", "audit")
+    assert not [m for m in stack.telegram.messages if AUDIT.of(m.text)]
+    stack.clock.set(monday + timedelta(weeks=3))  # Monday 10:00, past 09:30
+    reports = stack.run_schedule("qc", "audit")
+    settle(stack)
+    report = reports[crm.tenant]
+    # Anna, and with her the department (19 rejections, 8 ignored, against 4 of 24); not Ivan.
+    assert MANAGER in report["flagged"] and REVIEWER not in report["flagged"], report
+    [message] = [m for m in stack.telegram.messages if AUDIT.of(m.text)]
+    assert "Anna Petrova" in message.text
+    assert re.search(r"p [=<] 0[.,]\d+", message.text), message.text
+    assert "6" in message.text and "7" in message.text
+    # The spot checks: two of the week's ignored rejections (the department is flagged too, so drawn
+    # from everyone's), to the reviewer, through the review page.
+    spot = [t for t in crm.fake.tasks.values() if t.id not in tasks_before]
+    assert len(spot) == 2 and all(t.responsible == REVIEWER for t in spot)
+    assert {t.entity.id for t in spot} <= set(dumped)
+    shown = page(link_in(spot[0]))
+    assert shown.status_code == 200
+    # Run again: nothing is sent or made twice.
+    stack.run_schedule("qc", "audit")
+    settle(stack)
+    assert len([m for m in stack.telegram.messages if AUDIT.of(m.text)]) == 1
+    assert len([t for t in crm.fake.tasks.values() if t.id not in tasks_before]) == 2
+    # On demand, for the same week, through the read API.
+    week = f"{audited.isocalendar().year}-W{audited.isocalendar().week:02d}"
+    status, body = stack.get(
+        f"/tenants/{crm.tenant}/qc/audit?week={week}", headers={"X-Api-Key": stack.api_key(crm.tenant)}
+    )
+    assert status == 200 and body["week"] == week
+    [anna] = [v for v in body["verdicts"] if v["subject"] == MANAGER]
+    assert anna["flagged"] and anna["week"] == {"ignored": 6, "total": 7, "share": 6 / 7}
+    assert anna["p_baseline"] < 0.01

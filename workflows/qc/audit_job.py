@@ -79,8 +79,9 @@ def weekly(ctx: Context, config: TenantConfig, now: datetime, budget: Any) -> Au
         return AuditReport(wake_at=audit.next_audit_at(now, arules, tz))
     result, records = run_audit(t, week)
     report = AuditReport(week=week.key, flagged=[v.subject or "department" for v in result.flagged])
-    report.spot_checks = _spot_checks(t, result, records, arules, week, now)
-    notice = Notify(f"qc:audit:{config.tenant}:{week.key}", messages.audit_message(result, t.view.writer))
+    checks = _spot_checks(t, result, records, arules, week, now)
+    report.spot_checks = len(checks)
+    notice = Notify(f"qc:audit:{config.tenant}:{week.key}", _audit_text(t, result, checks))
     outcome = executor.perform(ctx, config, [notice], budget)
     report.sent = notice.effect_id in outcome.done
     if report.sent:
@@ -93,6 +94,18 @@ def weekly(ctx: Context, config: TenantConfig, now: datetime, budget: Any) -> Au
     return report
 
 
+def _audit_text(t: Tenant, result: audit.AuditResult, checks: list[rules.Review]) -> str:
+    """The audit, then who got which spot checks (each card a link)."""
+    w = t.view.writer
+    text = messages.audit_message(result, w)
+    by_reviewer: dict[str, list[str]] = {}
+    for review in checks:
+        link = w.card(t.view.card_url(review.entity), review.title, review.entity.type, review.entity.id)
+        by_reviewer.setdefault(review.reviewer, []).append(link)
+    lines = [messages.spot_check_line(reviewer, cards, w) for reviewer, cards in sorted(by_reviewer.items())]
+    return "\n\n".join([text, *lines]) if lines else text
+
+
 def _spot_checks(
     t: Tenant,
     result: audit.AuditResult,
@@ -100,17 +113,18 @@ def _spot_checks(
     arules: audit.AuditRules,
     week: audit.IsoWeek,
     now: datetime,
-) -> int:
+) -> list[rules.Review]:
+    """The week's spot checks, each a review started for a reviewer (made once: stable ids)."""
     picked = audit.spot_checks(t.config.tenant, result, records, arules, t.calendar.tz)
     if not picked:
-        return 0
+        return []
     wanted = {e.key for e in picked}
     rows = {
         r.value["entity"]: r.value
         for r in t.reviews.rejections({f"{d:%Y-%m}" for d in _days(week.first_day, week.last_day)})
         if r.value["entity"] in wanted and r.value.get("action") == "ignore"
     }
-    made = 0
+    made: list[rules.Review] = []
     for entity in picked:
         value = rows.get(entity.key)
         funnel = t.rules.funnel(value["funnel"]) if value and value.get("funnel") else None
@@ -130,11 +144,11 @@ def _spot_checks(
         )
         t.reviews.create(review, now)
         start(t, review.review_id, now)
-        made += 1
+        made.append(review)
     return made
 
 
-def audit_query(ctx: Context, config: TenantConfig, today: date, **params: Any) -> QueryResult:
+def audit_query(ctx: Context, config: TenantConfig, today: date, params: dict[str, Any]) -> QueryResult:
     """`qc-audit`: one week's audit, the last complete one by default."""
     week, format = params.get("week"), params.get("format")
     t = Tenant.of(ctx, config)

@@ -82,29 +82,46 @@ def pending_of(value: dict[str, Any]) -> list[Effect]:
     return [from_data(d) for d in value.get("pending") or ()]
 
 
+def decide(
+    t: Tenant,
+    review_id: str,
+    step: Callable[[rules.Review], rules.Transition],
+    now: datetime,
+) -> tuple[rules.Transition | None, list[Effect]]:
+    """Run `step` on the review as stored and save what it decided with its effects pending. A
+    lost write reloads and runs `step` again on what is there now. Returns the transition and
+    every effect now pending for the review (its own and any left from before), to perform.
+    (None, []): no such review, or too many lost writes."""
+    for _ in range(ATTEMPTS):
+        stored = t.reviews.get(review_id)
+        if stored is None:
+            return None, []
+        transition = step(stored.review)
+        pending = _pending(t, review_id)
+        if not transition.ok or (transition.review == stored.review and not transition.effects):
+            return transition, pending
+        effects = [*pending, *transition.effects]
+        if t.reviews.save(stored, transition.review, now, [to_data(e) for e in effects]):
+            return transition, effects
+    log.warning(
+        "tenant %s: review %s: lost %d writes in a row; left to a retry", t.config.tenant, review_id, ATTEMPTS
+    )
+    return None, []
+
+
 def apply(
     t: Tenant,
     review_id: str,
     step: Callable[[rules.Review], rules.Transition],
     now: datetime,
 ) -> tuple[rules.Transition | None, executor.Outcome | None]:
-    """Run `step` on the review as stored, save what it decided with its effects, perform them.
-    A lost write reloads and runs `step` again on what is there now. (None, None): no such review."""
-    for _ in range(ATTEMPTS):
-        stored = t.reviews.get(review_id)
-        if stored is None:
-            return None, None
-        transition = step(stored.review)
-        pending = _pending(t, review_id)
-        if not transition.ok or (transition.review == stored.review and not transition.effects):
-            return transition, _perform(t, review_id, pending) if pending else None
-        effects = [*pending, *transition.effects]
-        if t.reviews.save(stored, transition.review, now, [to_data(e) for e in effects]):
-            return transition, settle(t, transition.review, effects, now)
-    log.warning(
-        "tenant %s: review %s: lost %d writes in a row; left to a retry", t.config.tenant, review_id, ATTEMPTS
-    )
-    return None, None
+    """`decide`, then perform what is pending. (None, None): no such review."""
+    transition, effects = decide(t, review_id, step, now)
+    if transition is None:
+        return None, None
+    if not effects:
+        return transition, None
+    return transition, settle(t, transition.review, effects, now)
 
 
 def with_pending(t: Tenant, review_id: str, effects: Sequence[Effect]) -> list[Effect]:
@@ -116,9 +133,19 @@ def with_pending(t: Tenant, review_id: str, effects: Sequence[Effect]) -> list[E
 def settle(t: Tenant, review: rules.Review, effects: Sequence[Effect], now: datetime) -> executor.Outcome:
     """The review is saved with `effects` pending: perform them, clear what is done, and have the
     sweep come by for what is not (and at the review's next control point)."""
-    outcome = _perform(t, review.review_id, effects)
-    _wake(t, review, outcome, now)
+    outcome = executor.perform(t.ctx, t.config, effects)
+    _settled(t, review, effects, outcome, now)
     return outcome
+
+
+def _settled(
+    t: Tenant, review: rules.Review, effects: Sequence[Effect], outcome: executor.Outcome, now: datetime
+) -> None:
+    """After a perform: clear what is done from the review's pending list (the last writer of
+    the list wins only over the version it read; a lost write leaves it for the next run)."""
+    left = [e for e in effects if e.effect_id not in outcome.done]
+    t.reviews.set_pending(review.review_id, [to_data(e) for e in left], {e.effect_id for e in effects})
+    _wake(t, review, outcome, now)
 
 
 def _wake(t: Tenant, review: rules.Review, outcome: executor.Outcome, now: datetime) -> None:
@@ -134,15 +161,6 @@ def _wake(t: Tenant, review: rules.Review, outcome: executor.Outcome, now: datet
 def _pending(t: Tenant, review_id: str) -> list[Effect]:
     record = t.reviews.record(review_id)
     return pending_of(record.value) if record is not None else []
-
-
-def _perform(t: Tenant, review_id: str, effects: Sequence[Effect]) -> executor.Outcome:
-    """Perform, then clear what is done from the review's pending list (the last writer of the
-    list wins only over the version it read; a lost write leaves the list for the next run)."""
-    outcome = executor.perform(t.ctx, t.config, effects)
-    left = [e for e in effects if e.effect_id not in outcome.done]
-    t.reviews.set_pending(review_id, [to_data(e) for e in left], {e.effect_id for e in effects})
-    return outcome
 
 
 # ----------------------------------------------------------------------------- events
@@ -298,9 +316,12 @@ class SweepReport:
 
 
 def sweep(ctx: Context, config: TenantConfig, now: datetime, budget: Any) -> SweepReport | None:
-    """Every open review whose next control point has come, or with effects still pending."""
+    """Every open review whose next control point has come, or with effects still pending: each
+    decided and saved first, then all their effects performed together (many escalations due at
+    once go to the head as one digest, as the framework's executor sends them)."""
     t = Tenant.of(ctx, config)
     report = SweepReport()
+    decided: list[tuple[rules.Review, list[Effect]]] = []
     for review_id, next_check, pending in t.reviews.open_ids():
         if budget is not None and budget.spent():
             report.more = True
@@ -313,14 +334,23 @@ def sweep(ctx: Context, config: TenantConfig, now: datetime, budget: Any) -> Swe
             report.mended += 1
             continue
         report.checked += 1
-        _check(t, stored, now, report)
+        review, effects = _check(t, stored, now, report)
+        if effects:
+            decided.append((review, effects))
+    if decided:
+        outcome = executor.perform(ctx, config, [e for _, effects in decided for e in effects], budget)
+        report.left = len(outcome.failed) + len(outcome.held)
+        for review, effects in decided:
+            _settled(t, review, effects, outcome, now)
     # The next control point of what is still open, or soon for effects still to be done.
     moments = [now + RETRY_AFTER if pending else at for _, at, pending in t.reviews.open_ids()]
     report.wake_at = min((m for m in moments if m is not None), default=None)
     return report
 
 
-def _check(t: Tenant, stored: Stored, now: datetime, report: SweepReport) -> None:
+def _check(
+    t: Tenant, stored: Stored, now: datetime, report: SweepReport
+) -> tuple[rules.Review, list[Effect]]:
     before = stored.review
 
     def step(review: rules.Review) -> rules.Transition:
@@ -328,9 +358,9 @@ def _check(t: Tenant, stored: Stored, now: datetime, report: SweepReport) -> Non
             return rules.start(review, now, t.rules, t.calendar, t.view)
         return rules.check_deadlines(review, now, t.calendar, t.view)
 
-    transition, outcome = apply(t, before.review_id, step, now)
+    transition, effects = decide(t, before.review_id, step, now)
     if transition is None:
-        return
+        return before, []
     task, after = before.open_task, transition.review.open_task
     if before.status is rules.Status.OPENED and transition.ok:
         report.started += 1
@@ -338,5 +368,4 @@ def _check(t: Tenant, stored: Stored, now: datetime, report: SweepReport) -> Non
         report.reminded += int(after.reminded_at is not None and task.reminded_at is None)
         report.overdue += int(after.overdue_at is not None and task.overdue_at is None)
         report.escalated += int(after.escalated_at is not None and task.escalated_at is None)
-    if outcome is not None:
-        report.left += len(outcome.failed) + len(outcome.held)
+    return transition.review, effects
