@@ -478,13 +478,16 @@ def test_with_tenants_each_role_reads_only_the_secrets_its_function_uses(tenants
         "leadwatch/acme-b24/api-key": read,
         "leadwatch/acme-amo/hook-secret": read,
     }
+    # Whoever calls the CRM and sends alerts; the read API key only to sign quality control's
+    # page links (it reads nothing these functions cannot read already).
     for function in ("Worker", "Jobs"):
         assert secrets[function] == {
             "leadwatch/acme-b24/webhook-code": read,
             "leadwatch/acme-amo/access-token": read,
             "leadwatch/acme-b24/telegram-bot-token": read,
+            "leadwatch/acme-b24/api-key": read,
         }, function
-    for dispatcher in ("TimelinessSweep", "DialingReport", "Reconcile"):
+    for dispatcher in ("TimelinessSweep", "DialingReport", "QcSweep", "QcAudit", "Reconcile"):
         assert secrets[dispatcher] == {}, dispatcher
     # Everything else is what the repository's own package has.
     result = subprocess.run(
@@ -502,9 +505,12 @@ def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
     resources = _template(package)["Resources"]
     tables = {f: _grants(_role_statements(resources, f), "dynamodb", "table/") for f in FUNCTIONS}
     queues = {f: _grants(_role_statements(resources, f), "sqs") for f in FUNCTIONS}
-    # The API handler (public webhooks, read API) writes only the inbox, and queues events.
-    for table in ("leadwatch-leads", "leadwatch-state", "leadwatch-journal"):
+    # The API handler (public webhooks, read API, process pages) writes the inbox and queues
+    # events; of the state table only what a page saves (a review decided, the sweep woken); never
+    # the cards or the journal.
+    for table in ("leadwatch-leads", "leadwatch-journal"):
         assert not tables["APIHandler"].get(table, set()) & TABLE_WRITES, table
+    assert tables["APIHandler"]["leadwatch-state"] & TABLE_WRITES <= {"PutItem", "UpdateItem", "DeleteItem"}
     # (UpdateItem: the hourly counter of kept rejected bodies.)
     assert tables["APIHandler"]["leadwatch-inbox"] == {"PutItem", "DeleteItem", "UpdateItem"}
     assert queues["APIHandler"] == {"leadwatch-events": {"SendMessage", "GetQueueUrl"}}
@@ -533,7 +539,7 @@ def test_the_most_sensitive_grants_hold_whatever_the_declarations_say(package):
             if action.startswith("lambda:")
             for resource in _as_list(statement["Resource"])
         ]
-        expected = function in ("TimelinessSweep", "DialingReport", "Reconcile", "Jobs")
+        expected = function in ("TimelinessSweep", "DialingReport", "QcSweep", "QcAudit", "Reconcile", "Jobs")
         assert invokes == ([("lambda:InvokeFunction", {"Fn::Sub": jobs_arn})] if expected else []), function
     # A batch write may delete as well as put: only the effect ledger's writers hold it, on the
     # state table, where they may put and delete item by item anyway.
