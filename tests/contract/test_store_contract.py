@@ -585,6 +585,37 @@ def test_calls_of_one_card_only_in_time_order(store):
     assert store.call_totals("t1", [ref(1), ref(10)]) == {ref(1): (3, 1), ref(10): (1, 1)}
 
 
+def test_a_cards_calls_are_read_from_two_days_before_it_arrived(store):
+    """A card's calls are looked for from two UTC days before it arrived (any time zone, a call
+    logged a moment before the card): one logged into the past before that counts on its day
+    only. A card leadwatch does not hold is read over every day with calls."""
+    store.create_lead(lead(42), NOW)  # arrived 07:45 UTC on DAY
+    early = DAY - timedelta(days=3)
+    store.record_call("t1", call(1, started_at=NOW - timedelta(days=3)), early, False, NOW)
+    store.record_call("t1", call(2, started_at=NOW - timedelta(days=2)), DAY - timedelta(days=2), False, NOW)
+    store.record_call("t1", call(3), DAY + timedelta(days=30), True, NOW)
+    assert store.day_counts("t1", early) == {ref(42): (1, 0)}
+    assert [c.key for c in store.calls_of("t1", ref(42))] == ["act2", "act3"]
+    assert totals(store) == (2, 1)
+    store.record_call("t1", call(4, entity=ref(7)), early, False, NOW)  # a card not held
+    assert [c.key for c in store.calls_of("t1", ref(7))] == ["act4"]
+    assert store.call_totals("t1", [ref(7), ref(8)]) == {ref(7): (1, 0), ref(8): (0, 0)}
+
+
+def test_the_totals_of_many_cards_count_each_cards_calls_over_its_days(store):
+    for n in range(60):
+        store.create_lead(lead(n), NOW)
+        store.record_call("t1", call(n, entity=ref(n)), DAY, n % 3 == 0, NOW)
+        if n % 2 == 0:
+            store.record_call("t1", call(100 + n, entity=ref(n)), DAY + timedelta(days=1), False, NOW)
+    store.record_call("t1", call(999, entity=ref(500)), DAY - timedelta(days=5), True, NOW)  # not held
+    store.record_call("t2", call(1, entity=ref(1)), DAY, True, NOW)  # another tenant
+    cards = [ref(n) for n in range(60)] + [ref(500), ref(501)]
+    expected = {ref(n): (2 if n % 2 == 0 else 1, 1 if n % 3 == 0 else 0) for n in range(60)}
+    assert store.call_totals("t1", cards) == expected | {ref(500): (1, 1), ref(501): (0, 0)}
+    assert store.call_totals("t1", []) == {}
+
+
 def test_the_plan_index_returns_the_cards_of_a_plan_day(store):
     for n, day in ((2, DAY), (1, DAY), (3, DAY + timedelta(days=1)), (4, None)):
         store.create_lead(lead(n), NOW, plan_day=day)
@@ -1207,7 +1238,7 @@ def test_a_tenants_rows_expire_after_its_retention(store):
     month = (NOW + timedelta(days=30)).timestamp()
     assert LeadItem.get("t1", "lead:1").expires_at.timestamp() == state.created_at.timestamp() + 30 * 86400
     # Set by the day's first call, not moved by later ones.
-    assert CallDayItem.get("t1", f"calls#lead:1#{DAY}").expires_at.timestamp() == month
+    assert CallDayItem.get("t1", f"calls#{DAY}#lead:1").expires_at.timestamp() == month
     assert StateItem.get("t1", f"stats#timeliness#{DAY}#7").expires_at.timestamp() == (
         state.created_at.timestamp() + 30 * 86400
     )
