@@ -116,6 +116,11 @@ def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
     assert (tenant, sweep.closed, sweep.late, sweep.wake_at) == ("acme-b24", 1, 1, None)
     assert crm.writes[-1] == ("lead:42", {"UF_CRM_1704817301": "N"})
     assert len(telegram.sent) == 1 and "Sofa" in telegram.sent[0]
+    # The verdict field was written under the sweep's claim on the card, whose close records it:
+    # no ledger row of its own (the alert, sent without a hold on it, has one).
+    ledger = ctx.store.ledger
+    assert ledger.entries("acme-b24", ["verdict:acme-b24:lead:42"]) == {}
+    assert ledger.done("acme-b24", ["alert:late:acme-b24:lead:42"]) == {"alert:late:acme-b24:lead:42"}
 
     junked = TUESDAY_10 + timedelta(minutes=30)
     clock.set(junked)
@@ -206,6 +211,8 @@ def test_a_verdict_whose_alert_failed_stands_when_the_sweep_comes_back():
     assert (sweep.closed, sweep.retried_later) == (0, 1)
     assert ctx.store.get_lead("acme-b24", CARD).pending_verdict == "late"
     assert crm.writes[-1] == ("lead:42", {"UF_CRM_1704817301": "N"})
+    # Let go undone, the card's written verdict field is recorded in the ledger by the sweep.
+    assert ctx.store.ledger.done("acme-b24", ["verdict:acme-b24:lead:42"]) == {"verdict:acme-b24:lead:42"}
     # The manager's stage change, made before the control time, arrives only now.
     taken = TUESDAY_10 + timedelta(minutes=10)
     crm.cards[CARD] = card("IN_PROCESS", taken)
