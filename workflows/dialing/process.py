@@ -35,6 +35,7 @@ PROCESS = Process(
         "call.ended",
     ),
     reconcile="workflows.dialing.report:reconcile_calls",
+    new_card="workflows.dialing.service:new_card",
     schedules=(
         Schedule(
             name="report",

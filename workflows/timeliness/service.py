@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from leadwatch import executor
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EventKind
+from leadwatch.process import new_card_fields
 from workflows.timeliness import rules as timeliness
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ def on_events(
     for entity in sorted(created | changed):
         state = current[entity]
         assert state is not None
-        if entity in created and ctx.store.create_lead(state, now):
+        # The other processes' own fields of a new card go in with it (dialing's plan day).
+        if entity in created and ctx.store.create_lead(new_card_fields(ctx, config, state), now):
             # The sweep's job for this tenant must run by the card's control time.
             ctx.wake(tenant, "timeliness", "sweep", max(state.due_at, now))
             continue
