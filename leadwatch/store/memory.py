@@ -92,6 +92,7 @@ class _Lead:
     rejected_at: float | None = None
     rejection_checked: float | None = None
     deleted_at: float | None = None
+    stamped: bool = False
 
     def state(self, tenant: str, entity: str) -> LeadState:
         return LeadState(
@@ -112,6 +113,7 @@ class _Lead:
             rejection_checked=_dt(self.rejection_checked),
             plan_day=date.fromisoformat(self.plan_bucket.rpartition("#")[2]) if self.plan_bucket else None,
             deleted_at=_dt(self.deleted_at),
+            intake_stamped=self.stamped,
         )
 
 
@@ -384,6 +386,7 @@ class MemoryStore:
             plan_bucket=_plan_bucket(state.tenant, plan_day or state.plan_day),
             rejected_at=_ts(state.rejected_at),
             rejection_checked=_ts(state.rejection_checked),
+            stamped=state.intake_stamped,
         )
         with self._lock:
             leads = self._part(self._leads, state.tenant)

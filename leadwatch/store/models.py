@@ -108,6 +108,7 @@ class LeadItem(Model):
     rejection_checked = NumberAttribute(null=True)  # the rejected_at whose check is done
     expires_at = TTLAttribute(null=True)  # the tenant's retention after the card arrived
     deleted_at = NumberAttribute(null=True)  # the card was deleted in the CRM: no one watches it
+    stamped = BooleanAttribute(null=True)  # its intake field was written before it was stored
 
     due_index = DueIndex()
     plan_index = PlanIndex()

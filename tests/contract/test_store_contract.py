@@ -212,6 +212,7 @@ def test_a_created_card_reads_back_whole_in_utc(store):
         rejected_at=due - timedelta(minutes=1),
         rejection_checked=due - timedelta(minutes=1),
         plan_day=DAY,
+        intake_stamped=True,
     )
     assert store.create_lead(state, NOW)
     got = store.get_lead("t1", ref(1))
@@ -226,6 +227,19 @@ def test_a_created_card_is_open_whatever_the_state_says(store):
     got = store.get_lead("t1", ref(1))
     assert (got.verdict, got.verdict_at) == (None, None)
     assert [s.entity for _, s in store.due_leads("t1", NOW, since=DAY)] == [ref(1)]
+
+
+def test_a_cards_intake_stays_as_it_was_stored(store):
+    """Written before the card was stored, or not: later writes of the card leave that alone."""
+    store.create_lead(lead(1, intake_stamped=True), NOW)
+    store.create_lead(lead(2), NOW)
+    store.update_lead(lead(1, stage="IN_PROCESS", crm_modified_at=NOW))
+    store.note_dialing(lead(1, plan_day=DAY))
+    store.claim(lead(1), "a", NOW, HOLD)
+    store.close_verdict(lead(1), "on_time", "a", NOW, DAY.isoformat(), "7")
+    found = store.get_leads("t1", [ref(1), ref(2)])
+    assert (found[ref(1)].intake_stamped, found[ref(2)].intake_stamped) == (True, False)
+    assert found[ref(1)].stage == "IN_PROCESS" and found[ref(1)].verdict == "on_time"
 
 
 def test_the_plan_day_argument_wins_over_the_states(store):
