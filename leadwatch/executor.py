@@ -132,9 +132,10 @@ def perform(
     held: Collection[EntityRef] = (),
 ) -> Outcome:
     """Perform effects exactly once. With a `budget` (a scheduled job's time), messages not sent
-    when it is spent are left failed ("deferred") for the job's continuation. `held`: cards the
-    caller holds under a claim of its own until it records their outcome (the sweep's, until it
-    closes the card): their field writes take no ledger claim and leave no ledger row (`_write_cards`)."""
+    when it is spent are left failed ("deferred") for the job's continuation. `held`: cards whose
+    field writes the caller stands for and records itself (the sweep, on the cards it claimed,
+    by closing them; timeliness, on a new card not stored yet, by storing it so): those writes
+    take no ledger claim and leave no ledger row (`_write_cards`)."""
     unique: dict[str, Effect] = {}
     for effect in effects:
         unique.setdefault(effect.effect_id, effect)
@@ -192,12 +193,13 @@ def _sort_claims(claims: dict[str, ClaimResult], outcome: Outcome) -> list[str]:
 def _write_cards(
     run: _Run, writes: list[SetCardFields], outcome: Outcome, held: frozenset[EntityRef] = frozenset()
 ) -> None:
-    # A write to a card the caller holds (`perform`'s `held`) is performed by that caller alone,
-    # and its record is the caller's own (the sweep's verdict on the card, or `mark_done` when it
-    # lets the card go undone): no claim here and no done row, two ledger writes saved. Only its
+    # A write to a card the caller holds (`perform`'s `held`) has its record kept by the caller
+    # (the verdict on the closed card, or `mark_done` when the sweep lets it go undone; the new
+    # card stored as stamped): no claim here and no done row, two ledger writes saved. Only its
     # row is read, for what a claim would find: settled before, or another's live claim. Should
-    # the hold lapse, another holder writes the same value again, which is harmless. A failed one
-    # is claimed then, to be counted and given up as any other.
+    # two callers hold one (a lapsed hold, two workers taking a new card in), the same value is
+    # written twice, which is harmless. A failed one is claimed then, to be counted and given up
+    # as any other.
     free = {w.effect_id for w in writes if w.entity in held}
     if free:
         now = run.ctx.clock()
