@@ -278,7 +278,7 @@ _NAME_SEGMENT = re.compile(r"^[a-z][a-z_-]*$")
 def item_kind(table: str, range_key: str) -> str:
     """What an item is, for the breakdowns: the table and the leading name segments of its range
     key (up to two: "state/checkpoint#sweep", "inbox/event", "state/effect"), up to the first
-    segment that is no name: "state/calls" for a card's calls of a day (`calls#lead:42#<day>`).
+    segment that is no name: "state/calls" for a card's calls of a day (`calls#<day>#lead:42`).
     Cards ("lead:42") and journal rows are one kind per table."""
     short = _TABLE_NAMES.get(table, table.removeprefix("leadwatch-"))
     if short in ("leads", "journal"):

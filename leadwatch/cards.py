@@ -41,6 +41,9 @@ class LeadState:
     plan_day: date | None = None  # day 1 of its dialing plan
     # Deleted in the CRM: closed for every process (a verdict it had is kept).
     deleted_at: datetime | None = None
+    # Timeliness: its intake field was written to the CRM before the card was first stored, so no
+    # later sighting asks for it again (cards stored otherwise have it through the effect ledger).
+    intake_stamped: bool = False
 
     @property
     def open(self) -> bool:

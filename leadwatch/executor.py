@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from leadwatch.effects import (
     RemindUser,
     SetCardFields,
 )
+from leadwatch.events import EntityRef
 from leadwatch.secrets import SecretMissing
 
 if TYPE_CHECKING:  # the ledger module loads PynamoDB; the executor reaches it through ctx.store
@@ -145,9 +146,18 @@ class _Run:
         return True
 
 
-def perform(ctx: Context, config: TenantConfig, effects: Sequence[Effect], budget: Any = None) -> Outcome:
+def perform(
+    ctx: Context,
+    config: TenantConfig,
+    effects: Sequence[Effect],
+    budget: Any = None,
+    held: Collection[EntityRef] = (),
+) -> Outcome:
     """Perform effects exactly once. With a `budget` (a scheduled job's time), messages not sent
-    when it is spent are left failed ("deferred") for the job's continuation."""
+    when it is spent are left failed ("deferred") for the job's continuation. `held`: cards whose
+    field writes the caller stands for and records itself (the sweep, on the cards it claimed,
+    by closing them; timeliness, on a new card not stored yet, by storing it so): those writes
+    take no ledger claim and leave no ledger row (`_write_cards`)."""
     unique: dict[str, Effect] = {}
     for effect in effects:
         unique.setdefault(effect.effect_id, effect)
@@ -158,7 +168,7 @@ def perform(ctx: Context, config: TenantConfig, effects: Sequence[Effect], budge
 
     writes = [e for e in unique.values() if isinstance(e, SetCardFields)]
     if writes:
-        _write_cards(run, writes, outcome)
+        _write_cards(run, writes, outcome, frozenset(held))
 
     for effect in unique.values():
         if isinstance(effect, RecordViolation):
@@ -289,9 +299,27 @@ def _sort_claims(claims: dict[str, ClaimResult], outcome: Outcome) -> list[str]:
     return mine
 
 
-def _write_cards(run: _Run, writes: list[SetCardFields], outcome: Outcome) -> None:
-    mine = set(_sort_claims(run.claim([w.effect_id for w in writes]), outcome))
-    writes = [w for w in writes if w.effect_id in mine]
+def _write_cards(
+    run: _Run, writes: list[SetCardFields], outcome: Outcome, held: frozenset[EntityRef] = frozenset()
+) -> None:
+    # A write to a card the caller holds (`perform`'s `held`) has its record kept by the caller
+    # (the verdict on the closed card, or `mark_done` when the sweep lets it go undone; the new
+    # card stored as stamped): no claim here and no done row, two ledger writes saved. Only its
+    # row is read, for what a claim would find: settled before, or another's live claim. Should
+    # two callers hold one (a lapsed hold, two workers taking a new card in), the same value is
+    # written twice, which is harmless. A failed one is claimed then, to be counted and given up
+    # as any other.
+    free = {w.effect_id for w in writes if w.entity in held}
+    if free:
+        now = run.ctx.clock()
+        known = run.ledger.entries(run.tenant, free)
+        # claim_one claims nothing for these: it reports the row.
+        found = {i: run.claim_one(i, e) for i, e in known.items() if e.settled or e.live_claim(now)}
+        _sort_claims(found, outcome)
+        free -= found.keys()
+    claimed = [w.effect_id for w in writes if w.effect_id not in free]
+    mine = set(_sort_claims(run.claim(claimed), outcome)) if claimed else set()
+    writes = [w for w in writes if w.effect_id in mine or w.effect_id in free]
     if not writes:
         return
     try:
@@ -299,20 +327,24 @@ def _write_cards(run: _Run, writes: list[SetCardFields], outcome: Outcome) -> No
     except BaseException as exc:
         # Nothing to say any write happened, and writing a field again is harmless: let them go.
         for write in writes:
-            run.release(write.effect_id)
+            if write.effect_id not in free:
+                run.release(write.effect_id)
         if not isinstance(exc, SecretMissing):
             raise
         log.error("tenant %s: cannot write to the CRM: %s", run.tenant, exc)
         outcome.failed.update({w.effect_id: str(exc) for w in writes})
         return
-    if result.succeeded:
+    if result.succeeded - free:
         # A field write is idempotent, so done is recorded in batches (25 a call) rather
         # than one conditional confirm each: overwriting a claim could only mark done what its
         # holder would write again, unchanged.
-        run.ledger.mark_done(run.tenant, result.succeeded, run.ctx.clock())
+        run.ledger.mark_done(run.tenant, result.succeeded - free, run.ctx.clock())
     outcome.done |= result.succeeded
     outcome.performed += len(result.succeeded)
     by_id = {w.effect_id: w for w in writes}
+    unclaimed = [i for i in result.failed if i in free]
+    if unclaimed:
+        mine |= set(_sort_claims(run.claim(unclaimed), outcome))
     for effect_id, error in result.failed.items():
         # Failed or unknown (OutcomeUnknown): either way a later write of the same value is safe.
         log.warning(
@@ -323,7 +355,8 @@ def _write_cards(run: _Run, writes: list[SetCardFields], outcome: Outcome) -> No
             extra={"lead": by_id[effect_id].entity.key},
         )
         observability.crm_failure(run.tenant, error)
-        run.fail(by_id[effect_id], error, outcome)
+        if effect_id in mine:
+            run.fail(by_id[effect_id], error, outcome)
 
 
 def _notify(run: _Run, messages: list[Notify], outcome: Outcome) -> None:

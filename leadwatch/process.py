@@ -209,6 +209,11 @@ class Process:
     # Called by the framework's reconciliation (every few minutes, per tenant where the process is
     # enabled): `reconcile(ctx, config, now)` feeds what webhooks missed and returns counts.
     reconcile: str | None = None
+    # Called where a running process takes a new card in, before it is first stored:
+    # `new_card(ctx, config, state)` returns the card with this process's own fields set
+    # (dialing: its plan day), so they are stored with the card in one write instead of a
+    # second write of the card (and its index) moments later.
+    new_card: str | None = None
     # Checks across sections of one tenant file: `check(tenant_config)` raises ValueError.
     check: str | None = None
     # Processes whose state this one reads: it runs for a tenant only where they run too.
@@ -253,3 +258,12 @@ class Process:
     def function_name(self, schedule: Schedule) -> str:
         """The Lambda (Chalice handler) name of one of this process's schedules."""
         return f"{self.name}_{schedule.name}"
+
+
+def new_card_fields(ctx: Any, config: Any, state: Any) -> Any:
+    """A new card with the fields of every process running for the tenant that sets some on new
+    cards (`Process.new_card`), in registry order."""
+    for process in ctx.processes.running(config):
+        if process.new_card is not None:
+            state = resolve(process.new_card)(ctx, config, state)
+    return state

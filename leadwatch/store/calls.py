@@ -1,5 +1,5 @@
-"""A card's calls in DynamoDB: one item per card and local day, `calls#<card>#<day>`, in the state
-table (model `CallDayItem`).
+"""A card's calls in DynamoDB: one item per local day and card, `calls#<day>#<card>`, in the
+state table (model `CallDayItem`).
 
 Why one item per card-day: a call used to cost a call row, a touch row, a day counter and two
 counters on the card, each a write of its own (about 29 write units a lead). Here a new call is
@@ -16,19 +16,24 @@ are read off the item (its calls, and those flagged as touches) rather than coun
 - What a later report tells more (a longer duration, a recording, whether it was answered, that
   it is a touch) is merged into the kept call by a second UpdateItem, only then: the longest
   duration under a condition (a concurrent longer report wins), the rest set if absent.
-- Keys: `calls#<card>#<day>`, so a card's calls are one Query (begins_with `calls#<card>#`;
-  the `#` after the card keeps `lead:1` from matching `lead:10`). A day's calls are found through
-  the sparse, keys-only `calls-day-index` (`call_day` = "<tenant>#<day>", set on card-day items
-  only): written once when the card's first call of the day creates the item, never again, since
-  later calls leave its keys alone. A per-day key prefix instead (`calls#<day>#<card>`) would
-  make the report's read one Query but a card's calls a read of every day it might have
-  calls on, which the API and the rejection check need and cannot bound.
+- Keys: day first, `calls#<day>#<card>`, so a day's calls (the daily report) are one Query of
+  the base table (begins_with `calls#<day>#`) and no index is written: a sparse day index cost a
+  write of its own for every card's first call of a day (3.4 write units a lead). A card's calls
+  are read over the days it can have calls on: from two days before it arrived (its `created_at`
+  as a UTC day, less one day for any time zone and one for a call logged a moment before the
+  card across midnight) to the tenant's latest day with calls (one Query of one key), one
+  BatchGetItem of its card-days; the totals of many cards are one Query of the tenant's days
+  over their spans. A card leadwatch does not hold is read from the tenant's first day with
+  calls. A call kept on a day before that span (a call logged by hand into the past, before the
+  card existed) counts on its day but not on the card.
 - The card row holds no call counters (they wrote the card on every call and their sets of
   counted calls grew it past 1 KB, doubling every later write of the card): a card's totals are
   counted from its items (`totals`), by call key, so a call reported on two days (its paths
   disagreeing about its start around midnight) counts on each day but once on the card.
 - Expiry: an item goes the tenant's retention after its day's first call (`expires_at`, set
   once), as the call rows did after their call.
+- Rows of older releases (`calls#<card>#<day>`, whose card key starts with a letter) are never
+  read: every read here stays between `calls#0` and `calls#9~`, the keys that start with a day.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from pynamodb.expressions.operand import Path, Value
 
 from leadwatch.events import Call, EntityRef
 from leadwatch.store.conditions import update_if
-from leadwatch.store.models import CALL_PREFIX, CallDayItem
+from leadwatch.store.models import CALL_PREFIX, CallDayItem, LeadItem
 
 # Calls set by one UpdateItem at most: keeps its expression far below DynamoDB's 4 KB.
 MAX_CALLS_PER_WRITE = 25
@@ -65,15 +70,31 @@ class KeptCall:
 
 
 def card_day_key(entity: EntityRef, day: date) -> str:
-    return f"calls#{entity.key}#{day.isoformat()}"
+    return f"{day_prefix(day)}{entity.key}"
 
 
-def card_prefix(entity: EntityRef) -> str:
-    return f"calls#{entity.key}#"
+def day_prefix(day: date) -> str:
+    return f"calls#{day.isoformat()}#"
 
 
-def day_bucket(tenant: str, day: date) -> str:
-    return f"{tenant}#{day.isoformat()}"
+def key_parts(key: str) -> tuple[date, EntityRef]:
+    """The day and the card of a card-day key."""
+    _, day, entity = key.split("#", 2)
+    return date.fromisoformat(day), EntityRef.parse(entity)
+
+
+# Every card-day key lies between these (a day starts with a digit); rows of older releases
+# (`calls#<card>#<day>`) do not.
+FIRST_KEY, LAST_KEY = "calls#0", "calls#9~"
+
+
+def first_call_day(created_at: datetime) -> date:
+    """The first local day a card's calls are looked for on (see the module docstring)."""
+    return created_at.astimezone(UTC).date() - timedelta(days=2)
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def merged(kept: Call, call: Call) -> Call:
@@ -142,7 +163,7 @@ def _kept(entity: str, call_key: str, raw: dict[str, Any]) -> KeptCall:
 
 
 def _calls_of(item: CallDayItem) -> dict[str, KeptCall]:
-    entity = item.entity or item.key.split("#")[1]
+    entity = key_parts(item.key)[1].key
     return {_call_key(name): _kept(entity, _call_key(name), raw) for name, raw in item.calls.items()}
 
 
@@ -197,11 +218,7 @@ class CallDays:
         key = card_day_key(entity, day)
         first = min(call.started_at for call, _ in reports)
         expires = int((first + self.retention(tenant)).timestamp())
-        actions = [
-            Path(["entity"]).set(Value({"S": entity.key})),
-            Path(["call_day"]).set(Value({"S": day_bucket(tenant, day)})),
-            Path(["expires_at"]).set(Path(["expires_at"]) | Value({"N": str(expires)})),
-        ]
+        actions = [Path(["expires_at"]).set(Path(["expires_at"]) | Value({"N": str(expires)}))]
         for call, touch in reports:
             name = _attribute(call.key)
             actions.append(Path([name]).set(Path([name]) | Value(_entry(call, touch))))
@@ -286,30 +303,105 @@ class CallDays:
         return found
 
     def of_card(self, tenant: str, entity: EntityRef) -> list[KeptCall]:
-        """Every kept call on a card (one Query), by start then key; a call kept on two days once."""
-        found: dict[str, KeptCall] = {}
-        for item in CallDayItem.query(tenant, CallDayItem.key.startswith(card_prefix(entity))):
-            for call_key, kept in _calls_of(item).items():
-                have = found.get(call_key)
-                found[call_key] = (
-                    kept if have is None else KeptCall(merged(have.call, kept.call), have.touch or kept.touch)
-                )
-        return sorted(found.values(), key=lambda k: (k.call.started_at, k.call.key))
+        """Every kept call on a card, by start then key; a call kept on two days once. Its
+        card-days over its span (module docstring): one BatchGetItem per 100 days."""
+        spans = self._spans(tenant, [entity])
+        if entity not in spans:
+            return []
+        first, last = spans[entity]
+        items = CallDayItem.batch_get([(tenant, card_day_key(entity, d)) for d in days_between(first, last)])
+        return _by_card(items).get(entity, [])
 
     def totals(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, tuple[int, int]]:
-        """(attempts, touches) per card over all its days: one Query per card."""
-        found = {}
-        for entity in sorted(set(entities)):
-            kept = self.of_card(tenant, entity)
-            found[entity] = (len(kept), sum(1 for k in kept if k.touch))
-        return found
+        """(attempts, touches) per card over all its days: one Query of the tenant's card-days
+        over the cards' spans (a BatchGetItem of the card-days where that reads fewer items)."""
+        wanted = set(entities)
+        found: dict[EntityRef, list[KeptCall]] = {}
+        spans = self._spans(tenant, wanted)
+        if spans:
+            first = min(f for f, _ in spans.values())
+            last = max(last for _, last in spans.values())
+            keys = [
+                (tenant, card_day_key(entity, d))
+                for entity, (start, end) in spans.items()
+                for d in days_between(start, end)
+            ]
+            if len(keys) <= _BATCH_GET_KEYS:
+                found = _by_card(CallDayItem.batch_get(keys))
+            else:
+                query = CallDayItem.key.between(day_prefix(first), day_prefix(last) + "~")
+                found = _by_card(item for item in CallDayItem.query(tenant, query) if _card(item) in wanted)
+        return {entity: _counts(found.get(entity, [])) for entity in sorted(wanted)}
 
     def of_day(self, tenant: str, day: date) -> dict[EntityRef, list[KeptCall]]:
-        """Each card's kept calls of a local day: the day index's keys, then the items."""
-        keys = [(tenant, item.key) for item in CallDayItem.day_index.query(day_bucket(tenant, day))]
+        """Each card's kept calls of a local day: one Query (begins_with `calls#<day>#`)."""
         found = {}
-        for item in CallDayItem.batch_get(keys) if keys else ():
+        for item in CallDayItem.query(tenant, CallDayItem.key.startswith(day_prefix(day))):
             calls = _calls_of(item)
             if calls:
-                found[EntityRef.parse(item.entity or item.key.split("#")[1])] = list(calls.values())
+                found[_card(item)] = list(calls.values())
         return found
+
+    def _spans(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, tuple[date, date]]:
+        """The days each card's calls are looked for on: none when the tenant has no calls."""
+        wanted = sorted(set(entities))
+        last = self._edge_day(tenant, latest=True)
+        if not wanted or last is None:
+            return {}
+        arrived = {
+            EntityRef.parse(item.entity): first_call_day(datetime.fromtimestamp(item.created_at, UTC))
+            for item in LeadItem.batch_get(
+                [(tenant, e.key) for e in wanted], attributes_to_get=["entity", "created_at"]
+            )
+        }
+        earliest = None
+        if any(e not in arrived for e in wanted):
+            earliest = self._edge_day(tenant, latest=False)
+        spans = {}
+        for entity in wanted:
+            first = arrived.get(entity, earliest)
+            if first is not None and first <= last:
+                spans[entity] = (first, last)
+        return spans
+
+    @staticmethod
+    def _edge_day(tenant: str, *, latest: bool) -> date | None:
+        """The tenant's first or latest day with calls: one Query of one key."""
+        for item in CallDayItem.query(
+            tenant,
+            CallDayItem.key.between(FIRST_KEY, LAST_KEY),
+            scan_index_forward=not latest,
+            limit=1,
+            attributes_to_get=["tenant", "key"],
+        ):
+            return key_parts(item.key)[0]
+        return None
+
+
+# Card-days read by key at most, beyond which reading the cards' days whole is the cheaper read
+# (a key costs a read unit's half found or not; a Query, half a unit per 4 KB it reads).
+_BATCH_GET_KEYS = 100
+
+
+def _card(item: CallDayItem) -> EntityRef:
+    return key_parts(item.key)[1]
+
+
+def _counts(kept: list[KeptCall]) -> tuple[int, int]:
+    return len(kept), sum(1 for k in kept if k.touch)
+
+
+def _by_card(items: Iterable[CallDayItem]) -> dict[EntityRef, list[KeptCall]]:
+    """Each card's kept calls over these items, by start then key; a call on two days once."""
+    found: dict[EntityRef, dict[str, KeptCall]] = {}
+    for item in items:
+        calls = found.setdefault(_card(item), {})
+        for call_key, kept in _calls_of(item).items():
+            have = calls.get(call_key)
+            calls[call_key] = (
+                kept if have is None else KeptCall(merged(have.call, kept.call), have.touch or kept.touch)
+            )
+    return {
+        entity: sorted(calls.values(), key=lambda k: (k.call.started_at, k.call.key))
+        for entity, calls in found.items()
+    }

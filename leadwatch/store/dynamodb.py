@@ -206,6 +206,7 @@ class Store:
             rejection_checked=_dt(item.rejection_checked),
             plan_day=date.fromisoformat(item.plan_bucket.rpartition("#")[2]) if item.plan_bucket else None,
             deleted_at=_dt(item.deleted_at),
+            intake_stamped=bool(item.stamped),
         )
 
     def get_leads(self, tenant: str, entities: Iterable[EntityRef]) -> dict[EntityRef, LeadState]:
@@ -242,6 +243,7 @@ class Store:
             rejected_at=_ts(state.rejected_at),
             rejection_checked=_ts(state.rejection_checked),
             expires_at=state.created_at + self.retention(state.tenant),
+            stamped=state.intake_stamped or None,
         )
         return put_once(item, LeadItem.entity.does_not_exist())
 

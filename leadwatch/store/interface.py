@@ -156,7 +156,8 @@ class StoreProtocol(Protocol):
         ...
 
     def create_lead(self, state: LeadState, now: datetime, plan_day: date | None = None) -> bool:
-        """Store a new open card (due from `now`'s bucket at the latest); False, changing nothing, when it exists."""
+        """Store a new open card (due from `now`'s bucket at the latest), with its plan day and whether its intake
+        field is written (`intake_stamped`); False, changing nothing, when it exists."""
         ...
 
     def update_lead(self, state: LeadState) -> bool:

@@ -22,7 +22,7 @@ from leadwatch.events import Call, EntityRef
 
 # The value types still live beside the DynamoDB code (so importing this loads PynamoDB);
 # see the note in leadwatch.store.interface.
-from leadwatch.store.calls import KeptCall, card_day_key, card_prefix, merged
+from leadwatch.store.calls import KeptCall, card_day_key, day_prefix, first_call_day, key_parts, merged
 from leadwatch.store.dynamodb import (
     KEPT_REJECTS_PER_HOUR,
     MAX_KEPT_BODY,
@@ -92,6 +92,7 @@ class _Lead:
     rejected_at: float | None = None
     rejection_checked: float | None = None
     deleted_at: float | None = None
+    stamped: bool = False
 
     def state(self, tenant: str, entity: str) -> LeadState:
         return LeadState(
@@ -112,6 +113,7 @@ class _Lead:
             rejection_checked=_dt(self.rejection_checked),
             plan_day=date.fromisoformat(self.plan_bucket.rpartition("#")[2]) if self.plan_bucket else None,
             deleted_at=_dt(self.deleted_at),
+            intake_stamped=self.stamped,
         )
 
 
@@ -302,7 +304,7 @@ class MemoryStore:
         self._rejects: dict[str, dict[str, RejectRow]] = {}
         self._reject_counts: dict[str, dict[str, int]] = {}  # hour -> rejects kept in it
         self._leads: dict[str, dict[str, _Lead]] = {}
-        # "calls#<card>#<day>" -> call key -> the call kept and whether it is a touch, as CallDayItem.
+        # "calls#<day>#<card>" -> call key -> the call kept and whether it is a touch, as CallDayItem.
         self._call_days: dict[str, dict[str, dict[str, KeptCall]]] = {}
         self._stats: dict[str, dict[str, _Stat]] = {}  # "stats#timeliness#<day>#<manager>"
         self._checkpoints: dict[str, dict[str, str]] = {}
@@ -386,6 +388,7 @@ class MemoryStore:
             plan_bucket=_plan_bucket(state.tenant, plan_day or state.plan_day),
             rejected_at=_ts(state.rejected_at),
             rejection_checked=_ts(state.rejection_checked),
+            stamped=state.intake_stamped,
         )
         with self._lock:
             leads = self._part(self._leads, state.tenant)
@@ -492,10 +495,16 @@ class MemoryStore:
                 kept_calls[call.key] = KeptCall(replace(kept.call, record_url=call.record_url), kept.touch)
 
     def _of_card(self, tenant: str, entity: EntityRef) -> list[KeptCall]:
+        """As DynamoDB reads a card's calls: from its first call day on, if the card is held."""
         found: dict[str, KeptCall] = {}
         with self._lock:
+            lead = self._part(self._leads, tenant).get(entity.key)
+            first = None if lead is None else first_call_day(_at(lead.created_at))
             days = self._part(self._call_days, tenant)
-            for key in sorted(k for k in days if k.startswith(card_prefix(entity))):
+            for key in sorted(days):
+                day, card = key_parts(key)
+                if card != entity or (first is not None and day < first):
+                    continue
                 for call_key, kept in days[key].items():
                     have = found.get(call_key)
                     found[call_key] = (
@@ -529,12 +538,11 @@ class MemoryStore:
         return found
 
     def _of_day(self, tenant: str, day: date) -> dict[EntityRef, list[KeptCall]]:
-        suffix = f"#{day.isoformat()}"
         with self._lock:
             return {
-                EntityRef.parse(key.split("#")[1]): list(kept_calls.values())
+                key_parts(key)[1]: list(kept_calls.values())
                 for key, kept_calls in self._part(self._call_days, tenant).items()
-                if key.endswith(suffix) and kept_calls
+                if key.startswith(day_prefix(day)) and kept_calls
             }
 
     def day_counts(self, tenant: str, day: date) -> dict[EntityRef, tuple[int, int]]:

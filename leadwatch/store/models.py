@@ -108,6 +108,7 @@ class LeadItem(Model):
     rejection_checked = NumberAttribute(null=True)  # the rejected_at whose check is done
     expires_at = TTLAttribute(null=True)  # the tenant's retention after the card arrived
     deleted_at = NumberAttribute(null=True)  # the card was deleted in the CRM: no one watches it
+    stamped = BooleanAttribute(null=True)  # its intake field was written before it was stored
 
     due_index = DueIndex()
     plan_index = PlanIndex()
@@ -154,21 +155,8 @@ class StateItem(Model):
     refusals = NumberAttribute(null=True)
 
 
-class CallDayIndex(GlobalSecondaryIndex["CallDayItem"]):
-    """The card-day items of one tenant's local day (the daily report), and nothing else: only
-    card-day items carry `call_day`. Keys only, so a call added to an item that is already indexed
-    writes the table alone; the report reads the few items it lists."""
-
-    class Meta:
-        index_name = "calls-day-index"
-        projection = KeysOnlyProjection()
-
-    call_day = UnicodeAttribute(hash_key=True)
-    entity = UnicodeAttribute(range_key=True)
-
-
 class CallDayItem(Model):
-    """One card's calls of one local day (`calls#<card>#<day>`, leadwatch.store.calls), in the
+    """One card's calls of one local day (`calls#<day>#<card>`, leadwatch.store.calls), in the
     state table. Each call is a top-level map attribute `c#<call key>` (see leadwatch.store.calls
     for its fields): a new call is added to the item, whether it exists yet or not, in one
     UpdateItem (a map of calls would have to exist before a call could be set in it). PynamoDB
@@ -178,12 +166,8 @@ class CallDayItem(Model):
         table_name = "leadwatch-state"
 
     tenant = UnicodeAttribute(hash_key=True)
-    key = UnicodeAttribute(range_key=True)
-    entity = UnicodeAttribute(null=True)  # the card's key
-    call_day = UnicodeAttribute(null=True)  # "<tenant>#<local day>": the day index's key
+    key = UnicodeAttribute(range_key=True)  # the day and the card: no attribute repeats them
     expires_at = TTLAttribute(null=True)  # the tenant's retention after the day's first call
-
-    day_index = CallDayIndex()
 
     calls: dict[str, dict[str, Any]]
 

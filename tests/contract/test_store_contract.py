@@ -212,6 +212,7 @@ def test_a_created_card_reads_back_whole_in_utc(store):
         rejected_at=due - timedelta(minutes=1),
         rejection_checked=due - timedelta(minutes=1),
         plan_day=DAY,
+        intake_stamped=True,
     )
     assert store.create_lead(state, NOW)
     got = store.get_lead("t1", ref(1))
@@ -226,6 +227,19 @@ def test_a_created_card_is_open_whatever_the_state_says(store):
     got = store.get_lead("t1", ref(1))
     assert (got.verdict, got.verdict_at) == (None, None)
     assert [s.entity for _, s in store.due_leads("t1", NOW, since=DAY)] == [ref(1)]
+
+
+def test_a_cards_intake_stays_as_it_was_stored(store):
+    """Written before the card was stored, or not: later writes of the card leave that alone."""
+    store.create_lead(lead(1, intake_stamped=True), NOW)
+    store.create_lead(lead(2), NOW)
+    store.update_lead(lead(1, stage="IN_PROCESS", crm_modified_at=NOW))
+    store.note_dialing(lead(1, plan_day=DAY))
+    store.claim(lead(1), "a", NOW, HOLD)
+    store.close_verdict(lead(1), "on_time", "a", NOW, DAY.isoformat(), "7")
+    found = store.get_leads("t1", [ref(1), ref(2)])
+    assert (found[ref(1)].intake_stamped, found[ref(2)].intake_stamped) == (True, False)
+    assert found[ref(1)].stage == "IN_PROCESS" and found[ref(1)].verdict == "on_time"
 
 
 def test_the_plan_day_argument_wins_over_the_states(store):
@@ -583,6 +597,37 @@ def test_calls_of_one_card_only_in_time_order(store):
     assert store.touches_on("t1", DAY + timedelta(days=1)) == []
     assert store.day_counts("t1", DAY) == {ref(1): (3, 1), ref(10): (1, 1)}
     assert store.call_totals("t1", [ref(1), ref(10)]) == {ref(1): (3, 1), ref(10): (1, 1)}
+
+
+def test_a_cards_calls_are_read_from_two_days_before_it_arrived(store):
+    """A card's calls are looked for from two UTC days before it arrived (any time zone, a call
+    logged a moment before the card): one logged into the past before that counts on its day
+    only. A card leadwatch does not hold is read over every day with calls."""
+    store.create_lead(lead(42), NOW)  # arrived 07:45 UTC on DAY
+    early = DAY - timedelta(days=3)
+    store.record_call("t1", call(1, started_at=NOW - timedelta(days=3)), early, False, NOW)
+    store.record_call("t1", call(2, started_at=NOW - timedelta(days=2)), DAY - timedelta(days=2), False, NOW)
+    store.record_call("t1", call(3), DAY + timedelta(days=30), True, NOW)
+    assert store.day_counts("t1", early) == {ref(42): (1, 0)}
+    assert [c.key for c in store.calls_of("t1", ref(42))] == ["act2", "act3"]
+    assert totals(store) == (2, 1)
+    store.record_call("t1", call(4, entity=ref(7)), early, False, NOW)  # a card not held
+    assert [c.key for c in store.calls_of("t1", ref(7))] == ["act4"]
+    assert store.call_totals("t1", [ref(7), ref(8)]) == {ref(7): (1, 0), ref(8): (0, 0)}
+
+
+def test_the_totals_of_many_cards_count_each_cards_calls_over_its_days(store):
+    for n in range(60):
+        store.create_lead(lead(n), NOW)
+        store.record_call("t1", call(n, entity=ref(n)), DAY, n % 3 == 0, NOW)
+        if n % 2 == 0:
+            store.record_call("t1", call(100 + n, entity=ref(n)), DAY + timedelta(days=1), False, NOW)
+    store.record_call("t1", call(999, entity=ref(500)), DAY - timedelta(days=5), True, NOW)  # not held
+    store.record_call("t2", call(1, entity=ref(1)), DAY, True, NOW)  # another tenant
+    cards = [ref(n) for n in range(60)] + [ref(500), ref(501)]
+    expected = {ref(n): (2 if n % 2 == 0 else 1, 1 if n % 3 == 0 else 0) for n in range(60)}
+    assert store.call_totals("t1", cards) == expected | {ref(500): (1, 1), ref(501): (0, 0)}
+    assert store.call_totals("t1", []) == {}
 
 
 def test_the_plan_index_returns_the_cards_of_a_plan_day(store):
@@ -1218,7 +1263,7 @@ def test_a_tenants_rows_expire_after_its_retention(store):
     month = (NOW + timedelta(days=30)).timestamp()
     assert LeadItem.get("t1", "lead:1").expires_at.timestamp() == state.created_at.timestamp() + 30 * 86400
     # Set by the day's first call, not moved by later ones.
-    assert CallDayItem.get("t1", f"calls#lead:1#{DAY}").expires_at.timestamp() == month
+    assert CallDayItem.get("t1", f"calls#{DAY}#lead:1").expires_at.timestamp() == month
     assert StateItem.get("t1", f"stats#timeliness#{DAY}#7").expires_at.timestamp() == (
         state.created_at.timestamp() + 30 * 86400
     )

@@ -174,28 +174,40 @@ def test_aws_setup_adds_the_indexes_a_new_release_brings(capsys):
         assert main(["aws-setup"]) == 0  # and again: nothing left to add
 
 
-def test_aws_setup_gives_an_older_state_table_the_calls_day_index():
-    """A state table made before calls were kept per card and day (no index at all) gets the day index."""
+def test_aws_setup_leaves_an_older_state_tables_day_index_alone():
+    """The state table has no index since a day's calls are keyed day first; a table made by an
+    older release keeps its calls-day-index (nothing writes it any more) until deleted by hand."""
     import boto3
     from moto import mock_aws
 
     from leadwatch.store.schema import table_definitions
 
     props = next(p for p in table_definitions().values() if p["TableName"] == "leadwatch-state")
+    assert "GlobalSecondaryIndexes" not in props
+    old_index = {
+        "IndexName": "calls-day-index",
+        "KeySchema": [
+            {"AttributeName": "call_day", "KeyType": "HASH"},
+            {"AttributeName": "entity", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    }
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(
             TableName="leadwatch-state",
             AttributeDefinitions=[
-                a for a in props["AttributeDefinitions"] if a["AttributeName"] in ("tenant", "key")
+                *props["AttributeDefinitions"],
+                {"AttributeName": "call_day", "AttributeType": "S"},
+                {"AttributeName": "entity", "AttributeType": "S"},
             ],
             KeySchema=props["KeySchema"],
+            GlobalSecondaryIndexes=[old_index],
             BillingMode="PAY_PER_REQUEST",
         )
         assert main(["aws-setup"]) == 0
         indexes = client.describe_table(TableName="leadwatch-state")["Table"]["GlobalSecondaryIndexes"]
         assert {i["IndexName"] for i in indexes} == {"calls-day-index"}
-        assert main(["aws-setup"]) == 0
 
 
 def test_processes_lists_each_process_with_what_it_declares(capsys):

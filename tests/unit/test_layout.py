@@ -50,7 +50,7 @@ def test_each_process_is_one_folder_and_its_declaration_resolves():
     for process in registry:
         folder = ROOT / "workflows" / process.name
         assert (folder / "process.py").is_file() and (folder / "__init__.py").is_file()
-        references = [process.config, process.on_events, process.reconcile, process.check]
+        references = [process.config, process.on_events, process.reconcile, process.check, process.new_card]
         references += [s.run for s in process.schedules] + [q.run for q in process.queries]
         for reference in filter(None, references):
             assert callable(resolve(reference)), reference

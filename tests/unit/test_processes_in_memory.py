@@ -126,6 +126,11 @@ def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
     assert (tenant, sweep.closed, sweep.late, sweep.wake_at) == ("acme-b24", 1, 1, None)
     assert crm.writes[-1] == ("lead:42", {"UF_CRM_1704817301": "N"})
     assert len(telegram.sent) == 1 and "Sofa" in telegram.sent[0]
+    # The verdict field was written under the sweep's claim on the card, whose close records it:
+    # no ledger row of its own (the alert, sent without a hold on it, has one).
+    ledger = ctx.store.ledger
+    assert ledger.entries("acme-b24", ["verdict:acme-b24:lead:42"]) == {}
+    assert ledger.done("acme-b24", ["alert:late:acme-b24:lead:42"]) == {"alert:late:acme-b24:lead:42"}
 
     junked = TUESDAY_10 + timedelta(minutes=30)
     clock.set(junked)
@@ -142,6 +147,69 @@ def test_a_late_lead_then_junked_without_calls_on_the_memory_store():
     )
     assert ctx.store.get_lead("acme-b24", CARD).stage == "JUNK"
     assert len(telegram.sent) == 2
+
+
+def test_a_new_card_is_stored_once_with_its_intake_written_and_its_plan_day():
+    """The intake field is written before the card is stored, and the card is stored saying so,
+    with dialing's plan day: one write of the card, no ledger row, and no later event asks again."""
+    clock, crm, telegram = SimClock(TUESDAY_10), StubCrm(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    store = ctx.store
+    writes: list[str] = []
+    for name in ("create_lead", "update_lead", "note_dialing"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *a, _real=real, _name=name, **k: writes.append(_name) or _real(*a, **k))
+    crm.cards[CARD] = card("NEW", TUESDAY_10)
+    assert handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")]).failed == []
+    state = store.get_lead("acme-b24", CARD)
+    assert (state.intake_stamped, state.plan_day, writes) == (True, TUESDAY_10.date(), ["create_lead"])
+    assert store.ledger.entries("acme-b24", ["intake:acme-b24:lead:42"]) == {}
+    # The CRM's echo of that write, and a change of the card: the intake is not written again.
+    assert (
+        handle(ctx, [event(EventKind.LEAD_CHANGED, "NEW", TUESDAY_10 + timedelta(seconds=5), "e2")]).failed
+        == []
+    )
+    assert (
+        handle(
+            ctx, [event(EventKind.STAGE_CHANGED, "IN_PROCESS", TUESDAY_10 + timedelta(minutes=3), "e3")]
+        ).failed
+        == []
+    )
+    assert [w for w in crm.writes if "UF_CRM_1704817278" in w[1]] == [
+        ("lead:42", {"UF_CRM_1704817278": TUESDAY_10})
+    ]
+    assert store.ledger.entries("acme-b24", ["intake:acme-b24:lead:42"]) == {}
+
+
+def test_an_intake_write_that_failed_is_written_by_the_next_sighting_through_the_ledger():
+    from crm_adapters.base import CrmUnavailable
+
+    class Failing(StubCrm):
+        down = True
+
+        def set_fields(self, writes) -> WriteResult:
+            if self.down:
+                return WriteResult(failed={w.effect_id: CrmUnavailable("CRM is down") for w in writes})
+            return super().set_fields(writes)
+
+    clock, crm, telegram = SimClock(TUESDAY_10), Failing(), StubNotifier()
+    ctx = context(clock, crm, telegram)
+    crm.cards[CARD] = card("NEW", TUESDAY_10)
+    assert handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")]).failed == ["e1"]
+    state = ctx.store.get_lead("acme-b24", CARD)
+    assert state is not None and not state.intake_stamped  # stored all the same, without it
+    crm.down = False
+    clock.set(TUESDAY_10 + timedelta(minutes=1))
+    assert handle(ctx, [event(EventKind.LEAD_CREATED, "NEW", TUESDAY_10, "e1")]).failed == []  # the retry
+    assert crm.writes == [("lead:42", {"UF_CRM_1704817278": TUESDAY_10})]
+    assert ctx.store.ledger.done("acme-b24", ["intake:acme-b24:lead:42"]) == {"intake:acme-b24:lead:42"}
+    assert (
+        handle(
+            ctx, [event(EventKind.STAGE_CHANGED, "IN_PROCESS", TUESDAY_10 + timedelta(minutes=3), "e3")]
+        ).failed
+        == []
+    )
+    assert len(crm.writes) == 1
 
 
 def _many_late(ctx: Context, crm: StubCrm, count: int, title: str = "Lead") -> None:
@@ -218,6 +286,8 @@ def test_a_verdict_whose_alert_failed_stands_when_the_sweep_comes_back():
     assert (sweep.closed, sweep.retried_later) == (0, 1)
     assert ctx.store.get_lead("acme-b24", CARD).pending_verdict == "late"
     assert crm.writes[-1] == ("lead:42", {"UF_CRM_1704817301": "N"})
+    # Let go undone, the card's written verdict field is recorded in the ledger by the sweep.
+    assert ctx.store.ledger.done("acme-b24", ["verdict:acme-b24:lead:42"]) == {"verdict:acme-b24:lead:42"}
     # The manager's stage change, made before the control time, arrives only now.
     taken = TUESDAY_10 + timedelta(minutes=10)
     crm.cards[CARD] = card("IN_PROCESS", taken)

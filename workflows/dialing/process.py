@@ -35,6 +35,7 @@ PROCESS = Process(
         "call.ended",
     ),
     reconcile="workflows.dialing.report:reconcile_calls",
+    new_card="workflows.dialing.service:new_card",
     schedules=(
         Schedule(
             name="report",
@@ -67,11 +68,7 @@ PROCESS = Process(
     ),
     state=(
         StateDecl("leads", "<card key>: plan day, rejection moment", ("plan-index",)),
-        StateDecl(
-            "state",
-            "calls#<card>#<day> (a card's calls of a day), checkpoint#dialing-*",
-            ("calls-day-index",),
-        ),
+        StateDecl("state", "calls#<day>#<card> (a card's calls of a day), checkpoint#dialing-*"),
         StateDecl("journal", "improper_rejection violations"),
     ),
     effects=("Notify", "RecordViolation"),
@@ -81,7 +78,12 @@ PROCESS = Process(
     # The effect ledger and the journal rows of its effects are the framework's, and so is feeding
     # the calls it reconciles through the queue (leadwatch.iam).
     permissions=(
-        Permission("worker", "table:leads", ("BatchGetItem", "UpdateItem"), "plan day, rejection"),
+        Permission(
+            "worker",
+            "table:leads",
+            ("BatchGetItem", "UpdateItem"),
+            "plan day, rejection; when a card arrived",
+        ),
         Permission(
             "worker",
             "table:state",
@@ -89,8 +91,7 @@ PROCESS = Process(
             "calls held already; calls (a merge re-reads its item); a card's calls",
         ),
         Permission("report", "index:leads/plan-index", ("Query",), "the leads in plan"),
-        Permission("report", "index:state/calls-day-index", ("Query",), "the cards with calls that day"),
-        Permission("report", "table:leads", ("BatchGetItem",), "titles of touched cards"),
+        Permission("report", "table:leads", ("BatchGetItem",), "titles of touched cards; when cards arrived"),
         Permission(
             "report",
             "table:state",
@@ -101,7 +102,6 @@ PROCESS = Process(
             "reconcile", "table:state", ("BatchGetItem", "GetItem", "PutItem"), "known calls, checkpoint"
         ),
         Permission("api", "index:leads/plan-index", ("Query",), "the report"),
-        Permission("api", "index:state/calls-day-index", ("Query",), "the report"),
         Permission("api", "table:leads", ("BatchGetItem",), "a card; titles"),
         Permission(
             "api", "table:state", ("BatchGetItem", "Query"), "a card's calls; the day's calls, totals"

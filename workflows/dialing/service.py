@@ -108,6 +108,13 @@ def on_events(
     return {message.message_id for message, _, entity, _ in snapshots if entity in unfinished}
 
 
+def new_card(ctx: Context, config: TenantConfig, state: LeadState) -> LeadState:
+    """Day 1 of a new card's plan, stored with the card (`Process.new_card`)."""
+    if state.plan_day is not None:
+        return state
+    return replace(state, plan_day=dialing.first_plan_day(state.due_at, ctx.calendar(config).tz))
+
+
 def _is_current(
     modified: datetime | None,
     entity: EntityRef,

@@ -96,9 +96,10 @@ def observe(
 ) -> Decision:
     """A card as the CRM shows it: intake it if new, else track stage, owner and processing.
 
-    The intake stamp is asked for on every sighting: the executor's ledger turns
-    it into a no-op once written, and so a write that failed the first time is
-    retried by the next event about the card.
+    The intake stamp is asked for on every sighting of an open card not stored with it
+    written (`intake_stamped`): the executor's ledger turns it into a no-op once
+    written, and so a write that failed the first time is retried by the next event
+    about the card.
     """
     if state is None:
         created = snapshot.created_at
@@ -117,7 +118,7 @@ def observe(
         )
         return Decision(state=state, effects=[intake_stamp(state, rules)], created=True)
 
-    stamp: list[Effect] = [intake_stamp(state, rules)] if state.open else []
+    stamp: list[Effect] = [intake_stamp(state, rules)] if state.open and not state.intake_stamped else []
     # An older sighting (out-of-order amoCRM hooks, a slow reconciliation) must not roll the card back.
     if snapshot.modified_at and state.crm_modified_at and snapshot.modified_at < state.crm_modified_at:
         return Decision(effects=stamp)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from leadwatch import executor
 from leadwatch.events import Activity, Call, CrmEvent, EntityRef, EventKind
+from leadwatch.process import new_card_fields
 from workflows.timeliness import rules as timeliness
 
 if TYPE_CHECKING:
@@ -66,16 +67,28 @@ def on_events(
             decision = timeliness.observe_activity(current.get(entity), activity, rules)
             _apply(decision, entity, current, created, changed)
 
+    # A new card's intake field is written before the card is stored, and the card is stored
+    # saying so: no later sighting asks for it, and the ledger keeps no claim or row of it (two
+    # writes a card). Unclaimed (`held`), so two workers taking the same new card in at once may
+    # both write it: the same value. One that fails is claimed and counted as any, and the card is
+    # stored without it, so the next sighting asks again through the ledger.
+    first_ids = {timeliness.intake_effect_id(tenant, entity) for entity in created}
+    first = executor.perform(ctx, config, [e for e in all_effects if e.effect_id in first_ids], held=created)
     for entity in sorted(created | changed):
         state = current[entity]
         assert state is not None
-        if entity in created and ctx.store.create_lead(state, now):
-            # The sweep's job for this tenant must run by the card's control time.
-            ctx.wake(tenant, "timeliness", "sweep", max(state.due_at, now))
-            continue
+        if entity in created:
+            stamped = timeliness.intake_effect_id(tenant, entity) in first.done - first.gave_up.keys()
+            # The other processes' own fields of a new card go in with it (dialing's plan day).
+            new = new_card_fields(ctx, config, replace(state, intake_stamped=stamped))
+            if ctx.store.create_lead(new, now):
+                # The sweep's job for this tenant must run by the card's control time.
+                ctx.wake(tenant, "timeliness", "sweep", max(state.due_at, now))
+                continue
         ctx.store.update_lead(state)
-    outcome = executor.perform(ctx, config, all_effects)
-    return {message_id for message_id, ids in effects_of.items() if not outcome.all_done(ids)}
+    outcome = executor.perform(ctx, config, [e for e in all_effects if e.effect_id not in first_ids])
+    done = outcome.done | first.done
+    return {message_id for message_id, ids in effects_of.items() if not all(i in done for i in ids)}
 
 
 def call_activity(call: Call) -> Activity:

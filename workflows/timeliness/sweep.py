@@ -23,6 +23,7 @@ from leadwatch import executor, observability
 from leadwatch.cards import LeadState
 from leadwatch.config import TenantConfig
 from leadwatch.context import Context
+from leadwatch.effects import SetCardFields
 from leadwatch.messages import writer_for
 from workflows.timeliness import rules as timeliness
 
@@ -99,10 +100,19 @@ def sweep_tenant(ctx: Context, config: TenantConfig, now: datetime, budget: Any 
             (day, replace(state, pending_verdict=verdict), verdict, [e.effect_id for e in lead_effects])
         )
         effects.extend(lead_effects)
-    outcome = executor.perform(ctx, config, effects, budget) if effects else executor.Outcome()
+    # The cards claimed above are this sweep's until it closes or releases them: their verdict
+    # fields are written without a ledger claim or row (leadwatch.executor._write_cards).
+    held = [state.entity for _, state, _, _ in plans]
+    outcome = executor.perform(ctx, config, effects, budget, held) if effects else executor.Outcome()
+    writes = {e.effect_id for e in effects if isinstance(e, SetCardFields)}
     for day, state, verdict, ids in plans:
         if not outcome.all_done(ids):
             still_open.add(day)
+            # Its verdict field, written now under the card's claim, left no ledger row (closing
+            # the card records it): record it, so the next sweep does not write it again.
+            written = [i for i in ids if i in writes and i in outcome.done and i not in outcome.gave_up]
+            if written:
+                store.mark_effects(config.tenant, written, now)
             store.release(state, token)
             report.retried_later += 1
             for effect_id in ids:
