@@ -177,7 +177,8 @@ class StoreProtocol(Protocol):
     def record_call(self, tenant: str, call: Call, day: date, touch: bool, now: datetime) -> bool:
         """Keep the call on its card and `day` (a touch if `touch`), once whatever the paths, merging what a later
         report tells more (longest duration, first recording, first word on answering; a touch stays one); True when
-        it was new on `day`."""
+        it was new on `day` (best effort: a retried request whose first answer was lost says False; nothing counts
+        by it)."""
         ...
 
     def record_calls(

