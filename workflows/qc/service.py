@@ -1,7 +1,8 @@
 """Quality control at work: the worker's card events, the deadline sweep, the pages' decisions.
 
-**Rejections.** Each card's last known place is kept (`card#<card>`: in a failure stage or not, as
-of the CRM's modification time); a card seen entering a failure stage of a QC funnel, or seen for
+**Rejections.** Each rejected card's last known place is kept (`card#<card>`: in a failure stage or
+not, as of the CRM's modification time; a card never seen rejected costs one read an event and no
+write); a card seen entering a failure stage of a QC funnel, or seen for
 the first time already there, is a rejection: noted once for the audit and, with a `check`
 reason, a review is opened and started (the manager's task). Edits of a card that stays rejected
 start nothing; a card that comes back and is rejected again is a new rejection. Out-of-order
@@ -197,8 +198,12 @@ def observe(t: Tenant, card: LeadSnapshot, now: datetime) -> bool:
     failing = routing.action != "none"
     seen = card.modified_at or card.stage_changed_at or now
     rejected_at: datetime | None = None
+    was_failing = False
     for _ in range(ATTEMPTS):
         record = t.reviews.state.get(t.config.tenant, CARD + card.entity.key)
+        if record is None and not failing:
+            # Never seen rejected: nothing to keep, nothing open (one read per event of most cards).
+            return True
         kept = record.value if record is not None else None
         was_failing = bool(kept and kept["failing"])
         if kept is not None:
@@ -208,7 +213,11 @@ def observe(t: Tenant, card: LeadSnapshot, now: datetime) -> bool:
             # and an echo of an earlier save can come in after the rejection.
             if kept_seen > seen or (kept_seen == seen and was_failing and not failing):
                 return True
-        value = {"failing": failing, "stage": card.stage, "seen": seen.astimezone(UTC).isoformat()}
+        value: dict[str, Any] = {
+            "failing": failing,
+            "stage": card.stage,
+            "seen": seen.astimezone(UTC).isoformat(),
+        }
         if kept is not None and kept.get("rejected_at") and failing and was_failing:
             value["rejected_at"] = kept["rejected_at"]
         if failing and not was_failing:
@@ -228,16 +237,22 @@ def observe(t: Tenant, card: LeadSnapshot, now: datetime) -> bool:
     else:
         return False
     if not failing:
+        if not was_failing:
+            return True  # back in work before, or an edit since: its reviews were ended then
         return _end_reviews(
             t, card.entity, now, lambda r: rules.card_changed(r, card.stage, card.pipeline, now, t.rules)
         )
     if rejected_at is None:
-        # Still rejected: make sure the review of this rejection got going (a crash, a retry).
-        kept_at = t.reviews.state.get(t.config.tenant, CARD + card.entity.key)
-        at = kept_at.value.get("rejected_at") if kept_at is not None else None
-        if at is None or routing.action != "check":
+        # Still rejected: make sure the review of this rejection got going (a crash, a retry);
+        # one read when it did, and the sweep performs whatever it left pending.
+        kept_at = value.get("rejected_at")
+        if not isinstance(kept_at, str) or routing.action != "check":
             return True
-        return _open(t, card, routing, datetime.fromisoformat(at), now)
+        at = datetime.fromisoformat(kept_at)
+        stored = t.reviews.get(rules.review_id(card.entity, at))
+        if stored is not None and stored.review.status is not rules.Status.OPENED:
+            return True
+        return _open(t, card, routing, at, now)
     if _note_rejection(t, card, routing, rejected_at, now):
         from workflows.qc.audit import AuditRules, next_audit_at
 
