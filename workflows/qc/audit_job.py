@@ -134,7 +134,7 @@ def _spot_checks(
     return made
 
 
-def audit_query(ctx: Context, config: TenantConfig, today: date, **params: Any) -> QueryResult:
+def audit_query(ctx: Context, config: TenantConfig, today: date, params: dict[str, Any]) -> QueryResult:
     """`qc-audit`: one week's audit, the last complete one by default."""
     week, format = params.get("week"), params.get("format")
     t = Tenant.of(ctx, config)
