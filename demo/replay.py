@@ -15,6 +15,7 @@ from typing import Protocol
 from demo.week import MSK, Action, PlannedLead
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, CrmDriver, LocalStack
 
+QC_SWEEP_EVERY = 5  # minutes
 # The demo's two tenants and the CRM id of each one's first manager (amoCRM's user ids are long).
 DEMO_TENANTS = {B24_TENANT: 1, AMO_TENANT: 9100001}
 
@@ -44,8 +45,8 @@ def replay(
     queue side by side (as Lambda runs them). `report` is told each tenth of the way done (the
     slow tests show it, as the demo shows its progress bar). `people` act each minute on what the
     CRM asks of them (True: someone did something, such as a page submitted); `qc` runs quality
-    control's schedules: the deadline sweep every working minute and after people acted (a page
-    wakes it at once), the weekly audit every hour.
+    control's schedules: the deadline sweep every few working minutes and after people acted (a
+    page wakes it at once), the weekly audit every hour.
     """
     from tqdm import tqdm
 
@@ -101,7 +102,9 @@ def replay(
             if working and minute % sweep_every == 0:
                 sweep()
             if qc is not None:
-                if working or busy:
+                # Its control points are working time and a page wakes it at once: every fifth
+                # working minute (its docs' pace where something is due) and after people acted.
+                if busy or (working and minute % QC_SWEEP_EVERY == 0):
                     qc.sweep()
                 if minute % 60 == 0:
                     qc.audit()
