@@ -410,7 +410,7 @@ QC_TEXTS: dict[Lang, dict[str, str]] = {
         "(ждут ответов {awaiting_answers}, ждут решения {awaiting_review}); выборочных проверок после аудита: {spot}",
         "late": "ответов с опозданием: {answer_late}, решений с опозданием: {review_late}; напоминаний: {reminded}; "
         "эскалаций руководителю в Telegram: {escalated}",
-        "audit": "Аудит причин за неделю {week}, как его прочёл руководитель:",
+        "audit": "Аудит причин за неделю {week} (`qc-audit`; руководитель получил его в понедельник):",
         "journal": "Журнал нарушений {first} – {last} по типам (все процессы):",
     },
     "en": {
@@ -420,7 +420,7 @@ QC_TEXTS: dict[Lang, dict[str, str]] = {
         "(awaiting answers {awaiting_answers}, awaiting a decision {awaiting_review}); spot checks after the audit: {spot}",
         "late": "answers late: {answer_late}, decisions late: {review_late}; reminders: {reminded}; "
         "escalations to the head in Telegram: {escalated}",
-        "audit": "The reason audit of week {week}, as the head read it:",
+        "audit": "The reason audit of week {week} (`qc-audit`; the head got it on Monday):",
         "journal": "The violation journal {first} .. {last} by type (all processes):",
     },
 }
