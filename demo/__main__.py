@@ -18,10 +18,14 @@ import json
 import random
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from demo import qc
+from demo.rejections import plan_rejections
 from demo.replay import DEMO_TENANTS, lose_some_webhooks, replay
 from demo.week import DAYS, WEEK_START, PlannedLead, demo_week, on_time_by_plan, tally_calls
 from leadwatch import i18n
@@ -32,13 +36,11 @@ from leadwatch.testing import snapshot
 from leadwatch.testing.stack import (
     AMO_TENANT,
     B24_TENANT,
-    AmoDriver,
-    BitrixDriver,
-    CrmDriver,
     LocalStack,
     SimClock,
 )
 from workflows.dialing.messages import REJECTION_ALERT, REPORT
+from workflows.qc.messages import OVERDUE
 from workflows.timeliness.messages import LATE_ALERT
 from workflows.timeliness.messages import TEXTS as TIMELINESS_TEXTS
 from workflows.timeliness.messages import table as timeliness_table
@@ -95,15 +97,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class Marks:
+    """Counters as the week began: what the days before it left in the fakes is not the week's."""
+
+    telegram: int = 0
+    bitrix_calls: int = 0
+    amo_calls: int = 0
+    webhooks: int = 0
+
+    @classmethod
+    def of(cls, stack: LocalStack) -> Marks:
+        return cls(
+            len(stack.telegram.messages),
+            len(stack.bitrix.requests("/rest/")),
+            len(stack.amo.requests("/api/v4/")),
+            len(stack.webhook_answers),
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    clock = SimClock(WEEK_START - timedelta(minutes=1))
     week = demo_week(
         DEMO_TENANTS, seed=args.seed, leads_per_day=args.leads_per_day, managers=args.managers, days=args.days
     )
+    # The week's rejections get their reasons (and a few more happen); the days before it are planned.
+    plan = plan_rejections(week, args.seed)
     calendar, leads, actions = week.calendar, week.leads, week.actions
-    end, settle_until, names = week.end, week.settle_until, week.names
+    end, settle_until = week.end, week.settle_until
+    names = week.names | {user: name for people in qc.REVIEWERS.values() for user, name in people.items()}
     tally_calls(actions, settle_until)
+    clock = SimClock(plan.history_start)
 
     # Calls planned after the replay stops are not made; the header counts what the end reports.
     calls = sum(lead.calls for lead in leads)
@@ -111,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         f"leadwatch demo: {len(leads)} leads and {calls} calls "
         f"for {2 * args.managers} managers in two CRMs, leads arriving "
         f"{WEEK_START:%a %d %b} .. {end - timedelta(days=1):%a %d %b %Y} (Europe/Moscow), seed {args.seed};\n"
-        f"the replay runs on to {settle_until:%a %d %b %H:%M}, when the last of them falls due"
+        f"the replay runs on to {settle_until:%a %d %b %H:%M}, when the last of them falls due;\n"
+        f"{sum(1 for lead in leads if lead.rejected_at)} of them are rejected ({plan.declined} after a client said no "
+        "on a call), and one manager in each CRM rejects into reasons nobody reviews: "
+        + ", ".join(f"{m.name} ({tenant})" for tenant, m in plan.dumpers.items())
     )
     print("starting moto (DynamoDB, SQS) and fake Bitrix24, amoCRM and Telegram servers on 127.0.0.1 ...")
     started = time.monotonic()
@@ -119,14 +146,31 @@ def main(argv: list[str] | None = None) -> int:
     with LocalStack(
         clock, http=True, crm_rate_scale=args.rate_scale, real_sleep=True, managers=names
     ) as stack:
-        drivers: dict[str, CrmDriver] = {
-            B24_TENANT: BitrixDriver(stack.bitrix),
-            AMO_TENANT: AmoDriver(stack.amo),
-        }
+        qc.install(stack)
+        drivers = qc.drivers(stack)
+        people = qc.people_for(stack, plan, leads, week.teams, args.seed)
+        schedules = qc.QcSchedules(stack)
+        print(
+            f"first the {sum(1 for a in plan.history if a.kind == 'reject')} rejections of the days before "
+            f"(from {plan.history_start:%a %d %b}), the baseline of the weekly reason audit ..."
+        )
+        history_started = time.monotonic()
+        history = qc.replay_history(stack, plan, drivers, people, schedules)
+        history["seconds"] = round(time.monotonic() - history_started, 1)
+        people.stats = {tenant: Counter() for tenant in people.stats}
+        schedules.reset()
+        marks = Marks.of(stack)
+        stack.clock.set(WEEK_START - timedelta(minutes=1))
         lose_some_webhooks(stack, args.drop, drop_rng)
-        replay(stack, calendar, actions, drivers, settle_until, reports=True)
-        report = build_report(stack, leads, drivers, calendar, args, time.monotonic() - started)
+        replay(stack, calendar, actions, drivers, settle_until, reports=True, people=people, qc=schedules)
+        report = build_report(stack, leads, drivers, calendar, args, time.monotonic() - started, marks)
+        quality = qc.qc_report(
+            stack, plan, leads, people, schedules, WEEK_START.date(), settle_until.date(), history
+        )
         saved = snapshot.save(stack.dynamodb, args.out / "state", stack.tenants_dir, stack.secrets)
+    report["text"] += "\n\n" + quality["text"]
+    report["markdown"] += "\n## Quality control of rejections\n\n" + quality["markdown"] + "\n"
+    report["data"]["qc"] = quality["data"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(report["markdown"], encoding="utf-8")
     (args.out / "report.json").write_text(
@@ -135,16 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     print(report["text"])
     print(f"\nreport written to {args.out / 'report.md'} and {args.out / 'report.json'}")
     lead = next(lead.crm_id for lead in leads if lead.tenant == B24_TENANT and lead.crm_id)
-    print(asking(args.out / "state", saved, WEEK_START.date(), last_day(args), lead))
+    print(asking(args.out / "state", saved, WEEK_START.date(), last_day(args), lead, plan.audited.key))
     data = report["data"]
-    return 0 if data["mismatches"] == 0 and data["dialing"]["mismatches"] == 0 else 1
+    clean = data["mismatches"] == 0 and data["dialing"]["mismatches"] == 0 and data["qc"]["mismatches"] == 0
+    return 0 if clean else 1
 
 
 def last_day(args: argparse.Namespace) -> date:
     return (WEEK_START + timedelta(days=args.days - 1)).date()
 
 
-def asking(state: Path, items: int, first: date, last: date, lead: str) -> str:
+def asking(state: Path, items: int, first: date, last: date, lead: str, week: str) -> str:
     """How to ask the CLI and the read API about this run, with this run's tenants and days."""
     cli = f".venv/bin/leadwatch --state {state}"
     return "\n".join(
@@ -154,13 +199,15 @@ def asking(state: Path, items: int, first: date, last: date, lead: str) -> str:
             f"  {cli} dialing {AMO_TENANT} --date {first + timedelta(days=1)}",
             f"  {cli} calls {B24_TENANT} {lead}",
             f"  {cli} violations {B24_TENANT} --from {first} --to {last}",
+            f"  {cli} violations {AMO_TENANT} --type qc_returned_to_work --from {first} --to {last + timedelta(days=1)}",
+            f"  {cli} qc-audit {B24_TENANT} --week {week}",
             f"  {cli} serve      # the read API on http://127.0.0.1:8000, for curl (it prints the keys)",
         ]
     )
 
 
 def build_report(
-    stack: LocalStack, leads: list[PlannedLead], drivers, calendar, args, elapsed: float
+    stack: LocalStack, leads: list[PlannedLead], drivers, calendar, args, elapsed: float, marks: Marks
 ) -> dict:
     first = WEEK_START.date()
     last = last_day(args)
@@ -197,14 +244,15 @@ def build_report(
         want = ("Y" if on_time else "N") if lead.tenant == B24_TENANT else ("Yes" if on_time else "No")
         if value != want:
             mismatches.append((lead.key, lead.crm_id, value, want))
-    messages = len(stack.telegram.messages)
-    b24_calls = len(stack.bitrix.requests("/rest/"))
-    amo_calls = len(stack.amo.requests("/api/v4/"))
+    messages = len(stack.telegram.messages) - marks.telegram
+    b24_calls = len(stack.bitrix.requests("/rest/")) - marks.bitrix_calls
+    amo_calls = len(stack.amo.requests("/api/v4/")) - marks.amo_calls
+    webhooks = len(stack.webhook_answers) - marks.webhooks
     facts = [
-        f"leads: {len(leads)}; late by the plan's truth: {expected_late}; Telegram alerts sent: {messages}",
+        f"leads: {len(leads)}; late by the plan's truth: {expected_late}; Telegram messages sent this week: {messages}",
         f"verdicts in the CRM cards matching the plan: {len(leads) - len(mismatches)}/{len(leads)}",
         f"webhooks lost on the way: {len(stack.dropped)} (their leads were found by reconciliation)",
-        f"CRM API calls: Bitrix24 {b24_calls}, amoCRM {amo_calls}; webhooks answered: {len(stack.webhook_answers)}",
+        f"CRM API calls this week: Bitrix24 {b24_calls}, amoCRM {amo_calls}; webhooks answered: {webhooks}",
         f"wall time: {elapsed:.0f} s",
     ]
     if mismatches:
@@ -219,9 +267,9 @@ def build_report(
         amo_calls=amo_calls,
         wall_seconds=round(elapsed, 1),
     )
-    dialing = dialing_section(stack, leads, calendar, args)
+    dialing = dialing_section(stack, leads, calendar, args, marks)
     data["dialing"] = dialing["data"]
-    samples = sample_messages(stack)
+    samples = sample_messages(stack, marks)
     text = (
         "\n\n".join(sections_text)
         + "\n\n"
@@ -245,7 +293,7 @@ def build_report(
     return {"text": text, "markdown": markdown, "data": data}
 
 
-def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args) -> dict:
+def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args, marks: Marks) -> dict:
     """Per manager over the week's report days, from the read API; every counter checked against the plan."""
     first = WEEK_START.date()
     days = calendar.working_days(first, first + timedelta(days=args.days - 1))
@@ -287,8 +335,9 @@ def dialing_section(stack: LocalStack, leads: list[PlannedLead], calendar, args)
     flagged = sum(row["improper"] for per in rows.values() for row in per.values())
     if flagged != planned_improper:
         mismatches.append(("improper rejections", flagged, planned_improper))
-    reports = [m for m in stack.telegram.messages if REPORT.of(m.text)]
-    alerts = [m for m in stack.telegram.messages if REJECTION_ALERT.of(m.text)]
+    week_messages = stack.telegram.messages[marks.telegram :]
+    reports = [m for m in week_messages if REPORT.of(m.text)]
+    alerts = [m for m in week_messages if REJECTION_ALERT.of(m.text)]
     calls = sum(lead.calls for lead in leads)
     facts = [
         f"calls: {calls}, counted on their cards as planned: "
@@ -410,15 +459,16 @@ def table_markdown(title: str, rows: list[dict], lang: Lang) -> str:
 SAMPLE_LINES = 16  # of a long message (a report) shown in the demo's output
 
 
-def sample_messages(stack: LocalStack) -> dict[str, str]:
-    """One late alert, one daily report and one improper-rejection alert of each tenant, as the
-    head read them in Telegram (tags removed), in plain text and as Markdown."""
+def sample_messages(stack: LocalStack, marks: Marks) -> dict[str, str]:
+    """One late alert, one daily report, one improper-rejection alert and one overdue QC task of
+    each tenant, as the head read them in Telegram this week (tags removed), in plain text and as
+    Markdown."""
     text, markdown = [], []
     for tenant in (B24_TENANT, AMO_TENANT):
         base = (stack.bitrix if tenant == B24_TENANT else stack.amo).url
-        mine = [m.text for m in stack.telegram.messages if base in m.text]
+        mine = [m.text for m in stack.telegram.messages[marks.telegram :] if base in m.text]
         shown = []
-        for kind in (LATE_ALERT, REPORT, REJECTION_ALERT):
+        for kind in (LATE_ALERT, REPORT, REJECTION_ALERT, OVERDUE):
             found = next((m for m in mine if kind.of(m)), None)
             if found is None:
                 continue

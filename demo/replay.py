@@ -10,10 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
+from typing import Protocol
 
 from demo.week import MSK, Action, PlannedLead
 from leadwatch.testing.stack import AMO_TENANT, B24_TENANT, CrmDriver, LocalStack
 
+QC_SWEEP_EVERY = 5  # minutes
 # The demo's two tenants and the CRM id of each one's first manager (amoCRM's user ids are long).
 DEMO_TENANTS = {B24_TENANT: 1, AMO_TENANT: 9100001}
 
@@ -32,6 +34,8 @@ def replay(
     reports: bool = False,
     workers: int = 1,
     report: Callable[[str], None] | None = None,
+    people: Callable[[datetime], bool] | None = None,
+    qc: QcRunner | None = None,
 ) -> None:
     """Walk the clock minute by minute: CRM actions (their webhooks), the queue, the schedules.
 
@@ -39,7 +43,10 @@ def replay(
     do not depend on when the sweep runs, only alerts come later, so long fault runs may save time.
     `reports` runs the dialing report schedule every minute too. `workers` workers drain the
     queue side by side (as Lambda runs them). `report` is told each tenth of the way done (the
-    slow tests show it, as the demo shows its progress bar).
+    slow tests show it, as the demo shows its progress bar). `people` act each minute on what the
+    CRM asks of them (True: someone did something, such as a page submitted); `qc` runs quality
+    control's schedules: the deadline sweep every few working minutes and after people acted (a
+    page wakes it at once), the weekly audit every hour.
     """
     from tqdm import tqdm
 
@@ -83,7 +90,8 @@ def replay(
             if every_minute is not None:
                 every_minute(stack.clock())
                 acted = True
-            if acted:
+            busy = people is not None and people(stack.clock())
+            if acted or busy:
                 pump()
             # The sweep runs every minute in AWS. A control time always falls inside working time
             # (or exactly at closing), so outside it there is nothing to sweep and the replay skips it.
@@ -93,6 +101,13 @@ def replay(
             )
             if working and minute % sweep_every == 0:
                 sweep()
+            if qc is not None:
+                # Its control points are working time and a page wakes it at once: every fifth
+                # working minute (its docs' pace where something is due) and after people acted.
+                if busy or (working and minute % QC_SWEEP_EVERY == 0):
+                    qc.sweep()
+                if minute % 60 == 0:
+                    qc.audit()
             if minute % 10 == 0:
                 reconcile()
             local = moment.astimezone(MSK)
@@ -113,6 +128,16 @@ def replay(
         reconcile()
         pump()
         sweep()
+        if qc is not None:
+            qc.sweep()
+
+
+class QcRunner(Protocol):
+    """Quality control's schedules (demo.qc.QcSchedules)."""
+
+    def sweep(self) -> None: ...
+
+    def audit(self) -> None: ...
 
 
 def lose_some_webhooks(stack: LocalStack, share: float, rng: random.Random) -> None:
@@ -146,6 +171,11 @@ def perform(action: Action, drivers: dict[str, CrmDriver]) -> None:
         else:
             driver.call(lead.crm_id, lead.manager.crm_id, action.at, call.duration, call.record_url)  # type: ignore[arg-type]
     elif action.kind == "reject":
-        driver.reject(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
+        # A reason where the plan gives one and the driver can set it (demo.qc's drivers).
+        with_reason = getattr(driver, "reject_with_reason", None)
+        if lead.reason is not None and with_reason is not None:
+            with_reason(lead.crm_id, lead.manager.crm_id, action.at, lead.reason)
+        else:
+            driver.reject(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]
     else:
         driver.take(lead.crm_id, lead.manager.crm_id, action.at)  # type: ignore[arg-type]

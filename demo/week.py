@@ -84,6 +84,7 @@ class PlannedLead:
     calls: int = 0  # call attempts made on it by the end of the replay (see tally_calls)
     touches: int = 0
     rejected_at: datetime | None = None
+    reason: str | None = None  # the rejection reason it is given (demo.rejections.REASONS), if any
 
 
 @dataclass(frozen=True)
