@@ -15,6 +15,8 @@ everything.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import socket
@@ -554,14 +556,12 @@ class LocalStack:
         due = [handle for at, handle in self._hidden if at <= now]
         self._hidden = [(at, handle) for at, handle in self._hidden if at > now]
         for handle in due:  # their back-off has passed on the simulated clock
-            try:
+            # Received again meanwhile (a loaded machine let its visibility lapse in real time) or
+            # parked, moto answers the old handle invalid: whoever holds it now decides.
+            with contextlib.suppress(self.sqs.exceptions.ReceiptHandleIsInvalid):
                 self.sqs.change_message_visibility(
                     QueueUrl=self.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
                 )
-            except self.sqs.exceptions.ReceiptHandleIsInvalid:
-                # Received again meanwhile (a loaded machine let its visibility lapse in real
-                # time) or parked: whoever holds it now decides; nothing to bring back.
-                pass
         if workers <= 1:
             return self._drain(self.queue_url, "worker", 10, "leadwatch-events", max_batches)
         import threading
