@@ -16,7 +16,6 @@ everything.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import socket
