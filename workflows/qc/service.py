@@ -94,11 +94,12 @@ def decide(
     every effect now pending for the review (its own and any left from before), to perform.
     (None, []): no such review, or too many lost writes."""
     for _ in range(ATTEMPTS):
-        stored = t.reviews.get(review_id)
-        if stored is None:
+        record = t.reviews.record(review_id)  # the review and its pending effects, one read
+        if record is None:
             return None, []
+        stored = Stored(rules.Review.from_dict(record.value), record.version)
         transition = step(stored.review)
-        pending = _pending(t, review_id)
+        pending = pending_of(record.value)
         if not transition.ok or (transition.review == stored.review and not transition.effects):
             return transition, pending
         effects = [*pending, *transition.effects]
