@@ -23,9 +23,9 @@ from leadwatch.process import RouteRequest, RouteResponse
 from workflows.qc import links, messages, pages, service
 from workflows.qc import rules as qc
 from workflows.qc.links import LinkProblem, Signed
-from workflows.qc.reviews import Reviews, Stored
+from workflows.qc.reviews import Stored
 from workflows.qc.rules import Refusal, Review, Status
-from workflows.qc.view import link_key, view
+from workflows.qc.view import link_key
 
 if TYPE_CHECKING:
     from leadwatch.config import TenantConfig
@@ -74,29 +74,21 @@ def _guarded(ctx: Context, config: TenantConfig, request: RouteRequest, role: qc
 
 
 class _Page:
-    """One request's reading of its link: the tenant, the review it names, the tenant's view."""
+    """One request's reading of its link: the tenant as the service sees it, the review it names."""
 
     def __init__(self, ctx: Context, config: TenantConfig, signed: Signed, key: bytes):
         self.ctx = ctx
         self.config = config
         self.signed = signed
         self.lang = config.language
-        self.reviews = Reviews(ctx.state("qc"), config.tenant, config.retention_months)
-        self.rules = qc.QcRules.from_config(config.section("qc"))
-        self.calendar = ctx.calendar(config)
-        self.key = key
-        self._view: QcView | None = None
+        self.tenant = service.Tenant.of(ctx, config, key)
+        self.reviews = self.tenant.reviews
+        self.rules = self.tenant.rules
+        self.calendar = self.tenant.calendar
 
     @property
     def view(self) -> QcView:
-        if self._view is None:
-            self._view = view(self.ctx, self.config, self.key)
-        return self._view
-
-    @property
-    def tenant(self) -> service.Tenant:
-        """The same tenant as the service sees it, sharing this page's view."""
-        return service.Tenant(self.ctx, self.config, self.rules, self.calendar, self.reviews, self._view)
+        return self.tenant.view
 
     def load(self) -> Stored | None:
         return self.reviews.get(self.signed.review_id)

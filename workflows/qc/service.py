@@ -50,10 +50,11 @@ class Tenant:
     rules: rules.QcRules
     calendar: Any
     reviews: Reviews
+    key: bytes | None = None  # the page links' key, when the caller has it already (a page)
     _view: QcView | None = None
 
     @classmethod
-    def of(cls, ctx: Context, config: TenantConfig) -> Tenant:
+    def of(cls, ctx: Context, config: TenantConfig, key: bytes | None = None) -> Tenant:
         section = config.section("qc")
         return cls(
             ctx,
@@ -61,6 +62,7 @@ class Tenant:
             rules.QcRules.from_config(section),
             ctx.calendar(config),
             Reviews(ctx.state(NAMESPACE), config.tenant, config.retention_months),
+            key,
         )
 
     @property
@@ -68,7 +70,7 @@ class Tenant:
         if self._view is None:
             from workflows.qc.view import link_key, view
 
-            self._view = view(self.ctx, self.config, link_key(self.ctx, self.config))
+            self._view = view(self.ctx, self.config, self.key or link_key(self.ctx, self.config))
         return self._view
 
     @property
