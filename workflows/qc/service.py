@@ -143,13 +143,21 @@ def settle(t: Tenant, review: rules.Review, effects: Sequence[Effect], now: date
 
 
 def _settled(
-    t: Tenant, review: rules.Review, effects: Sequence[Effect], outcome: executor.Outcome, now: datetime
+    t: Tenant,
+    review: rules.Review,
+    effects: Sequence[Effect],
+    outcome: executor.Outcome,
+    now: datetime,
+    *,
+    wake: bool = True,
 ) -> None:
     """After a perform: clear what is done from the review's pending list (the last writer of
-    the list wins only over the version it read; a lost write leaves it for the next run)."""
+    the list wins only over the version it read; a lost write leaves it for the next run), and
+    wake the sweep for what is left (`wake=False`: the sweep itself, which reports its next time)."""
     left = [e for e in effects if e.effect_id not in outcome.done]
     t.reviews.set_pending(review.review_id, [to_data(e) for e in left], {e.effect_id for e in effects})
-    _wake(t, review, outcome, now)
+    if wake:
+        _wake(t, review, outcome, now)
 
 
 def _wake(t: Tenant, review: rules.Review, outcome: executor.Outcome, now: datetime) -> None:
@@ -359,7 +367,7 @@ def sweep(ctx: Context, config: TenantConfig, now: datetime, budget: Any) -> Swe
         outcome = executor.perform(ctx, config, [e for _, effects in decided for e in effects], budget)
         report.left = len(outcome.failed) + len(outcome.held)
         for review, effects in decided:
-            _settled(t, review, effects, outcome, now)
+            _settled(t, review, effects, outcome, now, wake=False)
     # The next control point of what is still open, or soon for effects still to be done.
     moments = [now + RETRY_AFTER if pending else at for _, at, pending in t.reviews.open_ids()]
     report.wake_at = min((m for m in moments if m is not None), default=None)
